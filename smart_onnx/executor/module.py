@@ -1,0 +1,219 @@
+"""Executor: an ONNX graph as a differentiable ``torch.nn.Module``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from smart_onnx.errors import DataError, GraphError, UnsupportedOpError
+from smart_onnx.executor import ops as _ops  # noqa: F401  (registers the handlers)
+from smart_onnx.executor.base import NodeContext, decode_attribute, describe
+from smart_onnx.executor.registry import resolve
+from smart_onnx.executor.weights import WeightStore
+from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
+
+__all__ = ["Executor", "GraphModule", "Transforms", "unsupported_nodes"]
+
+# name -> function applied to that value whenever it is read (weights) or produced
+# (activations); how the search applies masks without touching the graph.
+Transforms = Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _opsets(model: OnnxModel) -> dict[str, int]:
+    out = {("" if o.domain in ("", "ai.onnx") else o.domain): int(o.version) for o in model.proto.opset_import}
+    out.setdefault("", 1)
+    return out
+
+
+def _opset_for(node: onnx.NodeProto, opsets: Mapping[str, int]) -> int:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain not in opsets:
+        raise GraphError(f"{describe(node)} uses domain {domain!r}, which the model does not import")
+    return opsets[domain]
+
+
+def unsupported_nodes(model: OnnxModel) -> list[str]:
+    """One message per node (subgraphs included) the executor cannot run."""
+    opsets = _opsets(model)
+    problems: list[str] = []
+    for graph in iter_graphs(model.graph):
+        for node in graph.node:
+            try:
+                resolve(node, _opset_for(node, opsets))
+            except (UnsupportedOpError, GraphError) as e:
+                problems.append(str(e))
+    return problems
+
+
+class GraphModule(nn.Module):
+    """Runs one GraphProto (the main graph or an If/Loop body) in topological order."""
+
+    def __init__(self, graph: onnx.GraphProto, store: WeightStore, opsets: Mapping[str, int]) -> None:
+        super().__init__()
+        # Not a submodule: every GraphModule shares the one store the Executor owns.
+        object.__setattr__(self, "_store", store)
+        self.input_names = [i.name for i in graph.input]
+        self.output_names = [o.name for o in graph.output]
+        self.nodes = nn.ModuleList()
+        self._plan: list[tuple[list[str], list[str], bool]] = []
+        for node in graph.node:
+            cls, version = resolve(node, _opset_for(node, opsets))
+            ctx = NodeContext(
+                node=node,
+                version=version,
+                attrs={a.name: decode_attribute(a) for a in node.attribute},
+                constants={i: store.get(n).detach().cpu().numpy() for i, n in enumerate(node.input) if n in store},
+                build_subgraph=lambda g: GraphModule(g, store, opsets),
+            )
+            module = cls.from_node(ctx)
+            module.onnx_node = node.name  # for error messages
+            self.nodes.append(module)
+            self._plan.append((list(node.input), list(node.output), getattr(cls, "needs_scope", False)))
+        self._frees = self._last_uses(graph)
+
+    def _last_uses(self, graph: onnx.GraphProto) -> list[list[str]]:
+        """Per node, the values no later node (or graph output) reads: freed to save memory."""
+        last: dict[str, int] = {}
+        for idx, node in enumerate(graph.node):
+            reads = set(node.input)
+            for attr in node.attribute:
+                graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                for g in graphs:
+                    for sub in iter_graphs(g):
+                        for n in sub.node:
+                            reads.update(n.input)
+            for name in reads:
+                last[name] = idx
+        keep = set(self.output_names)
+        frees: list[list[str]] = [[] for _ in graph.node]
+        for name, idx in last.items():
+            if name and name not in keep:
+                frees[idx].append(name)
+        return frees
+
+    def run(self, env: dict[str, torch.Tensor], transforms: Transforms | None = None) -> list[torch.Tensor]:
+        """Run the graph on ``env`` (inputs and outer-scope values; updated in place)."""
+        store: WeightStore = self._store
+        transforms = transforms or {}
+
+        def value(name: str) -> torch.Tensor:
+            if name in env:
+                return env[name]
+            if name in store:
+                t = store.get(name)
+                if name in transforms:
+                    t = transforms[name](t)
+                env[name] = t
+                return t
+            raise GraphError(f"value {name!r} is read before any node produces it")
+
+        for module, (inputs, outputs, needs_scope), frees in zip(self.nodes, self._plan, self._frees):
+            args = [value(n) if n else None for n in inputs]
+            try:
+                result = module(*args, scope=env, transforms=transforms) if needs_scope else module(*args)
+            except (GraphError, UnsupportedOpError):
+                raise
+            except RuntimeError as e:
+                raise GraphError(
+                    f"node {module.onnx_node!r} ({type(module).__name__}) failed: {str(e).splitlines()[0]}"
+                ) from e
+            results = result if isinstance(result, (tuple, list)) else (result,)
+            for name, out in zip(outputs, results):
+                if name:
+                    env[name] = transforms[name](out) if name in transforms else out
+            for name in frees:
+                env.pop(name, None)
+        return [value(n) for n in self.output_names]
+
+
+class Executor(nn.Module):
+    """A whole ONNX model as a ``torch.nn.Module``.
+
+    Floating-point weights are ``nn.Parameter``s in ``self.weights`` (a
+    :class:`WeightStore`) keyed by ONNX tensor name; a tensor read by several
+    nodes is one parameter.
+
+    Raises:
+        UnsupportedOpError: on construction, for the first node that cannot run.
+    """
+
+    def __init__(self, model: OnnxModel) -> None:
+        super().__init__()
+        self.model = model
+        opsets = _opsets(model)
+        arrays, trainable = self._collect_weights(model, opsets)
+        self.weights = WeightStore(arrays, trainable)
+        self.graph_module = GraphModule(model.graph, self.weights, opsets)
+        self.input_specs = model.inputs
+        self.input_names = [s.name for s in self.input_specs]
+        self.output_names = list(self.graph_module.output_names)
+
+    @staticmethod
+    def _collect_weights(model: OnnxModel, opsets: Mapping[str, int]) -> tuple[dict[str, np.ndarray], set[str]]:
+        arrays: dict[str, np.ndarray] = {}
+        floats: set[str] = set()
+        for graph in iter_graphs(model.graph):
+            for t in graph.initializer:
+                if t.name in arrays:
+                    continue
+                arrays[t.name] = tensor_to_array(t)
+                if is_float_tensor(t):
+                    floats.add(t.name)
+        trainable: set[str] = set()
+        for graph in iter_graphs(model.graph):
+            for node in graph.node:
+                cls, _ = resolve(node, _opset_for(node, opsets))
+                for i, name in enumerate(node.input):
+                    if name in floats and i not in cls.static_inputs:
+                        trainable.add(name)
+        # A graph input that shadows an initializer (IR < 4 style default) is a runtime input.
+        return arrays, trainable
+
+    def feeds(self, *args: Any, **named: Any) -> dict[str, torch.Tensor]:
+        """Inputs by name, from positional (graph input order) and keyword arguments."""
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            named = {**args[0], **named}
+            args = ()
+        if len(args) > len(self.input_names):
+            raise DataError(f"the model takes {len(self.input_names)} inputs, got {len(args)}")
+        feeds = dict(zip(self.input_names, args))
+        feeds.update(named)
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise DataError(f"missing model inputs {missing} (the model's inputs are {self.input_names})")
+        extra = sorted(set(feeds) - set(self.input_names))
+        if extra:
+            raise DataError(f"unknown model inputs {extra} (the model's inputs are {self.input_names})")
+        device = next(iter(self.weights.buffers()), next(iter(self.weights.parameters()), None))
+        out = {}
+        for name, v in feeds.items():
+            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            out[name] = t.to(device.device) if device is not None and t.device != device.device else t
+        return out
+
+    def forward(self, *args: Any, transforms: Transforms | None = None, **named: Any) -> dict[str, torch.Tensor]:
+        """Run the model.
+
+        Args:
+            *args: inputs in graph-input order, or one mapping name -> tensor.
+            transforms: name -> function applied to that weight or activation as it
+                is read or produced (the search's masks).
+            **named: inputs by name.
+
+        Returns:
+            Graph outputs by name, in graph order.
+        """
+        env = self.feeds(*args, **named)
+        values = self.graph_module.run(env, transforms)
+        return dict(zip(self.output_names, values))
+
+    def parameter_names(self) -> list[str]:
+        return self.weights.parameter_names()
+
+    def weight_arrays(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        return self.weights.to_arrays(names)
