@@ -1,0 +1,83 @@
+"""Shared test utilities: one-node models, onnxruntime reference runs, closeness."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper, numpy_helper
+
+from smart_onnx.executor import Executor
+from smart_onnx.model import MAX_IR_VERSION, OnnxModel, normalize
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto] | onnx.NodeProto,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str],
+    initializers: Mapping[str, np.ndarray] | None = None,
+    opset: int = 17,
+    extra_opsets: Mapping[str, int] | None = None,
+) -> onnx.ModelProto:
+    """A model around ``nodes``; runtime inputs typed from the example arrays, outputs untyped."""
+    nodes = [nodes] if isinstance(nodes, onnx.NodeProto) else list(nodes)
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in inputs.items()],
+        [helper.make_empty_tensor_value_info(n) for n in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()],
+    )
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = min(MAX_IR_VERSION, 8 if opset <= 17 else 10)
+    return model
+
+
+def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, dict(feeds))
+
+
+def run_executor(model: onnx.ModelProto | OnnxModel, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    om = model if isinstance(model, OnnxModel) else normalize(_copy(model))
+    ex = Executor(om)
+    with torch.no_grad():
+        out = ex({k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()})
+    return [v.detach().cpu().numpy() for v in out.values()]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |a - e| / max |e| (0 when both are all zero)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def assert_matches_ort(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: float = 1e-5
+) -> None:
+    """The executor reproduces onnxruntime on every output (same shape, dtype kind, values)."""
+    expected = run_ort(model, feeds)
+    actual = run_executor(model, feeds)
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert a.shape == e.shape, f"output {i}: shape {a.shape} != onnxruntime {e.shape}"
+        if e.dtype == np.bool_ or np.issubdtype(e.dtype, np.integer):
+            np.testing.assert_array_equal(a, e, err_msg=f"output {i}")
+        else:
+            err = relative_error(a, e)
+            assert err <= rtol, f"output {i}: relative error {err:.3g} > {rtol}"
