@@ -211,7 +211,23 @@ def normalize(proto: onnx.ModelProto, path: Path | None = None) -> OnnxModel:
         _densify_sparse_initializers(graph)
         lifted |= _lift_constants(graph)
         _toposort(graph, outer=_outer_names(proto.graph, graph))
+    _name_nodes(proto.graph)
     return OnnxModel(proto, path, frozenset(lifted))
+
+
+def _name_nodes(root: onnx.GraphProto) -> None:
+    """Give unnamed nodes (and repeated names) unique names: analysis and reports key layers by node name."""
+    seen: set[str] = set()
+    counter = 0
+    for graph in iter_graphs(root):
+        for node in graph.node:
+            if not node.name or node.name in seen:
+                base = node.name or node.op_type
+                while f"{base}_{counter}" in seen:
+                    counter += 1
+                node.name = f"{base}_{counter}"
+                counter += 1
+            seen.add(node.name)
 
 
 def _short(e: BaseException) -> str:
