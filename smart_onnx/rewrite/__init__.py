@@ -1,1 +1,25 @@
-"""."""
+"""Export stage: rewrite the original ONNX graph (block-sparse weights or removed channels).
+
+The only package that imports onnx_graphsurgeon. Every rewrite is a sequence of
+small passes (:mod:`smart_onnx.rewrite.passes`) that ends in :class:`Validate`.
+"""
+
+from __future__ import annotations
+
+from smart_onnx.rewrite.align import round_channels
+from smart_onnx.rewrite.block import BLOCK_SPARSITY_KEY, BlockMask, apply_block_masks, read_block_sparsity
+from smart_onnx.rewrite.passes import Pass, PassResult, Sequential, Validate, run_passes, validate
+
+__all__ = [
+    "BLOCK_SPARSITY_KEY",
+    "BlockMask",
+    "Pass",
+    "PassResult",
+    "Sequential",
+    "Validate",
+    "apply_block_masks",
+    "read_block_sparsity",
+    "round_channels",
+    "run_passes",
+    "validate",
+]

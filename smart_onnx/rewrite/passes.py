@@ -1,0 +1,161 @@
+"""Pass infrastructure for the ONNX rewriter (the contract of ir-py's ``_pass_infra``).
+
+A pass is a callable ``pass_(model) -> PassResult(model, modified)``. It may
+override :meth:`Pass.requires` (checked before it runs) and :meth:`Pass.ensures`
+(checked after). :class:`Sequential` runs passes in order; when one fails, its
+error names the passes that already ran. :class:`Validate` is the final gate of
+every rewrite: ``onnx.checker`` with ``full_check`` and strict shape inference.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx
+
+from smart_onnx.errors import RewriteError, SmartOnnxError
+from smart_onnx.model import OnnxModel, iter_graphs, normalize
+
+__all__ = ["Pass", "PassResult", "Sequential", "Validate", "run_passes", "validate"]
+
+log = logging.getLogger(__name__)
+
+_STRICT = {"check_type": True, "strict_mode": True, "data_prop": True}
+# Protobuf refuses to serialise a message of 2 GiB or more; the checkers then need a file.
+_PROTO_LIMIT = 2**31 - 2**20
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass returns: the (possibly new) model and whether anything changed."""
+
+    model: OnnxModel
+    modified: bool
+
+
+class Pass(abc.ABC):
+    """One rewrite step. Subclasses implement :meth:`call`; callers call the instance."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def requires(self, model: OnnxModel) -> None:  # noqa: B027  (optional hook)
+        """Raise a :class:`SmartOnnxError` if ``model`` is not a valid input for this pass."""
+
+    def ensures(self, model: OnnxModel) -> None:  # noqa: B027  (optional hook)
+        """Raise a :class:`SmartOnnxError` if this pass produced an invalid ``model``."""
+
+    @abc.abstractmethod
+    def call(self, model: OnnxModel) -> PassResult:
+        """Do the rewrite. Must not modify ``model`` in place."""
+
+    def __call__(self, model: OnnxModel) -> PassResult:
+        self.requires(model)
+        result = self.call(model)
+        self.ensures(result.model)
+        return result
+
+
+class Sequential(Pass):
+    """Passes run one after the other; ``modified`` is true if any of them modified the model."""
+
+    def __init__(self, *passes: Pass) -> None:
+        self.passes = passes
+
+    @property
+    def name(self) -> str:
+        return "Sequential(" + ", ".join(p.name for p in self.passes) + ")"
+
+    def call(self, model: OnnxModel) -> PassResult:
+        modified = False
+        done: list[str] = []
+        for pass_ in self.passes:
+            try:
+                result = pass_(model)
+            except SmartOnnxError as e:
+                # Same class, so callers still catch ConstraintError etc.; the message gains the history.
+                after = f" (after {', '.join(done)})" if done else " (the first pass)"
+                raise type(e)(f"{str(e).rstrip('.')}; in rewrite pass {pass_.name}{after}.") from e
+            log.debug("rewrite pass %s: modified=%s", pass_.name, result.modified)
+            model, modified = result.model, modified or result.modified
+            done.append(pass_.name)
+        return PassResult(model, modified)
+
+
+class Validate(Pass):
+    """Checks the model and changes nothing: ``onnx.checker`` (full) plus strict shape inference."""
+
+    def call(self, model: OnnxModel) -> PassResult:
+        validate(model)
+        return PassResult(model, False)
+
+
+def run_passes(model: OnnxModel, *passes: Pass) -> OnnxModel:
+    """Run ``passes`` then :class:`Validate`; a failed check says whether the input already failed it.
+
+    Raises:
+        RewriteError: the result fails validation (the message says when the given model fails it too).
+        SmartOnnxError: whatever a pass raises (ConstraintError for impossible requests).
+    """
+    try:
+        return Sequential(*passes, Validate())(model).model
+    except RewriteError as e:
+        try:
+            validate(model, subject="the model given to the rewriter")
+        except RewriteError as before:
+            raise before from e
+        raise
+
+
+def validate(model: OnnxModel | onnx.ModelProto, subject: str = "the rewritten model") -> None:
+    """Raise :class:`RewriteError` unless ``model`` passes the full checker and strict shape inference.
+
+    onnx's shape inference types a ``sparse_initializer`` as a sparse tensor, which
+    no standard op accepts, although ONNX and onnxruntime treat it as a dense
+    initializer stored compactly; so a model that has sparse initializers gets the
+    structural checker as it is, and the full checks on its densified copy.
+
+    Args:
+        model: the model to check.
+        subject: how the error message names the model.
+
+    Raises:
+        RewriteError: the checker or shape inference rejects the model.
+    """
+    proto = model.proto if isinstance(model, OnnxModel) else model
+    if any(len(g.sparse_initializer) for g in iter_graphs(proto.graph)):
+        _run_check(subject, "the ONNX checker", lambda: onnx.checker.check_model(proto))
+        dense = onnx.ModelProto()
+        dense.CopyFrom(proto)
+        proto = normalize(dense).proto
+    if proto.ByteSize() > _PROTO_LIMIT:
+        _validate_on_disk(proto, subject)
+        return
+    _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(proto, full_check=True))
+    _run_check(subject, "strict shape inference", lambda: onnx.shape_inference.infer_shapes(proto, **_STRICT))
+
+
+def _validate_on_disk(proto: onnx.ModelProto, subject: str) -> None:
+    """The same checks for a model over protobuf's 2 GiB limit: the checkers read it from a file."""
+    with tempfile.TemporaryDirectory(prefix="smart_onnx_validate_") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(proto, path, save_as_external_data=True, location="model.data", size_threshold=1024)
+        _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(path, full_check=True))
+        inferred = os.path.join(tmp, "inferred.onnx")
+        _run_check(
+            subject, "strict shape inference", lambda: onnx.shape_inference.infer_shapes_path(path, inferred, **_STRICT)
+        )
+
+
+def _run_check(subject: str, what: str, check: Callable[[], object]) -> None:
+    try:
+        check()
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RewriteError(f"{subject} fails {what}: {first[:300]}") from e
