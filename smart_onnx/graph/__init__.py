@@ -1,1 +1,29 @@
-"""."""
+"""Graph analysis: prunable layers, MACs and channel-coupling groups (imports onnx and numpy, never torch)."""
+
+from __future__ import annotations
+
+from smart_onnx.graph.analysis import Analysis, analyze
+from smart_onnx.graph.groups import CouplingGroup, Role, ShapeEdit, TensorSlice, check_keep
+from smart_onnx.graph.index_map import ChainMap, IdentityMap, IndexMap, OffsetMap, RepeatMap, WindowMap
+from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
+from smart_onnx.graph.view import GraphView, value_shapes
+
+__all__ = [
+    "Analysis",
+    "ChainMap",
+    "CouplingGroup",
+    "GraphView",
+    "IdentityMap",
+    "IndexMap",
+    "OffsetMap",
+    "PrunableLayer",
+    "RepeatMap",
+    "Role",
+    "ShapeEdit",
+    "TensorSlice",
+    "WindowMap",
+    "analyze",
+    "check_keep",
+    "find_prunable_layers",
+    "value_shapes",
+]

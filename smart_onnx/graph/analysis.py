@@ -1,0 +1,98 @@
+"""The analysis stage's entry point: prunable layers, coupling groups, shapes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from smart_onnx.graph.coupling import build_groups
+from smart_onnx.graph.groups import CouplingGroup, Role
+from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
+from smart_onnx.graph.view import GraphView, value_shapes
+from smart_onnx.model import OnnxModel, resolve_input_shapes
+
+__all__ = ["Analysis", "analyze"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the analysis found in a model.
+
+    Attributes:
+        layers: prunable layers in graph order.
+        groups: coupling groups; ``groups[i].id == i``. Every prunable layer's output
+            channels belong to exactly one group (its root group).
+        shapes: value name -> concrete shape at the analysed input shapes (values whose
+            shape is unknown are absent).
+        input_shapes: the concrete input shapes the analysis used.
+    """
+
+    layers: tuple[PrunableLayer, ...]
+    groups: tuple[CouplingGroup, ...]
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def layer(self, name: str) -> PrunableLayer:
+        """The layer of node ``name`` (KeyError if it is not prunable)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def group_of(self, layer: str) -> CouplingGroup:
+        """The group holding ``layer``'s output channels (KeyError if none)."""
+        for group in self.groups:
+            if any(s.node == layer and s.role is Role.PRODUCER_WEIGHT for s in group.slices):
+                return group
+        raise KeyError(layer)
+
+    @property
+    def prunable_groups(self) -> tuple[CouplingGroup, ...]:
+        return tuple(g for g in self.groups if g.frozen is None)
+
+    @property
+    def frozen_groups(self) -> tuple[CouplingGroup, ...]:
+        return tuple(g for g in self.groups if g.frozen is not None)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary (``inspect --json``, reports)."""
+        return {
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "layers": [layer.to_dict() for layer in self.layers],
+            "groups": [g.to_dict() for g in self.groups],
+            "summary": {
+                "layers": len(self.layers),
+                "groups": len(self.groups),
+                "frozen_groups": len(self.frozen_groups),
+                "prunable_params": sum(g.params for g in self.prunable_groups),
+                "prunable_macs": sum(g.macs for g in self.prunable_groups),
+            },
+        }
+
+
+def analyze(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Analysis:
+    """Find prunable layers and channel-coupling groups.
+
+    Args:
+        model: a loaded (normalised) model; it is not modified.
+        input_shapes: concrete shapes for runtime inputs; missing ones are resolved with
+            :func:`smart_onnx.model.resolve_input_shapes` (symbolic batch -> 1).
+
+    Returns:
+        The :class:`Analysis`. Problems in the graph freeze groups (with a reason); they
+        never raise.
+
+    Raises:
+        GraphError: an input has a symbolic non-batch dim and no shape was given.
+    """
+    concrete = resolve_input_shapes(model, input_shapes)
+    shapes = value_shapes(model, concrete)
+    view = GraphView(model)
+    layers = tuple(find_prunable_layers(view, shapes))
+    groups = tuple(build_groups(view, layers, shapes))
+    log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),
+             sum(g.frozen is not None for g in groups))
+    return Analysis(layers, groups, shapes, concrete)

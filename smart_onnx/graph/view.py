@@ -1,0 +1,153 @@
+"""A read-only view of a model's main graph, and value shapes from shape inference."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import cached_property
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from smart_onnx.model import OnnxModel, _subgraph_free_names, tensor_to_array
+
+__all__ = ["GraphView", "attr", "value_shapes"]
+
+log = logging.getLogger(__name__)
+
+
+def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """Attribute ``name`` of ``node`` decoded by its type (ints/floats lists as lists), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            if isinstance(value, bytes):
+                return value.decode()
+            return list(value) if a.type in (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS) else value
+    return default
+
+
+class GraphView:
+    """Producers, consumers, initializers and outputs of an ``OnnxModel``'s main graph.
+
+    The view indexes the graph once; it does not notice later edits to the proto.
+    """
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.nodes: list[onnx.NodeProto] = list(self.graph.node)
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in self.graph.initializer}
+        self.outputs: tuple[str, ...] = tuple(o.name for o in self.graph.output)
+        self.inputs: tuple[str, ...] = tuple(i.name for i in self.graph.input if i.name not in self.initializers)
+        self._producer: dict[str, onnx.NodeProto] = {}
+        self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        self._by_name: dict[str, onnx.NodeProto] = {}
+        for node in self.nodes:
+            self._by_name[node.name] = node
+            for out in node.output:
+                if out:
+                    self._producer[out] = node
+            for slot, name in enumerate(node.input):
+                if name:
+                    self._consumers.setdefault(name, []).append((node, slot))
+
+    def producer(self, value: str) -> onnx.NodeProto | None:
+        """The node that writes ``value`` (None for inputs and initializers)."""
+        return self._producer.get(value)
+
+    def consumers(self, value: str) -> list[tuple[onnx.NodeProto, int]]:
+        """``(node, input slot)`` for every read of ``value`` in the main graph, in graph order."""
+        return list(self._consumers.get(value, ()))
+
+    def node(self, name: str) -> onnx.NodeProto:
+        """The node called ``name`` (KeyError if there is none)."""
+        return self._by_name[name]
+
+    def is_output(self, value: str) -> bool:
+        return value in self._output_set
+
+    @cached_property
+    def _output_set(self) -> frozenset[str]:
+        return frozenset(self.outputs)
+
+    @cached_property
+    def subgraph_reads(self) -> frozenset[str]:
+        """Main-graph values that If/Loop/Scan bodies read (the analysis cannot follow them)."""
+        names: set[str] = set()
+        for node in self.nodes:
+            names |= _subgraph_free_names(node)
+        return frozenset(names)
+
+    def constant(self, value: str) -> np.ndarray | None:
+        """The initializer ``value`` as numpy, or None when it is not an initializer."""
+        tensor = self.initializers.get(value)
+        return None if tensor is None else tensor_to_array(tensor)
+
+    def shape_of_constant(self, value: str) -> tuple[int, ...] | None:
+        """Shape of initializer ``value`` (through Identity/Transpose chains), or None."""
+        tensor = self.initializers.get(value)
+        if tensor is not None:
+            return tuple(int(d) for d in tensor.dims)
+        node = self.producer(value)
+        if node is not None and node.op_type in ("Identity", "Transpose"):
+            inner = self.shape_of_constant(node.input[0])
+            if inner is None or node.op_type == "Identity":
+                return inner
+            perm = attr(node, "perm") or list(reversed(range(len(inner))))
+            return tuple(inner[p] for p in perm)
+        return None
+
+
+def value_shapes(
+    model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes of the main graph's values from ONNX shape inference.
+
+    Runs ``onnx.shape_inference`` (with ``data_prop=True``) on a copy whose runtime inputs
+    are fixed to ``input_shapes`` (inputs not named keep their declared shape). Values whose
+    shape stays partly or wholly unknown are absent; callers may add shapes measured by
+    running the model. Initializers are included.
+
+    Args:
+        model: the model (not modified).
+        input_shapes: concrete shape per runtime input name.
+
+    Returns:
+        value name -> shape.
+    """
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    del proto.graph.value_info[:]
+    for value in proto.graph.input:
+        if input_shapes and value.name in input_shapes:
+            dims = value.type.tensor_type.shape
+            dims.Clear()
+            for d in input_shapes[value.name]:
+                dims.dim.add().dim_value = int(d)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as e:  # inference is best effort: shapes stay unknown, analysis freezes what needs them
+        log.warning("shape inference failed (%s); continuing without inferred shapes", str(e).splitlines()[0])
+        inferred = proto
+    shapes: dict[str, tuple[int, ...]] = {}
+    graph = inferred.graph
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        shape = _concrete(value)
+        if shape is not None:
+            shapes[value.name] = shape
+    for tensor in graph.initializer:
+        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
+    return shapes
+
+
+def _concrete(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for d in value.type.tensor_type.shape.dim:
+        if not d.HasField("dim_value") or d.dim_value < 0:
+            return None
+        dims.append(int(d.dim_value))
+    return tuple(dims)
