@@ -1,0 +1,123 @@
+"""Decode images into a model's single image input.
+
+Layout is read from the input's shape: NCHW when dim 1 is 1 or 3, NHWC when the
+last dim is 1 or 3; when both hold (e.g. ``[N, 3, 224, 3]``) NCHW is assumed. Each
+image is converted to RGB (grayscale when the input has one channel), resized to
+the input's H x W with bilinear filtering (no crop, aspect ratio not kept), scaled
+to [0, 1], then normalised per channel as ``(x - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from smart_onnx.data._conform import format_shape
+from smart_onnx.errors import DataError
+from smart_onnx.model import InputSpec
+
+__all__ = ["ImageLayout", "image_layout", "load_images"]
+
+log = logging.getLogger(__name__)
+
+_CHANNELS = (1, 3)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where an image input keeps its channels, and the size images are resized to."""
+
+    channels_first: bool
+    channels: int
+    height: int
+    width: int
+
+
+def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"image size must be one positive int or (height, width), got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def image_layout(spec: InputSpec, image_size: int | Sequence[int] | None = None) -> ImageLayout:
+    """The layout of ``spec`` as an image input.
+
+    Args:
+        spec: the model's only input.
+        image_size: ``(height, width)`` or one int for both; required when the
+            input's H or W is symbolic, and must agree with fixed ones.
+
+    Raises:
+        DataError: the input is not a float rank-4 tensor with 1 or 3 channels at
+            axis 1 or 3, or H x W is unknown or contradicts ``image_size``.
+    """
+    what = f"input {spec.name!r} ({spec.dtype}, {format_shape(spec.shape)})"
+    if not spec.is_float() or spec.rank != 4:
+        raise DataError(f"{what} is not an image input: images feed a float input of rank 4 (NCHW or NHWC)")
+    first = spec.shape[1] in _CHANNELS
+    if not first and spec.shape[3] not in _CHANNELS:
+        raise DataError(f"{what} has no channel axis of 1 or 3 at axis 1 (NCHW) or 3 (NHWC), so images cannot feed it")
+    channels = int(spec.shape[1] if first else spec.shape[3])
+    dims = spec.shape[2:4] if first else spec.shape[1:3]
+    size = _size(image_size)
+    fixed = all(isinstance(d, int) and d > 0 for d in dims)
+    if size is None and not fixed:
+        raise DataError(f"{what} has a symbolic height or width; give the image size (--image-size HxW)")
+    if size is not None and any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, size)):
+        raise DataError(f"{what} fixes height x width, but an image size of {size[0]}x{size[1]} was given")
+    height, width = size if size is not None else (int(dims[0]), int(dims[1]))
+    return ImageLayout(first, channels, height, width)
+
+
+def _per_channel(values: Sequence[float] | None, default: float, channels: int, name: str) -> np.ndarray:
+    if values is None:
+        return np.full(channels, default, np.float32)
+    array = np.asarray(values, dtype=np.float32).reshape(-1)
+    if array.size not in (1, channels):
+        raise DataError(f"--{name} has {array.size} values, expected 1 or {channels} (one per channel)")
+    return np.broadcast_to(array, (channels,))
+
+
+def _decode(path: Path, layout: ImageLayout) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if layout.channels == 1 else "RGB")
+            image = image.resize((layout.width, layout.height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot decode image {path} ({type(e).__name__}: {' '.join(str(e).split())})") from e
+    return pixels.reshape(layout.height, layout.width, layout.channels)
+
+
+def load_images(
+    files: Sequence[Path],
+    layout: ImageLayout,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Decode, resize and normalise ``files`` into one float32 array in ``layout``.
+
+    All images are decoded up front (about ``4 * C * H * W`` bytes each).
+
+    Raises:
+        DataError: a file cannot be decoded, ``mean``/``std`` has the wrong length,
+            or ``std`` has a zero.
+    """
+    mean_c = _per_channel(mean, 0.0, layout.channels, "mean")
+    std_c = _per_channel(std, 1.0, layout.channels, "std")
+    if not np.all(std_c != 0):
+        raise DataError(f"--std has a zero value ({list(std_c)}), which cannot normalise")
+    out = np.empty((len(files), layout.height, layout.width, layout.channels), np.float32)
+    for i, path in enumerate(files):
+        out[i] = _decode(path, layout)
+    out = (out / 255.0 - mean_c) / std_c
+    log.debug("decoded %d images to %dx%dx%d", len(files), layout.height, layout.width, layout.channels)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout.channels_first else out
