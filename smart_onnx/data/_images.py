@@ -2,9 +2,10 @@
 
 Layout is read from the input's shape: NCHW when dim 1 is 1 or 3, NHWC when the
 last dim is 1 or 3; when both hold (e.g. ``[N, 3, 224, 3]``) NCHW is assumed. Each
-image is converted to RGB (grayscale when the input has one channel), resized to
-the input's H x W with bilinear filtering (no crop, aspect ratio not kept), scaled
-to [0, 1], then normalised per channel as ``(x - mean) / std``.
+image is converted to RGB (grayscale when the input has one channel; alpha is
+dropped), resized to the input's H x W with bilinear filtering (no crop, aspect
+ratio not kept), scaled to [0, 1] (8-bit by 255, 16-bit grayscale by 65535), then
+normalised per channel as ``(x - mean) / std``. EXIF orientation is not applied.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __all__ = ["ImageLayout", "image_layout", "load_images"]
 log = logging.getLogger(__name__)
 
 _CHANNELS = (1, 3)
+# 16-bit grayscale PNGs open in these modes (Pillow has no 16-bit RGB).
+_WIDE_GRAY = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,23 @@ def _per_channel(values: Sequence[float] | None, default: float, channels: int, 
     return np.broadcast_to(array, (channels,))
 
 
+def _pixels(image: Image.Image, layout: ImageLayout) -> np.ndarray:
+    size = (layout.width, layout.height)
+    if image.mode in _WIDE_GRAY:
+        # convert("L"/"RGB") would clip 16-bit values at 255, so scale to [0, 1] first.
+        gray = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)
+        pixels = np.asarray(gray.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+        return np.repeat(pixels[..., None], layout.channels, axis=2)
+    image = image.convert("L" if layout.channels == 1 else "RGB").resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32).reshape(layout.height, layout.width, layout.channels) / 255.0
+
+
 def _decode(path: Path, layout: ImageLayout) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if layout.channels == 1 else "RGB")
-            image = image.resize((layout.width, layout.height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32)
+            return _pixels(image, layout)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot decode image {path} ({type(e).__name__}: {' '.join(str(e).split())})") from e
-    return pixels.reshape(layout.height, layout.width, layout.channels)
 
 
 def load_images(
@@ -118,6 +129,6 @@ def load_images(
     out = np.empty((len(files), layout.height, layout.width, layout.channels), np.float32)
     for i, path in enumerate(files):
         out[i] = _decode(path, layout)
-    out = (out / 255.0 - mean_c) / std_c
+    out = (out - mean_c) / std_c
     log.debug("decoded %d images to %dx%dx%d", len(files), layout.height, layout.width, layout.channels)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout.channels_first else out

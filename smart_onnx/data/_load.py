@@ -149,7 +149,7 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], la
     """Write arrays keyed by input name (and labels) as an npz calibration set, atomically.
 
     The file is written to a temporary file in the same folder and renamed, so a
-    reader never sees a partial file. Any key is allowed (``np.savez`` would reject
+    reader never sees a partial file; missing parent folders are created. Any key is allowed (``np.savez`` would reject
     names such as ``file`` or ``allow_pickle``).
 
     Returns:
@@ -157,7 +157,8 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], la
 
     Raises:
         DataError: the path does not end in ``.npz``, an array is called ``label``
-            while labels are given, or the arrays hold different numbers of samples.
+            while labels are given, an array holds Python objects, or the arrays
+            hold different numbers of samples.
     """
     path = Path(path)
     if path.suffix.lower() != ".npz":
@@ -167,9 +168,12 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], la
         if LABEL_KEY in entries:
             raise DataError(f"cannot write labels to {path}: an array is already called {LABEL_KEY!r}")
         entries[LABEL_KEY] = np.asarray(labels)
+    if objects := [name for name, a in entries.items() if a.dtype.hasobject]:
+        raise DataError(f"cannot write {objects} to {path}: object arrays need pickling, which loading refuses")
     if len({len(a) if a.ndim else -1 for a in entries.values()}) > 1:
         counts = ", ".join(f"{k}: {a.shape[0] if a.ndim else 'scalar'}" for k, a in entries.items())
         raise DataError(f"arrays for {path} hold different numbers of samples ({counts})")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; a calibration set is ordinary shared data.

@@ -145,3 +145,19 @@ def test_images_mixed_with_arrays(tmp_path: Path) -> None:
     np.save(tmp_path / "b.npy", np.zeros((1, 3, 6, 8)))
     with pytest.raises(DataError, match="mixes image and npy files"):
         load_dataset(tmp_path, [NCHW])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grayscale_keeps_its_range(tmp_path: Path, channels: int) -> None:
+    values = np.full((6, 8), 32768, np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    spec = InputSpec("x", ("N", channels, 6, 8), np.dtype(np.float32))
+    pixels = load_dataset(tmp_path, [spec]).arrays["x"]
+    assert pixels.shape == (1, channels, 6, 8)
+    np.testing.assert_allclose(pixels, 32768 / 65535, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "L"])
+def test_other_8_bit_modes_become_rgb(tmp_path: Path, mode: str) -> None:
+    Image.new("RGB", (8, 6), (255, 255, 255)).convert(mode).save(tmp_path / "a.png")
+    np.testing.assert_allclose(load_dataset(tmp_path, [NCHW]).arrays["pixels"], 1.0)

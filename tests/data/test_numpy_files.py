@@ -65,12 +65,26 @@ def test_write_npz_is_atomic_and_accepts_any_key(tmp_path: Path) -> None:
         ({"x": np.ones(2)}, None, "set.npy", r"must end in \.npz"),
         ({"label": np.ones(2)}, np.zeros(2), "set.npz", "already called 'label'"),
         ({"x": np.ones(2)}, np.zeros(3), "set.npz", "x: 2, label: 3"),
+        ({"x": np.array([{}, 1], dtype=object)}, None, "set.npz", r"cannot write \['x'\].*pickling"),
     ],
 )
 def test_write_npz_rejects(tmp_path: Path, arrays: dict, labels: np.ndarray | None, name: str, match: str) -> None:
     with pytest.raises(DataError, match=match):
         write_npz(tmp_path / name, arrays, labels)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_npz_leaves_nothing_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_npz(tmp_path / "set.npz", {"x": _x(1)})
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "write_array", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_npz(tmp_path / "set.npz", {"x": _x(5)})
+    assert [p.name for p in tmp_path.iterdir()] == ["set.npz"]
+    assert len(load_dataset(tmp_path / "set.npz", [X])) == 1
 
 
 def _corrupt_npz(tmp_path: Path) -> Path:
