@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from smart_onnx.errors import ConstraintError
 from smart_onnx.model import OnnxModel, iter_graphs, tensor_to_array
+from smart_onnx.rewrite._util import replace_tensor
 from smart_onnx.rewrite.passes import Pass, PassResult, run_passes
 from smart_onnx.rewrite.sparse_storage import SPARSE_FORMATS, StoreSparse
 
@@ -110,18 +110,11 @@ class ZeroBlocks(Pass):
                 array = tensor_to_array(tensor)
                 keep = mask.expand(array.shape)
                 if not keep.all():
-                    _replace_tensor(tensor, np.where(keep, array, np.zeros((), dtype=array.dtype)))
+                    replace_tensor(tensor, np.where(keep, array, np.zeros((), dtype=array.dtype)))
                     modified = True
                 records[name] = _record(name, array.shape, mask, keep)
         _merge_metadata(out.proto, records)
         return PassResult(out, modified or bool(records))
-
-
-def _replace_tensor(tensor: onnx.TensorProto, array: np.ndarray) -> None:
-    new = numpy_helper.from_array(array, tensor.name)
-    new.doc_string = tensor.doc_string
-    new.metadata_props.extend(tensor.metadata_props)
-    tensor.CopyFrom(new)
 
 
 def _record(name: str, shape: tuple[int, ...], mask: BlockMask, keep: np.ndarray) -> dict[str, Any]:

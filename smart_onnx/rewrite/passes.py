@@ -104,7 +104,9 @@ def run_passes(model: OnnxModel, *passes: Pass) -> OnnxModel:
         SmartOnnxError: whatever a pass raises (ConstraintError for impossible requests).
     """
     try:
-        return Sequential(*passes, Validate())(model).model
+        out = Sequential(*passes, Validate())(model).model
+        # Callers own the result: never hand back the caller's own object.
+        return out if out is not model else model.copy()
     except RewriteError as e:
         try:
             validate(model, subject="the model given to the rewriter")
