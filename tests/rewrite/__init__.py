@@ -6,7 +6,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
+import torch
 
+from smart_onnx.executor import Executor
+from smart_onnx.graph.groups import CouplingGroup
 from smart_onnx.model import OnnxModel, normalize
 from tests.helpers import make_model
 
@@ -32,3 +35,42 @@ def random_feeds(model: OnnxModel, seed: int = 0) -> dict[str, np.ndarray]:
     """Standard-normal float32 feeds for every (static-shaped) input."""
     rng = np.random.default_rng(seed)
     return {s.name: rng.standard_normal(s.shape).astype(np.float32) for s in model.inputs}
+
+
+def random_keep(channels: int, removed: float, seed: int = 0) -> np.ndarray:
+    """Sorted kept indices with round(removed * channels) channels dropped (always at least one kept)."""
+    n_keep = max(1, channels - round(removed * channels))
+    return np.sort(np.random.default_rng(seed).choice(channels, n_keep, replace=False)).astype(np.int64)
+
+
+def channel_masks(groups: Sequence[CouplingGroup], keep: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per activation value, a 0/1 vector over its channel axis: 0 where a removed group channel sits."""
+    masks: dict[str, np.ndarray] = {}
+    for group in groups:
+        if group.id not in keep:
+            continue
+        removed = np.setdiff1d(np.arange(group.channels), keep[group.id])
+        for s in group.values:
+            mask = masks.setdefault(s.tensor, np.ones(s.axis_size, np.float32))
+            mask[s.removed_positions(removed)] = 0.0
+    return masks
+
+
+def masked_executor_outputs(
+    model: OnnxModel, groups: Sequence[CouplingGroup], keep: Mapping[int, np.ndarray], feeds: Mapping[str, np.ndarray]
+) -> list[np.ndarray]:
+    """The ORIGINAL model run by the Executor with removed channels zeroed in every activation carrying them."""
+    axes = {s.tensor: s.axis for g in groups for s in g.values}
+
+    def zeroing(mask: np.ndarray, axis: int):
+        def apply(t: torch.Tensor) -> torch.Tensor:
+            shape = [1] * t.dim()
+            shape[axis] = -1
+            return t * torch.from_numpy(mask).to(t.dtype).reshape(shape)
+
+        return apply
+
+    transforms = {name: zeroing(mask, axes[name]) for name, mask in channel_masks(groups, keep).items()}
+    with torch.no_grad():
+        out = Executor(model)({k: torch.from_numpy(v) for k, v in feeds.items()}, transforms=transforms)
+    return [v.numpy() for v in out.values()]

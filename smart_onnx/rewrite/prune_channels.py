@@ -1,0 +1,296 @@
+"""Channel mode: physically remove the channels a keep-set drops.
+
+The analysis (:mod:`smart_onnx.graph`) says, per coupling group, which constant
+tensor axes hold the group's channels (:class:`~smart_onnx.graph.groups.TensorSlice`)
+and which integers in the graph shrink with it (:class:`~smart_onnx.graph.groups.ShapeEdit`:
+Split sizes, Slice bounds, Reshape targets, a depthwise conv's ``group``). This pass
+turns keep-sets into one plan -- positions to delete per ``(tensor, axis)``, new values
+per shape entry -- checks the whole plan against the model, and only then edits a copy.
+Several groups may cut the same axis (a ``Concat`` consumer): their positions are united,
+and edits of one entry add up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from smart_onnx.errors import ConstraintError, RewriteError
+from smart_onnx.graph.groups import CouplingGroup, ShapeEdit, check_keep
+from smart_onnx.model import OnnxModel, iter_graphs, tensor_to_array
+from smart_onnx.rewrite._util import all_names, replace_tensor, unique_name
+from smart_onnx.rewrite.passes import Pass, PassResult, run_passes
+from smart_onnx.rewrite.value_info import DropStaleValueInfo
+
+__all__ = ["ChannelPlan", "RemoveChannels", "apply_channel_masks", "plan_channel_removal"]
+
+log = logging.getLogger(__name__)
+
+# (node name, input index or attribute name, entry position)
+EditKey = tuple[str, "int | str", int]
+
+
+@dataclass
+class ChannelPlan:
+    """Everything a set of keep-sets changes.
+
+    Attributes:
+        removals: ``(tensor, axis)`` -> sorted positions to delete from that axis.
+        edits: ``(node, input index or attribute name, position)`` -> ``(old value, new value)``.
+        removed: group id -> removed group channel indices (groups that lose nothing are absent).
+    """
+
+    removals: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    edits: dict[EditKey, tuple[int, int]] = field(default_factory=dict)
+    removed: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def _groups_of(analysis_or_groups: object) -> dict[int, CouplingGroup]:
+    groups = getattr(analysis_or_groups, "groups", analysis_or_groups)
+    return {g.id: g for g in groups}  # type: ignore[union-attr]
+
+
+def plan_channel_removal(
+    groups: Iterable[CouplingGroup] | object, keep: Mapping[int, object]
+) -> ChannelPlan:
+    """Combine keep-sets into one :class:`ChannelPlan` (groups not in ``keep`` keep every channel).
+
+    Raises:
+        ConstraintError: ``keep`` names an unknown group, or a keep-set is empty, out of
+            range, or drops channels of a frozen group.
+    """
+    by_id = _groups_of(groups)
+    plan = ChannelPlan()
+    for gid in sorted(keep):
+        group = by_id.get(int(gid))
+        if group is None:
+            raise ConstraintError(f"a keep-set names coupling group {gid}, but the groups are 0..{len(by_id) - 1}")
+        kept = check_keep(group, keep[gid])
+        removed = np.setdiff1d(np.arange(group.channels, dtype=np.int64), kept)
+        if removed.size:
+            plan.removed[group.id] = removed
+            _add_group(plan, group, removed)
+    return plan
+
+
+def _add_group(plan: ChannelPlan, group: CouplingGroup, removed: np.ndarray) -> None:
+    for s in group.slices:
+        if not s.constant:
+            continue
+        pos = s.removed_positions(removed)
+        key = (s.tensor, s.axis)
+        plan.removals[key] = np.union1d(plan.removals.get(key, np.empty(0, np.int64)), pos).astype(np.int64)
+    for e in group.edits:
+        delta = e.delta(removed)
+        if delta == 0:
+            continue
+        key = _edit_key(e)
+        old, new = plan.edits.get(key, (e.old_value, e.old_value))
+        if old != e.old_value:
+            raise RewriteError(
+                f"the analysis gives entry {e.position} of {_where(e)} on node {e.node!r} ({e.op_type}) "
+                f"two different original values, {old} and {e.old_value}"
+            )
+        plan.edits[key] = (old, new - delta)
+
+
+def _edit_key(e: ShapeEdit) -> EditKey:
+    return (e.node, e.input_index if e.input_index is not None else str(e.attribute), e.position)
+
+
+def _where(e: ShapeEdit) -> str:
+    return f"input {e.input_index}" if e.input_index is not None else f"attribute {e.attribute!r}"
+
+
+class RemoveChannels(Pass):
+    """Delete the planned positions from every tensor and apply the shape edits."""
+
+    def __init__(self, groups: Iterable[CouplingGroup] | object, keep: Mapping[int, object]) -> None:
+        self.plan = plan_channel_removal(groups, keep)
+
+    def requires(self, model: OnnxModel) -> None:
+        inits = {t.name: t for t in model.graph.initializer}
+        for (tensor, axis), pos in self.plan.removals.items():
+            t = inits.get(tensor)
+            if t is None:
+                raise RewriteError(f"the analysis slices tensor {tensor!r}, which is not an initializer of the model")
+            if not 0 <= axis < len(t.dims) or (pos.size and not 0 <= pos[0] <= pos[-1] < t.dims[axis]):
+                raise RewriteError(
+                    f"the analysis removes positions up to {int(pos[-1]) if pos.size else 0} on axis {axis} of "
+                    f"tensor {tensor!r}, whose shape is {list(t.dims)}"
+                )
+            if pos.size >= t.dims[axis]:
+                raise ConstraintError(f"the keep-sets remove every position on axis {axis} of tensor {tensor!r}")
+        nodes = {n.name for n in model.graph.node}
+        for node, _, _ in self.plan.edits:
+            if node not in nodes:
+                raise RewriteError(f"the analysis edits node {node!r}, which is not in the model's main graph")
+
+    def call(self, model: OnnxModel) -> PassResult:
+        if not self.plan.removals and not self.plan.edits:
+            return PassResult(model, False)
+        out = model.copy()
+        graph = out.graph
+        for tensor in graph.initializer:
+            cut = [(axis, pos) for (name, axis), pos in self.plan.removals.items() if name == tensor.name]
+            if cut:
+                array = tensor_to_array(tensor)
+                for axis, pos in cut:
+                    array = np.delete(array, pos, axis=axis)
+                replace_tensor(tensor, array)
+                _retype_input(graph, tensor)
+        _ShapeEditor(out, model).apply(self.plan.edits)
+        log.info("removed channels from %d groups, %d tensor axes, %d shape entries",
+                 len(self.plan.removed), len(self.plan.removals), len(self.plan.edits))
+        return PassResult(out, True)
+
+
+def _retype_input(graph: onnx.GraphProto, tensor: onnx.TensorProto) -> None:
+    """A graph input that shadows the initializer (IR < 4 style) gets its new dims."""
+    for value in graph.input:
+        if value.name == tensor.name:
+            value.CopyFrom(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+
+
+class _ShapeEditor:
+    """Applies shape edits to ``model`` (a copy); ``original`` answers shape questions."""
+
+    def __init__(self, model: OnnxModel, original: OnnxModel) -> None:
+        self.graph = model.graph
+        self.original = original
+        self.nodes = {n.name: n for n in self.graph.node}
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.taken = all_names(model.graph)
+        self._shapes: dict[str, list[int | None]] | None = None
+
+    def apply(self, edits: Mapping[EditKey, tuple[int, int]]) -> None:
+        by_target: dict[tuple[str, int | str], dict[int, tuple[int, int]]] = {}
+        for (node, where, position), change in edits.items():
+            by_target.setdefault((node, where), {})[position] = change
+        for (node_name, where), changes in by_target.items():
+            node = self.nodes[node_name]
+            if isinstance(where, int):
+                self._edit_input(node, where, changes)
+            else:
+                self._edit_attribute(node, where, changes)
+
+    def _edit_input(self, node: onnx.NodeProto, index: int, changes: Mapping[int, tuple[int, int]]) -> None:
+        if index >= len(node.input) or not node.input[index]:
+            values, tensor = self._implicit_split_sizes(node, f"input {index}"), None
+            _drop_attribute(node, "num_outputs")  # an explicit sizes input replaces it
+        else:
+            tensor = self.inits.get(node.input[index])
+            if tensor is None:
+                raise RewriteError(
+                    f"node {node.name!r} ({node.op_type}) reads input {index} ({node.input[index]!r}) at run time, "
+                    "so its shape data cannot be edited; only constant shape inputs are supported"
+                )
+            values = tensor_to_array(tensor).reshape(-1).copy()
+        values = _changed(values, changes, node, f"input {index}")
+        if tensor is not None and self._reads(tensor.name) == 1:
+            replace_tensor(tensor, values.astype(tensor_to_array(tensor).dtype))
+            return
+        name = unique_name(f"{node.name}_in{index}_pruned", self.taken)
+        dtype = np.int64 if tensor is None else tensor_to_array(tensor).dtype
+        self.graph.initializer.append(numpy_helper.from_array(values.astype(dtype), name))
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = name
+
+    def _edit_attribute(self, node: onnx.NodeProto, name: str, changes: Mapping[int, tuple[int, int]]) -> None:
+        found = next((a for a in node.attribute if a.name == name), None)
+        if found is None and node.op_type == "Split" and name == "split":
+            sizes = self._implicit_split_sizes(node, "attribute 'split'").tolist()
+            node.attribute.append(helper.make_attribute("split", sizes))
+            found = node.attribute[-1]  # append() copies: edit the stored attribute
+        if found is None or found.type not in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS):
+            raise RewriteError(f"node {node.name!r} ({node.op_type}) has no integer attribute {name!r} to edit")
+        if found.type == onnx.AttributeProto.INT:
+            found.i = int(_changed(np.array([found.i]), changes, node, f"attribute {name!r}")[0])
+        else:
+            values = _changed(np.array(list(found.ints), dtype=np.int64), changes, node, f"attribute {name!r}")
+            del found.ints[:]
+            found.ints.extend(int(v) for v in values)
+
+    def _reads(self, name: str) -> int:
+        """How many (node, slot) pairs and graph outputs read ``name``, subgraphs included."""
+        count = sum(o.name == name for o in self.graph.output)
+        for graph in iter_graphs(self.graph):
+            count += sum(i == name for n in graph.node for i in n.input)
+        return count
+
+    def _implicit_split_sizes(self, node: onnx.NodeProto, where: str) -> np.ndarray:
+        """A Split's output sizes along its axis, read from shape inference of the original model."""
+        if node.op_type != "Split":
+            raise RewriteError(f"node {node.name!r} ({node.op_type}) has no {where} to edit")
+        shapes = self._inferred_shapes()
+        rank = len(shapes.get(node.input[0]) or [])
+        axis = int(next((a.i for a in node.attribute if a.name == "axis"), 0))
+        axis = axis + rank if axis < 0 else axis
+        sizes = [(shapes.get(o) or [None] * (axis + 1))[axis] for o in node.output]
+        if rank == 0 or any(s is None for s in sizes):
+            raise RewriteError(
+                f"node {node.name!r} (Split) gives no split sizes and shape inference cannot tell its output "
+                f"sizes along axis {axis}; give the Split explicit sizes"
+            )
+        return np.array(sizes, dtype=np.int64)
+
+    def _inferred_shapes(self) -> dict[str, list[int | None]]:
+        if self._shapes is None:
+            inferred = onnx.shape_inference.infer_shapes(self.original.proto, data_prop=True)
+            self._shapes = {}
+            g = inferred.graph
+            for v in [*g.input, *g.value_info, *g.output]:
+                if v.type.tensor_type.HasField("shape"):
+                    self._shapes[v.name] = [
+                        int(d.dim_value) if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+                    ]
+        return self._shapes
+
+
+def _changed(values: np.ndarray, changes: Mapping[int, tuple[int, int]], node: onnx.NodeProto, where: str):
+    values = values.astype(np.int64).copy()
+    for position, (old, new) in changes.items():
+        if not 0 <= position < len(values) or int(values[position]) != old:
+            have = int(values[position]) if 0 <= position < len(values) else "nothing"
+            raise RewriteError(
+                f"node {node.name!r} ({node.op_type}) has {have} at entry {position} of {where}, but the analysis "
+                f"expected {old}; was the analysis made on another model?"
+            )
+        values[position] = new
+    return values
+
+
+def _drop_attribute(node: onnx.NodeProto, name: str) -> None:
+    kept = [a for a in node.attribute if a.name != name]
+    if len(kept) != len(node.attribute):
+        del node.attribute[:]
+        node.attribute.extend(kept)
+
+
+def apply_channel_masks(
+    model: OnnxModel, analysis_or_groups: Iterable[CouplingGroup] | object, keep: Mapping[int, object]
+) -> OnnxModel:
+    """Remove every channel the keep-sets drop and return the new model.
+
+    Args:
+        model: the normalised model the analysis was made on; it is not modified.
+        analysis_or_groups: an :class:`~smart_onnx.graph.analysis.Analysis` or its groups.
+        keep: group id -> kept group channel indices (sorted ints); groups not named keep all.
+
+    Returns:
+        A new model: the same nodes, names, opsets and metadata, with smaller tensors
+        and shape data; stale ``value_info`` dropped; it passes the full checker and
+        strict shape inference.
+
+    Raises:
+        ConstraintError: a keep-set is empty, out of range, names an unknown group or
+            drops channels of a frozen group (checked before anything is edited).
+        RewriteError: the analysis does not fit the model, or the result fails validation.
+    """
+    return run_passes(model, RemoveChannels(analysis_or_groups, keep), DropStaleValueInfo())
