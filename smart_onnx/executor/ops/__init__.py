@@ -1,3 +1,6 @@
 """Op handler families; importing this package registers every handler."""
 
 from smart_onnx.executor.ops import elementwise  # noqa: F401
+from smart_onnx.executor.ops import shape  # noqa: F401
+from smart_onnx.executor.ops import tensor  # noqa: F401
+from smart_onnx.executor.ops import indexing  # noqa: F401
