@@ -1,0 +1,76 @@
+"""Session fixtures: the generated zoo exported once per (architecture, exporter), and the real models."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.zoo import ARCHITECTURES, export
+from tools.thirdparty import FetchError, RealModel, real_model
+
+# exporter id -> export() keyword arguments
+EXPORTERS: dict[str, dict[str, object]] = {
+    "legacy13": {"dynamo": False, "opset": 13},
+    "legacy17": {"dynamo": False, "opset": 17},
+    "legacy20": {"dynamo": False, "opset": 20},
+    "dynamo": {"dynamo": True},
+}
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One exported zoo model with the input it was exported from (batch 2)."""
+
+    arch: str
+    exporter: str
+    proto: onnx.ModelProto
+    path: Path
+    feeds: dict[str, np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def zoo_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], ZooModel]:
+    """``zoo_export(arch, exporter)``: exports on first use, then returns the cached model (also saved as a file)."""
+    root = tmp_path_factory.mktemp("zoo")
+    cache: dict[tuple[str, str], ZooModel] = {}
+
+    def get(arch: str, exporter: str) -> ZooModel:
+        key = (arch, exporter)
+        if key not in cache:
+            module, example = ARCHITECTURES[arch]()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # exporter deprecation and tracer warnings
+                logging.disable(logging.WARNING)  # the dynamo exporter logs skipped torchvision ops
+                try:
+                    proto = export(module, example, **EXPORTERS[exporter])
+                finally:
+                    logging.disable(logging.NOTSET)
+            path = root / f"{arch}-{exporter}.onnx"
+            onnx.save_model(proto, path)
+            cache[key] = ZooModel(arch, exporter, proto, path, {proto.graph.input[0].name: example.numpy()})
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def realmodels() -> Callable[[str], RealModel]:
+    """``realmodels(name)``: a fetched third-party model; fails when fetching fails unless SMART_ONNX_OFFLINE=1."""
+
+    def get(name: str) -> RealModel:
+        try:
+            return real_model(name)
+        except FetchError as e:
+            if os.environ.get("SMART_ONNX_OFFLINE") == "1":
+                pytest.skip(f"SMART_ONNX_OFFLINE=1 and {name} is not cached: {e}")
+            raise
+
+    return get

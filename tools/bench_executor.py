@@ -1,0 +1,191 @@
+"""Benchmark: forward+backward time of the ONNX executor vs the native torch module it was exported from.
+
+    python -m tools.bench_executor                 # print the table
+    python -m tools.bench_executor --write         # also update docs/benchmarks.md
+    python -m tools.bench_executor --profile vit   # top ops by self CPU time, executor vs native
+
+Each step is ``sum(outputs).backward()`` on a batch of 32 on the CPU. Both modules are in
+eval mode (BatchNorm uses running statistics, as the ONNX graph does). The two are timed
+interleaved, alternating which goes first, after a warm-up; the ratio is executor/native
+of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from smart_onnx.executor import Executor
+from smart_onnx.model import normalize
+from tests.zoo import export, resnet_like, vit_block
+
+__all__ = ["BENCHMARKS", "Result", "machine", "main", "run"]
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADING = "## Executor vs native torch"
+TARGET_RATIO = 1.15
+BATCH = 32
+
+# name -> builder of (native module, example input) at realistic layer widths
+BENCHMARKS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
+    "resnet18-like 64x64": lambda: resnet_like(width=64, blocks=(2, 2, 2, 2), image=64, batch=BATCH, stem_stride=2),
+    "vit-small-like (4 blocks, 64 tokens)": lambda: vit_block(
+        dim=384, depth=4, heads=6, image=64, patch=8, batch=BATCH
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    params: int
+    native_ms: float
+    executor_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.executor_ms / self.native_ms
+
+
+def _step(fn: Callable[[], torch.Tensor], params: list[nn.Parameter]) -> float:
+    for p in params:
+        p.grad = None
+    start = time.perf_counter()
+    fn().backward()
+    return time.perf_counter() - start
+
+
+def _pair(name: str) -> tuple[Callable[[], torch.Tensor], list, Callable[[], torch.Tensor], list, int]:
+    native, x = BENCHMARKS[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = export(native, x, dynamo=False, opset=17)
+    executor = Executor(normalize(proto)).eval()
+    feed = {executor.input_names[0]: x}
+
+    def run_native() -> torch.Tensor:
+        return native(x).sum()
+
+    def run_executor() -> torch.Tensor:
+        return sum(v.sum() for v in executor(feed).values())
+
+    nparams = sum(p.numel() for p in native.parameters())
+    return run_native, list(native.parameters()), run_executor, list(executor.parameters()), nparams
+
+
+def run(name: str, repeats: int = 7, warmup: int = 2) -> Result:
+    """Time one benchmark: ``warmup`` untimed steps of each, then ``repeats`` interleaved timed steps."""
+    run_native, native_params, run_exec, exec_params, nparams = _pair(name)
+    for _ in range(warmup):
+        _step(run_native, native_params)
+        _step(run_exec, exec_params)
+    native_t, exec_t = [], []
+    for i in range(repeats):
+        # Alternate the order so neither side always runs on a cache the other warmed.
+        if i % 2:
+            exec_t.append(_step(run_exec, exec_params))
+            native_t.append(_step(run_native, native_params))
+        else:
+            native_t.append(_step(run_native, native_params))
+            exec_t.append(_step(run_exec, exec_params))
+    return Result(name, nparams, 1e3 * statistics.median(native_t), 1e3 * statistics.median(exec_t))
+
+
+def profile(name: str, rows: int = 15) -> str:
+    """Top ops by self CPU time for one forward+backward step of each side."""
+    run_native, native_params, run_exec, exec_params, _ = _pair(name)
+    tables = []
+    for label, fn, params in (("native", run_native, native_params), ("executor", run_exec, exec_params)):
+        _step(fn, params)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            _step(fn, params)
+        tables.append(f"### {label}\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    return "\n".join(tables)
+
+
+def machine() -> str:
+    """CPU model, core count, torch version and thread count, one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        cpu = found.group(1).strip() if found else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| model | params | native fwd+bwd (ms) | executor fwd+bwd (ms) | executor / native |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.name} | {r.params / 1e6:.1f} M | {r.native_ms:.1f} | {r.executor_ms:.1f} | {r.ratio:.3f} |")
+    return "\n".join(lines)
+
+
+def section(results: list[Result], command: str) -> str:
+    worst = max(r.ratio for r in results)
+    verdict = "meets" if worst <= TARGET_RATIO else "misses"
+    return (
+        f"{HEADING}\n\n"
+        "Forward + backward (`sum(outputs).backward()`), batch 32, CPU, eval mode. The executor runs the ONNX\n"
+        "graph exported from the native module (legacy exporter, opset 17). Median of the timed steps after a\n"
+        "warm-up, the two sides interleaved in one run.\n\n"
+        f"{table(results)}\n\n"
+        f"Worst ratio {worst:.3f}: {verdict} the target of {TARGET_RATIO}.\n\n"
+        f"- Command: `{command}`\n"
+        f"- Machine: {machine()}\n"
+    )
+
+
+def write_section(text: str, path: Path = DOC) -> None:
+    """Replace this benchmark's ``##`` section in ``path`` (or append it), leaving other sections alone."""
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = doc.find(HEADING)
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = doc.find("\n## ", start + len(HEADING))
+        doc = doc[:start] + text + ("\n" + doc[nxt + 1 :] if nxt >= 0 else "")
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--only", choices=["resnet", "vit"], help="run one benchmark")
+    parser.add_argument("--profile", choices=["resnet", "vit"], help="print a profile instead of timing")
+    parser.add_argument("--write", action="store_true", help=f"update the section in {DOC}")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)  # the exporters' warnings are not the benchmark's output
+    names = list(BENCHMARKS)
+    pick = {"resnet": names[0], "vit": names[1]}
+    if args.profile:
+        sys.stdout.write(profile(pick[args.profile]) + "\n")
+        return
+    results = [run(n, args.repeats, args.warmup) for n in ([pick[args.only]] if args.only else names)]
+    command = "python -m tools.bench_executor " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = section(results, command.strip())
+    sys.stdout.write(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
