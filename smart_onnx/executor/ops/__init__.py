@@ -4,3 +4,5 @@ from smart_onnx.executor.ops import elementwise  # noqa: F401
 from smart_onnx.executor.ops import shape  # noqa: F401
 from smart_onnx.executor.ops import tensor  # noqa: F401
 from smart_onnx.executor.ops import indexing  # noqa: F401
+from smart_onnx.executor.ops import logic  # noqa: F401
+from smart_onnx.executor.ops import control  # noqa: F401
