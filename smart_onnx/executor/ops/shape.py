@@ -17,7 +17,7 @@ from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
 from smart_onnx.executor.registry import register
 
-__all__ = ["AttributeValueError", "Op", "axis"]
+__all__ = ["AttributeValueError", "Op", "VersionedOp", "axis", "choice"]
 
 # since_versions that only widened the type list (no semantic change for tensors we run).
 _V1_TO_25 = (1, 13, 21, 23, 24, 25)
@@ -47,7 +47,7 @@ class Op(OpModule):
                 f"{ctx.describe()} (version {ctx.version}) has {e.name}={e.value!r}, supported: {e.supported}"
             ) from e
         except TypeError as e:
-            raise GraphError(f"{ctx.describe()} has attributes this handler does not support ({e})") from e
+            raise GraphError(f"{ctx.describe()} has an unsupported attribute or lacks a required one ({e})") from e
 
     @classmethod
     def create(cls, ctx: NodeContext) -> OpModule:
@@ -89,7 +89,7 @@ class Reshape(Op):
     def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
         dims = self.ints(shape)
         if not self.allowzero:
-            dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+            dims = [x.shape[i] if d == 0 and i < x.dim() else d for i, d in enumerate(dims)]
         return x.reshape(dims)
 
 

@@ -38,7 +38,7 @@ def _if_model(cond: np.ndarray | None, opset: int):
 
 
 @pytest.mark.parametrize("cond", [True, False])
-@pytest.mark.parametrize("opset", [11, 13, 17, 20])
+@pytest.mark.parametrize("opset", [11, 13, 17, 20, 21, 25])
 def test_if_with_constant_condition_reads_outer_scope(cond, opset):
     assert_matches_ort(_if_model(np.array(cond), opset), {"x": X})
 
@@ -81,7 +81,7 @@ def _accumulate_body():
 
 
 @pytest.mark.parametrize("trips", [0, 1, 4])
-@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("opset", [11, 13, 17, 21, 25])
 def test_loop_accumulates_and_stacks_scan_outputs(trips, opset):
     node = helper.make_node("Loop", ["m", "", "acc0"], ["acc", "scans"], name="loop", body=_accumulate_body())
     model = make_model(node, {"x": X}, ["acc", "scans"] if trips else ["acc"], {"m": np.array(trips), "acc0": W}, opset)

@@ -4,12 +4,14 @@ Concat, Split, Shape, Size, Identity, Dropout."""
 from __future__ import annotations
 
 import numpy as np
+import onnx.defs
 import pytest
 import torch
 from onnx import TensorProto, helper
 
-from smart_onnx.errors import GraphError
+from smart_onnx.errors import GraphError, UnsupportedOpError
 from smart_onnx.executor import Executor
+from smart_onnx.executor.registry import resolve, since_version
 from smart_onnx.model import normalize
 from tests.executor.ops.onenode import C, check, one_node
 from tests.helpers import assert_matches_ort, make_model
@@ -157,3 +159,49 @@ def test_shape_output_feeds_shape_math():
         helper.make_node("Reshape", ["x", "s"], ["y"]),
     ]
     assert_matches_ort(make_model(nodes, {"x": X}, ["f", "y"], opset=13), {"x": X})
+
+
+# Every op of the shape/tensor/indexing/logic/control families, checked at each opset ONNX knows.
+OWN_OPS = (
+    "Reshape Transpose Flatten Squeeze Unsqueeze Expand Tile Concat Split Shape Size Identity Dropout "
+    "Cast CastLike Constant ConstantOfShape Range EyeLike Trilu "
+    "Slice Gather GatherElements GatherND ScatterND NonZero TopK CumSum Pad "
+    "Equal Greater Less GreaterOrEqual LessOrEqual Not And Or Xor Where Max Min Sum Mean Mod IsNaN IsInf If Loop"
+).split()
+
+
+@pytest.mark.parametrize("op", OWN_OPS)
+def test_every_opset_from_11_resolves(op):
+    missing = []
+    for opset in range(11, onnx.defs.onnx_opset_version() + 1):
+        if since_version(op, opset) is None:  # the op is newer than this opset
+            continue
+        try:
+            resolve(helper.make_node(op, [], []), opset)
+        except UnsupportedOpError:
+            missing.append(opset)
+    assert not missing, f"{op} has no handler at opsets {missing}"
+
+
+NEWEST = [
+    ("Reshape", [X, C(np.array([0, -1], I64))], {}),
+    ("Transpose", [X], {"perm": [1, 2, 0]}),
+    ("Flatten", [X], {"axis": 2}),
+    ("Squeeze", [X[:1], C(np.array([0], I64))], {}),
+    ("Unsqueeze", [X, C(np.array([-1], I64))], {}),
+    ("Shape", [X], {"start": 1}),
+    ("Size", [X], {}),
+    ("Identity", [X], {}),
+    ("Cast", [X], {"to": TensorProto.INT32}),
+    ("CastLike", [X, np.zeros(1, np.float64)], {}),
+    ("ConstantOfShape", [C(np.array([2, 2], I64))], {}),
+    ("Pad", [X, C(np.array([0, 1, 1, 1, 0, 0], I64))], {"mode": "wrap"}),
+    ("TopK", [X, C(np.array([2], I64))], {}),
+    ("Dropout", [X], {}),
+]
+
+
+@pytest.mark.parametrize(("op", "args", "attrs"), NEWEST, ids=[c[0] for c in NEWEST])
+@pytest.mark.parametrize("opset", [21, 23, 25])
+def test_newest_versions(op, args, attrs, opset):
+    check(op, args, opset=opset, outputs=2 if op == "TopK" else 1, **attrs)
