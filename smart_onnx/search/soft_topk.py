@@ -51,7 +51,13 @@ def _budget_rows(budget: float | torch.Tensor, rows: int, device: torch.device) 
 
 
 def _cost_sums(s: torch.Tensor, costs: torch.Tensor | None) -> torch.Tensor:
-    return (s if costs is None else s * costs).sum(-1)
+    # einsum contracts without an N-sized temporary.
+    return s.sum(-1) if costs is None else torch.einsum("gn,gn->g", s, costs)
+
+
+def _float64_rows(costs: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    # Copies only when costs broadcast over leading rows; a plain [N] stays a view.
+    return costs.detach().to(torch.float64).expand(shape).reshape(-1, shape[-1])
 
 
 def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float | torch.Tensor) -> torch.Tensor:
@@ -59,7 +65,7 @@ def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float |
 
     Args:
         z: Logits ``m / tau``, shape ``[G, N]``, float64, finite.
-        costs: Positive costs broadcastable to ``z`` (float64), or None for unit costs.
+        costs: Positive costs ``[G, N]`` (float64), or None for unit costs.
         budget: One budget, or one per row.
 
     Returns:
@@ -68,7 +74,7 @@ def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float |
     """
     rows = z.shape[0]
     k = _budget_rows(budget, rows, z.device)
-    total = z.new_full((rows,), z.shape[1]) if costs is None else costs.expand(z.shape).sum(-1)
+    total = z.new_full((rows,), z.shape[1]) if costs is None else costs.sum(-1)
     lo = -z.amax(-1) - _MARGIN
     hi = -z.amin(-1) + _MARGIN
     tol = torch.maximum(_RTOL * k.abs(), 8 * _EPS * total)
@@ -77,9 +83,9 @@ def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float |
     step_before = step.clone()
     done = (k <= 0) | (k >= total)
     for _ in range(_MAX_ITER):
-        s = torch.sigmoid(z + t[:, None])
+        s = torch.add(z, t[:, None]).sigmoid_()
         f = _cost_sums(s, costs) - k
-        df = _cost_sums(s * (1 - s), costs)
+        df = _cost_sums(s.addcmul_(s, s, value=-1), costs)  # s (1 - s), in place
         collapsed = (hi - lo) <= 4 * _EPS * torch.maximum(torch.maximum(lo.abs(), hi.abs()), torch.ones_like(t))
         done = done | (f.abs() <= tol) | collapsed
         if bool(done.all()):
@@ -124,30 +130,28 @@ class SoftTopK(torch.autograd.Function):
     def forward(ctx, scores, costs, budget, tau):  # noqa: D102 (documented on the class)
         _check_inputs(scores, costs, tau)
         lead, n = scores.shape[:-1], scores.shape[-1]
-        z = scores.detach().to(torch.float64).reshape(-1, n) / tau
-        c = None if costs is None else costs.detach().to(torch.float64).expand(scores.shape).reshape(-1, n)
-        if n == 0:
-            t = z.new_zeros(z.shape[0])
-        else:
-            t = solve_threshold(z, c, budget)
-        ctx.save_for_backward(scores, c, t)
+        z = torch.div(scores.detach().to(torch.float64).reshape(-1, n), tau)
+        c = None if costs is None else _float64_rows(costs, scores.shape)
+        t = z.new_zeros(z.shape[0]) if n == 0 else solve_threshold(z, c, budget)
+        ctx.save_for_backward(scores, costs, t)
         ctx.tau = tau
-        return torch.sigmoid(z + t[:, None]).reshape(*lead, n).to(scores.dtype)
+        return z.add_(t[:, None]).sigmoid_().reshape(*lead, n).to(scores.dtype)
 
     @staticmethod
     def backward(ctx, grad_p):  # noqa: D102
-        scores, c, t = ctx.saved_tensors
+        scores, costs, t = ctx.saved_tensors
         tau = ctx.tau
         n = scores.shape[-1]
-        x = scores.detach().to(torch.float64).reshape(-1, n) / tau + t[:, None]
+        x = torch.div(scores.detach().to(torch.float64).reshape(-1, n), tau).add_(t[:, None])
         # sigmoid(x) * sigmoid(-x) keeps v accurate in both tails, where p * (1 - p) rounds to 0.
-        v = torch.sigmoid(x) * torch.sigmoid(-x)
+        v = torch.sigmoid(x).mul_(x.neg_().sigmoid_())
+        del x
         gv = grad_p.to(torch.float64).reshape(-1, n) * v
-        cv = v if c is None else c * v
+        cv = v if costs is None else v.mul_(_float64_rows(costs, scores.shape))
         s_cv = cv.sum(-1, keepdim=True)
         positive = s_cv > 0
         corr = torch.where(positive, gv.sum(-1, keepdim=True) / torch.where(positive, s_cv, 1.0), 0.0)
-        grad = (gv - cv * corr) / tau
+        grad = gv.sub_(cv.mul_(corr)).div_(tau)
         return grad.reshape(scores.shape).to(scores.dtype), None, None, None
 
 

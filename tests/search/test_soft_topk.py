@@ -42,6 +42,14 @@ def test_gradcheck_rows_with_own_budget_and_costs() -> None:
     torch.testing.assert_close((c * p).sum(1), budget, rtol=1e-10, atol=0)
 
 
+def test_gradcheck_costs_broadcast_over_leading_axes() -> None:
+    m = torch.randn(2, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8)).requires_grad_()
+    c = torch.tensor([[0.5], [1.0], [2.0]], dtype=torch.float64)  # one cost per middle row, shared by its units
+    assert torch.autograd.gradcheck(lambda s: SoftTopK.apply(s, c, 2.0, 0.5), (m,))
+    kept = (c * SoftTopK.apply(m, c, 2.0, 0.5)).sum(-1)
+    torch.testing.assert_close(kept, torch.full((2, 3), 2.0, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("n", [1, 7, 1000, 10**6])
 @pytest.mark.parametrize("tau", [10.0, 1.0, 1e-2, 1e-4])
 @pytest.mark.parametrize("unit_costs", [True, False], ids=["unit", "costs"])
