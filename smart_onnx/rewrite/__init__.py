@@ -9,15 +9,19 @@ from __future__ import annotations
 from smart_onnx.rewrite.align import round_channels
 from smart_onnx.rewrite.block import BLOCK_SPARSITY_KEY, BlockMask, apply_block_masks, read_block_sparsity
 from smart_onnx.rewrite.passes import Pass, PassResult, Sequential, Validate, run_passes, validate
+from smart_onnx.rewrite.prune_channels import ChannelPlan, apply_channel_masks, plan_channel_removal
 
 __all__ = [
     "BLOCK_SPARSITY_KEY",
     "BlockMask",
+    "ChannelPlan",
     "Pass",
     "PassResult",
     "Sequential",
     "Validate",
     "apply_block_masks",
+    "apply_channel_masks",
+    "plan_channel_removal",
     "read_block_sparsity",
     "round_channels",
     "run_passes",

@@ -31,6 +31,8 @@ __all__ = ["ChannelPlan", "RemoveChannels", "apply_channel_masks", "plan_channel
 
 log = logging.getLogger(__name__)
 
+# Slice bounds are positions, so 0 is a valid start; a size, group count or Reshape dim of 0 is not.
+_MAY_REACH_ZERO = frozenset({"Slice"})
 # (node name, input index or attribute name, entry position)
 EditKey = tuple[str, "int | str", int]
 
@@ -95,6 +97,11 @@ def _add_group(plan: ChannelPlan, group: CouplingGroup, removed: np.ndarray) -> 
             raise RewriteError(
                 f"the analysis gives entry {e.position} of {_where(e)} on node {e.node!r} ({e.op_type}) "
                 f"two different original values, {old} and {e.old_value}"
+            )
+        if new - delta <= 0 < old and e.op_type not in _MAY_REACH_ZERO:
+            raise ConstraintError(
+                f"the keep-sets remove every channel counted by entry {e.position} of {_where(e)} of node "
+                f"{e.node!r} ({e.op_type}); keep at least one of them"
             )
         plan.edits[key] = (old, new - delta)
 

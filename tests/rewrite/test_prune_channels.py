@@ -290,6 +290,12 @@ def test_refusals_raise_and_write_nothing(keep: dict[int, np.ndarray], match: st
     assert model.proto.SerializeToString() == before
 
 
+def test_emptying_a_split_output_is_refused() -> None:
+    model, groups = split_sizes_input()
+    with pytest.raises(ConstraintError, match="entry 1 of input 1 of node 'split'"):
+        apply_channel_masks(model, groups, {0: np.arange(10)})
+
+
 def test_frozen_group_keeping_everything_is_fine() -> None:
     model, groups = chain_bn()
     out = apply_channel_masks(model, groups, {0: np.arange(4), 1: np.arange(8)})
@@ -302,8 +308,8 @@ def test_analysis_that_does_not_fit_the_model_is_a_rewrite_error() -> None:
     with pytest.raises(RewriteError, match="'missing'"):
         apply_channel_masks(model, [wrong], {0: np.arange(4)})
     dw_model, _ = depthwise()
-    stale = _group(0, 12, [_w("W1", 12)], edits=[_edit("dw", "Conv", "group", 0, 5)])
-    with pytest.raises(RewriteError, match="expected 5"):
+    stale = _group(0, 12, [_w("W1", 12)], edits=[_edit("dw", "Conv", "group", 0, 50)])
+    with pytest.raises(RewriteError, match="expected 50"):
         apply_channel_masks(dw_model, [stale], {0: np.arange(4)})
 
 
