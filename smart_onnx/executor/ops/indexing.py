@@ -18,6 +18,9 @@ def _wrap(indices: torch.Tensor, size: int | torch.Tensor) -> torch.Tensor:
     return torch.where(indices < 0, indices + size, indices)
 
 
+_END_OF_AXIS = (2**31 - 1, 2**63 - 1)
+
+
 def _clamp(v: int, lo: int, hi: int) -> int:
     return min(max(v, lo), hi)
 
@@ -34,13 +37,17 @@ def slice_tensor(
     reversed_axes: list[tuple[int, torch.Tensor]] = []
     for start, end, a, step in zip(starts, ends, axes, steps):
         a, dim = axis(a, x.dim()), x.shape[axis(a, x.dim())]
+        if end in _END_OF_AXIS:  # numpy's None, also for negative steps (as onnxruntime reads it)
+            end = dim if step > 0 else -dim - 1
         start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
         if step > 0:
-            index[a] = slice(_clamp(start, 0, dim), _clamp(end, 0, dim), step)
+            # steps beyond the dim pick one element; torch overflows on INT64_MAX ones
+            index[a] = slice(_clamp(start, 0, dim), _clamp(end, 0, dim), min(step, max(dim, 1)))
         elif step < 0:
             # torch has no negative-step slicing: gather the positions instead.
             first, stop = _clamp(start, 0, dim - 1), _clamp(end, -1, dim - 1)
-            reversed_axes.append((a, torch.arange(first, stop, step, device=x.device)))
+            positions = range(first, stop, step) if dim else range(0)
+            reversed_axes.append((a, torch.tensor(positions, dtype=torch.int64, device=x.device)))
         else:
             raise RuntimeError(f"Slice step on axis {a} is 0")
     y = x[tuple(index)]

@@ -33,6 +33,9 @@ def ints(*v: int) -> C:
         ([BIG], [-BIG - 1], [1], [-1]),
         ([10], [-10], [2], [-3]),
         ([3], [1], [1], [1]),
+        ([7], [BIG], [1], [-1]),  # INT_MAX ends mean "to the end" in the step's direction
+        ([-2], [2**31 - 1], [2], [-2]),
+        ([1], [BIG], [2], [BIG]),
     ],
 )
 @pytest.mark.parametrize("opset", [11, 13])
