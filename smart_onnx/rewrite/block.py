@@ -6,6 +6,15 @@ Gemm/MatMul as stored). Dims that the block shape does not divide end in a parti
 block that covers the remainder, so the grid has ``ceil(dim / block)`` cells per axis.
 Shapes and dtypes never change; the rewritten model computes exactly what the
 original computes with those weights zeroed.
+
+The pattern is stored in ``metadata_props["smart_onnx.block_sparsity"]`` as JSON::
+
+    {"version": 1, "tensors": [{"tensor": "conv1.weight", "shape": [64, 32, 3, 3],
+      "block_shape": [16, 8, 1, 1], "pruned_blocks": 72, "total_blocks": 144,
+      "sparsity": 0.5}, ...]}
+
+``sparsity`` counts elements (partial edge blocks are smaller); a later rewrite
+merges its tensors into the entry, replacing records of the same tensor.
 """
 
 from __future__ import annotations
