@@ -6,15 +6,18 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from smart_onnx.graph.coupling import build_groups
+from smart_onnx.graph.assemble import build_groups
 from smart_onnx.graph.groups import CouplingGroup, Role
 from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
-from smart_onnx.graph.view import GraphView, value_shapes
+from smart_onnx.graph.view import GraphView, measured_shapes, value_shapes
 from smart_onnx.model import OnnxModel, resolve_input_shapes
 
 __all__ = ["Analysis", "analyze"]
 
 log = logging.getLogger(__name__)
+
+# The slice roles that mean "this layer's output channels are this group's channels".
+_OWN_OUTPUT = (Role.PRODUCER_WEIGHT, Role.DEPTHWISE_WEIGHT)
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ class Analysis:
         raise KeyError(name)
 
     def group_of(self, layer: str) -> CouplingGroup:
-        """The group holding ``layer``'s output channels (KeyError if none)."""
+        """The group holding ``layer``'s output channels (a depthwise conv's: its input's group; KeyError if none)."""
         for group in self.groups:
-            if any(s.node == layer and s.role is Role.PRODUCER_WEIGHT for s in group.slices):
+            if any(s.node == layer and s.role in _OWN_OUTPUT for s in group.slices):
                 return group
         raise KeyError(layer)
 
@@ -73,13 +76,17 @@ class Analysis:
         }
 
 
-def analyze(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Analysis:
+def analyze(
+    model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None, *, measure: bool = True
+) -> Analysis:
     """Find prunable layers and channel-coupling groups.
 
     Args:
         model: a loaded (normalised) model; it is not modified.
         input_shapes: concrete shapes for runtime inputs; missing ones are resolved with
             :func:`smart_onnx.model.resolve_input_shapes` (symbolic batch -> 1).
+        measure: fill the shapes static inference leaves unknown by running the model once
+            on zeros with onnx's reference evaluator (numpy; slow only for big models).
 
     Returns:
         The :class:`Analysis`. Problems in the graph freeze groups (with a reason); they
@@ -91,6 +98,10 @@ def analyze(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None
     concrete = resolve_input_shapes(model, input_shapes)
     shapes = value_shapes(model, concrete)
     view = GraphView(model)
+    missing = [o for node in view.nodes for o in node.output if o and o not in shapes]
+    if missing and measure:
+        log.info("shape inference left %d values unknown; measuring them", len(missing))
+        shapes.update(measured_shapes(model, concrete, missing))
     layers = tuple(find_prunable_layers(view, shapes))
     groups = tuple(build_groups(view, layers, shapes))
     log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),

@@ -102,9 +102,10 @@ class ShapeEdit:
         attribute: see above.
         position: entry within the tensor or attribute.
         old_value: the value in the original model.
-        per_channel: how much the value drops per removed channel that affects it.
-        index_map: a removed group channel ``c`` affects the value when ``index_map([c])``
-            is non-empty.
+        per_channel: how much the value drops per removed position (may be negative: a
+            negative Slice start grows towards 0 as positions after it go).
+        index_map: group channel -> the positions that count for this value; removing
+            channel ``c`` drops the value by ``per_channel * len(index_map([c]))``.
     """
 
     node: str
@@ -118,7 +119,7 @@ class ShapeEdit:
 
     def delta(self, removed_channels: object) -> int:
         """Amount the value drops when ``removed_channels`` (group indices) are removed."""
-        return self.per_channel * int(np.count_nonzero(self.index_map.counts(removed_channels)))
+        return self.per_channel * int(self.index_map.counts(removed_channels).sum())
 
     def to_dict(self) -> dict[str, object]:
         where = f"input {self.input_index}" if self.input_index is not None else f"attribute {self.attribute}"

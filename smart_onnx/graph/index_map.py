@@ -11,7 +11,11 @@ A map takes *group channel indices* (integers in ``[0, group.channels)``) to
 * :class:`RepeatMap` -- ``c -> [c * scale + k * step for k in range(count)]``: one channel
   becomes several positions (``Flatten`` of NCHW ``[C, H, W]`` into a Gemm: ``count = scale = H*W,
   step = 1``; flatten of NHWC ``[H, W, C]``: ``count = H*W, scale = 1, step = C``);
-* :class:`ChainMap` -- several maps applied left to right.
+* :class:`ChainMap` -- several maps applied left to right;
+* :class:`TableMap` -- explicit (channel, position) pairs, for what the others cannot say
+  (e.g. two positions of one tensor that a residual ``Add`` ties to one channel).
+
+:func:`fit_map` turns explicit pairs into the simplest of these that reproduces them.
 
 Every map is injective in the sense that each position comes from at most one channel, so
 composition is exact. A channel may have no position (partial maps) or many (``RepeatMap``).
@@ -23,7 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChainMap", "IdentityMap", "IndexMap", "OffsetMap", "RepeatMap", "WindowMap", "as_indices"]
+__all__ = [
+    "ChainMap", "IdentityMap", "IndexMap", "OffsetMap", "RepeatMap", "TableMap", "WindowMap", "as_indices", "fit_map",
+]
 
 
 def as_indices(values: object) -> np.ndarray:
@@ -141,6 +147,63 @@ class ChainMap(IndexMap):
             s, pos = m.pairs(pos)
             src = src[s]
         return src, pos
+
+
+@dataclass(frozen=True, repr=False)
+class TableMap(IndexMap):
+    """Channel ``src[j]`` goes to position ``dst[j]``, for every ``j``."""
+
+    src: tuple[int, ...]
+    dst: tuple[int, ...]
+
+    def pairs(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = as_indices(channels)
+        src = np.asarray(self.src, dtype=np.int64)
+        dst = np.asarray(self.dst, dtype=np.int64)
+        order = np.argsort(src, kind="stable")
+        src, dst = src[order], dst[order]
+        lo = np.searchsorted(src, c, side="left")
+        hi = np.searchsorted(src, c, side="right")
+        n = hi - lo
+        which = np.repeat(np.arange(len(c), dtype=np.int64), n)
+        offsets = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        return which, dst[np.repeat(lo, n) + offsets]
+
+    def __repr__(self) -> str:
+        return f"TableMap({len(set(self.src))} channels -> {len(self.dst)} positions)"
+
+
+def fit_map(src: object, dst: object, channels: int) -> IndexMap:
+    """The simplest map whose pairs over ``range(channels)`` are exactly ``zip(src, dst)``.
+
+    Tries identity/offset/window/repeat shapes and falls back to :class:`TableMap`.
+    """
+    s, d = as_indices(src), as_indices(dst)
+    order = np.lexsort((d, s))
+    s, d = s[order], d[order]
+    for candidate in _candidates(s, d, channels):
+        cs, cd = candidate.pairs(np.arange(channels, dtype=np.int64))
+        o = np.lexsort((cd, cs))
+        if np.array_equal(cs[o], s) and np.array_equal(cd[o], d):
+            return candidate
+    return TableMap(tuple(int(x) for x in s), tuple(int(x) for x in d))
+
+
+def _candidates(s: np.ndarray, d: np.ndarray, channels: int) -> list[IndexMap]:
+    if s.size == 0:
+        return []
+    counts = np.bincount(s - s[0])
+    k = int(counts[0])
+    if not np.all(counts == k):
+        return []  # channels skipped inside the range, or uneven repeats
+    a, b = int(s[0]), int(s[-1]) + 1
+    window: IndexMap = IdentityMap() if (a, b) == (0, channels) else WindowMap(a, b)
+    first = d[::k]  # lowest position of each channel
+    if k == 1:
+        return [window.then(OffsetMap(int(first[0])))]
+    step = int(d[1] - d[0])
+    scale = int(first[1] - first[0]) if len(first) > 1 else k * step
+    return [window.then(RepeatMap(k, scale, step)).then(OffsetMap(int(first[0])))]
 
 
 def _simplify(maps: tuple[IndexMap, ...]) -> IndexMap:

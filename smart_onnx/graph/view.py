@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -12,7 +12,7 @@ from onnx import helper
 
 from smart_onnx.model import OnnxModel, _subgraph_free_names, tensor_to_array
 
-__all__ = ["GraphView", "attr", "value_shapes"]
+__all__ = ["GraphView", "attr", "measured_shapes", "value_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,33 @@ def value_shapes(
     for tensor in graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
     return shapes
+
+
+def measured_shapes(
+    model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]], names: Sequence[str]
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of ``names`` measured by running the model once with onnx's reference evaluator.
+
+    For values static shape inference leaves unknown (a ``Slice`` whose bounds are computed,
+    for example). Runtime inputs are zeros of ``input_shapes``; a model the reference
+    evaluator cannot run gives an empty result (logged), never an exception.
+    """
+    from onnx.reference import ReferenceEvaluator  # heavy import, only when needed
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    known = {o.name for o in proto.graph.output}
+    wanted = [n for n in names if n and n not in known]
+    proto.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    feeds = {spec.name: np.zeros(input_shapes[spec.name], dtype=spec.dtype)
+             for spec in model.inputs if spec.name in input_shapes}
+    try:
+        values = ReferenceEvaluator(proto).run(None, feeds)
+    except Exception as e:  # any op the evaluator lacks; the analysis freezes what needs the shapes
+        log.warning("could not measure shapes with the reference evaluator (%s)", str(e).splitlines()[0][:200])
+        return {}
+    outputs = [o.name for o in proto.graph.output]
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(outputs, values) if n in set(names)}
 
 
 def _concrete(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:

@@ -1,0 +1,139 @@
+"""Per-op channel rules: layers, elementwise ops, norms, pooling, activations.
+
+A rule reads the :class:`~smart_onnx.graph.coupling.Layout` of a node's inputs, sets its
+outputs' layouts, ties positions, and records slices and edits on the
+:class:`~smart_onnx.graph.coupling.Tracer`. An op without a rule that reads channels
+freezes them. Rules that move or re-arrange the channel axis are in
+:mod:`smart_onnx.graph.shape_rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from smart_onnx.graph import layer_rules, shape_rules
+from smart_onnx.graph.coupling import Tracer, merge_operands
+from smart_onnx.graph.groups import Role
+from smart_onnx.graph.view import attr
+
+__all__ = ["RULES", "apply_rule"]
+
+Rule = Callable[[Tracer, onnx.NodeProto], None]
+
+# Ops that leave every position of the channel axis where it is and mix nothing across it.
+_UNARY = (
+    "Abs", "Acos", "Asin", "Atan", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Cos", "Cosh", "Dropout", "Elu",
+    "Erf", "Exp", "Floor", "Gelu", "HardSigmoid", "HardSwish", "Identity", "IsInf", "IsNaN", "LeakyRelu", "Log",
+    "Mish", "Neg", "Not", "Reciprocal", "Relu", "Round", "Selu", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh",
+    "Softplus", "Softsign", "Sqrt", "Swish", "Tan", "Tanh", "ThresholdedRelu",
+)
+_ELEMENTWISE = (
+    "Add", "And", "BitwiseAnd", "BitwiseOr", "Div", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual",
+    "Max", "Mean", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum", "Where", "Xor",
+)
+# Ops over the spatial dims of NCHW tensors (channel axis 1).
+_SPATIAL = (
+    "AveragePool", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LpPool", "MaxPool", "Pad", "Resize",
+    "Upsample",
+)
+_SHAPE_ONLY = ("Shape", "Size")
+
+
+def apply_rule(t: Tracer, node: onnx.NodeProto) -> None:
+    """Propagate channels through ``node`` (freezing what its rule cannot follow)."""
+    if node.domain not in ("", "ai.onnx"):
+        t.freeze_inputs(node, f"of domain {node.domain!r} is not understood by the channel analysis")
+        return
+    rule = RULES.get(node.op_type)
+    if rule is not None:
+        rule(t, node)
+    elif t.input_layouts(node):
+        t.freeze_inputs(node, "is not understood by the channel analysis")
+
+
+def _unary(t: Tracer, node: onnx.NodeProto) -> None:
+    lay = t.data_layout(node, "bounds or ratio")  # Clip, Dropout: scalars in any sane model
+    if lay is not None:
+        t.set_layout(node.output[0], lay, node)
+
+
+def _spatial(t: Tracer, node: onnx.NodeProto) -> None:
+    lay = t.layout(node.input[0])
+    if lay is None:
+        return
+    if lay.axis != 1:
+        t.freeze_inputs(node, f"works on NCHW tensors but the channels are on axis {lay.axis}")
+        return
+    out = t.shape(node.output[0])
+    if out is not None and out[1] != len(lay.owners):
+        t.freeze_inputs(node, f"changes the channel axis from {len(lay.owners)} to {out[1]}")
+        return
+    t.set_layout(node.output[0], lay, node)
+
+
+def _shape_only(t: Tracer, node: onnx.NodeProto) -> None:
+    """Shape/Size read only dims, which follow the pruned tensor at run time."""
+
+
+def _elementwise(t: Tracer, node: onnx.NodeProto) -> None:
+    rank = t.rank(node.output[0])
+    if rank is None:
+        ranks = [t.rank(v) for v in node.input if v]
+        rank = None if None in ranks or not ranks else max(ranks)
+    role = Role.PRELU_SLOPE if node.op_type == "PRelu" else Role.ELEMENTWISE_CONST
+    lay = merge_operands(t, node, list(range(len(node.input))), rank, role)
+    if lay is not None:
+        t.set_layout(node.output[0], lay, node)
+
+
+def _norm(t: Tracer, node: onnx.NodeProto) -> None:
+    lay = t.data_layout(node, "parameters")
+    if lay is None:
+        return
+    if node.op_type == "LayerNormalization":
+        first = int(attr(node, "axis", -1)) % lay.rank
+        if lay.axis < first:  # channels are not among the normalised axes
+            t.set_layout(node.output[0], lay, node)
+            return
+    elif lay.axis != 1:
+        t.freeze_inputs(node, f"normalises per channel on axis 1 but the channels are on axis {lay.axis}")
+        return
+    for i in range(1, len(node.input)):
+        value = node.input[i]
+        if not value:
+            continue
+        shape = t.shape(value)
+        if shape is None or value not in t.view.initializers:
+            t.freeze_inputs(node, f"reads parameter {value!r}, which is not a constant")
+            return
+        # BatchNorm/InstanceNorm params are [C]; LayerNorm's broadcast against the normalised dims.
+        k = len(shape) - (lay.rank - lay.axis) if node.op_type == "LayerNormalization" else 0
+        if 0 <= k < len(shape) and shape[k] > 1:
+            t.add_slice(value, k, lay.owners, Role.NORM_PARAM, node)
+    t.set_layout(node.output[0], lay, node)
+
+
+def _softmax(t: Tracer, node: onnx.NodeProto) -> None:
+    lay = t.layout(node.input[0])
+    if lay is None:
+        return
+    opset = t.view.model.opset
+    axis = int(attr(node, "axis", -1 if opset >= 13 else 1)) % lay.rank
+    if lay.axis == axis or (opset < 13 and lay.axis > axis):
+        t.freeze_inputs(node, f"normalises over axis {axis}, which carries the channels")
+        return
+    t.set_layout(node.output[0], lay, node)
+
+
+RULES: dict[str, Rule] = {
+    **{op: _unary for op in _UNARY},
+    **{op: _elementwise for op in (*_ELEMENTWISE, "PRelu")},
+    **{op: _spatial for op in _SPATIAL},
+    **{op: _shape_only for op in _SHAPE_ONLY},
+    **{op: _norm for op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization")},
+    **{op: _softmax for op in ("Softmax", "LogSoftmax", "Hardmax")},
+    **shape_rules.RULES,
+    **layer_rules.RULES,
+}
