@@ -1,0 +1,111 @@
+"""Reductions (ReduceMean, ReduceSum, ...) and ArgMax/ArgMin.
+
+``axes`` is an attribute up to the version listed in ``_AXES_INPUT_SINCE`` and an
+optional input (shape data) from it on; then an empty or missing ``axes`` reduces
+everything unless ``noop_with_empty_axes`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+
+from smart_onnx.errors import GraphError
+from smart_onnx.executor.base import NodeContext, OpModule
+from smart_onnx.executor.registry import register
+
+__all__: list[str] = []  # handlers are reached through the registry
+
+ReduceFn = Callable[[torch.Tensor, list[int], bool], torch.Tensor]
+
+
+def _prod(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+    for d in sorted(dims, reverse=True):  # torch.prod takes one dim at a time
+        x = torch.prod(x, dim=d, keepdim=keep)
+    return x
+
+
+def _extreme(fn: Callable[..., torch.Tensor]) -> ReduceFn:
+    def reduce(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+        if x.dtype == torch.bool:  # bool ReduceMax/Min (opset 20): any/all
+            return fn(x.to(torch.uint8), dim=dims, keepdim=keep).to(torch.bool)
+        return fn(x, dim=dims, keepdim=keep)
+
+    return reduce
+
+
+def _sum(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+    return torch.sum(x, dim=dims, keepdim=keep)
+
+
+class _Reduce(OpModule):
+    fn: ClassVar[ReduceFn]
+    axes_input_since: ClassVar[int]
+
+    @classmethod
+    def from_node(cls, ctx: NodeContext) -> OpModule:
+        from_input = ctx.version >= cls.axes_input_since
+        allowed = {"keepdims", "noop_with_empty_axes"} if from_input else {"axes", "keepdims"}
+        unknown = sorted(set(ctx.attrs) - allowed)
+        if unknown:
+            raise GraphError(f"{ctx.describe()} has attributes {unknown}; supported at this opset: {sorted(allowed)}")
+        keepdims, noop = int(ctx.attrs.get("keepdims", 1)), int(ctx.attrs.get("noop_with_empty_axes", 0))
+        return cls(ctx.attrs.get("axes"), keepdims, noop)
+
+    def __init__(self, axes: Sequence[int] | None, keepdims: int, noop_with_empty_axes: int) -> None:
+        super().__init__()
+        self.axes = None if axes is None else [int(a) for a in axes]
+        self.keep, self.noop = bool(keepdims), bool(noop_with_empty_axes)
+
+    static_inputs = frozenset({1})
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
+        dims = self.ints(axes) if axes is not None else self.axes
+        if not dims:
+            if self.noop:
+                return x
+            dims = list(range(x.dim()))
+        dims = sorted({d + x.dim() if d < 0 else d for d in dims})
+        if not dims:  # rank-0 input
+            return x
+        return type(self).fn(x, dims, self.keep).to(x.dtype)
+
+
+def _reduce(op_type: str, fn: ReduceFn, versions: tuple[int, ...], axes_input_since: int = 18) -> None:
+    attrs = {"fn": staticmethod(fn), "axes_input_since": axes_input_since, "__doc__": f"ONNX {op_type}."}
+    register(op_type, versions=versions)(type(op_type, (_Reduce,), attrs))
+
+
+_reduce("ReduceSum", _sum, (11, 13), axes_input_since=13)
+_reduce("ReduceMean", lambda x, d, k: torch.mean(x, dim=d, keepdim=k), (11, 13, 18))
+_reduce("ReduceMax", _extreme(torch.amax), (11, 12, 13, 18, 20))
+_reduce("ReduceMin", _extreme(torch.amin), (11, 12, 13, 18, 20))
+_reduce("ReduceProd", _prod, (11, 13, 18))
+_reduce("ReduceL1", lambda x, d, k: _sum(torch.abs(x), d, k), (11, 13, 18))
+_reduce("ReduceL2", lambda x, d, k: torch.sqrt(_sum(x * x, d, k)), (11, 13, 18))
+_reduce("ReduceSumSquare", lambda x, d, k: _sum(x * x, d, k), (11, 13, 18))
+_reduce("ReduceLogSum", lambda x, d, k: torch.log(_sum(x, d, k)), (11, 13, 18, 28))
+_reduce("ReduceLogSumExp", lambda x, d, k: torch.logsumexp(x, dim=d, keepdim=k), (11, 13, 18, 28))
+
+
+class _ArgReduce(OpModule):
+    """ArgMax/ArgMin along ``axis``; ``select_last_index`` picks the last of tied extremes."""
+
+    fn: ClassVar[Callable[..., torch.Tensor]]
+
+    def __init__(self, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> None:
+        super().__init__()
+        self.axis, self.keep, self.last = int(axis), bool(keepdims), bool(select_last_index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = type(self).fn
+        if not self.last:
+            return fn(x, dim=self.axis, keepdim=self.keep)  # torch returns the first extreme
+        size = x.shape[self.axis]
+        return size - 1 - fn(torch.flip(x, dims=(self.axis,)), dim=self.axis, keepdim=self.keep)
+
+
+for _op, _fn in (("ArgMax", torch.argmax), ("ArgMin", torch.argmin)):
+    register(_op, versions=(11, 12, 13))(type(_op, (_ArgReduce,), {"fn": staticmethod(_fn), "__doc__": f"ONNX {_op}."}))
