@@ -1,8 +1,9 @@
 """Shape and layout ops: Reshape, Transpose, Flatten, (Un)Squeeze, Expand, Tile, Concat, Split,
 Shape, Size, Identity, Dropout.
 
-Also holds the small helpers the other non-compute op families share (:class:`Op`,
-:class:`AttributeValueError`, :func:`axis`).
+Also holds the small helpers the other non-compute op families share: :class:`Op` and
+:class:`VersionedOp` (construction errors that name the node), :class:`AttributeValueError`,
+:func:`axis` and :func:`choice`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Op(OpModule):
 
     @classmethod
     def from_node(cls, ctx: NodeContext) -> OpModule:
+        """Build the handler with :meth:`create`, turning attribute problems into GraphError."""
         try:
             return cls.create(ctx)
         except AttributeValueError as e:
@@ -51,6 +53,7 @@ class Op(OpModule):
 
     @classmethod
     def create(cls, ctx: NodeContext) -> OpModule:
+        """The handler for ``ctx``; default: the attributes as keyword arguments (spec names)."""
         return cls(**ctx.attrs)
 
 

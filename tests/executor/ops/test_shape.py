@@ -152,6 +152,15 @@ def test_bad_attribute_value_names_node_attribute_and_choices():
         Executor(normalize(model))
 
 
+def test_unknown_or_missing_attribute_names_the_node():
+    model, _ = one_node("Transpose", [X], opset=13, perms=[0, 1, 2])
+    with pytest.raises(GraphError, match=r"transpose_node.*perms"):
+        Executor(normalize(model))
+    model, _ = one_node("Concat", [X, X], opset=13)
+    with pytest.raises(GraphError, match=r"concat_node.*axis"):
+        Executor(normalize(model))
+
+
 def test_shape_output_feeds_shape_math():
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
