@@ -84,27 +84,51 @@ class _Pool(OpModule):
 
 @register("MaxPool", versions=(11, 12, 22))
 class MaxPool(_Pool):
-    """ONNX MaxPool (output 0 only; the Indices output is not supported)."""
+    """ONNX MaxPool; the optional Indices output (flat positions in the unpadded input,
+    row-major or, with storage_order=1, column-major per plane) when the node asks for it."""
 
     _attrs = (*_Pool._attrs, "storage_order")
 
     @classmethod
     def from_node(cls, ctx: NodeContext) -> OpModule:
-        if len(ctx.node.output) > 1 and ctx.node.output[1]:
-            raise GraphError(f"{ctx.describe()} requests the Indices output; only output 0 (Y) is supported")
-        attrs = dict(ctx.attrs)
-        attrs.pop("storage_order", None)  # only affects Indices
-        return super().from_node(NodeContext(ctx.node, ctx.version, attrs, ctx.constants, ctx.build_subgraph))
+        module = super().from_node(ctx)
+        assert isinstance(module, MaxPool)
+        module.with_indices = len(ctx.node.output) > 1 and bool(ctx.node.output[1])
+        return module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, kernel_shape: Sequence[int], storage_order: int = 0, **kwargs: object) -> None:
+        super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
+        self.column_major, self.with_indices = bool(storage_order), False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         pads, extra, outs = self._window(x)
         n = len(self.kernel)
-        dtype = x.dtype
+        dtype, sizes = x.dtype, list(x.shape[2:])
         if not x.is_floating_point():  # int8/uint8 MaxPool: exact in float32
             x = x.float()
         x = F.pad(x, torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]), value=float("-inf"))
-        y = _MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations)
-        return self._narrow(y, outs).to(dtype)
+        y, idx = _MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations, return_indices=True)
+        y = self._narrow(y, outs).to(dtype)
+        if not self.with_indices:
+            return y
+        return y, self._onnx_indices(self._narrow(idx, outs), list(x.shape[2:]), sizes, pads[:n])
+
+    def _onnx_indices(self, idx: torch.Tensor, padded: list[int], sizes: list[int], begins: list[int]) -> torch.Tensor:
+        """torch's flat indices into each padded plane -> ONNX flat indices into the whole unpadded input."""
+        coords = []
+        for size in reversed(padded):
+            coords.append(idx % size)
+            idx = idx // size
+        coords = [c - b for c, b in zip(reversed(coords), begins)]
+        flat = torch.zeros_like(idx)
+        order = list(reversed(range(len(sizes)))) if self.column_major else list(range(len(sizes)))
+        for d in order:
+            flat = flat * sizes[d] + coords[d]
+        plane = 1
+        for s in sizes:
+            plane *= s
+        offsets = torch.arange(idx.shape[0] * idx.shape[1], device=idx.device).reshape(idx.shape[:2])
+        return flat + (offsets * plane).reshape(*idx.shape[:2], *([1] * len(sizes)))
 
 
 @register("AveragePool", versions=(11, 19, 22))
@@ -117,23 +141,28 @@ class AveragePool(_Pool):
     def __init__(self, kernel_shape: Sequence[int], count_include_pad: int = 0, **kwargs: object) -> None:
         super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
         self.count_include_pad = bool(count_include_pad)
+        self._divisors: dict[tuple, torch.Tensor] = {}  # (spatial shape, dtype, device) -> taps per window
+
+    def _window_sums(self, x: torch.Tensor, pads: list[int], extra: list[int], outs: list[int]) -> torch.Tensor:
+        """Per-window sums of ``x`` (N, C, ...) zero-padded by ``pads`` plus ``extra`` at the end."""
+        n = len(self.kernel)
+        ones = torch.ones((1, 1, *self.kernel), dtype=x.dtype, device=x.device)
+        flat = F.pad(x.reshape(-1, 1, *x.shape[2:]), torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]))
+        sums = _CONV[n](flat, ones, None, self.strides, 0, self.dilations)
+        return self._narrow(sums, outs).reshape(*x.shape[:2], *outs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads, extra, outs = self._window(x)
-        n = len(self.kernel)
-        conv = _CONV[n]
-        ones = torch.ones((1, 1, *self.kernel), dtype=x.dtype, device=x.device)
-        full = torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)])
-        flat = F.pad(x.reshape(-1, 1, *x.shape[2:]), full)
-        sums = self._narrow(conv(flat, ones, None, self.strides, 0, self.dilations), outs)
-        if self.count_include_pad:
-            inside = torch.ones((1, 1, *[s + pads[i] + pads[n + i] for i, s in enumerate(x.shape[2:])]))
-            inside = F.pad(inside, torch_pad([0] * n + extra))
-        else:
-            inside = F.pad(torch.ones((1, 1, *x.shape[2:])), full)
-        inside = inside.to(dtype=x.dtype, device=x.device)
-        counts = self._narrow(conv(inside, ones, None, self.strides, 0, self.dilations), outs)
-        return (sums / counts.clamp_min(1)).reshape(*x.shape[:2], *sums.shape[2:])
+        key = (tuple(x.shape[2:]), x.dtype, str(x.device))
+        if key not in self._divisors:
+            n = len(self.kernel)
+            ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+            if self.count_include_pad:  # the explicit padding counts, the ceil_mode overhang does not
+                ones, pads_in = F.pad(ones, torch_pad(pads), value=1.0), [0] * (2 * n)
+            else:
+                pads_in = pads
+            self._divisors[key] = self._window_sums(ones, pads_in, extra, outs).clamp_min(1)
+        return self._window_sums(x, pads, extra, outs) / self._divisors[key]
 
 
 @register("GlobalAveragePool", versions=(1, 22))

@@ -123,26 +123,51 @@ def _taps(cfg: _Config, orig: np.ndarray, in_len: int, downsample: bool) -> list
     return [(np.clip(i, 0, last), c) for i, c in zip(indices, coeffs)]
 
 
-def _resize_axis(x: torch.Tensor, cfg: _Config, axis: int, out_len: int, scale: np.float32, roi: tuple[float, float]):
-    in_len = x.shape[axis]
+# Per axis: [(source indices, float32 weights)] and the mask of outputs that take extrapolation_value.
+_AxisPlan = tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]
+
+
+def _axis_plan(cfg: _Config, in_len: int, out_len: int, scale: np.float32, roi: tuple[float, float]) -> _AxisPlan:
     orig = _source_coords(cfg, out_len, scale, in_len, roi)
+    taps = [(torch.from_numpy(i), torch.from_numpy(w.astype(_F))) for i, w in _taps(cfg, orig, in_len, bool(scale < 1))]
+    outside = torch.from_numpy((orig < 0) | (orig > in_len - 1)) if cfg.coord == "tf_crop_and_resize" else None
+    return taps, outside
+
+
+def _resize_axis(x: torch.Tensor, cfg: _Config, axis: int, plan: _AxisPlan) -> torch.Tensor:
+    taps, outside = plan
     view = [1] * x.dim()
-    view[axis] = out_len
+    view[axis] = -1
     y: torch.Tensor | None = None
-    for idx, w in _taps(cfg, orig, in_len, bool(scale < 1)):
-        part = x.index_select(axis, torch.from_numpy(idx).to(x.device))
+    for idx, w in taps:
+        part = x.index_select(axis, idx)
         if cfg.mode != "nearest":
-            part = part * torch.from_numpy(w.astype(_F)).to(device=x.device, dtype=x.dtype).reshape(view)
+            part = part * w.to(x.dtype).reshape(view)
         y = part if y is None else y + part
     assert y is not None
-    if cfg.coord == "tf_crop_and_resize":
-        outside = torch.from_numpy((orig < 0) | (orig > in_len - 1)).to(x.device).reshape(view)
-        y = torch.where(outside, torch.tensor(cfg.extrapolation, dtype=y.dtype, device=y.device), y)
+    if outside is not None:
+        y = torch.where(outside.reshape(view), torch.tensor(cfg.extrapolation, dtype=y.dtype, device=y.device), y)
     return y
 
 
 class _ResizeBase(OpModule):
-    cfg: _Config
+    def __init__(self, cfg: _Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # (in, out, scale, roi, device) -> taps: shapes repeat every batch, so compute them once
+        self._plans: dict[tuple, _AxisPlan] = {}
+
+    def _axis_plan(
+        self, in_len: int, out_len: int, scale: np.float32, roi: tuple[float, float], device: torch.device
+    ) -> _AxisPlan:
+        key = (in_len, out_len, float(scale), roi, str(device))
+        if key not in self._plans:
+            taps, outside = _axis_plan(self.cfg, in_len, out_len, scale, roi)
+            self._plans[key] = (
+                [(i.to(device), w.to(device)) for i, w in taps],
+                None if outside is None else outside.to(device),
+            )
+        return self._plans[key]
 
     def _plan(
         self, shape: Sequence[int], roi: list[float] | None, scales: list[float] | None, sizes: list[int] | None
@@ -176,7 +201,7 @@ class _ResizeBase(OpModule):
         dtype = x.dtype
         y = x if x.is_floating_point() or self.cfg.mode == "nearest" else x.float()
         for axis, out_len, scale, axis_roi in plan:
-            y = _resize_axis(y, self.cfg, axis, out_len, scale, axis_roi)
+            y = _resize_axis(y, self.cfg, axis, self._axis_plan(y.shape[axis], out_len, scale, axis_roi, y.device))
         return y if y.dtype == dtype else y.round().to(dtype)
 
 
@@ -217,10 +242,6 @@ class Resize(_ResizeBase):
             raise GraphError(f"{ctx.describe()} has exclude_outside=1 with mode {mode!r}; it needs mode 'cubic'")
         return cls(cfg)
 
-    def __init__(self, cfg: _Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-
     def forward(
         self,
         x: torch.Tensor,
@@ -242,10 +263,6 @@ class Upsample(_ResizeBase):
     def from_node(cls, ctx: NodeContext) -> OpModule:
         mode = _choice(ctx, "mode", "nearest", _MODES[:2])
         return cls(_Config(mode=mode, coord="asymmetric", nearest="simple"))
-
-    def __init__(self, cfg: _Config) -> None:
-        super().__init__()
-        self.cfg = cfg
 
     def forward(self, x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         return self._run(x, None, _floats(scales), None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from smart_onnx.errors import GraphError
-from smart_onnx.executor import Executor
+from smart_onnx.executor import Executor, supported_ops
+from smart_onnx.executor.registry import since_version
 from smart_onnx.model import normalize
 from tests.executor.ops.onenode import C, check, one_node
 from tests.helpers import run_executor
@@ -136,3 +138,19 @@ def test_softmax_v11_coerces_to_2d() -> None:
     np.testing.assert_allclose(v11.reshape(2, -1).sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(v13.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(v11, v13)
+
+
+# Every op of the compute families (conv, linalg, pool, norm, activation, reduce, resize).
+COMPUTE_OPS = (
+    "Conv ConvTranspose Gemm MatMul MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization "
+    "InstanceNormalization LayerNormalization GroupNormalization Relu LeakyRelu PRelu Elu Selu Celu Sigmoid "
+    "HardSigmoid HardSwish Tanh Softplus Softsign Mish Gelu Erf Exp Log Sqrt Neg Abs Reciprocal Floor Ceil Round "
+    "Sign Sin Cos Clip Softmax LogSoftmax Hardmax ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 "
+    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin Resize"
+).split()
+
+
+@pytest.mark.parametrize("op", COMPUTE_OPS)
+def test_registered_for_every_opset_from_11(op: str) -> None:
+    wanted = {since_version(op, o) for o in range(11, onnx.defs.onnx_opset_version() + 1)} - {None}
+    assert wanted <= set(supported_ops()[("", op)])

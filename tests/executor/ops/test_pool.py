@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smart_onnx.errors import GraphError
-from tests.executor.ops.onenode import check, one_node
-from tests.helpers import run_executor
+from tests.executor.ops.onenode import check
 
 RNG = np.random.default_rng(3)
 X = RNG.standard_normal((2, 3, 9, 8)).astype(np.float32)
@@ -62,10 +60,17 @@ def test_pool_1d_3d(op: str, shape: tuple, attrs: dict) -> None:
     check(op, [RNG.standard_normal(shape).astype(np.float32)], opset=17, **attrs)
 
 
-def test_maxpool_rejects_indices_output() -> None:
-    model, feeds = one_node("MaxPool", [X], opset=12, outputs=2, kernel_shape=[2, 2])
-    with pytest.raises(GraphError, match="Indices"):
-        run_executor(model, feeds)
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize(
+    ("shape", "attrs"),
+    [((2, 3, 9, 8), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1}),
+     ((2, 3, 9, 8), {"kernel_shape": [2, 2], "dilations": [2, 1]}),
+     ((2, 2, 5, 4, 6), {"kernel_shape": [2, 2, 3], "strides": [2, 1, 2], "pads": [0, 1, 1, 1, 0, 1]})],
+    ids=["2d-pads-ceil", "2d-dilations", "3d"],
+)  # fmt: skip
+def test_maxpool_indices_output(storage_order: int, shape: tuple, attrs: dict) -> None:
+    x = RNG.standard_normal(shape).astype(np.float32)
+    check("MaxPool", [x], opset=12, outputs=2, storage_order=storage_order, **attrs)
 
 
 @pytest.mark.parametrize("opset", [11, 19, 22])
