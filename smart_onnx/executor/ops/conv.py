@@ -88,7 +88,8 @@ class _ConvBase(OpModule):
     def _geometry(self, x: torch.Tensor, w: torch.Tensor) -> tuple[int, list[int], list[int], list[int]]:
         n = x.dim() - 2
         if n not in _CONV:
-            raise GraphError(f"{type(self).__name__} supports 1-D to 3-D inputs, got rank {x.dim()}")
+            where = f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__})"
+            raise GraphError(f"{where} supports 1-D to 3-D inputs, got an input of rank {x.dim()}")
         return n, list(w.shape[2:]), spatial(self.strides, n, 1), spatial(self.dilations, n, 1)
 
 

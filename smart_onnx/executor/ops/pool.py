@@ -63,7 +63,8 @@ class _Pool(OpModule):
         """(ONNX pads, extra end padding so every output window exists, output sizes)."""
         n = len(self.kernel)
         if x.dim() != n + 2 or n not in _CONV:
-            raise GraphError(f"{type(self).__name__} with a {n}-D kernel got an input of rank {x.dim()}")
+            where = f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__})"
+            raise GraphError(f"{where} has a {n}-D kernel (1-D to 3-D supported) and an input of rank {x.dim()}")
         sizes = list(x.shape[2:])
         # onnxruntime sizes SAME padding for pooling with the undilated kernel.
         pads = auto_pads(self.auto_pad, sizes, self.kernel, self.strides, self.pads)

@@ -40,6 +40,15 @@ def _sum(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
     return torch.sum(x, dim=dims, keepdim=keep)
 
 
+def _mean(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+    if x.is_floating_point():
+        return torch.mean(x, dim=dims, keepdim=keep)
+    count = 1
+    for d in dims:
+        count *= x.shape[d]
+    return torch.div(_sum(x, dims, keep), count, rounding_mode="trunc")  # integer mean truncates, as C++
+
+
 class _Reduce(OpModule):
     fn: ClassVar[ReduceFn]
     axes_input_since: ClassVar[int]
@@ -79,7 +88,7 @@ def _reduce(op_type: str, fn: ReduceFn, versions: tuple[int, ...], axes_input_si
 
 
 _reduce("ReduceSum", _sum, (11, 13), axes_input_since=13)
-_reduce("ReduceMean", lambda x, d, k: torch.mean(x, dim=d, keepdim=k), (11, 13, 18))
+_reduce("ReduceMean", _mean, (11, 13, 18))
 _reduce("ReduceMax", _extreme(torch.amax), (11, 12, 13, 18, 20))
 _reduce("ReduceMin", _extreme(torch.amin), (11, 12, 13, 18, 20))
 _reduce("ReduceProd", _prod, (11, 13, 18))

@@ -187,7 +187,8 @@ class _ResizeBase(OpModule):
             scale = {a: _F(s) for a, s in zip(axes, scales)}
             out = {a: int(scale[a] * _F(shape[a])) for a in axes}
         else:
-            raise GraphError(f"{type(self).__name__} needs either scales or sizes, got neither")
+            where = f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__})"
+            raise GraphError(f"{where} needs a non-empty scales or sizes input, got neither")
         if all(out[a] == shape[a] for a in axes):
             return []  # onnxruntime copies the input unchanged
         n = len(axes)

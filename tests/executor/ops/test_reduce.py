@@ -54,7 +54,7 @@ def test_reduce_runtime_axes() -> None:
     check("ReduceSum", [X, np.array([0, 2], np.int64)], opset=13, keepdims=0)
 
 
-@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceProd"])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceProd", "ReduceMean"])
 def test_reduce_integers_keep_dtype(op: str) -> None:
     check(op, [RNG.integers(-5, 5, (3, 4)).astype(np.int32), C(np.array([1], np.int64))], opset=18)
 

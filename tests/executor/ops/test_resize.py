@@ -108,3 +108,9 @@ def test_resize_tf_crop_and_resize_extrapolates(mode: str) -> None:
     roi = C(np.array([0, 0, -0.2, 0.3, 1, 1, 1.1, 0.9], np.float32))
     check("Resize", [X, roi, _scales([1, 1, 1.6, 1.4])], opset=13, mode=mode,
           coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=7.0)  # fmt: skip
+
+
+def test_resize_without_scales_or_sizes_names_node() -> None:
+    model, feeds = one_node("Resize", [X, None, C(np.zeros(0, np.float32))], opset=13)
+    with pytest.raises(GraphError, match="resize_node.*scales or sizes"):
+        run_executor(model, feeds)
