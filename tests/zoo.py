@@ -320,9 +320,10 @@ def to_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
 def wrap_in_if(model: onnx.ModelProto) -> onnx.ModelProto:
     """Move the middle third of the nodes into an ``If`` with a constant-true condition.
 
-    The branches read outer-scope values (activations and initializers) and own the
-    initializers only they use. The else branch is the same computation with float
-    results negated, so running the wrong branch changes the output.
+    Both branches read outer-scope values (activations and initializers). The then
+    branch scales its float results by an initializer of its own (1.0: exact), so a
+    branch-owned weight must become a parameter too; the else branch negates them, so
+    running the wrong branch changes the output.
     """
     out = _copy(model)
     graph = out.graph
@@ -330,38 +331,28 @@ def wrap_in_if(model: onnx.ModelProto) -> onnx.ModelProto:
     types.update({v.name: v.type.tensor_type.elem_type for v in graph.output})
     nodes = list(graph.node)
     lo, hi = len(nodes) // 3, max(len(nodes) // 3 + 1, 2 * len(nodes) // 3)
-    inner = nodes[lo:hi]
+    # Constant nodes stay outside: a constant only the untaken branch read could never get a gradient.
+    hoisted = [n for n in nodes[lo:hi] if n.op_type == "Constant"]
+    inner = [n for n in nodes[lo:hi] if n.op_type != "Constant"]
     produced = [o for n in inner for o in n.output if o]
     later_reads = {i for n in nodes[hi:] for i in n.input} | {o.name for o in graph.output}
     crossing = [o for o in produced if o in later_reads]
-    inner_reads = {i for n in inner for i in n.input}
-    outer_reads = {i for n in nodes[:lo] + nodes[hi:] for i in n.input}
-    owned = [t for t in graph.initializer if t.name in inner_reads and t.name not in outer_reads]
-    branches = [_branch(inner, produced, crossing, owned, types, tag) for tag in ("then", "else")]
+    then_branch, else_branch = (_branch(inner, produced, crossing, types, tag) for tag in ("then", "else"))
     true = helper.make_tensor("wrap_cond", onnx.TensorProto.BOOL, [], [True])
     cond = helper.make_node("Constant", [], ["wrap_cond"], name="wrap_cond", value=true)
     wrap = helper.make_node(
-        "If", ["wrap_cond"], crossing, name="wrap_if", then_branch=branches[0], else_branch=branches[1]
+        "If", ["wrap_cond"], crossing, name="wrap_if", then_branch=then_branch, else_branch=else_branch
     )
-    owned_names = {t.name for t in owned}
-    keep = [t for t in graph.initializer if t.name not in owned_names]
-    del graph.node[:], graph.initializer[:], graph.value_info[:]
-    graph.node.extend(nodes[:lo] + [cond, wrap] + nodes[hi:])
-    graph.initializer.extend(keep)
+    del graph.node[:], graph.value_info[:]
+    graph.node.extend(nodes[:lo] + hoisted + [cond, wrap] + nodes[hi:])
     return out
 
 
 def _branch(
-    inner: list[onnx.NodeProto],
-    produced: list[str],
-    crossing: list[str],
-    owned: list[onnx.TensorProto],
-    types: dict[str, int],
-    tag: str,
+    inner: list[onnx.NodeProto], produced: list[str], crossing: list[str], types: dict[str, int], tag: str
 ) -> onnx.GraphProto:
     # Values defined in a branch get a per-branch suffix: names stay unique across scopes.
     rename = {name: f"{name}__{tag}" for name in produced}
-    rename.update({t.name: f"{t.name}__{tag}" for t in owned})
     nodes = []
     for n in inner:
         copy = onnx.NodeProto()
@@ -370,19 +361,17 @@ def _branch(
         copy.input[:] = [rename.get(i, i) for i in n.input]
         copy.output[:] = [rename.get(o, o) for o in n.output]
         nodes.append(copy)
-    outputs = []
+    scale = f"wrap_scale__{tag}"
+    outputs, uses_scale = [], False
     for name in crossing:
         value, dtype = rename[name], types.get(name, onnx.TensorProto.FLOAT)
-        if tag == "else" and dtype in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
-            nodes.append(helper.make_node("Neg", [value], [f"{value}_neg"], name=f"{value}_neg"))
-            value = f"{value}_neg"
+        if dtype == onnx.TensorProto.FLOAT:
+            op, extra = ("Mul", [scale]) if tag == "then" else ("Neg", [])
+            uses_scale |= bool(extra)
+            nodes.append(helper.make_node(op, [value, *extra], [f"{value}_{op}"], name=f"{value}_{op}"))
+            value = f"{value}_{op}"
         outputs.append(helper.make_tensor_value_info(value, dtype, None))
-    inits = []
-    for t in owned:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        copy.name = rename[t.name]
-        inits.append(copy)
+    inits = [helper.make_tensor(scale, onnx.TensorProto.FLOAT, [], [1.0])] if uses_scale else []
     return helper.make_graph(nodes, f"wrap_{tag}", [], outputs, inits)
 
 
