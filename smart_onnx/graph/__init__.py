@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from smart_onnx.graph.analysis import Analysis, analyze
 from smart_onnx.graph.groups import CouplingGroup, Role, ShapeEdit, TensorSlice, check_keep
-from smart_onnx.graph.index_map import ChainMap, IdentityMap, IndexMap, OffsetMap, RepeatMap, WindowMap
+from smart_onnx.graph.index_map import (
+    ChainMap,
+    IdentityMap,
+    IndexMap,
+    OffsetMap,
+    RepeatMap,
+    TableMap,
+    WindowMap,
+    fit_map,
+)
 from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
-from smart_onnx.graph.view import GraphView, value_shapes
+from smart_onnx.graph.view import GraphView, measured_shapes, value_shapes
 
 __all__ = [
     "Analysis",
@@ -20,10 +29,13 @@ __all__ = [
     "RepeatMap",
     "Role",
     "ShapeEdit",
+    "TableMap",
     "TensorSlice",
     "WindowMap",
     "analyze",
     "check_keep",
     "find_prunable_layers",
+    "fit_map",
+    "measured_shapes",
     "value_shapes",
 ]

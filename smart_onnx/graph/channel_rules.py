@@ -34,10 +34,9 @@ _ELEMENTWISE = (
     "Max", "Mean", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum", "Where", "Xor",
 )
 # Ops over the spatial dims of NCHW tensors (channel axis 1).
-_SPATIAL = (
-    "AveragePool", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LpPool", "MaxPool", "Pad", "Resize",
-    "Upsample",
-)
+_POOLS = ("AveragePool", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LpPool", "MaxPool")
+# Ops that may touch any axis: followed while the channel axis keeps its size.
+_RESIZING = ("Pad", "Resize", "Upsample")
 _SHAPE_ONLY = ("Shape", "Size")
 
 
@@ -63,12 +62,12 @@ def _spatial(t: Tracer, node: onnx.NodeProto) -> None:
     lay = t.layout(node.input[0])
     if lay is None:
         return
-    if lay.axis != 1:
+    out = t.shape(node.output[0])
+    if lay.axis != 1 and (node.op_type in _POOLS or out is None):
         t.freeze_inputs(node, f"works on NCHW tensors but the channels are on axis {lay.axis}")
         return
-    out = t.shape(node.output[0])
-    if out is not None and out[1] != len(lay.owners):
-        t.freeze_inputs(node, f"changes the channel axis from {len(lay.owners)} to {out[1]}")
+    if out is not None and out[lay.axis] != len(lay.owners):
+        t.freeze_inputs(node, f"changes the channel axis from {len(lay.owners)} to {out[lay.axis]}")
         return
     t.set_layout(node.output[0], lay, node)
 
@@ -130,7 +129,7 @@ def _softmax(t: Tracer, node: onnx.NodeProto) -> None:
 RULES: dict[str, Rule] = {
     **{op: _unary for op in _UNARY},
     **{op: _elementwise for op in (*_ELEMENTWISE, "PRelu")},
-    **{op: _spatial for op in _SPATIAL},
+    **{op: _spatial for op in (*_POOLS, *_RESIZING)},
     **{op: _shape_only for op in _SHAPE_ONLY},
     **{op: _norm for op in ("BatchNormalization", "InstanceNormalization", "LayerNormalization")},
     **{op: _softmax for op in ("Softmax", "LogSoftmax", "Hardmax")},

@@ -193,7 +193,8 @@ def merge_operands(t: Tracer, node: onnx.NodeProto, inputs: list[int], rank: int
                    broadcast: bool = True) -> Layout | None:
     """Tie the channel positions of ``node.input[i]`` (``i`` in ``inputs``) aligned to ``rank``.
 
-    Operands with a layout must put it on the same output axis; constant operands with
+    Operands with a layout must put it on the same output axis (a one-channel operand,
+    such as a spatial-attention map, broadcasts and is not tied); constant operands with
     a channel-sized dim there are recorded with ``role``; runtime operands without a
     layout must be size 1 there. Returns the merged layout, or None (nothing or frozen).
     """
@@ -203,29 +204,34 @@ def merge_operands(t: Tracer, node: onnx.NodeProto, inputs: list[int], rank: int
     if rank is None:
         t.freeze_inputs(node, "has an output of unknown rank")
         return None
-    axes = {lay.axis + rank - lay.rank for _, lay in layouts}
-    base = layouts[0][1].owners
-    if len(axes) != 1 or any(len(lay.owners) != len(base) for _, lay in layouts):
+    width = max(len(lay.owners) for _, lay in layouts)
+    tied = [lay for _, lay in layouts if len(lay.owners) == width or not broadcast or len(lay.owners) != 1]
+    axes = {lay.axis + rank - lay.rank for lay in tied}
+    base = tied[0].owners
+    if len(axes) != 1 or any(len(lay.owners) != width for lay in tied):
         t.freeze_inputs(node, "combines channel axes that do not line up")
         return None
     axis = axes.pop()
-    for _, lay in layouts[1:]:
+    for lay in tied[1:]:
         t.tie(base, lay.owners)
-    with_layout = {i for i, _ in layouts}
-    for i in inputs:
-        value = node.input[i] if i < len(node.input) else ""
-        if not value or i in with_layout:
-            continue
-        shape = t.shape(value)
-        if shape is None:
-            t.freeze_inputs(node, f"also reads {value!r}, whose shape is unknown")
-            return None
-        k = axis - (rank - len(shape)) if broadcast else axis
-        if k < 0 or shape[k] == 1:
-            continue
-        if value in t.view.initializers and shape[k] == len(base):
-            t.add_slice(value, k, base, role, node)
-        else:
-            t.freeze_inputs(node, f"also reads {value!r}, whose channels the analysis cannot trace")
-            return None
+    others = [i for i in inputs if i < len(node.input) and node.input[i] and i not in {j for j, _ in layouts}]
+    if not all(_constant_operand(t, node, node.input[i], axis, rank, base, role, broadcast) for i in others):
+        return None
     return Layout(axis, rank, base)
+
+
+def _constant_operand(t: Tracer, node: onnx.NodeProto, value: str, axis: int, rank: int, owners: np.ndarray,
+                      role: Role, broadcast: bool) -> bool:
+    """Record an untraced operand's channel dim as a slice (constants) or freeze (runtime); False if frozen."""
+    shape = t.shape(value)
+    if shape is None:
+        t.freeze_inputs(node, f"also reads {value!r}, whose shape is unknown")
+        return False
+    k = axis - (rank - len(shape)) if broadcast else axis
+    if k < 0 or shape[k] == 1:
+        return True
+    if value in t.view.initializers and shape[k] == len(owners):
+        t.add_slice(value, k, owners, role, node)
+        return True
+    t.freeze_inputs(node, f"also reads {value!r}, whose channels the analysis cannot trace")
+    return False

@@ -224,3 +224,23 @@ def test_to_dict_is_json_ready():
     data = json.loads(json.dumps(a.to_dict()))
     assert data["summary"]["groups"] == 2 and data["summary"]["frozen_groups"] == 1
     assert data["groups"][0]["slices"][0]["role"] == "producer_weight"
+
+
+def test_one_channel_attention_map_broadcasts_without_tying():
+    b = GraphBuilder()
+    trunk = b.conv("x", 3, 8, name="c1")
+    attention = b.op("Sigmoid", [b.conv(trunk, 8, 1, name="att")])  # [1, 1, 8, 8]
+    a = _analyze(b, [_head(b, b.op("Mul", [trunk, attention]), 8)])
+    g = a.group_of("c1")
+    assert g.frozen is None and g.roots == ("c1",)
+    assert a.group_of("att").channels == 1
+
+
+def test_nhwc_resize_follows_the_last_axis():
+    b = GraphBuilder()
+    y = b.op("Transpose", [b.conv("x", 3, 4, name="c1")], perm=[0, 2, 3, 1])
+    scales = b.const((4,), value=np.asarray([1, 2, 2, 1], dtype=np.float32))
+    up = b.op("Resize", [y, "", scales], mode="nearest")
+    back = b.op("Transpose", [up], perm=[0, 3, 1, 2])
+    g = _analyze(b, [_head(b, back, 4)]).group_of("c1")
+    assert g.frozen is None and any(s.tensor == "head.w" for s in g.slices)
