@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from smart_onnx.model import OnnxModel, normalize
 from tests.helpers import make_model
 
 if TYPE_CHECKING:  # block-mode tests must not depend on the analysis or the executor
     from smart_onnx.graph.groups import CouplingGroup
+    from smart_onnx.graph.layers import PrunableLayer
+    from smart_onnx.rewrite import BlockMask
 
 
 def typed_model(
@@ -78,3 +81,28 @@ def masked_executor_outputs(
     with torch.no_grad():
         out = Executor(model)({k: torch.from_numpy(v) for k, v in feeds.items()}, transforms=transforms)
     return [v.numpy() for v in out.values()]
+
+
+def random_block_masks(layers: Sequence[PrunableLayer], sparsity: float, seed: int = 0) -> dict[str, BlockMask]:
+    """Per layer weight, random blocks pruned with probability ``sparsity``: 16x8 (out x in) at one kernel
+    position for convs, 4x1 for Gemm/MatMul, given in the tensor's own axis order."""
+    from smart_onnx.rewrite import BlockMask
+
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for layer in layers:
+        canonical = (16, 8) + (1,) * len(layer.kernel_axes) if layer.kernel_axes else (4, 1)
+        block = tuple(canonical[i] for i in layer.tensor_axes)
+        grid = tuple(-(-d // b) for d, b in zip(layer.weight_shape, block))
+        masks[layer.weight] = BlockMask(rng.random(grid) >= sparsity, block)
+    return masks
+
+
+def zeroed_reference(model: OnnxModel, masks: Mapping[str, BlockMask]) -> onnx.ModelProto:
+    """The original model with the masked elements zeroed by numpy (what block mode must compute)."""
+    ref = model.copy()
+    for tensor in ref.graph.initializer:
+        if tensor.name in masks:
+            w = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(w * masks[tensor.name].expand(w.shape), tensor.name))
+    return ref.proto

@@ -13,11 +13,10 @@ import onnx
 import pytest
 
 from smart_onnx.graph import analyze
-from smart_onnx.graph.layers import PrunableLayer
 from smart_onnx.model import OnnxModel, normalize
-from smart_onnx.rewrite import BlockMask, apply_block_masks, apply_channel_masks, read_block_sparsity
+from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, read_block_sparsity
 from tests.helpers import relative_error, run_ort
-from tests.rewrite import masked_executor_outputs, random_keep
+from tests.rewrite import masked_executor_outputs, random_block_masks, random_keep, zeroed_reference
 from tests.zoo import ARCHITECTURES, to_constant_nodes, with_symbolic_batch
 
 STYLES = {"plain": lambda m: m, "symbolic_batch": with_symbolic_batch, "constant_nodes": to_constant_nodes}
@@ -54,33 +53,13 @@ def test_channel_removal_on_zoo(zoo_export, arch: str, exporter: str, style: str
         assert relative_error(a, e) <= 1e-4
 
 
-def _block_shape(layer: PrunableLayer) -> tuple[int, ...]:
-    """16x8 (out x in) at one kernel position for convs, 4x1 for Gemm/MatMul, in the tensor's axis order."""
-    canonical = (16, 8) + (1,) * len(layer.kernel_axes) if layer.kernel_axes else (4, 1)
-    return tuple(canonical[i] for i in layer.tensor_axes)
-
-
-def _zeroed_reference(model: OnnxModel, masks: dict[str, BlockMask]) -> onnx.ModelProto:
-    ref = model.copy()
-    for tensor in ref.graph.initializer:
-        if tensor.name in masks:
-            w = onnx.numpy_helper.to_array(tensor)
-            tensor.CopyFrom(onnx.numpy_helper.from_array(w * masks[tensor.name].expand(w.shape), tensor.name))
-    return ref.proto
-
-
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_block_masks_on_zoo(zoo_export, arch: str, sparsity: float) -> None:
     model, feeds = _load(zoo_export, arch, "legacy17", "plain")
-    rng = np.random.default_rng(0)
-    masks = {}
-    for layer in analyze(model, {k: v.shape for k, v in feeds.items()}).layers:
-        block = _block_shape(layer)
-        grid = tuple(-(-d // b) for d, b in zip(layer.weight_shape, block))
-        masks[layer.weight] = BlockMask(rng.random(grid) >= sparsity, block)
+    masks = random_block_masks(analyze(model, {k: v.shape for k, v in feeds.items()}).layers, sparsity)
     out = apply_block_masks(model, masks, sparse_format="auto")
-    expected = run_ort(_zeroed_reference(model, masks), feeds)
+    expected = run_ort(zeroed_reference(model, masks), feeds)
     for a, e in zip(run_ort(out.proto, feeds), expected, strict=True):
         assert np.max(np.abs(a - e)) <= 1e-6 * max(1.0, float(np.max(np.abs(e))))
     assert set(read_block_sparsity(out.proto)) == set(masks)
