@@ -20,6 +20,7 @@ plain ``g v / tau`` gradient, which is then zero too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
@@ -189,11 +190,18 @@ def soft_topk_grouped(scores: torch.Tensor, k: int, tau: float) -> torch.Tensor:
 
 
 def _group_minimum(
-    order: torch.Tensor, c: torch.Tensor, group: torch.Tensor, min_keep: torch.Tensor, forced: torch.Tensor
+    order: torch.Tensor,
+    c: torch.Tensor,
+    group: torch.Tensor,
+    min_keep: torch.Tensor | Sequence[float],
+    forced: torch.Tensor,
 ) -> torch.Tensor:
     """Units kept so that each group keeps at least ``min_keep[g]`` cost: its best free units first."""
-    g = group.to(device=c.device, dtype=torch.long)
-    need = (min_keep.to(c) - torch.zeros_like(min_keep, dtype=c.dtype).index_add_(0, g, c * forced)).clamp(min=0)
+    g = torch.as_tensor(group, device=c.device).long()
+    min_keep = torch.as_tensor(min_keep, dtype=c.dtype, device=c.device).reshape(-1)
+    if g.shape != c.shape or bool(((g < 0) | (g >= min_keep.numel())).any()):
+        raise InternalError(f"hard_topk group ids must be [N] in [0, {min_keep.numel()}) (one min_keep per group)")
+    need = (min_keep - torch.zeros_like(min_keep).index_add_(0, g, c * forced)).clamp(min=0)
     # Group-major order, best score first inside a group (both sorts stable, so ties go to the lower index).
     og = order[torch.sort(g[order], stable=True).indices]
     gs = g[og]
@@ -221,7 +229,7 @@ def hard_topk(
     *,
     keep: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
-    group_min_keep: torch.Tensor | None = None,
+    group_min_keep: torch.Tensor | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """The exact top-K units under costs, with forced keeps and per-group minimums.
 

@@ -198,4 +198,9 @@ def test_hard_topk_group_minimum_and_dense_group() -> None:
 def test_hard_topk_impossible_constraints_raise(budget: float, min_keep: list[float]) -> None:
     group = torch.arange(20) // 10
     with pytest.raises(ConstraintError):
-        hard_topk(_scores(20), None, budget, group=group, group_min_keep=torch.tensor(min_keep))
+        hard_topk(_scores(20), None, budget, group=group, group_min_keep=min_keep)
+
+
+def test_hard_topk_rejects_group_ids_without_a_minimum() -> None:
+    with pytest.raises(InternalError):
+        hard_topk(_scores(4), None, 2.0, group=torch.tensor([0, 1, 2, 2]), group_min_keep=[1.0, 1.0])
