@@ -205,3 +205,21 @@ def test_expand_cuts_partial_edge_blocks() -> None:
     assert keep.shape == (5, 3)
     np.testing.assert_array_equal(keep[:, 2], [False, False, False, True, True])
     np.testing.assert_array_equal(keep[0], [True, True, False])
+
+
+def test_tensors_inside_subgraphs_are_masked() -> None:
+    """An If branch holding its own initializer (a wrap_in_if-style export) gets its blocks zeroed too."""
+    w = np.random.default_rng(4).standard_normal((8, 6)).astype(np.float32)
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "Wt"], ["t"], name="mm_then")], "then", [],
+                             [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [2, 6])],
+                             [onnx.numpy_helper.from_array(w, "Wt")])
+    other = helper.make_graph([helper.make_node("Identity", ["zero"], ["e"], name="id_else")], "else", [],
+                              [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [2, 6])],
+                              [onnx.numpy_helper.from_array(np.zeros((2, 6), np.float32), "zero")])
+    node = helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=other)
+    model = typed_model([node], {"x": np.zeros((2, 8), np.float32)}, ["y"], {"cond": np.array(True)})
+    grid = _random_grid((8, 6), (4, 1), 0.5)
+    out = apply_block_masks(model, {"Wt": (grid, (4, 1))}, sparse_format="dense")
+    feeds = random_feeds(model)
+    expected = feeds["x"] @ (w * BlockMask(grid, (4, 1)).expand(w.shape))
+    np.testing.assert_allclose(run_ort(out.proto, feeds)[0], expected, rtol=1e-5, atol=1e-6)
