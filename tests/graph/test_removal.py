@@ -114,7 +114,15 @@ def _ffn(b: GraphBuilder) -> str:
     return b.op("MatMul", [act, b.const((16, 3))], name="fc2")
 
 
-@pytest.mark.parametrize("build", [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn])
+def _decoder(b: GraphBuilder) -> str:
+    y = b.op("Relu", [b.conv("x", 3, 8, name="c1")])
+    up = b.op("ConvTranspose", [y, b.const((8, 6, 2, 2)), b.const((6,))], name="up", strides=[2, 2])
+    up = b.op("Resize", [up, "", b.const((4,), value=np.asarray([1, 1, 0.5, 0.5], dtype=np.float32))])
+    padded = b.op("Pad", [up, b.ints([0, 0, 1, 1, 0, 0, 1, 1])])
+    return b.conv(b.op("AveragePool", [padded], kernel_shape=[2, 2]), 6, 2, name="head")
+
+
+@pytest.mark.parametrize("build", [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder])
 def test_every_prunable_group_removes_cleanly(build):
     b = GraphBuilder()
     out = build(b)
