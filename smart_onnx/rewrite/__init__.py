@@ -10,6 +10,7 @@ from smart_onnx.rewrite.align import round_channels
 from smart_onnx.rewrite.block import BLOCK_SPARSITY_KEY, BlockMask, apply_block_masks, read_block_sparsity
 from smart_onnx.rewrite.passes import Pass, PassResult, Sequential, Validate, run_passes, validate
 from smart_onnx.rewrite.prune_channels import ChannelPlan, apply_channel_masks, plan_channel_removal
+from smart_onnx.rewrite.set_weights import set_weights
 
 __all__ = [
     "BLOCK_SPARSITY_KEY",
@@ -25,5 +26,6 @@ __all__ = [
     "read_block_sparsity",
     "round_channels",
     "run_passes",
+    "set_weights",
     "validate",
 ]

@@ -142,11 +142,13 @@ class RemoveChannels(Pass):
             return PassResult(model, False)
         out = model.copy()
         graph = out.graph
+        cuts: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for (name, axis), pos in self.plan.removals.items():
+            cuts.setdefault(name, []).append((axis, pos))
         for tensor in graph.initializer:
-            cut = [(axis, pos) for (name, axis), pos in self.plan.removals.items() if name == tensor.name]
-            if cut:
+            if tensor.name in cuts:
                 array = tensor_to_array(tensor)
-                for axis, pos in cut:
+                for axis, pos in cuts[tensor.name]:
                     array = np.delete(array, pos, axis=axis)
                 replace_tensor(tensor, array)
                 _retype_input(graph, tensor)
