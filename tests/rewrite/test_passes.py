@@ -80,3 +80,13 @@ def test_validate_checks_strict_shape_inference() -> None:
     proto.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 7]))
     with pytest.raises(RewriteError, match="fails"):
         validate(proto)
+
+
+def test_models_over_the_protobuf_limit_are_checked_from_a_file(monkeypatch) -> None:
+    import smart_onnx.rewrite.passes as passes
+
+    monkeypatch.setattr(passes, "_PROTO_LIMIT", 0)
+    validate(_model())
+    broken = _BreakWeight()(_model()).model
+    with pytest.raises(RewriteError, match="fails"):
+        validate(broken)
