@@ -108,11 +108,11 @@ class MaxPool(_Pool):
         if not x.is_floating_point():  # int8/uint8 MaxPool: exact in float32
             x = x.float()
         x = F.pad(x, torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]), value=float("-inf"))
-        y, idx = _MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations, return_indices=True)
-        y = self._narrow(y, outs).to(dtype)
         if not self.with_indices:
-            return y
-        return y, self._onnx_indices(self._narrow(idx, outs), list(x.shape[2:]), sizes, pads[:n])
+            return self._narrow(_MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations), outs).to(dtype)
+        y, idx = _MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations, return_indices=True)
+        indices = self._onnx_indices(self._narrow(idx, outs), list(x.shape[2:]), sizes, pads[:n])
+        return self._narrow(y, outs).to(dtype), indices
 
     def _onnx_indices(self, idx: torch.Tensor, padded: list[int], sizes: list[int], begins: list[int]) -> torch.Tensor:
         """torch's flat indices into each padded plane -> ONNX flat indices into the whole unpadded input."""

@@ -27,8 +27,18 @@ def _prod(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
     return x
 
 
-def _extreme(fn: Callable[..., torch.Tensor]) -> ReduceFn:
+def _extreme(fn: Callable[..., torch.Tensor], empty: float) -> ReduceFn:
+    """ReduceMax/Min; an empty reduction yields ``empty`` (-inf/+inf, or the integer type's limit)."""
+
     def reduce(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+        if any(x.shape[d] == 0 for d in dims):
+            shape = [1 if d in dims else s for d, s in enumerate(x.shape) if keep or d not in dims]
+            info = torch.finfo(x.dtype) if x.is_floating_point() else None
+            if info is None and x.dtype != torch.bool:
+                fill = torch.iinfo(x.dtype).min if empty < 0 else torch.iinfo(x.dtype).max
+            else:
+                fill = empty if x.dtype != torch.bool else empty > 0
+            return torch.full(shape, fill, dtype=x.dtype, device=x.device)
         if x.dtype == torch.bool:  # bool ReduceMax/Min (opset 20): any/all
             return fn(x.to(torch.uint8), dim=dims, keepdim=keep).to(torch.bool)
         return fn(x, dim=dims, keepdim=keep)
@@ -89,8 +99,8 @@ def _reduce(op_type: str, fn: ReduceFn, versions: tuple[int, ...], axes_input_si
 
 _reduce("ReduceSum", _sum, (11, 13), axes_input_since=13)
 _reduce("ReduceMean", _mean, (11, 13, 18))
-_reduce("ReduceMax", _extreme(torch.amax), (11, 12, 13, 18, 20))
-_reduce("ReduceMin", _extreme(torch.amin), (11, 12, 13, 18, 20))
+_reduce("ReduceMax", _extreme(torch.amax, float("-inf")), (11, 12, 13, 18, 20))
+_reduce("ReduceMin", _extreme(torch.amin, float("inf")), (11, 12, 13, 18, 20))
 _reduce("ReduceProd", _prod, (11, 13, 18))
 _reduce("ReduceL1", lambda x, d, k: _sum(torch.abs(x), d, k), (11, 13, 18))
 _reduce("ReduceL2", lambda x, d, k: torch.sqrt(_sum(x * x, d, k)), (11, 13, 18))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.executor.ops.onenode import C, check
+from tests.executor.ops.onenode import C, check, one_node
+from tests.helpers import run_executor, run_ort
 
 RNG = np.random.default_rng(5)
 X = RNG.standard_normal((2, 3, 4)).astype(np.float32)
@@ -77,3 +78,12 @@ def test_arg_reduce(op: str, opset: int, axis: int, keepdims: int) -> None:
 def test_arg_reduce_ties(op: str, select_last_index: int) -> None:
     x = np.array([[1, 3, 3, 0, 0], [2, 2, 1, 1, 2]], np.float32)
     check(op, [x], opset=13, axis=1, select_last_index=select_last_index)
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceLogSumExp"])
+def test_reduce_empty_set(op: str, keepdims: int) -> None:
+    """-inf/+inf/0/1 results: compared exactly, as relative error is undefined at infinity."""
+    args = [np.zeros((2, 0, 4), np.float32), C(np.array([1], np.int64))]
+    model, feeds = one_node(op, args, opset=18, keepdims=keepdims)
+    np.testing.assert_array_equal(run_executor(model, feeds)[0], run_ort(model, feeds)[0])
