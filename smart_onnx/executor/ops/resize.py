@@ -195,7 +195,9 @@ class _ResizeBase(OpModule):
         rois = {a: (roi[i], roi[n + i]) if roi else (0.0, 1.0) for i, a in enumerate(axes)}
         return [(a, out[a], scale[a], rois[a]) for a in axes if scale[a] != _F(1)]
 
-    def _run(self, x: torch.Tensor, roi: list[float] | None, scales: list[float] | None, sizes: list[int] | None):
+    def _run(
+        self, x: torch.Tensor, roi: list[float] | None, scales: list[float] | None, sizes: list[int] | None
+    ) -> torch.Tensor:
         plan = self._plan(list(x.shape), roi, scales, sizes)
         if not plan:
             return x
