@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "resolve_input_shapes",
     "save_model",
+    "sparse_to_dense",
     "tensor_to_array",
 ]
 
@@ -235,17 +236,20 @@ def _short(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:200]
 
 
+def sparse_to_dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """A COO SparseTensorProto (linear or [NNZ, rank] indices) as a dense array."""
+    values = tensor_to_array(sparse.values)
+    indices = tensor_to_array(sparse.indices).astype(np.int64)
+    dense = np.zeros(int(np.prod(sparse.dims, dtype=np.int64)), dtype=values.dtype)
+    if indices.ndim == 2:  # [NNZ, rank] coordinates
+        indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
+    dense[indices] = values
+    return dense.reshape(tuple(sparse.dims))
+
+
 def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
     for sparse in graph.sparse_initializer:
-        values = tensor_to_array(sparse.values)
-        indices = tensor_to_array(sparse.indices).astype(np.int64)
-        dense = np.zeros(int(np.prod(sparse.dims, dtype=np.int64)), dtype=values.dtype)
-        if indices.ndim == 2:  # [NNZ, rank] coordinates
-            indices = np.ravel_multi_index(tuple(indices.T), tuple(sparse.dims))
-        dense[indices] = values
-        graph.initializer.append(
-            numpy_helper.from_array(dense.reshape(tuple(sparse.dims)), sparse.values.name)
-        )
+        graph.initializer.append(numpy_helper.from_array(sparse_to_dense(sparse), sparse.values.name))
     del graph.sparse_initializer[:]
 
 

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from smart_onnx.errors import GraphError
+from smart_onnx.model import sparse_to_dense
 
 __all__ = ["NodeContext", "OpModule", "decode_attribute", "describe"]
 
@@ -35,6 +36,8 @@ def decode_attribute(attr: onnx.AttributeProto) -> Any:
         return attr.s.decode("utf-8", errors="replace")
     if t == A.TENSOR:
         return numpy_helper.to_array(attr.t)
+    if t == A.SPARSE_TENSOR:
+        return sparse_to_dense(attr.sparse_tensor)
     if t == A.GRAPH:
         return attr.g
     if t == A.FLOATS:

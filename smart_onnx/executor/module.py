@@ -118,7 +118,7 @@ class GraphModule(nn.Module):
                 result = module(*args, scope=env, transforms=transforms) if needs_scope else module(*args)
             except (GraphError, UnsupportedOpError):
                 raise
-            except RuntimeError as e:
+            except (RuntimeError, IndexError, ValueError, TypeError) as e:
                 raise GraphError(
                     f"node {module.onnx_node!r} ({type(module).__name__}) failed: {str(e).splitlines()[0]}"
                 ) from e

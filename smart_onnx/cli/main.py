@@ -1,0 +1,54 @@
+"""The ``smart-onnx`` command group: turns library errors into one-line messages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+import smart_onnx
+from smart_onnx.errors import SmartOnnxError
+
+
+class UserError(click.ClickException):
+    """A SmartOnnxError shown as ``Error: <one line>`` with exit code 2."""
+
+    exit_code = 2
+
+
+class SmartOnnxGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SmartOnnxError as e:
+            raise UserError(" ".join(str(e).split())) from e
+        except KeyboardInterrupt:
+            click.echo("Interrupted; nothing was written.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=SmartOnnxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(smart_onnx.__version__, prog_name="smart-onnx")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Compress an exported ONNX model for edge NPUs with the SMART pruner."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_commands() -> None:
+    from smart_onnx.cli import inspect_cmd
+
+    cli.add_command(inspect_cmd.inspect)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="smart-onnx")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""onnxruntime side: run models, compare a candidate with its reference, measure latency.
+
+This is the only module of smart-onnx that imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from smart_onnx.errors import DataError, ModelLoadError
+from smart_onnx.model import MAX_IR_VERSION, OnnxModel, save_model
+
+__all__ = [
+    "EvalReport",
+    "LatencyResult",
+    "OutputMetrics",
+    "compare_outputs",
+    "evaluate",
+    "make_session",
+    "measure_latency",
+    "run_model",
+]
+
+log = logging.getLogger(__name__)
+
+
+def make_session(model: OnnxModel | onnx.ModelProto | str | Path, *, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session (IR version clamped; models over 2 GiB go through a temp file).
+
+    Raises:
+        ModelLoadError: onnxruntime refuses the model (message from onnxruntime, first line).
+    """
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    try:
+        if isinstance(model, (str, Path)):
+            return ort.InferenceSession(str(model), opts, providers=providers)
+        proto = model.proto if isinstance(model, OnnxModel) else model
+        if proto.ByteSize() < 2**31 - 2**20:
+            if proto.ir_version > MAX_IR_VERSION:
+                proto = _with_ir(proto)
+            return ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_model(proto, Path(tmp) / "model.onnx")
+            return ort.InferenceSession(str(path), opts, providers=providers)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument, RuntimeError) as e:
+        raise ModelLoadError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from e
+
+
+def _with_ir(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    copy.ir_version = MAX_IR_VERSION
+    return copy
+
+
+def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs by name for one batch."""
+    names = [o.name for o in session.get_outputs()]
+    try:
+        values = session.run(names, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+    except Exception as e:  # onnxruntime raises its own exception types for shape/type mismatches
+        raise DataError(f"onnxruntime could not run the data: {str(e).strip().splitlines()[0][:300]}") from e
+    return dict(zip(names, values))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class OutputMetrics:
+    """Candidate vs reference on one output, over all evaluated samples."""
+
+    name: str
+    cosine: float
+    relative_error: float
+    top1_agreement: float | None = None
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+
+
+def _is_class_like(value: np.ndarray) -> bool:
+    """[N, C] scores with C > 1: top-1 agreement is meaningful."""
+    return value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating)
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    labels: np.ndarray | None = None,
+) -> list[OutputMetrics]:
+    """Per-output cosine similarity, relative error (||c - r|| / ||r||), and top-1 metrics for [N, C] outputs."""
+    metrics = []
+    for name, ref in reference.items():
+        cand = candidate[name]
+        r = ref.astype(np.float64).ravel()
+        c = cand.astype(np.float64).ravel()
+        denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+        cosine = float(r @ c / denom) if denom > 0 else float(np.array_equal(r, c))
+        rnorm = float(np.linalg.norm(r))
+        rel = float(np.linalg.norm(c - r) / rnorm) if rnorm > 0 else float(np.linalg.norm(c))
+        m = OutputMetrics(name, cosine, rel)
+        if _is_class_like(ref):
+            ref_top, cand_top = ref.argmax(1), cand.argmax(1)
+            m.top1_agreement = float(np.mean(ref_top == cand_top))
+            if labels is not None and len(labels) == len(ref):
+                m.accuracy = float(np.mean(cand_top == labels))
+                m.reference_accuracy = float(np.mean(ref_top == labels))
+        metrics.append(m)
+    return metrics
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass
+class LatencyResult:
+    batch: int
+    median_ms: float
+    p90_ms: float
+    repeats: int
+    threads: int
+
+
+def measure_latency(
+    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], *, warmup: int = 3, repeats: int = 20,
+    threads: int | None = None,
+) -> LatencyResult:
+    """Median wall time of ``session.run`` on ``feeds`` after warm-up."""
+    for _ in range(warmup):
+        run_model(session, feeds)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_model(session, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    batch = len(next(iter(feeds.values()))) if feeds else 1
+    return LatencyResult(
+        batch=batch,
+        median_ms=statistics.median(times),
+        p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
+        repeats=repeats,
+        threads=threads or os.cpu_count() or 1,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@dataclass
+class EvalReport:
+    """Reference vs candidate on held-out samples."""
+
+    samples: int
+    outputs: list[OutputMetrics]
+    latency: dict[str, dict[str, LatencyResult]] = field(default_factory=dict)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        values = [m.top1_agreement for m in self.outputs if m.top1_agreement is not None]
+        return values[0] if values else None
+
+    @property
+    def accuracy(self) -> float | None:
+        values = [m.accuracy for m in self.outputs if m.accuracy is not None]
+        return values[0] if values else None
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        values = [m.reference_accuracy for m in self.outputs if m.reference_accuracy is not None]
+        return values[0] if values else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(
+    reference: OnnxModel | onnx.ModelProto,
+    candidate: OnnxModel | onnx.ModelProto,
+    batches: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray | None]],
+    *,
+    latency_batches: Iterable[int] = (),
+    threads: int | None = None,
+) -> EvalReport:
+    """Run both models over ``batches`` of (feeds, labels or None) and compare.
+
+    Args:
+        latency_batches: batch sizes at which to also measure median latency of both
+            models (the first evaluation batch, tiled or cut to that size).
+    """
+    ref_sess = make_session(reference, threads=threads)
+    cand_sess = make_session(candidate, threads=threads)
+    ref_out: dict[str, list[np.ndarray]] = {}
+    cand_out: dict[str, list[np.ndarray]] = {}
+    labels: list[np.ndarray] = []
+    first: Mapping[str, np.ndarray] | None = None
+    for feeds, y in batches:
+        first = first or feeds
+        for name, v in run_model(ref_sess, feeds).items():
+            ref_out.setdefault(name, []).append(v)
+        for name, v in run_model(cand_sess, feeds).items():
+            cand_out.setdefault(name, []).append(v)
+        if y is not None:
+            labels.append(np.asarray(y))
+    if first is None:
+        raise DataError("no evaluation samples")
+    ref = {k: np.concatenate(v) for k, v in ref_out.items()}
+    cand = {k: np.concatenate(v) for k, v in cand_out.items()}
+    y_all = np.concatenate(labels) if labels else None
+    report = EvalReport(samples=len(next(iter(ref.values()))), outputs=compare_outputs(ref, cand, y_all))
+    for b in latency_batches:
+        feeds_b = {k: _resize_batch(v, b) for k, v in first.items()}
+        report.latency[str(b)] = {
+            "reference": measure_latency(ref_sess, feeds_b, threads=threads),
+            "candidate": measure_latency(cand_sess, feeds_b, threads=threads),
+        }
+    return report
+
+
+def _resize_batch(array: np.ndarray, batch: int) -> np.ndarray:
+    reps = -(-batch // len(array))
+    return np.concatenate([array] * reps)[:batch]

@@ -1,0 +1,81 @@
+"""What ``smart-onnx inspect`` reports: the model, what the executor can run, what can be pruned."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from smart_onnx.errors import GraphError
+from smart_onnx.executor import unsupported_nodes
+from smart_onnx.graph import Analysis, analyze
+from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
+
+__all__ = ["ModelSummary", "summarize"]
+
+
+@dataclass
+class ModelSummary:
+    path: str | None
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    op_histogram: dict[str, int]
+    total_weights: int
+    unsupported: list[str]
+    input_shapes: dict[str, tuple[int, ...]] | None
+    analysis: Analysis | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ir_version": self.ir_version,
+            "opsets": self.opsets,
+            "producer": self.producer,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "op_histogram": self.op_histogram,
+            "total_weights": self.total_weights,
+            "unsupported": self.unsupported,
+            "input_shapes": {k: list(v) for k, v in (self.input_shapes or {}).items()},
+            "analysis": self.analysis.to_dict() if self.analysis else None,
+            "notes": self.notes,
+        }
+
+
+def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelSummary:
+    """Describe ``model``; MACs are per sample at ``input_shapes`` (symbolic batch -> 1).
+
+    A model with symbolic non-batch dims and no ``input_shapes`` is summarised
+    without MACs (noted), rather than failing.
+    """
+    notes: list[str] = []
+    histogram = collections.Counter(n.op_type for g in iter_graphs(model.graph) for n in g.node)
+    if model.lifted_constants:
+        histogram["Constant (lifted to initializers)"] = len(model.lifted_constants)
+    try:
+        shapes: dict[str, tuple[int, ...]] | None = resolve_input_shapes(model, input_shapes)
+    except GraphError as e:
+        if input_shapes:
+            raise
+        notes.append(f"layers and channel groups not analysed: {e}")
+        shapes = None
+    proto = model.proto
+    return ModelSummary(
+        path=str(model.path) if model.path else None,
+        ir_version=int(proto.ir_version),
+        opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
+        producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x),
+        inputs=[{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in model.inputs],
+        outputs=[{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in model.outputs],
+        op_histogram=dict(histogram.most_common()),
+        total_weights=model.num_weights(),
+        unsupported=unsupported_nodes(model),
+        input_shapes=shapes,
+        analysis=analyze(model, shapes) if shapes is not None else None,
+        notes=notes,
+    )
