@@ -3,7 +3,8 @@
 Each resized axis is interpolated separately: source coordinates come from the ONNX
 coordinate transformation evaluated in float32 (as onnxruntime does, so ties round the
 same way), turned into taps (source index, weight) for nearest, linear or cubic mode,
-and gathered with ``index_select``. This is differentiable and exact for every mode.
+and gathered with ``index_select``. This is differentiable and exact for every mode,
+antialiasing (opset 18) included.
 
 Known difference: with ``half_pixel_symmetric`` (opset 19), nearest mode and a
 fractional scale, onnxruntime rounds source coordinates that lie a few ulps above
@@ -42,6 +43,7 @@ class _Config:
     extrapolation: float = 0.0
     axes: tuple[int, ...] | None = None
     policy: str = "stretch"
+    antialias: bool = False
 
 
 def _source_coords(cfg: _Config, out_len: int, scale: np.float32, in_len: int, roi: tuple[float, float]) -> np.ndarray:
@@ -100,11 +102,49 @@ def _cubic_coeffs(s: np.ndarray, a: np.float32) -> list[np.ndarray]:
     ]
 
 
-def _taps(cfg: _Config, orig: np.ndarray, in_len: int, downsample: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+def _filter(cfg: _Config, v: np.ndarray) -> np.ndarray:
+    """The antialiasing kernel (Pillow's triangle or Keys cubic) at float32 distances ``v``."""
+    v, a = np.abs(v), _F(cfg.cubic_a)
+    if cfg.mode == "linear":
+        return np.where(v < 1, _F(1) - v, _F(0))
+    inner = ((a + 2) * v - (a + 3)) * v * v + _F(1)
+    return np.where(v < 1, inner, np.where(v < 2, (((v - 5) * v + 8) * v - 4) * a, _F(0)))
+
+
+def _antialias_taps(cfg: _Config, orig: np.ndarray, in_len: int, rscale: np.float32) -> list[tuple[np.ndarray, ...]]:
+    """onnxruntime's antialiased weights: the kernel stretched by 1/scale when downsampling; with
+    exclude_outside=0, the weight of taps outside the input folds onto the edge samples."""
+    scale = _F(1) / rscale
+    support = _F(1 if cfg.mode == "linear" else 2) * max(scale, _F(1))
+    window = int(np.ceil(support)) * 2 + 1
+    inv = _F(1) / scale if scale >= 1 else _F(1)
+    starts = np.zeros(len(orig), np.int64)
+    weights = np.zeros((len(orig), window), _F)
+    for i, center in enumerate(orig + _F(0.5)):
+        lo, hi = int(np.floor(center - support + _F(0.5))), int(np.floor(center + support + _F(0.5)))
+        hi = lo + min(max(hi - lo, 0), window)
+        lo_cut, hi_cut = min(max(lo, 0), in_len), min(max(hi, 0), in_len)
+        a, n = (lo_cut, hi_cut - lo_cut) if cfg.exclude_outside else (lo, hi - lo)
+        buf = np.zeros(window, _F)
+        buf[:n] = _filter(cfg, (np.arange(a, a + n).astype(_F) - center + _F(0.5)) * inv)
+        total = buf[:n].sum(dtype=_F)
+        if not cfg.exclude_outside and lo_cut < hi_cut:
+            neg, bound = min(max(-a, 0), n - 1), min(max(n + a - in_len, 0), n - 1)
+            buf[neg] += buf[:neg].sum(dtype=_F)
+            buf[n - bound - 1] += buf[n - bound : n].sum(dtype=_F)
+            buf[: hi_cut - lo_cut] = buf[neg : neg + hi_cut - lo_cut].copy()
+        weights[i, : hi_cut - lo_cut] = buf[: hi_cut - lo_cut] * (_F(1) if total == 0 else _F(1) / total)
+        starts[i] = lo_cut
+    return [(np.clip(starts + k, 0, in_len - 1), weights[:, k]) for k in range(window)]
+
+
+def _taps(cfg: _Config, orig: np.ndarray, in_len: int, scale: np.float32) -> list[tuple[np.ndarray, np.ndarray]]:
     """(source indices, weights) pairs whose weighted sum is each output element."""
     last = in_len - 1
+    if cfg.antialias:
+        return _antialias_taps(cfg, orig, in_len, scale)
     if cfg.mode == "nearest":
-        idx = np.clip(_nearest_index(cfg.nearest, orig, downsample), 0, last)
+        idx = np.clip(_nearest_index(cfg.nearest, orig, bool(scale < 1)), 0, last)
         return [(idx, np.ones_like(orig))]
     if cfg.mode == "linear":
         v = np.clip(orig, _F(0), _F(last))
@@ -129,7 +169,7 @@ _AxisPlan = tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]
 
 def _axis_plan(cfg: _Config, in_len: int, out_len: int, scale: np.float32, roi: tuple[float, float]) -> _AxisPlan:
     orig = _source_coords(cfg, out_len, scale, in_len, roi)
-    taps = [(torch.from_numpy(i), torch.from_numpy(w.astype(_F))) for i, w in _taps(cfg, orig, in_len, bool(scale < 1))]
+    taps = [(torch.from_numpy(i), torch.from_numpy(w.astype(_F))) for i, w in _taps(cfg, orig, in_len, scale)]
     outside = torch.from_numpy((orig < 0) | (orig > in_len - 1)) if cfg.coord == "tf_crop_and_resize" else None
     return taps, outside
 
@@ -193,7 +233,9 @@ class _ResizeBase(OpModule):
             return []  # onnxruntime copies the input unchanged
         n = len(axes)
         rois = {a: (roi[i], roi[n + i]) if roi else (0.0, 1.0) for i, a in enumerate(axes)}
-        return [(a, out[a], scale[a], rois[a]) for a in axes if scale[a] != _F(1)]
+        # onnxruntime's antialias path skips the axes of unchanged size, the others those of scale 1
+        changed = (lambda a: out[a] != shape[a]) if self.cfg.antialias else (lambda a: scale[a] != _F(1))
+        return [(a, out[a], scale[a], rois[a]) for a in axes if changed(a)]
 
     def _run(
         self, x: torch.Tensor, roi: list[float] | None, scales: list[float] | None, sizes: list[int] | None
@@ -227,10 +269,11 @@ class Resize(_ResizeBase):
 
     @classmethod
     def from_node(cls, ctx: NodeContext) -> OpModule:
-        if ctx.attrs.get("antialias", 0):
-            raise GraphError(f"{ctx.describe()} has antialias=1; only antialias=0 is supported")
         coords = _COORDS if ctx.version >= 19 else _COORDS[:-1]
         mode = _choice(ctx, "mode", "nearest", _MODES)
+        antialias = bool(ctx.attrs.get("antialias", 0))
+        if antialias and mode == "nearest":
+            raise GraphError(f"{ctx.describe()} has antialias=1 with mode 'nearest'; it needs 'linear' or 'cubic'")
         cfg = _Config(
             mode=mode,
             coord=_choice(ctx, "coordinate_transformation_mode", "half_pixel", coords),
@@ -240,9 +283,10 @@ class Resize(_ResizeBase):
             extrapolation=float(ctx.attrs.get("extrapolation_value", 0.0)),
             axes=tuple(ctx.attrs["axes"]) if ctx.attrs.get("axes") else None,
             policy=_choice(ctx, "keep_aspect_ratio_policy", "stretch", _POLICIES),
+            antialias=antialias,
         )
-        if cfg.exclude_outside and mode != "cubic":
-            raise GraphError(f"{ctx.describe()} has exclude_outside=1 with mode {mode!r}; it needs mode 'cubic'")
+        if cfg.exclude_outside and mode != "cubic" and not antialias:
+            raise GraphError(f"{ctx.describe()} has exclude_outside=1 with mode {mode!r}; it needs cubic or antialias")
         return cls(cfg)
 
     def forward(

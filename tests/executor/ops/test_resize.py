@@ -91,8 +91,26 @@ def test_resize_integer_nearest() -> None:
     check("Resize", [RNG.integers(0, 255, (1, 2, 3, 4)).astype(np.uint8), None, _scales([1, 1, 2, 1.5])], opset=13)
 
 
-def test_resize_rejects_antialias() -> None:
-    model, feeds = one_node("Resize", [X, None, _scales([1, 1, 0.5, 0.5])], opset=18, mode="linear", antialias=1)
+@pytest.mark.parametrize("exclude_outside", [0, 1])
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize(
+    ("coord", "scales"),
+    [("half_pixel", [1, 1, 0.5, 0.3]), ("half_pixel", [1, 1, 0.8, 1.6]), ("align_corners", [1, 1, 0.6, 0.45]),
+     ("asymmetric", [1, 1, 0.7, 2.0]), ("pytorch_half_pixel", [1, 1, 0.4, 0.55])],
+    ids=str,
+)  # fmt: skip
+def test_resize_antialias(exclude_outside: int, mode: str, coord: str, scales: list[float]) -> None:
+    x = RNG.standard_normal((1, 2, 11, 13)).astype(np.float32)
+    check("Resize", [x, None, _scales(scales)], opset=18, mode=mode, antialias=1, exclude_outside=exclude_outside,
+          coordinate_transformation_mode=coord)  # fmt: skip
+
+
+def test_resize_antialias_sizes() -> None:
+    check("Resize", [X, None, None, C(np.array([2, 3, 2, 3], np.int64))], opset=18, mode="linear", antialias=1)
+
+
+def test_resize_antialias_rejects_nearest() -> None:
+    model, feeds = one_node("Resize", [X, None, _scales([1, 1, 0.5, 0.5])], opset=18, antialias=1)
     with pytest.raises(GraphError, match="antialias"):
         run_executor(model, feeds)
 
