@@ -32,7 +32,7 @@ class DropStaleValueInfo(Pass):
         del bare.graph.value_info[:]
         try:
             inferred = onnx.shape_inference.infer_shapes(bare, data_prop=True)
-        except (onnx.shape_inference.InferenceError, RuntimeError) as e:
+        except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as e:  # ValueError: over 2 GiB
             # Validation reports the real problem; without inference no annotation can be trusted.
             log.debug("shape inference failed while refreshing value_info: %s", e)
             inferred = bare
