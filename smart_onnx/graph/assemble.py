@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -56,14 +57,26 @@ def _freeze_escapes(t: Tracer) -> None:
 
 
 def _freeze_shared_constants(t: Tracer) -> None:
-    """A constant another node also reads cannot be sliced for one of them."""
+    """A constant several nodes read can be sliced only if every reader slices it the same way
+    (torch de-duplicates equal parameters, e.g. fresh LayerNorm weights, behind Identity nodes)."""
+    by_tensor: dict[str, list] = defaultdict(list)
     for rec in t.slices:
-        if rec.role is Role.ACTIVATION:
+        if rec.role is not Role.ACTIVATION:
+            by_tensor[rec.tensor].append(rec)
+    for tensor, recs in by_tensor.items():
+        per_node: dict[str, dict[int, tuple[int, ...]]] = defaultdict(dict)
+        for rec in recs:
+            per_node[rec.node][rec.axis] = tuple(t.find(o) if o >= 0 else -1 for o in rec.owners.tolist())
+        stray = [n for n in _readers(t.view, tensor) if n.name not in per_node]
+        cuts = list(per_node.values())
+        if stray:
+            why = f"is also read by node {stray[0].name!r} ({stray[0].op_type})"
+        elif any(c != cuts[0] for c in cuts):
+            why = "is read by nodes that would cut it differently"
+        else:
             continue
-        others = [n for n in _readers(t.view, rec.tensor) if n.name != rec.node]
-        if others:
-            t.freeze(rec.owners, f"initializer {rec.tensor!r} is also read by node {others[0].name!r} "
-                                 f"({others[0].op_type}), so it cannot be sliced for node {rec.node!r}")
+        for rec in recs:
+            t.freeze(rec.owners, f"initializer {tensor!r} {why}, so it cannot be sliced for node {rec.node!r}")
 
 
 def _readers(view: GraphView, value: str) -> list:
@@ -131,13 +144,15 @@ class _Assembler:
                 layer = t.layers.get(rec.node)
                 if rec.role in _WEIGHT_ROLES and layer is not None and layer.macs is not None:
                     macs[g] += counts * (layer.macs // max(size, 1))
-        edits: list[list[ShapeEdit]] = [[] for _ in range(self.n_groups)]
+        edits: list[dict[tuple, ShapeEdit]] = [{} for _ in range(self.n_groups)]
         for e in t.edits:
             for g, (ch, pos) in self.split(e.owners).items():
                 m = fit_map(ch, pos, int(self.channels[g]))
-                edits[g].append(ShapeEdit(e.node, e.op_type, e.input_index, e.attribute, e.position, e.old_value,
-                                          e.per_channel, m))
-        return [self._group(g, slices[g], edits[g], params[g], macs[g]) for g in range(self.n_groups)]
+                # One entry edited twice (a shape Concat feeding two Reshapes) must count once.
+                key = (e.node, e.input_index, e.attribute, e.position)
+                edits[g].setdefault(key, ShapeEdit(e.node, e.op_type, e.input_index, e.attribute, e.position,
+                                                   e.old_value, e.per_channel, m))
+        return [self._group(g, slices[g], list(edits[g].values()), params[g], macs[g]) for g in range(self.n_groups)]
 
     def _group(self, g: int, slices: list[TensorSlice], edits: list[ShapeEdit], params, macs) -> CouplingGroup:
         spaces = [self.t.spaces[i] for i in self.comp_spaces[g]]

@@ -103,14 +103,15 @@ def _norm(t: Tracer, node: onnx.NodeProto) -> None:
         value = node.input[i]
         if not value:
             continue
-        shape = t.shape(value)
-        if shape is None or value not in t.view.initializers:
+        source = t.initializer_behind(value)
+        if source is None:
             t.freeze_inputs(node, f"reads parameter {value!r}, which is not a constant")
             return
+        shape = t.shape(source)
         # BatchNorm/InstanceNorm params are [C]; LayerNorm's broadcast against the normalised dims.
         k = len(shape) - (lay.rank - lay.axis) if node.op_type == "LayerNormalization" else 0
         if 0 <= k < len(shape) and shape[k] > 1:
-            t.add_slice(value, k, lay.owners, Role.NORM_PARAM, node)
+            t.add_slice(source, k, lay.owners, Role.NORM_PARAM, node)
     t.set_layout(node.output[0], lay, node)
 
 

@@ -16,7 +16,7 @@ from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
 from smart_onnx.graph.groups import Role
 from smart_onnx.graph.view import attr
 
-__all__ = ["RULES", "locate_piece"]
+__all__ = ["RULES"]
 
 
 def _concat(t: Tracer, node: onnx.NodeProto) -> None:
@@ -127,25 +127,6 @@ def _bound_edit(t: Tracer, node: onnx.NodeProto, where: int | str, entry: int, r
         t.add_edit(node, where, entry, raw, owners[:clamped])
     elif raw < 0:
         t.add_edit(node, where, entry, raw, owners[clamped:], per_channel=-1)
-
-
-def locate_piece(t: Tracer, producer: onnx.NodeProto, position: int) -> tuple[int, int] | None:
-    """Where entry ``position`` of a shape built by ``Concat`` of 1-D pieces lives.
-
-    Returns:
-        ``(input index, entry)`` when that piece is a constant, else None.
-    """
-    if producer.op_type != "Concat":
-        return None
-    offset = 0
-    for index, value in enumerate(producer.input):
-        shape = t.shape(value)
-        if shape is None or len(shape) != 1:
-            return None
-        if position < offset + shape[0]:
-            return (index, position - offset) if value in t.view.initializers else None
-        offset += shape[0]
-    return None
 
 
 RULES = {"Concat": _concat, "Split": _split, "Slice": _slice}

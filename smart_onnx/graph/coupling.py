@@ -168,6 +168,16 @@ class Tracer:
         lay = self.layout(value)
         return lay.rank if lay is not None else None
 
+    def initializer_behind(self, value: str) -> str | None:
+        """The initializer ``value`` is, directly or through Identity nodes (torch's de-duplicated
+        parameters), or None."""
+        while value not in self.view.initializers:
+            node = self.view.producer(value)
+            if node is None or node.op_type != "Identity":
+                return None
+            value = node.input[0]
+        return value
+
     def constant_ints(self, node: onnx.NodeProto, index: int) -> list[int] | None:
         """Input ``index`` of ``node`` as a list of ints when it is a constant, else None."""
         if len(node.input) <= index or not node.input[index]:
@@ -230,8 +240,9 @@ def _constant_operand(t: Tracer, node: onnx.NodeProto, value: str, axis: int, ra
     k = axis - (rank - len(shape)) if broadcast else axis
     if k < 0 or shape[k] == 1:
         return True
-    if value in t.view.initializers and shape[k] == len(owners):
-        t.add_slice(value, k, owners, role, node)
+    source = t.initializer_behind(value)
+    if source is not None and shape[k] == len(owners):
+        t.add_slice(source, k, owners, role, node)
         return True
     t.freeze_inputs(node, f"also reads {value!r}, whose channels the analysis cannot trace")
     return False

@@ -15,6 +15,7 @@ import onnx
 
 from smart_onnx.graph import concat_rules
 from smart_onnx.graph.coupling import Layout, Tracer
+from smart_onnx.graph.shape_trace import follows_channels, locate_piece
 from smart_onnx.graph.view import attr
 
 __all__ = ["RULES", "regroup"]
@@ -180,7 +181,11 @@ def _target_edit(t: Tracer, node: onnx.NodeProto, axis: int, owners: np.ndarray,
     values = t.constant_ints(node, 1)
     if values is None:
         producer = t.view.producer(node.input[1])
-        located = concat_rules.locate_piece(t, producer, axis) if producer is not None else None
+        located = locate_piece(t, producer, axis) if producer is not None else None
+        if located is not None and producer.input[located[0]] not in t.view.initializers:
+            if follows_channels(t, producer.input[located[0]], located[1], owners):
+                return True
+            located = None
         if located is None:
             t.freeze_inputs(node, "computes its target shape at run time, so the analysis cannot tell "
                                   "whether it holds the channel count")

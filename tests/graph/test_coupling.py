@@ -209,12 +209,31 @@ def test_add_with_an_untraced_runtime_tensor_freezes():
     assert g.frozen.startswith("node 'res' (Add) also reads 'x'")
 
 
-def test_shared_weight_freezes():
-    b = GraphBuilder()
+def _shared_weight(b: GraphBuilder, join: str) -> Analysis:
     w = b.const((8, 3, 1, 1), name="shared")
     y1, y2 = b.op("Conv", ["x", w], name="a"), b.op("Conv", ["x", w], name="b")
-    a = _analyze(b, [_head(b, b.op("Add", [y1, y2]), 8)])
-    assert "'shared' is also read by node" in a.group_of("a").frozen
+    joined = b.op(join, [y1, y2], **({"axis": 1} if join == "Concat" else {}))
+    return _analyze(b, [_head(b, joined, 16 if join == "Concat" else 8)])
+
+
+def test_shared_weight_cut_the_same_way_stays_prunable():
+    a = _shared_weight(GraphBuilder(), "Add")  # the Add ties a's and b's channels
+    g = a.group_of("a")
+    assert g is a.group_of("b") and g.frozen is None
+    assert {s.node for s in g.slices if s.tensor == "shared"} == {"a", "b"}
+
+
+def test_shared_weight_cut_differently_freezes():
+    a = _shared_weight(GraphBuilder(), "Concat")  # a and b are separate groups
+    assert "'shared' is read by nodes that would cut it differently" in a.group_of("a").frozen
+    assert a.group_of("b").frozen is not None
+
+
+def test_constant_also_read_elsewhere_freezes():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    a = _analyze(b, [_head(b, y, 8), b.op("ReduceSum", ["c1.w"], name="peek")])
+    assert "'c1.w' is also read by node 'peek' (ReduceSum)" in a.group_of("c1").frozen
 
 
 def test_to_dict_is_json_ready():

@@ -34,8 +34,12 @@ def remove_channels(model: OnnxModel, group: CouplingGroup, removed) -> onnx.Mod
     proto.CopyFrom(model.proto)
     g = proto.graph
     del g.value_info[:]  # stale shapes: onnxruntime would trust them
-    for s in group.slices:
-        _replace(g, s.tensor, np.delete(_array(g, s.tensor), s.removed_positions(removed), axis=s.axis))
+    drop: dict[tuple[str, int], np.ndarray] = {}
+    for s in group.slices:  # several slices may cut one axis (shared constants): union their positions
+        key = (s.tensor, s.axis)
+        drop[key] = np.union1d(drop.get(key, np.empty(0, np.int64)), s.removed_positions(removed))
+    for (tensor, axis), positions in drop.items():
+        _replace(g, tensor, np.delete(_array(g, tensor), positions.astype(np.int64), axis=axis))
     deltas: dict[tuple, int] = defaultdict(int)
     for e in group.edits:
         deltas[(e.node, e.input_index, e.attribute, e.position)] += e.delta(removed)
@@ -122,7 +126,17 @@ def _decoder(b: GraphBuilder) -> str:
     return b.conv(b.op("AveragePool", [padded], kernel_shape=[2, 2]), 6, 2, name="head")
 
 
-@pytest.mark.parametrize("build", [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder])
+def _shared_bn_params(b: GraphBuilder) -> str:
+    """torch de-duplicates equal parameters behind Identity nodes; both readers cut them alike here."""
+    params = [b.const((8,), value=np.full(8, v, dtype=np.float32)) for v in (1.0, 0.0, 0.0, 1.0)]
+    again = [b.op("Identity", [p]) for p in params]
+    y1 = b.op("BatchNormalization", [b.conv("x", 3, 8, name="c1"), *params])
+    y2 = b.op("BatchNormalization", [b.conv("x", 3, 8, name="c2"), *again])
+    return b.conv(b.op("Add", [y1, y2]), 8, 2, name="head")
+
+
+@pytest.mark.parametrize(
+    "build", [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder, _shared_bn_params])
 def test_every_prunable_group_removes_cleanly(build):
     b = GraphBuilder()
     out = build(b)
