@@ -1,4 +1,4 @@
-"""Elementwise activations and unary math, PRelu, Clip, and the Softmax family."""
+"""Elementwise activations and unary math (trigonometric included), PRelu, Clip, and the Softmax family."""
 
 from __future__ import annotations
 
@@ -101,6 +101,13 @@ _unary("Round", _float_only(torch.round), (11, 22))  # torch.round is round-half
 _unary("Sign", torch.sign, (9, 13))
 _unary("Sin", torch.sin, (7, 22))
 _unary("Cos", torch.cos, (7, 22))
+for _name in ("Tan", "Asin", "Acos", "Atan"):
+    _unary(_name, getattr(torch, _name.lower()), (7, 22))
+for _name in ("Sinh", "Cosh", "Asinh", "Acosh", "Atanh"):
+    _unary(_name, getattr(torch, _name.lower()), (9, 22))
+_unary("ThresholdedRelu", lambda x, alpha: torch.where(x > alpha, x, torch.zeros_like(x)), (10, 22), {"alpha": 1.0})
+_unary("Shrink", lambda x, bias, lambd: torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, 0 * x)),
+       (9,), {"bias": 0.0, "lambd": 0.5})  # fmt: skip
 
 
 @register("PRelu", versions=(9, 16))

@@ -1,4 +1,4 @@
-"""Matrix products: Gemm and MatMul."""
+"""Matrix products: Gemm, MatMul and Einsum."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ class MatMul(OpModule):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.matmul(a, b)
+
+
+@register("Einsum", versions=(12, 28))
+class Einsum(OpModule):
+    """ONNX Einsum: numpy's equation syntax (implicit output, ellipsis), which torch.einsum shares."""
+
+    def __init__(self, equation: str) -> None:
+        super().__init__()
+        self.equation = equation.replace(" ", "")
+
+    def forward(self, *operands: torch.Tensor) -> torch.Tensor:
+        return torch.einsum(self.equation, *operands)

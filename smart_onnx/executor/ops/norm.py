@@ -1,5 +1,5 @@
 """Normalizations: BatchNormalization (inference), InstanceNormalization, LayerNormalization,
-GroupNormalization."""
+GroupNormalization, LRN, LpNormalization, MeanVarianceNormalization."""
 
 from __future__ import annotations
 
@@ -122,3 +122,53 @@ class GroupNormalization(OpModule):
             repeat = x.shape[1] // self.num_groups
             scale, b = scale.repeat_interleave(repeat), b.repeat_interleave(repeat)
         return F.group_norm(xc, self.num_groups, scale, b, self.epsilon).to(x.dtype)
+
+
+@register("LRN", versions=(1, 13))
+class LRN(OpModule):
+    """ONNX LRN: across channels, window ``[c - (size-1)//2, c + ceil((size-1)/2)]``
+    (torch's local_response_norm centres even windows the other way)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.bias = int(size), float(alpha), float(beta), float(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = (self.size - 1) // 2
+        sq = F.pad((x * x).unsqueeze(1), [0, 0] * (x.dim() - 2) + [before, self.size - 1 - before])
+        kernel = (self.size, *([1] * (x.dim() - 2)))
+        # avg over the window = square_sum / size, so alpha * avg is the spec's alpha / size * square_sum
+        pool = F.avg_pool3d if x.dim() == 4 else F.avg_pool2d if x.dim() == 3 else None
+        if pool is None:
+            raise GraphError(f"node {getattr(self, 'onnx_node', '?')!r} (LRN) supports rank 3 and 4, got {x.dim()}")
+        mean = pool(sq, kernel, stride=1).squeeze(1)
+        return x / (self.bias + self.alpha * mean) ** self.beta
+
+
+@register("LpNormalization", versions=(1, 22))
+class LpNormalization(OpModule):
+    """ONNX LpNormalization: ``x / ||x||_p`` along ``axis`` (p = 1 or 2)."""
+
+    def __init__(self, axis: int = -1, p: int = 2) -> None:
+        super().__init__()
+        if int(p) not in (1, 2):
+            raise TypeError(f"p={p} (supported: 1, 2)")
+        self.axis, self.p = int(axis), int(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, ord=self.p, dim=self.axis, keepdim=True)
+        return x / torch.where(norm == 0, torch.ones_like(norm), norm)  # an all-zero slice stays zero
+
+
+@register("MeanVarianceNormalization", versions=(9, 13))
+class MeanVarianceNormalization(OpModule):
+    """ONNX MeanVarianceNormalization: ``(x - mean) / sqrt(var)`` over ``axes`` (default N, H, W)."""
+
+    def __init__(self, axes: list[int] | None = None) -> None:
+        super().__init__()
+        self.axes = tuple(axes) if axes is not None else (0, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=self.axes, keepdim=True)
+        var = (x * x).mean(dim=self.axes, keepdim=True) - mean * mean
+        return (x - mean) / (torch.sqrt(var) + 1e-9)

@@ -1,4 +1,4 @@
-"""Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+"""Pooling: MaxPool, AveragePool, LpPool and their Global variants.
 
 Windows follow onnxruntime: output sizes from its formula (ceil_mode drops a last
 window that would start past the input and left padding), padding applied
@@ -76,6 +76,16 @@ class _Pool(OpModule):
             extra.append(max(0, needed - (size + pads[i] + pads[n + i])))
         return pads, extra, outs
 
+    def _window_sums(self, x: torch.Tensor, pads: list[int], extra: list[int], outs: list[int]) -> torch.Tensor:
+        """Window sums of ``x`` (N, C, ...) zero-padded by ``pads`` plus ``extra`` at the end.
+
+        A ones-kernel convolution, so dilations work."""
+        n = len(self.kernel)
+        ones = torch.ones((1, 1, *self.kernel), dtype=x.dtype, device=x.device)
+        flat = F.pad(x.reshape(-1, 1, *x.shape[2:]), torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]))
+        sums = _CONV[n](flat, ones, None, self.strides, 0, self.dilations)
+        return self._narrow(sums, outs).reshape(*x.shape[:2], *outs)
+
     @staticmethod
     def _narrow(y: torch.Tensor, outs: list[int]) -> torch.Tensor:
         for i, out in enumerate(outs):
@@ -144,14 +154,6 @@ class AveragePool(_Pool):
         self.count_include_pad = bool(count_include_pad)
         self._divisors: dict[tuple, torch.Tensor] = {}  # (spatial shape, dtype, device) -> taps per window
 
-    def _window_sums(self, x: torch.Tensor, pads: list[int], extra: list[int], outs: list[int]) -> torch.Tensor:
-        """Per-window sums of ``x`` (N, C, ...) zero-padded by ``pads`` plus ``extra`` at the end."""
-        n = len(self.kernel)
-        ones = torch.ones((1, 1, *self.kernel), dtype=x.dtype, device=x.device)
-        flat = F.pad(x.reshape(-1, 1, *x.shape[2:]), torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]))
-        sums = _CONV[n](flat, ones, None, self.strides, 0, self.dilations)
-        return self._narrow(sums, outs).reshape(*x.shape[:2], *outs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads, extra, outs = self._window(x)
         key = (tuple(x.shape[2:]), x.dtype, str(x.device))
@@ -164,6 +166,21 @@ class AveragePool(_Pool):
                 pads_in = pads
             self._divisors[key] = self._window_sums(ones, pads_in, extra, outs).clamp_min(1)
         return self._window_sums(x, pads, extra, outs) / self._divisors[key]
+
+
+@register("LpPool", versions=(11, 18, 22))
+class LpPool(_Pool):
+    """ONNX LpPool: the p-norm of each window (zero padding adds nothing)."""
+
+    _attrs = (*_Pool._attrs, "p")
+
+    def __init__(self, kernel_shape: Sequence[int], p: int = 2, **kwargs: object) -> None:
+        super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
+        self.p = int(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads, extra, outs = self._window(x)
+        return self._window_sums(x.abs() ** self.p, pads, extra, outs) ** (1.0 / self.p)
 
 
 @register("GlobalAveragePool", versions=(1, 22))
@@ -180,3 +197,15 @@ class GlobalMaxPool(OpModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+@register("GlobalLpPool", versions=(2, 22))
+class GlobalLpPool(OpModule):
+    """ONNX GlobalLpPool: the p-norm over all spatial axes, kept as size 1."""
+
+    def __init__(self, p: int = 2) -> None:
+        super().__init__()
+        self.p = int(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.abs() ** self.p).sum(dim=tuple(range(2, x.dim())), keepdim=True) ** (1.0 / self.p)

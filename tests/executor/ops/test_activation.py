@@ -49,6 +49,19 @@ UNARY = [
     ("Sign", {}, np.array([-2.0, 0.0, 3.0], np.float32), (11, 13)),
     ("Sin", {}, X, (11, 22)),
     ("Cos", {}, X, (11, 22)),
+    ("Tan", {}, X / 3, (11, 22)),
+    ("Asin", {}, np.tanh(X), (11,)),
+    ("Acos", {}, np.tanh(X), (22,)),
+    ("Atan", {}, X, (11,)),
+    ("Sinh", {}, X, (11, 22)),
+    ("Cosh", {}, X, (11,)),
+    ("Asinh", {}, X, (22,)),
+    ("Acosh", {}, POS + 1, (11,)),
+    ("Atanh", {}, np.tanh(X) * 0.9, (11,)),
+    ("ThresholdedRelu", {}, X, (11, 22)),
+    ("ThresholdedRelu", {"alpha": 2.0}, X, (11,)),
+    ("Shrink", {}, X, (11,)),
+    ("Shrink", {"bias": 1.5, "lambd": 1.0}, X, (13,)),
 ]
 
 
@@ -146,7 +159,8 @@ COMPUTE_OPS = (
     "InstanceNormalization LayerNormalization GroupNormalization Relu LeakyRelu PRelu Elu Selu Celu Sigmoid "
     "HardSigmoid HardSwish Tanh Softplus Softsign Mish Gelu Erf Exp Log Sqrt Neg Abs Reciprocal Floor Ceil Round "
     "Sign Sin Cos Clip Softmax LogSoftmax Hardmax ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 "
-    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin Resize"
+    "ReduceL2 ReduceSumSquare ReduceLogSum ReduceLogSumExp ArgMax ArgMin Resize Einsum LpPool GlobalLpPool LRN "
+    "LpNormalization MeanVarianceNormalization Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh ThresholdedRelu Shrink"
 ).split()
 
 

@@ -59,3 +59,15 @@ def test_weights_are_parameters_with_gradients(op: str, args: list, attrs: dict)
     for name in names:
         grad = ex.weights.get(name).grad
         assert grad is not None and float(grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize(
+    ("equation", "shapes"),
+    [("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]), ("ij,jk", [(3, 4), (4, 5)]),
+     ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]), ("ii->i", [(4, 4)]), ("ij->ji", [(3, 4)]),
+     ("bhid, bhjd -> bhij", [(2, 2, 3, 4), (2, 2, 5, 4)]), ("i,i->", [(4,), (4,)])],
+    ids=lambda v: str(v),
+)  # fmt: skip
+@pytest.mark.parametrize("opset", [12, 13, 21])
+def test_einsum(equation: str, shapes: list[tuple[int, ...]], opset: int) -> None:
+    check("Einsum", [_r(*s) for s in shapes], opset=opset, equation=equation)

@@ -86,3 +86,37 @@ def test_layernorm_gradients() -> None:
 @pytest.mark.parametrize(("opset", "param_len"), [(18, 2), (21, 4)])
 def test_groupnorm(opset: int, param_len: int) -> None:
     check("GroupNormalization", [X, C(_r(param_len)), C(_r(param_len))], opset=opset, num_groups=2, epsilon=1e-3)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_lrn(opset: int, size: int) -> None:
+    check("LRN", [_r(2, 6, 5, 3)], opset=opset, size=size, alpha=0.01, beta=0.6, bias=1.5)
+
+
+@pytest.mark.parametrize("size", [2, 4])
+@pytest.mark.parametrize("shape", [(2, 6, 5, 3), (2, 6, 7)], ids=str)
+def test_lrn_even_size_rank3_matches_spec(size: int, shape: tuple) -> None:
+    """onnxruntime runs only odd sizes on rank-4 inputs (and the ONNX reference LRN loops over
+    the batch axis), so the spec formula itself is the oracle here."""
+    x = _r(*shape)
+    model, feeds = one_node("LRN", [x], opset=13, size=size, alpha=0.01, beta=0.6, bias=1.5)
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    square_sum = np.stack([(x[:, max(0, c - lo) : c + hi + 1] ** 2).sum(axis=1) for c in range(x.shape[1])], axis=1)
+    expected = x / (1.5 + 0.01 / size * square_sum) ** 0.6
+    np.testing.assert_allclose(run_executor(model, feeds)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [11, 22])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_lp_normalization(opset: int, p: int, axis: int) -> None:
+    x = X.copy()
+    x[0, :, 0, :] = 0  # an all-zero slice along either axis normalizes to zeros
+    check("LpNormalization", [x], opset=opset, p=p, axis=axis)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("axes", [None, [0, 2, 3], [1], [2, 3]], ids=str)
+def test_mean_variance_normalization(opset: int, axes: list[int] | None) -> None:
+    check("MeanVarianceNormalization", [X], opset=opset, **({} if axes is None else {"axes": axes}))

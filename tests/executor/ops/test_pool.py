@@ -96,3 +96,22 @@ def test_averagepool_dilations_v19(count_include_pad: int, attrs: dict) -> None:
 @pytest.mark.parametrize("shape", [(2, 3, 9, 8), (2, 3, 7), (1, 2, 3, 4, 5)], ids=str)
 def test_global_pools(op: str, opset: int, shape: tuple) -> None:
     check(op, [RNG.standard_normal(shape).astype(np.float32)], opset=opset)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("opset", "attrs"),
+    [(11, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1]}),
+     (11, {"kernel_shape": [2, 3], "auto_pad": "SAME_UPPER"}),
+     (18, {"kernel_shape": [3, 2], "strides": [2, 2], "ceil_mode": 1, "dilations": [1, 2]}),
+     (22, {"kernel_shape": [2, 2]})],
+    ids=["pads", "same-upper", "ceil-dilations", "v22"],
+)  # fmt: skip
+def test_lppool(p: int, opset: int, attrs: dict) -> None:
+    check("LpPool", [X], opset=opset, p=p, **attrs)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("opset", [11, 18])  # onnxruntime has no GlobalLpPool-22
+def test_global_lppool(p: int, opset: int) -> None:
+    check("GlobalLpPool", [X], opset=opset, p=p)
