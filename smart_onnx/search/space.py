@@ -1,0 +1,316 @@
+"""Pruning spaces: the units of one pruning mode over a whole model.
+
+A space numbers every unit of the model in one vector (so one soft top-k ranks all
+units of all layers at once), knows each unit's cost in weights and in MACs, turns a
+per-unit mask into executor ``transforms`` (masked weights), scores units from weights
+and activations, and converts a hard mask into what the rewriter takes.
+
+* :class:`BlockSpace`: blocks of prunable layers' weights (block mode).
+* :class:`ChannelSpace`: channels of the analysis's coupling groups (channel mode).
+* :class:`NMSpace`: N:M groups along each weight's input axis (N:M mode; ranked per group).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from smart_onnx.errors import ConstraintError
+from smart_onnx.graph import Analysis, CouplingGroup, PrunableLayer, Role
+from smart_onnx.search.units import BlockUnits, ChannelTarget, ChannelUnits, NMUnits
+
+__all__ = ["BlockSpace", "ChannelSpace", "NMSpace", "PruningSpace", "parse_block"]
+
+Transforms = dict[str, Callable[[torch.Tensor], torch.Tensor]]
+# Stats: layer name -> mean square of its input activation per input position [in_axis size], or absent.
+ActivationStats = Mapping[str, torch.Tensor]
+
+_MASKED_ROLES = (Role.PRODUCER_WEIGHT, Role.PRODUCER_BIAS, Role.DEPTHWISE_WEIGHT, Role.DEPTHWISE_BIAS,
+                 Role.CONSUMER_WEIGHT)
+_WEIGHT_ROLES = (Role.PRODUCER_WEIGHT, Role.DEPTHWISE_WEIGHT, Role.CONSUMER_WEIGHT)
+
+
+def parse_block(text: str) -> tuple[int, ...]:
+    """``"16x8x1x1"`` -> (16, 8, 1, 1): output x input channels x kernel positions."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise ConstraintError(f"block shape {text!r} is not OxI[xKhxKw] (e.g. 16x8x1x1)") from None
+    if len(dims) < 2 or any(d < 1 for d in dims):
+        raise ConstraintError(f"block shape {text!r} needs at least two positive sizes (e.g. 16x8 or 16x8x1x1)")
+    return dims
+
+
+def _importance(weight: torch.Tensor, layer: PrunableLayer, stats: ActivationStats | None) -> torch.Tensor:
+    """Per-element importance: w^2 times the mean square of the input activation it multiplies."""
+    w2 = weight.detach().double() ** 2
+    act = None if stats is None else stats.get(layer.name)
+    if act is not None and act.numel() == weight.shape[layer.in_axis]:
+        view = [1] * weight.dim()
+        view[layer.in_axis] = -1
+        w2 = w2 * act.double().reshape(view)
+    return w2
+
+
+def _standardise(scores: torch.Tensor) -> torch.Tensor:
+    std = scores.std() if scores.numel() > 1 else torch.ones((), dtype=scores.dtype)
+    return (scores - scores.mean()) / (std if float(std) > 0 else 1.0)
+
+
+class PruningSpace:
+    """Common interface; see the module docstring."""
+
+    num_units: int
+    unit_group: torch.Tensor  # [num_units] index of the layer (block) or coupling group (channel) of each unit
+    group_names: list[str]
+
+    def costs(self, kind: str) -> torch.Tensor:
+        """[num_units] float64 cost per unit: ``"params"`` (weights) or ``"macs"``."""
+        raise NotImplementedError
+
+    def transforms(self, mask: torch.Tensor) -> Transforms:
+        """Executor transforms applying a per-unit mask (soft or hard) to the weights."""
+        raise NotImplementedError
+
+    def kept(self, keep: torch.Tensor) -> tuple[float, float]:
+        """Exact (weights, MACs) of the prunable layers that survive a hard mask.
+
+        Unit costs may overlap (a channel's cost counts its producer's and its
+        consumers' slices); this counts each weight element once.
+        """
+        raise NotImplementedError
+
+    def totals(self) -> tuple[float, float]:
+        """(weights, MACs) of the prunable layers before pruning."""
+        return self.kept(torch.ones(self.num_units, dtype=torch.bool))
+
+    def unit_importance(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
+        """[num_units] summed element importance (w^2, times activation^2 when ``stats``)."""
+        raise NotImplementedError
+
+    def initial_scores(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
+        """SMART's starting scores: log importance per unit cost, half-normalised per layer, standardised.
+
+        Dividing by each layer's mean (in log space, half way) makes layers of very
+        different scale comparable while keeping part of the cross-layer signal; the
+        search learns the rest of the distribution.
+        """
+        density = self.unit_importance(weights, stats) / self.costs("params")
+        log_d = torch.log(density + 1e-30 + 1e-12 * float(density.max()))
+        groups = self.unit_group
+        count = torch.zeros(len(self.group_names), dtype=log_d.dtype).index_add_(0, groups, torch.ones_like(log_d))
+        mean = torch.zeros_like(count).index_add_(0, groups, log_d) / count.clamp(min=1)
+        return _standardise(log_d - 0.5 * mean[groups]).float()
+
+    def magnitude_scores(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Global magnitude baseline: the L2 norm of each unit's weights."""
+        return self.unit_importance(weights, None).sqrt().float()
+
+
+# --------------------------------------------------------------------------- block
+
+
+@dataclass
+class _LayerBlocks:
+    layer: PrunableLayer
+    units: BlockUnits
+    start: int
+    end: int
+
+
+class BlockSpace(PruningSpace):
+    """Blocks of every given layer's weight; ``block`` is in canonical O x I x k... order.
+
+    A block with fewer dims than a weight is padded with 1s (``16x8`` on a conv is
+    ``16x8x1x1``); extra dims are dropped (``16x8x1x1`` on a Gemm is ``16x8``). Edge
+    blocks of non-divisible dims are partial units with their true cost.
+    """
+
+    def __init__(self, layers: Sequence[PrunableLayer], block: Sequence[int] | Mapping[str, Sequence[int]]) -> None:
+        self.layers: list[_LayerBlocks] = []
+        seen: set[str] = set()
+        start = 0
+        for layer in layers:
+            if layer.weight in seen:  # a tied weight: one set of units
+                continue
+            seen.add(layer.weight)
+            canon = tuple(block[layer.name] if isinstance(block, Mapping) else block)
+            rank = len(layer.weight_shape)
+            canon = (canon + (1,) * rank)[:rank]
+            tensor_block = [1] * rank
+            for pos, axis in enumerate(layer.canonical_axes):
+                tensor_block[axis] = canon[pos]
+            units = BlockUnits(layer.weight_shape, tensor_block)
+            self.layers.append(_LayerBlocks(layer, units, start, start + units.num_units))
+            start += units.num_units
+        self.num_units = start
+        self.group_names = [lb.layer.name for lb in self.layers]
+        self.unit_group = torch.cat(
+            [torch.full((lb.end - lb.start,), i, dtype=torch.long) for i, lb in enumerate(self.layers)]
+        ) if self.layers else torch.zeros(0, dtype=torch.long)
+
+    def costs(self, kind: str) -> torch.Tensor:
+        parts = []
+        for lb in self.layers:
+            c = lb.units.costs().double()
+            if kind == "macs":
+                c = c * ((lb.layer.macs or 0) / math.prod(lb.layer.weight_shape))
+            parts.append(c)
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+    def transforms(self, mask: torch.Tensor) -> Transforms:
+        out: Transforms = {}
+        for lb in self.layers:
+            element_mask = lb.units.expand(mask[lb.start:lb.end])
+            out[lb.layer.weight] = lambda w, m=element_mask: w * m.to(w.dtype)
+        return out
+
+    def kept(self, keep: torch.Tensor) -> tuple[float, float]:
+        k = keep.cpu().bool()
+        return float(self.costs("params")[k].sum()), float(self.costs("macs")[k].sum())
+
+    def unit_importance(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
+        parts = [lb.units.reduce(_importance(weights[lb.layer.weight], lb.layer, stats)) for lb in self.layers]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+    def export(self, keep: torch.Tensor) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+        """Hard mask -> {initializer: (keep grid, block shape in tensor order)} for ``apply_block_masks``."""
+        return {
+            lb.layer.weight: (keep[lb.start:lb.end].cpu().numpy().astype(bool).reshape(lb.units.grid_shape),
+                              tuple(lb.units.block_shape))
+            for lb in self.layers
+        }
+
+
+# --------------------------------------------------------------------------- channel
+
+
+class ChannelSpace(PruningSpace):
+    """Channels of the prunable coupling groups; unit = one group channel.
+
+    Masking the producers' output slices and every consumer's input slice makes a zero
+    channel equivalent to a removed one (a BatchNorm shift on a dead channel is never read).
+    """
+
+    def __init__(self, analysis: Analysis, groups: Sequence[CouplingGroup], tensor_shapes: Mapping[str, tuple[int, ...]]):
+        self.analysis = analysis
+        self.groups = [g for g in groups if g.frozen is None]
+        self.offsets: list[int] = []
+        targets: list[ChannelTarget] = []
+        roles: list[Role] = []
+        # (tensor, axis, position array, unit array, layer) for importance
+        self._weight_slices: list[tuple[str, int, np.ndarray, np.ndarray, PrunableLayer]] = []
+        layers = {lay.name: lay for lay in analysis.layers}
+        start = 0
+        for g in self.groups:
+            self.offsets.append(start)
+            for s in g.slices:
+                if s.role not in _MASKED_ROLES:
+                    continue
+                src, pos = s.index_map.pairs(np.arange(g.channels))
+                units: dict[int, list[int]] = {}
+                for c, p in zip(src.tolist(), pos.tolist()):
+                    units.setdefault(start + c, []).append(p)
+                targets.append(ChannelTarget(s.tensor, tuple(tensor_shapes[s.tensor]), s.axis, units))
+                roles.append(s.role)
+                if s.role in _WEIGHT_ROLES and s.node in layers:
+                    self._weight_slices.append((s.tensor, s.axis, pos, src + start, layers[s.node]))
+            start += g.channels
+        self.num_units = start
+        self.units = ChannelUnits(start, targets)
+        self._accounted = ChannelUnits(start, [t for t, role in zip(targets, roles) if role in _WEIGHT_ROLES])
+        self._layer_of_weight = {lay.weight: lay for lay in analysis.layers if lay.weight in
+                                 {t.name for t in self._accounted.targets}}
+        self.group_names = [f"group {g.id}" for g in self.groups]
+        self.unit_group = torch.cat(
+            [torch.full((g.channels,), i, dtype=torch.long) for i, g in enumerate(self.groups)]
+        ) if self.groups else torch.zeros(0, dtype=torch.long)
+
+    def costs(self, kind: str) -> torch.Tensor:
+        per = [g.channel_macs if kind == "macs" else g.channel_params for g in self.groups]
+        flat = [float(x) for p in per for x in p]
+        return torch.tensor(flat, dtype=torch.float64).clamp(min=1e-9)
+
+    def transforms(self, mask: torch.Tensor) -> Transforms:
+        return {name: (lambda w, m=m: w * m.to(w.dtype)) for name, m in self.units.expand(mask).items()}
+
+    def kept(self, keep: torch.Tensor) -> tuple[float, float]:
+        params = macs = 0.0
+        shapes = {t.name: t.shape for t in self._accounted.targets}
+        for name, mask in self._accounted.expand(keep.cpu().to(torch.float64)).items():
+            numel = math.prod(shapes[name])
+            kept = float(torch.broadcast_to(mask, shapes[name]).sum())
+            params += kept
+            layer = self._layer_of_weight.get(name)
+            macs += (layer.macs or 0) * kept / numel if layer else 0.0
+        return params, macs
+
+    def unit_importance(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
+        total = torch.zeros(self.num_units, dtype=torch.float64)
+        for tensor, axis, pos, unit, layer in self._weight_slices:
+            imp = _importance(weights[tensor], layer, stats)
+            per_position = imp.sum(dim=[d for d in range(imp.dim()) if d != axis])
+            total.index_add_(0, torch.as_tensor(unit), per_position[torch.as_tensor(pos)])
+        return total
+
+    def export(self, keep: torch.Tensor) -> dict[int, np.ndarray]:
+        """Hard mask -> {group id: kept channel indices} for ``apply_channel_masks``."""
+        out = {}
+        for g, start in zip(self.groups, self.offsets):
+            kept = np.nonzero(keep[start:start + g.channels].cpu().numpy())[0]
+            if len(kept) < g.channels:
+                out[g.id] = kept
+        return out
+
+
+# --------------------------------------------------------------------------- N:M
+
+
+class NMSpace:
+    """N:M groups along each layer's input axis; every group keeps exactly N of M."""
+
+    def __init__(self, layers: Sequence[PrunableLayer], n: int, m: int) -> None:
+        if not 0 < n < m:
+            raise ConstraintError(f"N:M pattern {n}:{m} needs 0 < N < M")
+        self.n, self.m = n, m
+        self.layers: list[tuple[PrunableLayer, NMUnits]] = []
+        seen: set[str] = set()
+        for layer in layers:
+            if layer.weight in seen or layer.weight_shape[layer.in_axis] < m:
+                continue
+            seen.add(layer.weight)
+            self.layers.append((layer, NMUnits(layer.weight_shape, n, m, layer.in_axis)))
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.n / self.m
+
+    def initial_scores(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> list[torch.Tensor]:
+        """Per layer [G, M] scores: log of |w| times activation RMS, standardised per layer."""
+        out = []
+        for layer, units in self.layers:
+            imp = _importance(weights[layer.weight], layer, stats)
+            out.append(_standardise(torch.log(units.to_groups(imp) + 1e-30)).float())
+        return out
+
+    def magnitude_scores(self, weights: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [units.to_groups(weights[layer.weight].detach().abs()).float() for layer, units in self.layers]
+
+    def transforms(self, masks: Sequence[torch.Tensor]) -> Transforms:
+        out: Transforms = {}
+        for (layer, units), mask in zip(self.layers, masks):
+            element_mask = units.expand(mask)
+            out[layer.weight] = lambda w, em=element_mask: w * em.to(w.dtype)
+        return out
+
+    def export(self, keeps: Sequence[torch.Tensor]) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+        """Hard masks -> element-level block masks (block 1x1...) for ``apply_block_masks``."""
+        out = {}
+        for (layer, units), keep in zip(self.layers, keeps):
+            grid = units.expand(keep.to(torch.float32)).cpu().numpy() > 0.5
+            out[layer.weight] = (grid, (1,) * len(layer.weight_shape))
+        return out

@@ -1,0 +1,67 @@
+"""Input-activation statistics of prunable layers, measured on calibration data.
+
+For each prunable layer, the mean square of its input activation per input position
+(channel for Conv, feature for Gemm/MatMul). Scores multiply weight magnitudes by these,
+so a weight that multiplies a large activation counts for more.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from smart_onnx.executor import Executor
+from smart_onnx.graph import find_prunable_layers
+
+if TYPE_CHECKING:
+    from smart_onnx.data import Dataset
+    from smart_onnx.search.search import SearchConfig
+
+__all__ = ["activation_stats"]
+
+
+def _activation_of(node_inputs: list[str], weight_input: str, op_type: str) -> tuple[str, int] | None:
+    """(value name, channel axis) of the activation a layer multiplies with its weight."""
+    others = [n for n in node_inputs[:2] if n and n != weight_input]
+    if not others:
+        return None
+    if op_type in ("Conv", "ConvTranspose", "Gemm"):
+        return others[0], 1
+    return others[0], -1  # MatMul: features on the last axis
+
+
+def activation_stats(executor: Executor, data: Dataset, config: SearchConfig) -> dict[str, torch.Tensor]:
+    """Layer name -> mean square of its input activation per input position (CPU float64)."""
+    nodes = {n.name: n for n in executor.model.graph.node}
+    watch: dict[str, list[tuple[str, int]]] = {}
+    for layer in find_prunable_layers(executor.model):
+        found = _activation_of(list(nodes[layer.name].input), layer.weight_input, layer.op_type)
+        if found:
+            watch.setdefault(found[0], []).append((layer.name, found[1]))
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def recorder(value: str):
+        def record(x: torch.Tensor) -> torch.Tensor:
+            for layer, axis in watch[value]:
+                if x.dim() < 2 or not x.is_floating_point():
+                    continue
+                ax = axis % x.dim()
+                dims = [d for d in range(x.dim()) if d != ax]
+                sq = (x.detach().double() ** 2).mean(dim=dims).cpu()
+                sums[layer] = sums[layer] + sq if layer in sums else sq
+                counts[layer] = counts.get(layer, 0) + 1
+            return x
+        return record
+
+    transforms = {value: recorder(value) for value in watch}
+    device = torch.device(config.device)
+    with torch.no_grad():
+        for i, batch in enumerate(data.batches(config.batch_size, shuffle=True, seed=config.seed)):
+            if i >= config.stats_batches:
+                break
+            feeds = {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in batch.inputs.items()}
+            executor(feeds, transforms=transforms)
+    return {layer: s / counts[layer] for layer, s in sums.items()}
