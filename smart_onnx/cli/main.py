@@ -38,9 +38,10 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from smart_onnx.cli import inspect_cmd
+    from smart_onnx.cli import inspect_cmd, prune_cmd
 
     cli.add_command(inspect_cmd.inspect)
+    cli.add_command(prune_cmd.prune_cmd, name="prune")
 
 
 _register_commands()

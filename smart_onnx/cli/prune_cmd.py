@@ -1,0 +1,177 @@
+"""``smart-onnx prune``: search a pruning mask, rewrite the model, verify it, write model + report."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from smart_onnx.cli.summary import render_summary
+from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.errors import ConstraintError, DataError, ModelLoadError
+from smart_onnx.model import load_model, save_model
+from smart_onnx.prune import MODES, PruneOptions, prune, save_report
+from smart_onnx.search import METHODS, SearchConfig, StepInfo, parse_block
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise DataError(f"--{what} {text!r} must be comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _nm(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ConstraintError(f"--nm {text!r} must be N:M, e.g. 2:4") from None
+    if not 0 < n < m:
+        raise ConstraintError(f"--nm {text!r} needs 0 < N < M")
+    return n, m
+
+
+def _check_writable(path: Path, source: Path, what: str) -> None:
+    """Fail before the search, not after it: missing directory, read-only directory, or the input itself."""
+    if path.resolve() == source.resolve():
+        raise ModelLoadError(f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} is not writable")
+    if path.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: it is a directory")
+
+
+class _Progress:
+    """One progress bar per stage on stderr, showing loss, temperature and soft sparsity."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.quiet:
+            return
+        if info.stage != self.stage:
+            self.close()
+            self.stage = info.stage
+            label = "search  " if info.stage == "search" else "finetune"
+            self.bar = click.progressbar(length=info.total, label=label, file=sys.stderr, show_pos=True,
+                                         item_show_func=self._describe)
+            self.bar.__enter__()
+        self.bar.update(1, info)
+
+    @staticmethod
+    def _describe(info: StepInfo | None) -> str:
+        if info is None:
+            return ""
+        tau = f" tau {info.tau:.3g}" if info.tau is not None else ""
+        return f"loss {info.loss:.4g}{tau} sparsity {info.sparsity:.1%}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Calibration data: folder or file of .npz / .npy / images.")
+@click.option("--sparsity", type=float, default=None,
+              help="Fraction of prunable weights (or MACs with --budget macs) to remove, in [0, 1). "
+                   "Required in block and channel mode; implied by --nm in nm mode.")
+@click.option("--mode", type=click.Choice(MODES), default="block", show_default=True,
+              help="block: zero blocks; channel: remove output channels; nm: N:M along the input axis.")
+@click.option("--block", "block_text", default="16x8x1x1", show_default=True,
+              help="Block shape OxIxKhxKw (block mode).")
+@click.option("--nm", "nm_text", default="2:4", show_default=True, help="N:M pattern (nm mode).")
+@click.option("--budget", type=click.Choice(["params", "macs"]), default="params", show_default=True,
+              help="What --sparsity counts.")
+@click.option("--method", type=click.Choice(METHODS), default="smart", show_default=True,
+              help="smart, or a baseline with the same fine-tune budget.")
+@click.option("--steps", type=click.IntRange(0), default=SearchConfig.steps, show_default=True,
+              help="Structural-search steps.")
+@click.option("--finetune-steps", type=click.IntRange(0), default=SearchConfig.finetune_steps, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True)
+@click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weight learning rate.")
+@click.option("--score-lr", type=float, default=SearchConfig.score_lr, show_default=True,
+              help="Mask-score learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None,
+              help="Held-out data for the report (default: hold out part of --data).")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Fraction of --data held out for evaluation when --eval-data is not given.")
+@click.option("--mean", default=None, help="Image normalisation mean, comma-separated (images only).")
+@click.option("--std", default=None, help="Image normalisation std, comma-separated (images only).")
+@click.option("--sparse-format", type=click.Choice(["auto", "dense", "coo"]), default="auto", show_default=True,
+              help="Block/N:M mode: store weights as COO sparse initializers where smaller (auto).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Pruned model path (default: MODEL.pruned.onnx beside MODEL).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
+              help="Report JSON path (default: beside the output, .json).")
+@click.option("--no-latency", is_flag=True, help="Skip the latency measurement in the report.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, block_text: str, nm_text: str,
+              budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
+              score_lr: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
+              std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
+              no_latency: bool, quiet: bool) -> None:
+    """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
+    if sparsity is not None and not 0.0 <= sparsity < 1.0:
+        raise ConstraintError(f"--sparsity must be in [0, 1), got {sparsity}")
+    output = output or model.with_name(model.stem + ".pruned.onnx")
+    report_path = report_path or output.with_suffix(".json")
+    _check_writable(output, model, "output model")
+    _check_writable(report_path, model, "report")
+    _check_device(device)
+    onnx_model = load_model(model)
+    specs = onnx_model.inputs
+    mean_v, std_v = _floats(mean, "mean"), _floats(std, "std")
+    data = load_dataset(data_path, specs, mean=mean_v, std=std_v)
+    calibration, held_out = _split(data, eval_data, specs, mean_v, std_v, holdout, seed)
+    options = PruneOptions(
+        mode=mode, sparsity=sparsity, block=parse_block(block_text), nm=_nm(nm_text), sparse_format=sparse_format,
+        latency=not no_latency,
+        search=SearchConfig(budget=budget, method=method, steps=steps, finetune_steps=finetune_steps,
+                            batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed, device=device),
+    )
+    if not quiet:
+        click.echo(f"{model}: {onnx_model.num_weights():,} weights; calibration {len(calibration)} samples, "
+                   f"evaluation {len(held_out)} samples", err=True)
+    bar = _Progress(quiet)
+    try:
+        outcome = prune(onnx_model, calibration, held_out, options, progress=bar,
+                        command=shlex.join(["smart-onnx", *sys.argv[1:]]))
+    finally:
+        bar.close()
+    outcome.report["output"] = str(output)
+    save_model(outcome.model, output)
+    save_report(outcome.report, report_path)
+    click.echo(render_summary(outcome.report, output, report_path))
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConstraintError(f"--device {device}: CUDA is not available on this machine (torch "
+                                  f"{torch.__version__}); use --device cpu")
+    elif device != "cpu":
+        raise ConstraintError(f"--device {device!r} is not cpu, cuda or cuda:N")
+
+
+def _split(data: Dataset, eval_data: Path | None, specs, mean, std, holdout: float, seed: int):
+    if eval_data is not None:
+        return data, load_dataset(eval_data, specs, mean=mean, std=std)
+    return data.split(holdout, seed=seed)

@@ -1,0 +1,280 @@
+"""The whole ``prune`` job as one library call: analysis -> search -> export -> verify -> eval -> report.
+
+Each stage is its own package; this module only wires them together and times them,
+so scripts and tests get exactly what the CLI does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smart_onnx.data import Dataset
+from smart_onnx.errors import ConstraintError, RewriteError
+from smart_onnx.eval.ort import evaluate, make_session, run_model
+from smart_onnx.executor import Executor
+from smart_onnx.graph import Analysis, analyze
+from smart_onnx.model import OnnxModel, iter_graphs, tensor_to_array
+from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
+from smart_onnx.search import (
+    BlockSpace,
+    ChannelSpace,
+    NMSpace,
+    SearchConfig,
+    StepInfo,
+    UnitConstraints,
+    achieved_sparsity,
+    run_search,
+)
+
+__all__ = ["MODES", "PruneOptions", "PruneOutcome", "prune", "save_report"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("block", "channel", "nm")
+# Exported model vs the masked torch model it came from (DESIGN: 1e-4 relative).
+EXPORT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What ``smart-onnx prune`` takes besides the model and data."""
+
+    mode: str = "block"
+    sparsity: float | None = 0.5
+    block: tuple[int, ...] = (16, 8, 1, 1)
+    nm: tuple[int, int] = (2, 4)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sparse_format: str = "auto"
+    latency: bool = True
+
+
+@dataclass
+class PruneOutcome:
+    """The pruned model and everything the report says about it."""
+
+    model: OnnxModel
+    report: dict[str, Any]
+
+
+def _input_shapes(data: Dataset) -> dict[str, tuple[int, ...]]:
+    """Per-sample shapes from the data resolve every symbolic dim (batch -> 1)."""
+    return {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
+
+
+def _space(mode: str, analysis: Analysis, model: OnnxModel, options: PruneOptions):
+    if mode == "block":
+        return BlockSpace(analysis.layers, options.block)
+    if mode == "channel":
+        shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
+        return ChannelSpace(analysis, analysis.groups, shapes)
+    if mode == "nm":
+        return NMSpace(analysis.layers, *options.nm)
+    raise ConstraintError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+
+
+def _default_constraints(space: Any) -> UnitConstraints:
+    """Channel mode keeps at least one channel per group: an empty group would empty a layer."""
+    if isinstance(space, ChannelSpace) and space.groups:
+        costs = space.costs("params")
+        least = torch.zeros(len(space.groups), dtype=torch.float64)
+        least.scatter_reduce_(0, space.unit_group, costs, "amin", include_self=False)
+        return UnitConstraints(group_min_keep=least)
+    return UnitConstraints()
+
+
+def prune(
+    model: OnnxModel,
+    calibration: Dataset,
+    holdout: Dataset | None,
+    options: PruneOptions,
+    *,
+    progress: Callable[[StepInfo], None] | None = None,
+    constraints: Callable[[Any, Analysis], UnitConstraints] | None = None,
+    command: str | None = None,
+) -> PruneOutcome:
+    """Prune ``model`` with the SMART search (or a baseline) and verify the result.
+
+    Args:
+        model: the loaded model (not modified).
+        calibration: data the masks and weights are trained on.
+        holdout: data for the evaluation in the report (None: no evaluation).
+        options: mode, sparsity, block / N:M pattern, search settings.
+        progress: called after each optimisation step.
+        constraints: builds hardware constraints for a space (the target profile).
+        command: the command line, recorded in the report.
+
+    Returns:
+        The pruned model and the report (a JSON-ready dict).
+
+    Raises:
+        ConstraintError: impossible sparsity or mode, nothing prunable.
+        RewriteError: the exported model does not reproduce the masked torch model.
+    """
+    cfg = options.search
+    if options.mode == "nm":
+        implied = 1.0 - options.nm[0] / options.nm[1]
+        if options.sparsity is not None and not math.isclose(options.sparsity, implied, abs_tol=1e-9):
+            raise ConstraintError(
+                f"N:M {options.nm[0]}:{options.nm[1]} prunes exactly {implied:.0%} of each weight; "
+                f"--sparsity {options.sparsity} contradicts it (leave --sparsity out in nm mode)"
+            )
+        sparsity = implied
+    else:
+        if options.sparsity is None:
+            raise ConstraintError(f"--sparsity is required in {options.mode} mode")
+        sparsity = options.sparsity
+    if not 0.0 <= sparsity < 1.0:
+        raise ConstraintError(f"sparsity must be in [0, 1), got {sparsity}")
+    cfg = SearchConfig(**{**asdict(cfg), "sparsity": sparsity})
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    analysis = analyze(model, _input_shapes(calibration))
+    space = _space(options.mode, analysis, model, options)
+    unit_constraints = constraints(space, analysis) if constraints else _default_constraints(space)
+    seconds["analysis"] = time.perf_counter() - start
+
+    executor = Executor(model)
+    result = run_search(executor, space, calibration, cfg, constraints=unit_constraints, progress=progress)
+    seconds.update(result.seconds)
+
+    start = time.perf_counter()
+    trained = set_weights(model, result.weights)
+    if isinstance(space, ChannelSpace):
+        pruned = apply_channel_masks(trained, analysis, space.export(result.keep))
+    else:
+        pruned = apply_block_masks(trained, space.export(result.keep), sparse_format=options.sparse_format)
+    hard = [k.float() for k in result.keep] if isinstance(result.keep, list) else result.keep.float()
+    export_error = _verify_export(executor, space.transforms(hard), pruned, holdout or calibration)
+    seconds["export"] = time.perf_counter() - start
+
+    report: dict[str, Any] = {
+        "command": command,
+        "seed": cfg.seed,
+        "mode": options.mode,
+        "method": cfg.method,
+        "budget": cfg.budget,
+        "block": list(options.block) if options.mode == "block" else None,
+        "nm": list(options.nm) if options.mode == "nm" else None,
+        "search": asdict(cfg),
+        "sparsity": _sparsity_summary(space, result.keep, sparsity, cfg.budget),
+        "layers": _layer_report(analysis, model, pruned),
+        "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}
+                          for g in analysis.frozen_groups],
+        "export_relative_error": export_error,
+        "history": result.history,
+    }
+    start = time.perf_counter()
+    if holdout is not None:
+        batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
+        latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
+        report["eval"] = evaluate(model, pruned, batches, latency_batches=latency).to_dict()
+    seconds["eval"] = time.perf_counter() - start
+    report["seconds"] = seconds
+    report["totals"] = _totals(report["layers"])
+    return PruneOutcome(pruned, report)
+
+
+def _verify_export(executor: Executor, transforms: Mapping[str, Any], pruned: OnnxModel, data: Dataset) -> float:
+    """onnxruntime on the exported model must reproduce the masked executor (else nothing is written)."""
+    sample = data.take(min(8, len(data)))
+    feeds = {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
+    executor.to("cpu")
+    with torch.no_grad():
+        expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
+                                                       transforms=transforms).items()}
+    got = run_model(make_session(pruned), feeds)
+    worst = 0.0
+    for name, e in expected.items():
+        if not np.issubdtype(e.dtype, np.floating):
+            continue
+        scale = float(np.max(np.abs(e))) or 1.0
+        worst = max(worst, float(np.max(np.abs(got[name].astype(np.float64) - e))) / scale)
+    if worst > EXPORT_TOLERANCE:
+        raise RewriteError(
+            f"the rewritten model differs from the masked torch model by {worst:.2g} (relative), more than "
+            f"{EXPORT_TOLERANCE}; nothing was written (this is a smart-onnx bug: please report it)"
+        )
+    return worst
+
+
+def _sparsity_summary(space: Any, keep: Any, requested: float, budget: str) -> dict[str, Any]:
+    if isinstance(space, NMSpace):
+        return {"requested": requested, "achieved_params": space.sparsity, "achieved_macs": space.sparsity}
+    return {
+        "requested": requested,
+        "achieved_params": achieved_sparsity(space, keep, "params"),
+        "achieved_macs": achieved_sparsity(space, keep, "macs"),
+        "budget": budget,
+    }
+
+
+def _layer_report(analysis: Analysis, before: OnnxModel, after: OnnxModel) -> list[dict[str, Any]]:
+    """Per prunable layer: weight shape before/after, nonzeros, sparsity (of the original size), MACs after."""
+    new = {t.name: t for t in after.graph.initializer}
+    sparse = {t.values.name: t for t in after.graph.sparse_initializer}
+    rows = []
+    for layer in analysis.layers:
+        numel = math.prod(layer.weight_shape)
+        if layer.weight in new:
+            w = tensor_to_array(new[layer.weight])
+            shape_after, nonzero = list(w.shape), int(np.count_nonzero(w))
+        elif layer.weight in sparse:
+            t = sparse[layer.weight]
+            shape_after, nonzero = list(t.dims), int(np.count_nonzero(tensor_to_array(t.values)))
+        else:
+            continue
+        density = nonzero / numel if numel else 1.0
+        rows.append({
+            "name": layer.name, "op": layer.op_type, "weight": layer.weight,
+            "shape_before": list(layer.weight_shape), "shape_after": shape_after,
+            "params_before": numel, "params_after": nonzero, "sparsity": 1.0 - density,
+            "macs_before": layer.macs, "macs_after": None if layer.macs is None else int(round(layer.macs * density)),
+        })
+    return rows
+
+
+def _totals(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    pb = sum(r["params_before"] for r in layers)
+    pa = sum(r["params_after"] for r in layers)
+    mb = sum(r["macs_before"] or 0 for r in layers)
+    ma = sum(r["macs_after"] or 0 for r in layers)
+    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma,
+            "params_ratio": pa / pb if pb else 1.0, "macs_ratio": ma / mb if mb else 1.0}
+
+
+def save_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the report JSON atomically (temp file in the same directory, then rename)."""
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
