@@ -76,7 +76,7 @@ def _machine() -> str:
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, intra-op threads: {torch.get_num_threads()}; "
         f"load average before the run {load}"
     )
 
