@@ -56,9 +56,9 @@ def _cost_sums(s: torch.Tensor, costs: torch.Tensor | None) -> torch.Tensor:
     return s.sum(-1) if costs is None else torch.einsum("gn,gn->g", s, costs)
 
 
-def _float64_rows(costs: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def _float64_rows(costs: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # Copies only when costs broadcast over leading rows; a plain [N] stays a view.
-    return costs.detach().to(torch.float64).expand(shape).reshape(-1, shape[-1])
+    return costs.detach().to(like.device, torch.float64).expand(like.shape).reshape(-1, like.shape[-1])
 
 
 def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float | torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ class SoftTopK(torch.autograd.Function):
         _check_inputs(scores, costs, tau)
         lead, n = scores.shape[:-1], scores.shape[-1]
         z = torch.div(scores.detach().to(torch.float64).reshape(-1, n), tau)
-        c = None if costs is None else _float64_rows(costs, scores.shape)
+        c = None if costs is None else _float64_rows(costs, scores)
         t = z.new_zeros(z.shape[0]) if n == 0 else solve_threshold(z, c, budget)
         ctx.save_for_backward(scores, costs, t)
         ctx.tau = tau
@@ -148,7 +148,7 @@ class SoftTopK(torch.autograd.Function):
         v = torch.sigmoid(x).mul_(x.neg_().sigmoid_())
         del x
         gv = grad_p.to(torch.float64).reshape(-1, n) * v
-        cv = v if costs is None else v.mul_(_float64_rows(costs, scores.shape))
+        cv = v if costs is None else v.mul_(_float64_rows(costs, scores))
         s_cv = cv.sum(-1, keepdim=True)
         positive = s_cv > 0
         corr = torch.where(positive, gv.sum(-1, keepdim=True) / torch.where(positive, s_cv, 1.0), 0.0)
@@ -264,7 +264,7 @@ def hard_topk(
         raise InternalError("hard_topk needs both group and group_min_keep, or neither")
     budget = float(budget)
     s = scores.detach().to(torch.float64)
-    c = torch.ones_like(s) if costs is None else costs.detach().to(torch.float64).expand(s.shape)
+    c = torch.ones_like(s) if costs is None else costs.detach().to(s.device, torch.float64).expand(s.shape)
     order = torch.sort(s, descending=True, stable=True).indices
     kept = torch.zeros_like(s, dtype=torch.bool) if keep is None else keep.to(s.device, torch.bool).clone()
     if group is not None:
