@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smart_onnx.errors import ConstraintError, InternalError
 from smart_onnx.search.soft_topk import SoftTopK, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
@@ -204,3 +206,27 @@ def test_hard_topk_impossible_constraints_raise(budget: float, min_keep: list[fl
 def test_hard_topk_rejects_group_ids_without_a_minimum() -> None:
     with pytest.raises(InternalError):
         hard_topk(_scores(4), None, 2.0, group=torch.tensor([0, 1, 2, 2]), group_min_keep=[1.0, 1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 200),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    tau=st.sampled_from([10.0, 1.0, 1e-2, 1e-4]),
+    keep_fraction=st.floats(0.0, 1.0),
+)
+def test_property_budget_and_prefix(n: int, seed: int, scale: float, tau: float, keep_fraction: float) -> None:
+    m = (_scores(n, seed) * scale).requires_grad_()
+    c = _costs(n, seed + 1)
+    budget = keep_fraction * float(c.sum())
+    p = soft_topk(m, c, budget, tau)
+    assert float((c * p.detach()).sum()) == pytest.approx(budget, rel=1e-6, abs=1e-9)
+    p.backward(_scores(n, seed + 2))
+    assert bool(torch.isfinite(m.grad).all())
+    kept = hard_topk(m.detach(), c, budget)
+    achieved = float(c[kept].sum())
+    assert achieved <= budget + 1e-9
+    if not bool(kept.all()):
+        first_pruned = int(torch.argmax(torch.where(kept, -torch.inf, m.detach())))
+        assert budget - achieved < float(c[first_pruned])
