@@ -77,7 +77,11 @@ class Analysis:
 
 
 def analyze(
-    model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None, *, measure: bool = True
+    model: OnnxModel,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    measure: bool = True,
+    layernorm_channels: bool = False,
 ) -> Analysis:
     """Find prunable layers and channel-coupling groups.
 
@@ -87,6 +91,9 @@ def analyze(
             :func:`smart_onnx.model.resolve_input_shapes` (symbolic batch -> 1).
         measure: fill the shapes static inference leaves unknown by running the model once
             on zeros with onnx's reference evaluator (numpy; slow only for big models).
+        layernorm_channels: let channels a LayerNormalization normalises over be pruned (its
+            scale and bias are sliced). Off by default: removing such channels changes the
+            normalisation statistics, so the pruned model no longer equals the masked one.
 
     Returns:
         The :class:`Analysis`. Problems in the graph freeze groups (with a reason); they
@@ -103,7 +110,7 @@ def analyze(
         log.info("shape inference left %d values unknown; measuring them", len(missing))
         shapes.update(measured_shapes(model, concrete, missing))
     layers = tuple(find_prunable_layers(view, shapes))
-    groups = tuple(build_groups(view, layers, shapes))
+    groups = tuple(build_groups(view, layers, shapes, layernorm_channels))
     log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),
              sum(g.frozen is not None for g in groups))
     return Analysis(layers, groups, shapes, concrete)

@@ -13,6 +13,7 @@ from smart_onnx.graph.coupling import Tracer
 from smart_onnx.graph.groups import CouplingGroup, Role, ShapeEdit, TensorSlice
 from smart_onnx.graph.index_map import fit_map
 from smart_onnx.graph.layers import PrunableLayer
+from smart_onnx.graph.shape_trace import freeze_unsafe_shape_reads
 from smart_onnx.graph.view import GraphView
 
 __all__ = ["build_groups"]
@@ -23,7 +24,8 @@ _WEIGHT_ROLES = (Role.PRODUCER_WEIGHT, Role.CONSUMER_WEIGHT, Role.DEPTHWISE_WEIG
 
 
 def build_groups(
-    view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]]
+    view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]],
+    layernorm_channels: bool = False,
 ) -> list[CouplingGroup]:
     """Coupling groups for ``layers`` (see :mod:`smart_onnx.graph.coupling` for how).
 
@@ -31,14 +33,18 @@ def build_groups(
         view: the graph.
         layers: its prunable layers (:func:`~smart_onnx.graph.layers.find_prunable_layers`).
         shapes: value shapes (:func:`~smart_onnx.graph.view.value_shapes`).
+        layernorm_channels: keep channels that a LayerNormalization normalises over prunable
+            (slicing its scale and bias); by default they freeze, because removing them changes
+            the normalisation statistics, which masking them does not reproduce.
 
     Returns:
         One group per set of tied output channels, ordered by first root layer in graph
         order; ``groups[i].id == i``. Problems freeze groups; they never raise.
     """
-    tracer = Tracer(view, layers, shapes)
+    tracer = Tracer(view, layers, shapes, layernorm_channels)
     for node in view.nodes:
         apply_rule(tracer, node)
+    freeze_unsafe_shape_reads(tracer)
     _freeze_escapes(tracer)
     _freeze_shared_constants(tracer)
     return _Assembler(tracer).groups()

@@ -96,6 +96,11 @@ def _norm(t: Tracer, node: onnx.NodeProto) -> None:
         if lay.axis < first:  # channels are not among the normalised axes
             t.set_layout(node.output[0], lay, node)
             return
+        if not t.layernorm_channels:
+            # Its mean and variance run over the channels: removing some is not the same as zeroing them.
+            t.freeze_inputs(node, "normalises over the channel axis, so removing channels would change its "
+                                  "statistics (analyze(..., layernorm_channels=True) allows it)")
+            return
     elif lay.axis != 1:
         t.freeze_inputs(node, f"normalises per channel on axis 1 but the channels are on axis {lay.axis}")
         return

@@ -80,8 +80,10 @@ class Space:
 class Tracer:
     """Propagation state shared by the op rules."""
 
-    def __init__(self, view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]]):
+    def __init__(self, view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]],
+                 layernorm_channels: bool = False):
         self.view = view
+        self.layernorm_channels = layernorm_channels
         self.shapes = shapes
         self.layers = {layer.name: layer for layer in layers}
         self.spaces: list[Space] = []

@@ -15,7 +15,7 @@ import onnx
 from smart_onnx.graph.coupling import Tracer
 from smart_onnx.graph.view import attr
 
-__all__ = ["follows_channels", "locate_piece"]
+__all__ = ["follows_channels", "freeze_unsafe_shape_reads", "locate_piece"]
 
 _PASS = ("Cast", "Identity", "Squeeze", "Unsqueeze")  # on a shape vector: entries stay (scalars become [1])
 
@@ -61,3 +61,72 @@ def follows_channels(t: Tracer, value: str, entry: int, owners: np.ndarray, dept
         return follows_channels(t, node.input[0], starts[0] + entry, owners, depth + 1)
     located = locate_piece(t, node, entry)
     return located is not None and follows_channels(t, node.input[located[0]], located[1], owners, depth + 1)
+
+
+def freeze_unsafe_shape_reads(t: Tracer) -> None:
+    """A channel count read with ``Shape`` must only size tensors that carry the same channels.
+
+    Follows each ``Shape`` of a channel-carrying value forward through Gather/Slice/Concat/
+    (Un)Squeeze/Cast/Identity on shape vectors. The channel entry may end in a Reshape target
+    whose output carries the same channels on that axis; any other use (arithmetic, Expand,
+    ConstantOfShape, the Reshape of another tensor) would keep the old count, so it freezes.
+    """
+    for node in t.view.nodes:
+        lay = t.layout(node.input[0]) if node.input else None
+        if lay is None:
+            continue
+        if node.op_type == "Size":
+            t.freeze(lay.owners, f"node {node.name!r} (Size) counts elements across the channel axis")
+        elif node.op_type == "Shape":
+            start = int(attr(node, "start", 0)) % max(lay.rank, 1) if attr(node, "start") is not None else 0
+            if lay.axis >= start and (attr(node, "end") is None or lay.axis < int(attr(node, "end")) % lay.rank):
+                _follow(t, node.output[0], {lay.axis - start}, lay.owners, 0)
+
+
+def _follow(t: Tracer, value: str, entries: set[int], owners: np.ndarray, depth: int) -> None:
+    if t.view.is_output(value) or value in t.view.subgraph_reads or depth > 16:
+        t.freeze(owners, f"the channel count read into {value!r} leaves the graph or a subgraph")
+        return
+    for consumer, slot in t.view.consumers(value):
+        if consumer.op_type == "Reshape" and slot == 1:
+            out = t.layout(consumer.output[0])
+            if out is None or entries != {out.axis} or not _same_channels(t, out.owners, owners):
+                t.freeze(owners, f"node {consumer.name!r} (Reshape) takes a shape entry from the channel count "
+                                 "of another tensor")
+            continue
+        carried = _carry(t, consumer, slot, entries)
+        if carried is None:
+            t.freeze(owners, f"node {consumer.name!r} ({consumer.op_type}) computes with a channel count read "
+                             "by Shape, which would not follow pruning")
+        elif carried:
+            _follow(t, consumer.output[0], carried, owners, depth + 1)
+
+
+def _carry(t: Tracer, node: onnx.NodeProto, slot: int, entries: set[int]) -> set[int] | None:
+    """Entries of ``node``'s output holding the channel count, given those of input ``slot``;
+    None when the op computes with it."""
+    if node.op_type in _PASS and slot == 0:
+        return set(entries)
+    if node.op_type == "Gather" and slot == 0 and int(attr(node, "axis", 0)) == 0:
+        index = t.constant_ints(node, 1)
+        return None if index is None else {i for i, k in enumerate(index) if k in entries}
+    if node.op_type == "Slice" and slot == 0:
+        starts, ends, steps = t.constant_ints(node, 1), t.constant_ints(node, 2), t.constant_ints(node, 4)
+        if starts is None or ends is None or steps not in (None, [1]) or starts[0] < 0:
+            return None
+        return {e - starts[0] for e in entries if starts[0] <= e < (ends[0] if ends[0] >= 0 else 1 << 62)}
+    if node.op_type == "Concat":
+        offset = 0
+        for value in node.input[:slot]:
+            shape = t.shape(value)
+            if shape is None or len(shape) > 1:
+                return None
+            offset += shape[0] if shape else 1
+        return {e + offset for e in entries}
+    if node.op_type in ("Shape", "Size"):
+        return set()
+    return None
+
+
+def _same_channels(t: Tracer, a: np.ndarray, b: np.ndarray) -> bool:
+    return len(a) == len(b) and all(t.find(x) == t.find(y) for x, y in zip(a.tolist(), b.tolist()))

@@ -263,3 +263,27 @@ def test_nhwc_resize_follows_the_last_axis():
     back = b.op("Transpose", [up], perm=[0, 3, 1, 2])
     g = _analyze(b, [_head(b, back, 4)]).group_of("c1")
     assert g.frozen is None and any(s.tensor == "head.w" for s in g.slices)
+
+
+def _layernorm_model(axis: int):
+    b = GraphBuilder()
+    h = b.op("MatMul", ["x", b.const((8, 16), name="w1")], name="fc1")  # [1, 4, 16]
+    ln = b.op("LayerNormalization", [h, b.const((16,), name="ln.s"), b.const((16,), name="ln.b")], axis=axis)
+    if axis != -1:  # normalising the tokens axis too: scale [4, 16]
+        b.inits["ln.s"], b.inits["ln.b"] = (np.ones((4, 16), np.float32),) * 2
+    return b.model({"x": (1, 4, 8)}, [b.op("MatMul", [ln, b.const((16, 3))], name="fc2")])
+
+
+def test_layernorm_over_channels_freezes_unless_allowed():
+    model = _layernorm_model(-1)
+    frozen = analyze(model, {"x": (1, 4, 8)}).group_of("fc1")
+    assert "normalises over the channel axis" in frozen.frozen
+    allowed = analyze(model, {"x": (1, 4, 8)}, layernorm_channels=True).group_of("fc1")
+    assert allowed.frozen is None
+    assert {(s.tensor, s.axis, s.role) for s in allowed.slices if s.role is Role.NORM_PARAM} == {
+        ("ln.s", 0, Role.NORM_PARAM), ("ln.b", 0, Role.NORM_PARAM)}
+
+
+def test_layernorm_params_over_several_axes_are_cut_on_the_channel_axis():
+    g = analyze(_layernorm_model(1), {"x": (1, 4, 8)}, layernorm_channels=True).group_of("fc1")
+    assert {(s.tensor, s.axis) for s in g.slices if s.role is Role.NORM_PARAM} == {("ln.s", 1), ("ln.b", 1)}
