@@ -1,18 +1,24 @@
-"""Channel-coupling groups: which channels must be removed together (DepGraph on the ONNX graph).
+"""Channel-coupling propagation state: which channels must be removed together (DepGraph on ONNX).
 
 How it works. Every prunable layer's output channels form a *space* of channel nodes
 (one node per channel). Walking the graph in topological order, each value that carries
 channels gets a :class:`Layout`: its channel axis and, per position on that axis, the
-channel node it holds. Rules per op (:mod:`smart_onnx.graph.channel_rules`,
-:mod:`smart_onnx.graph.shape_rules`) move the channel axis (Transpose, Reshape, ...),
+channel node it holds. Rules per op move the channel axis (Transpose, Reshape, ...),
 re-arrange positions (Concat, Split, Slice, Flatten), *tie* positions of different
 operands together (residual Add/Mul, SE gates: a union-find over channel nodes) and
-record the constants to slice and the shape entries to edit, against the channel nodes
-of each position. Positions the analysis cannot trace (graph inputs, constants
-concatenated in, ops it does not understand) get *frozen* spaces; a frozen channel
-tied to a prunable one freezes its group.
+record the constants to slice and the shape entries to edit against the channel nodes of
+each position:
 
-At the end (:func:`smart_onnx.graph.assemble.build_groups`), the tied classes of channel nodes are the
+* :mod:`~smart_onnx.graph.layer_rules` -- Conv/ConvTranspose/Gemm/MatMul (roots, consumers, depthwise);
+* :mod:`~smart_onnx.graph.channel_rules` -- elementwise ops, norms, pooling, activations (and the dispatch);
+* :mod:`~smart_onnx.graph.shape_rules` -- Transpose, (Un)Squeeze, Reshape/Flatten, Gather, reductions;
+* :mod:`~smart_onnx.graph.concat_rules` -- Concat, Split, Slice;
+* :mod:`~smart_onnx.graph.shape_trace` -- shape vectors computed from ``Shape`` at run time.
+
+Positions the analysis cannot trace (constants concatenated in, ops it does not
+understand) get *frozen* spaces or freeze the spaces they touch; a frozen channel tied to
+a prunable one freezes its whole group. :func:`smart_onnx.graph.assemble.build_groups`
+drives the walk and turns the records into groups: tied classes of channel nodes are the
 group channels, spaces linked by ties form one group, and every record becomes a
 :class:`~smart_onnx.graph.groups.TensorSlice` or :class:`~smart_onnx.graph.groups.ShapeEdit`
 with an index map fitted to its (group channel, position) pairs.

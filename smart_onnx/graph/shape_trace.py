@@ -20,6 +20,14 @@ __all__ = ["follows_channels", "freeze_unsafe_shape_reads", "locate_piece"]
 _PASS = ("Cast", "Identity", "Squeeze", "Unsqueeze")  # on a shape vector: entries stay (scalars become [1])
 
 
+def _shape_window(node: onnx.NodeProto, rank: int) -> tuple[int, int]:
+    """The dims ``[start, end)`` a ``Shape`` node returns (opset 15 ``start``/``end``, clamped like ONNX)."""
+    def clamp(v: int) -> int:
+        return min(max(v + rank if v < 0 else v, 0), rank)
+
+    return clamp(int(attr(node, "start", 0))), clamp(int(attr(node, "end", rank)))
+
+
 def locate_piece(t: Tracer, producer: onnx.NodeProto, position: int) -> tuple[int, int] | None:
     """Entry ``position`` of a shape vector built by ``Concat`` of 1-D pieces: ``(input index, entry)``."""
     if producer.op_type != "Concat":
@@ -46,7 +54,7 @@ def follows_channels(t: Tracer, value: str, entry: int, owners: np.ndarray, dept
         source = t.layout(node.input[0])
         if source is None:
             return False
-        dim = int(attr(node, "start", 0)) % source.rank + entry
+        dim = _shape_window(node, source.rank)[0] + entry
         return source.axis == dim and np.array_equal(source.owners, owners)
     if node.op_type in _PASS:
         return follows_channels(t, node.input[0], entry, owners, depth + 1)
@@ -78,8 +86,8 @@ def freeze_unsafe_shape_reads(t: Tracer) -> None:
         if node.op_type == "Size":
             t.freeze(lay.owners, f"node {node.name!r} (Size) counts elements across the channel axis")
         elif node.op_type == "Shape":
-            start = int(attr(node, "start", 0)) % max(lay.rank, 1) if attr(node, "start") is not None else 0
-            if lay.axis >= start and (attr(node, "end") is None or lay.axis < int(attr(node, "end")) % lay.rank):
+            start, end = _shape_window(node, lay.rank)
+            if start <= lay.axis < end:
                 _follow(t, node.output[0], {lay.axis - start}, lay.owners, 0)
 
 

@@ -287,3 +287,44 @@ def test_layernorm_over_channels_freezes_unless_allowed():
 def test_layernorm_params_over_several_axes_are_cut_on_the_channel_axis():
     g = analyze(_layernorm_model(1), {"x": (1, 4, 8)}, layernorm_channels=True).group_of("fc1")
     assert {(s.tensor, s.axis) for s in g.slices if s.role is Role.NORM_PARAM} == {("ln.s", 1), ("ln.b", 1)}
+
+
+def _shape_read(b: GraphBuilder, y: str, gather: list[int]) -> str:
+    """A shape vector ``Shape(y)[gather] ++ [-1]``."""
+    picked = b.op("Gather", [b.op("Shape", [y]), b.ints(gather)], axis=0)
+    return b.op("Concat", [picked, b.ints([-1])], axis=0)
+
+
+def test_reshape_target_read_from_the_same_channels_follows_pruning():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    flat = b.op("Reshape", [y, _shape_read(b, y, [0, 1])])  # y.flatten(2): [1, 8, 64]
+    out = b.op("MatMul", [b.op("Transpose", [flat], perm=[0, 2, 1]), b.const((8, 4), name="fc.w")])
+    g = _analyze(b, [out]).group_of("c1")
+    assert g.frozen is None and not g.edits
+    assert _slice(g, "fc.w").axis == 0
+
+
+def test_channel_count_used_for_another_tensor_freezes():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    other = b.conv("x", 3, 8, name="c2")
+    reshaped = b.op("Reshape", [other, _shape_read(b, y, [0, 1])], name="rs")
+    a = _analyze(b, [_head(b, reshaped, 8), _head(b, y, 8)])
+    assert "node 'rs' (Reshape) takes a shape entry from the channel count" in a.group_of("c1").frozen
+
+
+def test_channel_count_in_arithmetic_freezes():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    half = b.op("Div", [b.op("Gather", [b.op("Shape", [y]), b.ints([1])], axis=0), b.ints([2])], name="half")
+    a = _analyze(b, [_head(b, y, 8), half])
+    assert a.group_of("c1").frozen.startswith("node 'half' (Div) computes with a channel count")
+
+
+def test_shape_of_batch_and_spatial_dims_is_harmless():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    dims = b.op("Shape", [y], start=2)
+    a = _analyze(b, [_head(b, y, 8), b.op("Cast", [dims], to=1)])
+    assert a.group_of("c1").frozen is None
