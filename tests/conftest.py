@@ -8,13 +8,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
 import pytest
 
 from tests.zoo import ARCHITECTURES, export
-from tools.thirdparty import FetchError, RealModel, real_model
+from tools.thirdparty import FetchError, RealModel, fashion_mnist, mnist_5k, real_model
+
+T = TypeVar("T")
 
 # exporter id -> export() keyword arguments
 EXPORTERS: dict[str, dict[str, object]] = {
@@ -61,16 +64,23 @@ def zoo_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str],
     return get
 
 
+def _fetched(what: str, fetch: Callable[[], T]) -> T:
+    try:
+        return fetch()
+    except FetchError as e:
+        if os.environ.get("SMART_ONNX_OFFLINE") == "1":
+            pytest.skip(f"SMART_ONNX_OFFLINE=1 and {what} is not available: {e}")
+        raise
+
+
 @pytest.fixture(scope="session")
 def realmodels() -> Callable[[str], RealModel]:
     """``realmodels(name)``: a fetched third-party model; fails when fetching fails unless SMART_ONNX_OFFLINE=1."""
+    return lambda name: _fetched(name, lambda: real_model(name))
 
-    def get(name: str) -> RealModel:
-        try:
-            return real_model(name)
-        except FetchError as e:
-            if os.environ.get("SMART_ONNX_OFFLINE") == "1":
-                pytest.skip(f"SMART_ONNX_OFFLINE=1 and {name} is not cached: {e}")
-            raise
 
-    return get
+@pytest.fixture(scope="session")
+def realdata() -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    """``realdata("mnist_5k" | "fashion_mnist")``: (uint8 images, int64 labels), with the same offline rule."""
+    loaders = {"mnist_5k": mnist_5k, "fashion_mnist": lambda: fashion_mnist("test")}
+    return lambda name: _fetched(name, loaders[name])
