@@ -31,7 +31,7 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "input_shapes",
         multiple=True,
         metavar="NAME:1x3xHxW",
-        help="Concrete shape for an input with symbolic dims (repeatable). NAME may be omitted for single-input models.",
+        help="Concrete shape for an input with symbolic dims (repeatable); NAME may be omitted for one input.",
     )(func)
 
 

@@ -39,7 +39,9 @@ def _nm(text: str) -> tuple[int, int]:
 def _check_writable(path: Path, source: Path, what: str) -> None:
     """Fail before the search, not after it: missing directory, read-only directory, or the input itself."""
     if path.resolve() == source.resolve():
-        raise ModelLoadError(f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)")
+        raise ModelLoadError(
+            f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)"
+        )
     parent = path.parent
     if not parent.is_dir():
         raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")

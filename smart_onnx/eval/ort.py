@@ -35,7 +35,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def make_session(model: OnnxModel | onnx.ModelProto | str | Path, *, threads: int | None = None) -> ort.InferenceSession:
+def make_session(
+    model: OnnxModel | onnx.ModelProto | str | Path, *, threads: int | None = None
+) -> ort.InferenceSession:
     """An onnxruntime CPU session (IR version clamped; models over 2 GiB go through a temp file).
 
     Raises:

@@ -253,6 +253,9 @@ def _harden_to_target(
     lo, hi = 0.0, 1.0  # keep fractions: lo meets the target, hi does not (or is the dense end)
     best: torch.Tensor | None = None
     best_frac = 0.0
+    dense = _harden(space, scores, costs, 1.0, method, constraints)
+    if achieved_sparsity(space, dense, config.budget) >= config.sparsity - 1e-12:
+        return dense, 1.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         try:

@@ -196,7 +196,9 @@ class ChannelSpace(PruningSpace):
     channel equivalent to a removed one (a BatchNorm shift on a dead channel is never read).
     """
 
-    def __init__(self, analysis: Analysis, groups: Sequence[CouplingGroup], tensor_shapes: Mapping[str, tuple[int, ...]]):
+    def __init__(
+        self, analysis: Analysis, groups: Sequence[CouplingGroup], tensor_shapes: Mapping[str, tuple[int, ...]]
+    ) -> None:
         self.analysis = analysis
         self.groups = [g for g in groups if g.frozen is None]
         self.offsets: list[int] = []

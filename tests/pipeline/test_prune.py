@@ -1,0 +1,94 @@
+"""The prune pipeline end to end on a small generated model, every mode and method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smart_onnx.data import dataset_from_arrays
+from smart_onnx.errors import ConstraintError
+from smart_onnx.model import normalize
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.search import SearchConfig
+from tests.zoo import export, resnet_like
+
+FAST = SearchConfig(steps=6, finetune_steps=3, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, *example.shape[1:])).astype(np.float32)
+    with torch.no_grad():
+        labels = module(torch.from_numpy(x)).argmax(1).numpy()
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs, labels=labels)
+    calib, hold = data.split(0.25, seed=0)
+    return model, calib, hold
+
+
+def _run(model_and_data, **kw):
+    model, calib, hold = model_and_data
+    search = kw.pop("search", FAST)
+    return prune(model, calib, hold, PruneOptions(search=search, **kw))
+
+
+@pytest.mark.parametrize("mode,extra", [("block", {"block": (4, 4, 1, 1)}), ("channel", {}), ("nm", {})])
+@pytest.mark.parametrize("method", ["smart", "magnitude", "uniform", "random"])
+def test_every_mode_and_method_meets_the_budget(model_and_data, mode, extra, method) -> None:
+    sparsity = None if mode == "nm" else 0.5
+    out = _run(model_and_data, mode=mode, sparsity=sparsity,
+               search=SearchConfig(**{**FAST.__dict__, "method": method}), latency=False, **extra)
+    r = out.report
+    achieved = r["sparsity"]["achieved_params"]
+    assert achieved >= 0.5 - 1e-9
+    assert achieved <= 0.5 + (0.06 if mode == "channel" else 0.02)  # one unit's cost (a channel is coarse)
+    assert r["export_relative_error"] <= 1e-4
+    assert r["eval"]["samples"] == len(model_and_data[2])
+    assert r["totals"]["params_after"] < r["totals"]["params_before"]
+    if mode == "channel":
+        assert out.model.num_weights() < model_and_data[0].num_weights()
+
+
+def test_same_seed_same_mask_and_report(model_and_data) -> None:
+    a = _run(model_and_data, mode="block", sparsity=0.4, block=(4, 4, 1, 1), latency=False)
+    b = _run(model_and_data, mode="block", sparsity=0.4, block=(4, 4, 1, 1), latency=False)
+    wa = {t.name: t.raw_data for t in a.model.graph.initializer}
+    wb = {t.name: t.raw_data for t in b.model.graph.initializer}
+    assert wa == wb
+    assert a.report["history"]["loss"] == b.report["history"]["loss"]
+
+
+def test_macs_budget_counts_macs(model_and_data) -> None:
+    r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1),
+             search=SearchConfig(**{**FAST.__dict__, "budget": "macs"}), latency=False).report
+    assert abs(r["sparsity"]["achieved_macs"] - 0.5) < 0.03
+
+
+def test_zero_sparsity_changes_no_weight_shape(model_and_data) -> None:
+    out = _run(model_and_data, mode="channel", sparsity=0.0, latency=False)
+    assert out.report["sparsity"]["achieved_params"] == 0.0
+    assert all(row["shape_before"] == row["shape_after"] for row in out.report["layers"])
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"mode": "block", "sparsity": 1.0}, "sparsity"),
+    ({"mode": "block", "sparsity": -0.1}, "sparsity"),
+    ({"mode": "block", "sparsity": None}, "required"),
+    ({"mode": "nm", "sparsity": 0.3}, "contradicts"),
+    ({"mode": "diagonal", "sparsity": 0.5}, "unknown mode"),
+])
+def test_impossible_requests_are_refused(model_and_data, kw, match) -> None:
+    with pytest.raises(ConstraintError, match=match):
+        _run(model_and_data, latency=False, **kw)
+
+
+def test_report_records_curves_and_stages(model_and_data) -> None:
+    r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
+    assert len(r["history"]["loss"]) == FAST.steps and len(r["history"]["tau"]) == FAST.steps
+    assert r["history"]["tau"][0] > r["history"]["tau"][-1]
+    assert len(r["history"]["finetune_loss"]) == FAST.finetune_steps
+    assert {"analysis", "search", "finetune", "export", "eval"} <= set(r["seconds"])
+    assert set(r["eval"]["latency"]) == {"1", "8"}

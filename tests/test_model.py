@@ -1,0 +1,114 @@
+"""Loader/saver: what real exporters write is normalised, saving is atomic and ORT-loadable."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from smart_onnx.errors import GraphError, ModelLoadError
+from smart_onnx.model import MAX_IR_VERSION, load_model, normalize, resolve_input_shapes, save_model
+from tests.helpers import make_model, run_executor, run_ort
+
+
+def _mul_add(opset: int = 17) -> onnx.ModelProto:
+    x = np.ones((2, 3), np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.full((3,), 2.0, np.float32))),
+        helper.make_node("Mul", ["x", "w"], ["y"]),
+        helper.make_node("Add", ["y", "c"], ["z"]),
+    ]
+    return make_model(nodes, {"x": x}, ["z"], {"w": np.array([1, 2, 3], np.float32)}, opset=opset)
+
+
+def test_constant_nodes_become_named_initializers() -> None:
+    model = normalize(_mul_add())
+    assert "c" in model.initializers and "c" in model.lifted_constants
+    assert all(n.op_type != "Constant" for n in model.graph.node)
+
+
+def test_sparse_initializers_are_densified() -> None:
+    proto = _mul_add()
+    dense = np.array([0, 5, 0], np.float32)
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([5], np.float32), "w"), numpy_helper.from_array(np.array([1], np.int64)), [3]
+    )
+    del proto.graph.initializer[:]
+    proto.graph.sparse_initializer.append(sparse)
+    model = normalize(proto)
+    np.testing.assert_array_equal(model.weight("w"), dense)
+    assert not model.graph.sparse_initializer
+
+
+def test_nodes_are_toposorted_and_named() -> None:
+    proto = _mul_add()
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(nodes))
+    model = normalize(proto)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.index("Mul") < ops.index("Add")
+    names = [n.name for n in model.graph.node]
+    assert all(names) and len(set(names)) == len(names)
+
+
+def test_missing_producer_is_a_load_error() -> None:
+    proto = make_model(helper.make_node("Relu", ["nowhere"], ["y"]), {"x": np.ones(2, np.float32)}, ["y"])
+    with pytest.raises(ModelLoadError, match="nowhere"):
+        normalize(proto)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file at all", b"\x08\x07\x12\x04junk" * 10])
+def test_unreadable_files_are_one_line_errors(tmp_path, content: bytes) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_directory_paths(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "none.onnx")
+    with pytest.raises(ModelLoadError, match="directory"):
+        load_model(tmp_path)
+
+
+def test_save_is_atomic_clamps_ir_and_round_trips(tmp_path) -> None:
+    proto = _mul_add()
+    proto.ir_version = 14
+    out = save_model(normalize(proto), tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    again = onnx.load(str(out))
+    assert again.ir_version == MAX_IR_VERSION
+    x = {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(again, x)[0], run_executor(again, x)[0], rtol=1e-6)
+
+
+def test_save_into_missing_directory_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        save_model(normalize(_mul_add()), tmp_path / "missing" / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_external_data_is_read(tmp_path) -> None:
+    proto = _mul_add()
+    big = np.arange(4096, dtype=np.float32)
+    proto.graph.initializer.append(numpy_helper.from_array(big, "big"))
+    onnx.save_model(proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    model = load_model(tmp_path / "ext.onnx")
+    np.testing.assert_array_equal(model.weight("big"), big)
+
+
+def test_symbolic_batch_resolves_and_other_symbols_need_a_shape() -> None:
+    proto = make_model(helper.make_node("Relu", ["x"], ["y"]), {"x": np.ones((1, 3, 4, 4), np.float32)}, ["y"])
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_param, dims[2].dim_param = "N", "H"
+    model = normalize(proto)
+    with pytest.raises(GraphError, match="'H'"):
+        resolve_input_shapes(model)
+    assert resolve_input_shapes(model, {"x": (2, 3, 8, 4)}) == {"x": (2, 3, 8, 4)}
