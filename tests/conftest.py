@@ -6,37 +6,16 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import onnx
 import pytest
 
-from tests.zoo import ARCHITECTURES, export
+from tests.zoo import ARCHITECTURES, EXPORTERS, ZooModel, export
 from tools.thirdparty import FetchError, RealModel, fashion_mnist, mnist_5k, real_model
 
 T = TypeVar("T")
-
-# exporter id -> export() keyword arguments
-EXPORTERS: dict[str, dict[str, object]] = {
-    "legacy13": {"dynamo": False, "opset": 13},
-    "legacy17": {"dynamo": False, "opset": 17},
-    "legacy20": {"dynamo": False, "opset": 20},
-    "dynamo": {"dynamo": True},
-}
-
-
-@dataclass(frozen=True)
-class ZooModel:
-    """One exported zoo model with the input it was exported from (batch 2)."""
-
-    arch: str
-    exporter: str
-    proto: onnx.ModelProto
-    path: Path
-    feeds: dict[str, np.ndarray]
 
 
 @pytest.fixture(scope="session")

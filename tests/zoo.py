@@ -12,6 +12,8 @@ Graph-level transforms (:func:`to_constant_nodes`, :func:`wrap_in_if`,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,6 +28,8 @@ from tools.thirdparty import export
 
 __all__ = [
     "ARCHITECTURES",
+    "EXPORTERS",
+    "ZooModel",
     "assert_weights_get_gradients",
     "convtranspose_decoder",
     "export",
@@ -293,6 +297,26 @@ ARCHITECTURES: dict[str, Callable[[], Built]] = {
     "nhwc_tf_style": nhwc_tf_style,
     "mlp_gemm": mlp_gemm,
 }
+
+
+# exporter id -> export() keyword arguments
+EXPORTERS: dict[str, dict[str, object]] = {
+    "legacy13": {"dynamo": False, "opset": 13},
+    "legacy17": {"dynamo": False, "opset": 17},
+    "legacy20": {"dynamo": False, "opset": 20},
+    "dynamo": {"dynamo": True},
+}
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One exported zoo model with the input it was exported from (batch 2)."""
+
+    arch: str
+    exporter: str
+    proto: onnx.ModelProto
+    path: Path
+    feeds: dict[str, np.ndarray]
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

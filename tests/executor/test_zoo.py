@@ -13,9 +13,16 @@ from collections.abc import Callable
 import onnx
 import pytest
 
-from tests.conftest import EXPORTERS, ZooModel
 from tests.helpers import assert_matches_ort, relative_error, run_ort
-from tests.zoo import ARCHITECTURES, assert_weights_get_gradients, to_constant_nodes, with_symbolic_batch, wrap_in_if
+from tests.zoo import (
+    ARCHITECTURES,
+    EXPORTERS,
+    ZooModel,
+    assert_weights_get_gradients,
+    to_constant_nodes,
+    with_symbolic_batch,
+    wrap_in_if,
+)
 
 STYLES: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
     "plain": lambda m: m,
