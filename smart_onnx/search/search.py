@@ -185,7 +185,8 @@ def run_search(
     result.seconds["search"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    hard = [k.to(torch.float32) for k in keep] if isinstance(keep, list) else keep.to(torch.float32)
+    device = trainer.device
+    hard = [k.to(device, torch.float32) for k in keep] if isinstance(keep, list) else keep.to(device, torch.float32)
     transforms = space.transforms(hard)
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
     optimizer = torch.optim.Adam(trainer.weight_params, lr=config.lr)

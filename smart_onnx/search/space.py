@@ -166,7 +166,7 @@ class BlockSpace(PruningSpace):
         out: Transforms = {}
         for lb in self.layers:
             element_mask = lb.units.expand(mask[lb.start:lb.end])
-            out[lb.layer.weight] = lambda w, m=element_mask: w * m.to(w.dtype)
+            out[lb.layer.weight] = lambda w, m=element_mask: w * m.to(w)
         return out
 
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:
@@ -238,7 +238,7 @@ class ChannelSpace(PruningSpace):
         return torch.tensor(flat, dtype=torch.float64).clamp(min=1e-9)
 
     def transforms(self, mask: torch.Tensor) -> Transforms:
-        return {name: (lambda w, m=m: w * m.to(w.dtype)) for name, m in self.units.expand(mask).items()}
+        return {name: (lambda w, m=m: w * m.to(w)) for name, m in self.units.expand(mask).items()}
 
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:
         params = macs = 0.0
@@ -306,7 +306,7 @@ class NMSpace:
         out: Transforms = {}
         for (layer, units), mask in zip(self.layers, masks):
             element_mask = units.expand(mask)
-            out[layer.weight] = lambda w, em=element_mask: w * em.to(w.dtype)
+            out[layer.weight] = lambda w, em=element_mask: w * em.to(w)
         return out
 
     def export(self, keeps: Sequence[torch.Tensor]) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
