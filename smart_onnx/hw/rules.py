@@ -1,0 +1,120 @@
+"""What a profile asks of each prunable layer: its block shape, its N:M pattern, whether it stays dense.
+
+Shared by the checker and the search constraints; numpy/onnx only (no torch).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+
+from smart_onnx.graph import Analysis, PrunableLayer
+from smart_onnx.hw.constraints import Profile
+
+__all__ = ["block_shape_for", "block_shapes", "dense_layer_names", "dense_reasons", "fit_rank", "nm_for", "nm_layers"]
+
+
+def fit_rank(block: Sequence[int], rank: int) -> tuple[int, ...]:
+    """A canonical block for a weight of ``rank`` dims: 1s added, or trailing dims dropped.
+
+    ``16x8`` on a conv is ``16x8x1x1``; ``16x8x1x1`` on a Gemm is ``16x8`` (the same rule
+    :class:`smart_onnx.search.BlockSpace` applies).
+    """
+    return (tuple(block) + (1,) * rank)[:rank]
+
+
+def block_shape_for(profile: Profile, layer: PrunableLayer) -> tuple[int, ...] | None:
+    """The block the search uses for ``layer``: the first allowed for its op, in canonical order.
+
+    Args:
+        profile: the target.
+        layer: a prunable layer.
+
+    Returns:
+        ``(O, I, k...)`` with the weight's rank, or None when the profile allows no block
+        for the op (the layer gets no block units). Dense-only layers are not excluded
+        here: that needs the whole model (see :func:`block_shapes`).
+    """
+    rule = profile.rule_for(layer.op_type)
+    return fit_rank(rule.blocks[0], len(layer.weight_shape)) if rule.blocks else None
+
+
+def nm_for(profile: Profile, layer: PrunableLayer) -> tuple[int, int] | None:
+    """The first N:M pattern the profile allows for ``layer``'s op, or None."""
+    rule = profile.rule_for(layer.op_type)
+    return rule.nm[0] if rule.nm else None
+
+
+def dense_reasons(profile: Profile, layers: Sequence[PrunableLayer]) -> dict[str, str]:
+    """Layers that must keep every weight, each with the profile rule that says so.
+
+    ``"first"``/``"last"`` in ``dense_layers`` are the first/last of ``layers`` (graph
+    order); other entries are node names or ``fnmatch`` patterns. A layer that shares its
+    weight initializer with a dense layer is dense too: it is the same tensor.
+    """
+    reasons: dict[str, str] = {}
+    for i, layer in enumerate(layers):
+        if layer.op_type in profile.dense_ops:
+            reasons[layer.name] = f"dense_ops lists {layer.op_type}"
+            continue
+        for pattern in profile.dense_layers:
+            special = (pattern == "first" and i == 0) or (pattern == "last" and i == len(layers) - 1)
+            if special or fnmatch.fnmatchcase(layer.name, pattern):
+                reasons[layer.name] = f"dense_layers entry {pattern!r}"
+                break
+    dense_weights = {lay.weight: lay.name for lay in layers if lay.name in reasons}
+    for layer in layers:
+        owner = dense_weights.get(layer.weight)
+        if owner is not None and layer.name not in reasons:
+            reasons[layer.name] = f"it shares weight {layer.weight!r} with dense layer {owner!r}"
+    return reasons
+
+
+def dense_layer_names(profile: Profile, analysis: Analysis | Sequence[PrunableLayer]) -> set[str]:
+    """Names of the layers the profile keeps dense (see :func:`dense_reasons`)."""
+    return set(dense_reasons(profile, _layers(analysis)))
+
+
+def block_shapes(profile: Profile, analysis: Analysis | Sequence[PrunableLayer]) -> dict[str, tuple[int, ...]]:
+    """``{layer name: canonical block}`` for the layers that get block units.
+
+    Layers left out: dense-only ones and those whose op the profile gives no block. Pass
+    the result to ``BlockSpace([l for l in analysis.layers if l.name in shapes], shapes)``.
+    """
+    layers = _layers(analysis)
+    dense = dense_reasons(profile, layers)
+    out = {}
+    for layer in layers:
+        block = block_shape_for(profile, layer)
+        if block is not None and layer.name not in dense:
+            out[layer.name] = block
+    return out
+
+
+def nm_layers(
+    profile: Profile, analysis: Analysis | Sequence[PrunableLayer], pattern: tuple[int, int] | None = None
+) -> tuple[tuple[int, int] | None, list[PrunableLayer]]:
+    """The N:M pattern to search and the layers that get it.
+
+    Args:
+        profile: the target.
+        analysis: the model's layers.
+        pattern: the pattern to use; None picks the first one the profile allows for any
+            layer (in graph order).
+
+    Returns:
+        ``(pattern, layers)``: the non-dense layers whose op allows ``pattern``, for
+        ``NMSpace(layers, *pattern)``; ``(None, [])`` when the profile allows no N:M.
+    """
+    layers = _layers(analysis)
+    dense = dense_reasons(profile, layers)
+    candidates = [lay for lay in layers if lay.name not in dense]
+    if pattern is None:
+        pattern = next((nm_for(profile, lay) for lay in candidates if nm_for(profile, lay)), None)
+    if pattern is None:
+        return None, []
+    return pattern, [lay for lay in candidates if tuple(pattern) in profile.rule_for(lay.op_type).nm]
+
+
+def _layers(analysis: Analysis | Iterable[PrunableLayer]) -> list[PrunableLayer]:
+    return list(analysis.layers if isinstance(analysis, Analysis) else analysis)

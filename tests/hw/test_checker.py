@@ -1,0 +1,194 @@
+"""The checker: one test per rule on hand-made weights, compliant models pass, foreign models are judged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from smart_onnx.hw import check_model, load_profile, profile_from_dict, record_original_channels
+from smart_onnx.hw.patterns import nm_problems, stray_zeros
+from tests.hw import magnitude_prune, small_cnn, weight
+
+NPU_BLOCK = load_profile("npu-block")
+
+
+def _zeroed(name: str, *regions: tuple[slice, ...], c1: int = 32) -> np.ndarray:
+    w = weight(name, c1)
+    for region in regions:
+        w[region] = 0
+    return w
+
+
+def _rules(report) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for v in report.violations:
+        out.setdefault(v.layer, set()).add(v.rule)
+    return out
+
+
+def test_dense_model_complies_and_frozen_classifier_is_not_judged_on_channels() -> None:
+    report = check_model(small_cnn(), NPU_BLOCK)
+    assert report.passed and report.violations == []
+    assert [lay.pattern for lay in report.layers] == ["dense"] * 3
+    assert report.layers[2].out_channels == 10  # not a multiple of 8, but its group feeds the graph output
+    assert report.to_dict()["passed"] is True and len(report.to_dict()["layers"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "region", "pattern"),
+    [
+        ("c2.w", (slice(0, 16), slice(8, 16)), "block 16x8x1x1"),
+        ("c2.w", (slice(16, 32), slice(0, 32)), "block 16x8x1x1"),
+        ("fc.w", (slice(0, 10), slice(24, 32)), "block 16x8"),  # a partial edge block (10 of 16 rows)
+    ],
+)
+def test_aligned_block_zeros_comply(name: str, region: tuple[slice, ...], pattern: str) -> None:
+    report = check_model(small_cnn(weights={name: _zeroed(name, region)}), NPU_BLOCK)
+    layer = next(lay for lay in report.layers if lay.weight == name)
+    assert report.passed and layer.pattern == pattern and layer.sparsity > 0
+
+
+@pytest.mark.parametrize(
+    "region", [(slice(4, 20), slice(8, 16)), (slice(0, 16), slice(4, 12)), (slice(0, 8), slice(0, 8))],
+    ids=["shifted-rows", "shifted-cols", "half-block"],
+)
+def test_misaligned_block_zeros_fail_the_pattern_rule(region: tuple[slice, ...]) -> None:
+    report = check_model(small_cnn(weights={"c2.w": _zeroed("c2.w", region)}), NPU_BLOCK)
+    assert not report.passed and _rules(report) == {"c2": {"pattern"}}
+    assert report.layers[1].pattern == "unstructured"
+    assert "16x8x1x1 blocks that are not all zero" in report.violations[0].message
+
+
+def test_second_allowed_block_shape_is_tried() -> None:
+    profile = profile_from_dict({"name": "two", "ops": {"default": {"blocks": ["16x8x1x1", "8x8x1x1"]}}})
+    report = check_model(small_cnn(weights={"c2.w": _zeroed("c2.w", (slice(8, 16), slice(0, 8)))}), profile)
+    assert report.passed and report.layers[1].pattern == "block 8x8x1x1"
+
+
+def _two_of_four(w: np.ndarray, axis: int) -> np.ndarray:
+    """Zero positions 1 and 3 of every group of 4 along ``axis``."""
+    out = np.moveaxis(w.copy(), axis, -1)
+    out[..., 1::4] = 0
+    out[..., 3::4] = 0
+    return np.moveaxis(out, -1, axis)
+
+
+def test_valid_two_of_four_complies_along_the_input_axis() -> None:
+    weights = {"fc.w": _two_of_four(weight("fc.w"), 1), "c2.w": _two_of_four(weight("c2.w"), 1)}
+    report = check_model(small_cnn(weights=weights), load_profile("npu-2to4"))
+    assert report.passed
+    assert [lay.pattern for lay in report.layers] == ["dense", "2:4", "2:4"]
+
+
+@pytest.mark.parametrize("axis", [0, None], ids=["output-axis", "one-group-too-dense"])
+def test_bad_nm_fails_the_pattern_rule(axis: int | None) -> None:
+    w = weight("fc.w")
+    if axis is None:
+        w = _two_of_four(w, 1)
+        w[3, 5] = 1.0  # group 4..7 of row 3 now keeps 3 of 4
+    else:
+        w = _two_of_four(w, axis)  # 2:4 along the *output* axis is not the input axis
+    report = check_model(small_cnn(weights={"fc.w": w}), load_profile("npu-2to4"))
+    assert _rules(report) == {"fc": {"pattern"}}
+    assert "groups of 4 along the input axis keep more than 2 non-zeros" in report.violations[0].message
+
+
+def test_nm_zero_in_the_ragged_tail_fails() -> None:
+    profile = profile_from_dict({"name": "t", "ops": {"Gemm": {"nm": ["2:3"]}}})  # 32 = 10 groups of 3 + 2
+    w = weight("fc.w")
+    w[:, 0:30:3] = 0
+    assert check_model(small_cnn(weights={"fc.w": w}), profile).passed
+    w[0, 31] = 0
+    report = check_model(small_cnn(weights={"fc.w": w}), profile)
+    assert _rules(report) == {"fc": {"pattern"}} and "ragged tail" in report.violations[0].message
+
+
+@pytest.mark.parametrize(("c1", "ok"), [(24, True), (12, False), (4, False)])
+def test_channel_count_alignment_and_minimum(c1: int, ok: bool) -> None:
+    profile = profile_from_dict({"name": "t", "channel_alignment": 8, "min_channels": 8})
+    report = check_model(small_cnn(c1), profile)
+    assert report.passed is ok
+    if not ok:
+        assert _rules(report) == {"c1": {"channels"}}
+        assert f"has {c1} output channels, not a multiple of the profile's channel_alignment 8" in \
+            report.violations[0].message
+    if c1 == 4:
+        assert "fewer than the profile's min_channels 8" in report.violations[0].message
+
+
+def test_channel_counts_the_model_already_had_pass_with_reference_or_metadata() -> None:
+    pruned = small_cnn(12)
+    assert not check_model(pruned, NPU_BLOCK).passed
+    assert check_model(pruned, NPU_BLOCK, reference=small_cnn(12)).passed
+    assert not check_model(pruned, NPU_BLOCK, reference=small_cnn(32)).passed  # 32 -> 12: reduced, misaligned
+    record_original_channels(pruned.proto, small_cnn(12))
+    report = check_model(pruned, NPU_BLOCK)
+    assert report.passed and "metadata" in report.notes[0]
+
+
+def test_too_sparse_layer_fails_the_sparsity_rule() -> None:
+    profile = profile_from_dict({"name": "t", "max_layer_sparsity": 0.5, "ops": {"default": {"blocks": ["16x8"]}}})
+    w = _zeroed("c2.w", (slice(0, 32), slice(0, 24)))  # 75% zeros in whole blocks
+    report = check_model(small_cnn(weights={"c2.w": w}), profile)
+    assert _rules(report) == {"c2": {"sparsity"}}
+    assert "is 75.0% zeros, more than the profile's max_layer_sparsity 50.0%" in report.violations[0].message
+
+
+@pytest.mark.parametrize(
+    ("profile", "layer"),
+    [
+        ({"dense_layers": ["first"]}, "c1"),
+        ({"dense_layers": ["last"]}, "fc"),
+        ({"dense_layers": ["c*"]}, "c2"),
+        ({"dense_ops": ["Conv"]}, "c2"),
+    ],
+)
+def test_dense_only_layer_with_zeros_fails_the_dense_rule(profile: dict, layer: str) -> None:
+    profile = profile_from_dict({"name": "t", "ops": {"default": {"blocks": ["16x8"]}}, **profile})
+    weights = {"c1.w": _zeroed("c1.w", (slice(0, 16), slice(0, 8))),
+               "c2.w": _zeroed("c2.w", (slice(0, 16), slice(0, 8))),
+               "fc.w": _zeroed("fc.w", (slice(0, 10), slice(0, 8)))}
+    report = check_model(small_cnn(weights=weights), profile)
+    assert {name for name, rules in _rules(report).items() if "dense" in rules} >= {layer}
+    assert all(rules == {"dense"} for rules in _rules(report).values())
+    assert f"layer '{layer}'" in " ".join(v.message for v in report.violations)
+
+
+def test_zeros_where_the_profile_allows_no_pattern_fail() -> None:
+    report = check_model(small_cnn(weights={"c2.w": _zeroed("c2.w", (slice(0, 16), slice(0, 8)))}),
+                         load_profile("npu-channel"))
+    assert _rules(report) == {"c2": {"pattern"}}
+    assert "allows no sparse pattern for Conv" in report.violations[0].message
+
+
+def test_unstructured_magnitude_pruned_model_fails_npu_block_with_layers_named() -> None:
+    weights = {name: magnitude_prune(weight(name), 0.5) for name in ("c1.w", "c2.w", "fc.w")}
+    report = check_model(small_cnn(weights=weights), NPU_BLOCK)
+    assert not report.passed
+    assert _rules(report) == {"c1": {"dense"}, "c2": {"pattern"}, "fc": {"pattern"}}
+    assert [lay.pattern for lay in report.layers] == ["unstructured"] * 3
+    assert all(abs(lay.sparsity - 0.5) < 0.01 for lay in report.layers)
+
+
+@pytest.mark.parametrize(
+    ("shape", "block", "zeros", "stray"),
+    [
+        ((4, 4), (2, 2), [(slice(0, 2), slice(2, 4))], 0),
+        ((4, 4), (2, 2), [(slice(1, 3), slice(0, 2))], 4),
+        ((5, 3), (2, 2), [(slice(4, 5), slice(2, 3))], 0),  # the 1x1 corner is a whole partial block
+        ((5, 3), (2, 2), [(slice(4, 5), slice(0, 1))], 1),
+        ((2, 3), (16, 8), [(slice(0, 2), slice(0, 3))], 0),  # block clipped to the weight
+    ],
+)
+def test_stray_zeros(shape, block, zeros, stray) -> None:
+    z = np.zeros(shape, dtype=bool)
+    for region in zeros:
+        z[region] = True
+    assert stray_zeros(z, block) == stray
+
+
+def test_nm_problems_counts_groups_and_tail() -> None:
+    z = np.zeros((2, 9), dtype=bool)
+    z[0, [0, 1, 4, 5]] = True  # row 0 fine; row 1 dense: both groups too dense
+    z[1, 8] = True  # the tail
+    assert nm_problems(z, 1, 2, 4) == (2, 4, 1)
