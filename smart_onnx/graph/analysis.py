@@ -89,8 +89,9 @@ def analyze(
         model: a loaded (normalised) model; it is not modified.
         input_shapes: concrete shapes for runtime inputs; missing ones are resolved with
             :func:`smart_onnx.model.resolve_input_shapes` (symbolic batch -> 1).
-        measure: fill the shapes static inference leaves unknown by running the model once
-            on zeros with onnx's reference evaluator (numpy; slow only for big models).
+        measure: when a shape static inference leaves unknown matters (a layer's MACs, a
+            rule's decision), measure the unknown shapes by running the model once on zeros
+            with onnx's reference evaluator (numpy; slow only for big models), and redo the analysis.
         layernorm_channels: let channels a LayerNormalization normalises over be pruned (its
             scale and bias are sliced). Off by default: removing such channels changes the
             normalisation statistics, so the pruned model no longer equals the masked one.
@@ -105,12 +106,27 @@ def analyze(
     concrete = resolve_input_shapes(model, input_shapes)
     shapes = value_shapes(model, concrete)
     view = GraphView(model)
-    missing = [o for node in view.nodes for o in node.output if o and o not in shapes]
+    layers, groups, missing = _run(view, shapes, layernorm_channels)
     if missing and measure:
-        log.info("shape inference left %d values unknown; measuring them", len(missing))
-        shapes.update(measured_shapes(model, concrete, missing))
-    layers = tuple(find_prunable_layers(view, shapes))
-    groups = tuple(build_groups(view, layers, shapes, layernorm_channels))
+        # Only when an unknown shape mattered: the reference evaluator runs the whole model.
+        log.info("shape inference left %d needed values unknown; measuring them", len(missing))
+        unknown = [o for node in view.nodes for o in node.output if o and o not in shapes]
+        shapes.update(measured_shapes(model, concrete, unknown))
+        layers, groups, _ = _run(view, shapes, layernorm_channels)
     log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),
              sum(g.frozen is not None for g in groups))
     return Analysis(layers, groups, shapes, concrete)
+
+
+def _run(
+    view: GraphView, shapes: Mapping[str, tuple[int, ...]], layernorm_channels: bool
+) -> tuple[tuple[PrunableLayer, ...], tuple[CouplingGroup, ...], set[str]]:
+    """Layers and groups at ``shapes``, and the values whose unknown shape mattered."""
+    layers = tuple(find_prunable_layers(view, shapes))
+    missing: set[str] = set()
+    groups = tuple(build_groups(view, layers, shapes, layernorm_channels, missing))
+    for layer in layers:
+        if layer.macs is None:
+            node = view.node(layer.name)
+            missing.add(node.input[0] if layer.op_type == "ConvTranspose" else node.output[0])
+    return layers, groups, missing

@@ -26,6 +26,7 @@ _WEIGHT_ROLES = (Role.PRODUCER_WEIGHT, Role.CONSUMER_WEIGHT, Role.DEPTHWISE_WEIG
 def build_groups(
     view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]],
     layernorm_channels: bool = False,
+    missing: set[str] | None = None,
 ) -> list[CouplingGroup]:
     """Coupling groups for ``layers`` (see :mod:`smart_onnx.graph.coupling` for how).
 
@@ -36,6 +37,8 @@ def build_groups(
         layernorm_channels: keep channels that a LayerNormalization normalises over prunable
             (slicing its scale and bias); by default they freeze, because removing them changes
             the normalisation statistics, which masking them does not reproduce.
+        missing: if given, receives the values whose unknown shape decided something (a
+            freeze, or a rule that could not run); measuring them may give a better answer.
 
     Returns:
         One group per set of tied output channels, ordered by first root layer in graph
@@ -47,6 +50,8 @@ def build_groups(
     freeze_unsafe_shape_reads(tracer)
     _freeze_escapes(tracer)
     _freeze_shared_constants(tracer)
+    if missing is not None:
+        missing |= tracer.missing
     return _Assembler(tracer).groups()
 
 

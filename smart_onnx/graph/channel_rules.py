@@ -77,6 +77,8 @@ def _shape_only(t: Tracer, node: onnx.NodeProto) -> None:
 
 
 def _elementwise(t: Tracer, node: onnx.NodeProto) -> None:
+    if not t.input_layouts(node):
+        return
     rank = t.rank(node.output[0])
     if rank is None:
         ranks = [t.rank(v) for v in node.input if v]

@@ -97,6 +97,7 @@ class Tracer:
         self.layouts: dict[str, Layout] = {}
         self.slices: list[SliceRecord] = []
         self.edits: list[EditRecord] = []
+        self.missing: set[str] = set()  # values whose unknown shape a rule needed
 
     # ---------------------------------------------------------------- spaces and ties
     def new_space(self, size: int, layer: str | None = None, frozen: str | None = None) -> np.ndarray:
@@ -164,16 +165,24 @@ class Tracer:
         self.slices.append(SliceRecord(value, layout.axis, Role.ACTIVATION, node.name, layout.owners))
 
     def shape(self, value: str) -> tuple[int, ...] | None:
-        """Concrete shape of a value or initializer, or None."""
+        """Concrete shape of a value or initializer, or None (remembered in :attr:`missing`)."""
+        shape = self._known_shape(value)
+        if shape is None and value:
+            self.missing.add(value)
+        return shape
+
+    def _known_shape(self, value: str) -> tuple[int, ...] | None:
         if value in self.view.initializers:
             return tuple(int(d) for d in self.view.initializers[value].dims)
         return self.shapes.get(value)
 
     def rank(self, value: str) -> int | None:
-        shape = self.shape(value)
+        shape = self._known_shape(value)
         if shape is not None:
             return len(shape)
         lay = self.layout(value)
+        if lay is None and value:
+            self.missing.add(value)
         return lay.rank if lay is not None else None
 
     def initializer_behind(self, value: str) -> str | None:

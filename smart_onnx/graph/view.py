@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from smart_onnx.model import OnnxModel, _subgraph_free_names, tensor_to_array
+from smart_onnx.model import OnnxModel, _subgraph_free_names, is_float_tensor, tensor_to_array
 
 __all__ = ["GraphView", "attr", "measured_shapes", "value_shapes"]
 
@@ -117,9 +117,7 @@ def value_shapes(
     Returns:
         value name -> shape.
     """
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    del proto.graph.value_info[:]
+    proto = _without_weights(model.proto)
     for value in proto.graph.input:
         if input_shapes and value.name in input_shapes:
             dims = value.type.tensor_type.shape
@@ -137,9 +135,31 @@ def value_shapes(
         shape = _concrete(value)
         if shape is not None:
             shapes[value.name] = shape
-    for tensor in graph.initializer:
+    for tensor in model.graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
     return shapes
+
+
+# Float initializers above this many elements become typed inputs for shape inference: their
+# values never matter to shapes, and serialising them is most of the time inference takes.
+_BIG = 1024
+
+
+def _without_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose big float initializers are typed graph inputs, and without value_info."""
+    graph = proto.graph
+    declared = {v.name for v in graph.input}
+    small, typed = [], []
+    for t in graph.initializer:
+        if is_float_tensor(t) and int(np.prod(t.dims, dtype=np.int64)) > _BIG:
+            if t.name not in declared:
+                typed.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            small.append(t)
+    light = helper.make_graph(graph.node, graph.name, [*graph.input, *typed], graph.output, small)
+    out = helper.make_model(light, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    out.functions.extend(proto.functions)
+    return out
 
 
 def measured_shapes(

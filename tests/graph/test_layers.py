@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smart_onnx.graph import GraphView, find_prunable_layers, value_shapes
+from smart_onnx.graph import GraphView, analyze, find_prunable_layers, value_shapes
 from smart_onnx.graph.view import measured_shapes
 from tests.graph import GraphBuilder
 
@@ -102,3 +102,15 @@ def test_graph_view_producers_consumers_and_shapes():
     shapes = value_shapes(model, {"x": (2, 3, 16, 16)})
     assert shapes[z] == (2, 4, 16, 16)
     assert measured_shapes(model, {"x": (1, 3, 4, 4)}, [y]) == {y: (1, 4, 4, 4)}
+
+
+def test_unknown_shapes_that_matter_are_measured():
+    b = GraphBuilder()
+    y = b.conv("x", 3, 8, name="c1")
+    pads = b.op("Max", [b.ints([0, 0, 1, 1, 0, 0, 1, 1]), b.ints([0] * 8)])  # shape inference cannot see through
+    out = b.conv(b.op("Pad", [y, pads]), 8, 2, name="head")
+    model = b.model({"x": (1, 3, 8, 8)}, [out])
+    assert analyze(model, {"x": (1, 3, 8, 8)}, measure=False).layer("head").macs is None
+    measured = analyze(model, {"x": (1, 3, 8, 8)})
+    assert measured.layer("head").macs == 2 * 10 * 10 * 8
+    assert measured.shapes[out] == (1, 2, 10, 10)

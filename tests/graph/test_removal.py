@@ -135,8 +135,18 @@ def _shared_bn_params(b: GraphBuilder) -> str:
     return b.conv(b.op("Add", [y1, y2]), 8, 2, name="head")
 
 
+def _hwio_weights(b: GraphBuilder) -> str:
+    """TF-style: conv weights stored HWIO and transposed to OIHW in the graph."""
+    w1 = b.op("Transpose", [b.const((3, 3, 3, 8), name="w1_hwio")], perm=[3, 2, 0, 1])
+    y = b.op("Relu", [b.op("Conv", ["x", w1], name="c1", pads=[1, 1, 1, 1])])
+    w2 = b.op("Transpose", [b.const((1, 1, 8, 4), name="w2_hwio")], perm=[3, 2, 0, 1])
+    return b.conv(b.op("Conv", [y, w2], name="c2"), 4, 2, name="head")
+
+
 @pytest.mark.parametrize(
-    "build", [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder, _shared_bn_params])
+    "build",
+    [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder, _shared_bn_params, _hwio_weights],
+)
 def test_every_prunable_group_removes_cleanly(build):
     b = GraphBuilder()
     out = build(b)
