@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -156,13 +157,13 @@ class _Assembler:
                 if rec.role in _WEIGHT_ROLES and layer is not None and layer.macs is not None:
                     macs[g] += counts * (layer.macs // max(size, 1))
         edits: list[dict[tuple, ShapeEdit]] = [{} for _ in range(self.n_groups)]
-        for e in t.edits:
-            for g, (ch, pos) in self.split(e.owners).items():
-                m = fit_map(ch, pos, int(self.channels[g]))
+        for rec in t.edits:
+            e = rec.edit
+            for g, (ch, pos) in self.split(rec.owners).items():
                 # One entry edited twice (a shape Concat feeding two Reshapes) must count once.
                 key = (e.node, e.input_index, e.attribute, e.position)
-                edits[g].setdefault(key, ShapeEdit(e.node, e.op_type, e.input_index, e.attribute, e.position,
-                                                   e.old_value, e.per_channel, m))
+                if key not in edits[g]:
+                    edits[g][key] = replace(e, index_map=fit_map(ch, pos, int(self.channels[g])))
         return [self._group(g, slices[g], list(edits[g].values()), params[g], macs[g]) for g in range(self.n_groups)]
 
     def _group(self, g: int, slices: list[TensorSlice], edits: list[ShapeEdit], params, macs) -> CouplingGroup:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from smart_onnx.graph.groups import Role
+from smart_onnx.graph.groups import Role, ShapeEdit
+from smart_onnx.graph.index_map import IdentityMap
 from smart_onnx.graph.layers import PrunableLayer
 from smart_onnx.graph.view import GraphView
 
@@ -65,13 +66,7 @@ class SliceRecord:
 
 @dataclass(frozen=True, eq=False)
 class EditRecord:
-    node: str
-    op_type: str
-    input_index: int | None
-    attribute: str | None
-    position: int
-    old_value: int
-    per_channel: int
+    edit: ShapeEdit  # its index_map is a placeholder until the groups are known
     owners: np.ndarray  # channel node of each position that counts for the value
 
 
@@ -212,8 +207,9 @@ class Tracer:
     ) -> None:
         """Record that entry ``position`` of input ``where`` (int) or attribute ``where`` (str) shrinks."""
         index, attribute = (where, None) if isinstance(where, int) else (None, where)
-        self.edits.append(EditRecord(node.name, node.op_type, index, attribute, position, int(old_value),
-                                     per_channel, np.asarray(owners, dtype=np.int64)))
+        edit = ShapeEdit(node.name, node.op_type, index, attribute, position, int(old_value), per_channel,
+                         IdentityMap())
+        self.edits.append(EditRecord(edit, np.asarray(owners, dtype=np.int64)))
 
 
 def merge_operands(t: Tracer, node: onnx.NodeProto, inputs: list[int], rank: int | None, role: Role,
