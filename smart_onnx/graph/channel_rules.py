@@ -9,6 +9,7 @@ freezes them. Rules that move or re-arrange the channel axis are in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import onnx
@@ -19,6 +20,8 @@ from smart_onnx.graph.groups import Role
 from smart_onnx.graph.view import attr
 
 __all__ = ["RULES", "apply_rule"]
+
+log = logging.getLogger(__name__)
 
 Rule = Callable[[Tracer, onnx.NodeProto], None]
 
@@ -47,7 +50,11 @@ def apply_rule(t: Tracer, node: onnx.NodeProto) -> None:
         return
     rule = RULES.get(node.op_type)
     if rule is not None:
-        rule(t, node)
+        try:
+            rule(t, node)
+        except (IndexError, KeyError, TypeError, ValueError) as e:  # malformed attributes or inputs
+            log.warning("channel rule for node %r (%s) failed: %s", node.name, node.op_type, e)
+            t.freeze_inputs(node, f"has inputs or attributes the channel analysis cannot read ({e})")
     elif t.input_layouts(node):
         t.freeze_inputs(node, "is not understood by the channel analysis")
 

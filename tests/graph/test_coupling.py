@@ -328,3 +328,10 @@ def test_shape_of_batch_and_spatial_dims_is_harmless():
     dims = b.op("Shape", [y], start=2)
     a = _analyze(b, [_head(b, y, 8), b.op("Cast", [dims], to=1)])
     assert a.group_of("c1").frozen is None
+
+
+def test_malformed_node_freezes_instead_of_raising():
+    b = GraphBuilder()
+    y = b.op("Transpose", [b.conv("x", 3, 8, name="c1")], perm=[0, 2, 3], name="bad")  # perm too short
+    g = _analyze(b, [y]).group_of("c1")
+    assert g.frozen.startswith("node 'bad' (Transpose) has inputs or attributes the channel analysis cannot read")
