@@ -143,12 +143,23 @@ def _hwio_weights(b: GraphBuilder) -> str:
     return b.conv(b.op("Conv", [y, w2], name="c2"), 4, 2, name="head")
 
 
+def _pooled_heads(b: GraphBuilder) -> str:
+    """Classifier heads: ReduceMean without keepdims into Gemm, GlobalAveragePool + Squeeze into MatMul."""
+    y = b.op("PRelu", [b.conv("x", 3, 8, name="c1"), b.const((8, 1, 1))])
+    mean = b.op("ReduceMean", [y, b.ints([2, 3])], keepdims=0)  # opset 18 takes axes as an input
+    squeezed = b.op("Squeeze", [b.op("GlobalAveragePool", [y]), b.ints([2, 3])])
+    head1 = b.op("Gemm", [mean, b.const((8, 5)), b.const((5,))])
+    head2 = b.op("MatMul", [squeezed, b.const((8, 5))])
+    return b.op("Add", [head1, head2])
+
+
 @pytest.mark.parametrize(
     "build",
-    [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder, _shared_bn_params, _hwio_weights],
+    [_residual_concat_split, _se_depthwise, _slice_flatten_gemm, _ffn, _decoder, _shared_bn_params, _hwio_weights,
+     _pooled_heads],
 )
 def test_every_prunable_group_removes_cleanly(build):
-    b = GraphBuilder()
+    b = GraphBuilder(opset=18)
     out = build(b)
     model = b.model({"x": (1, 3, 8, 8)}, [out])
     analysis = analyze(model, {"x": (1, 3, 8, 8)})
