@@ -1,10 +1,11 @@
-"""Per-op channel rules: layers, elementwise ops, norms, pooling, activations.
+"""Per-op channel rules for elementwise ops, norms, pooling and activations, and the dispatch.
 
 A rule reads the :class:`~smart_onnx.graph.coupling.Layout` of a node's inputs, sets its
 outputs' layouts, ties positions, and records slices and edits on the
 :class:`~smart_onnx.graph.coupling.Tracer`. An op without a rule that reads channels
-freezes them. Rules that move or re-arrange the channel axis are in
-:mod:`smart_onnx.graph.shape_rules`.
+freezes them. Layers are in :mod:`~smart_onnx.graph.layer_rules`; rules that move or
+re-arrange the channel axis in :mod:`~smart_onnx.graph.shape_rules` and
+:mod:`~smart_onnx.graph.concat_rules`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def _spatial(t: Tracer, node: onnx.NodeProto) -> None:
 
 
 def _shape_only(t: Tracer, node: onnx.NodeProto) -> None:
-    """Shape/Size read only dims, which follow the pruned tensor at run time."""
+    """Shape/Size read dims only; where a channel count read this way ends up is checked
+    afterwards (:func:`~smart_onnx.graph.shape_trace.freeze_unsafe_shape_reads`)."""
 
 
 def _elementwise(t: Tracer, node: onnx.NodeProto) -> None:
