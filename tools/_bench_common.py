@@ -1,0 +1,156 @@
+"""Shared helpers of the pruning benchmarks (bench_quality, bench_prune_time, bench_peers).
+
+The two benchmark models, one library ``prune`` call per configuration, the machine line and the writer that
+replaces one ``## `` section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.model import OnnxModel, load_model
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.search import SearchConfig
+
+__all__ = [
+    "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "machine", "markdown_table",
+    "run_prune", "today", "write_section",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+MODELS = ("fashion", "mnist")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One benchmark model: its ONNX file, calibration data (search) and evaluation data (test accuracy)."""
+
+    name: str
+    label: str
+    path: Path
+    model: OnnxModel
+    calib: Dataset
+    eval: Dataset
+
+
+def bench_model(name: str) -> BenchModel:
+    """``fashion``: the bundled Fashion-MNIST ResNet (models/); ``mnist``: digit-recognizer-py's CNN (cache)."""
+    if name == "fashion":
+        path, calib, evaluation = (ROOT / "models" / f for f in ("fashion_resnet.onnx", "fashion_calib.npz",
+                                                                 "fashion_eval.npz"))
+        label = "Fashion-MNIST ResNet"
+    elif name == "mnist":
+        from tools.prepare_mnist_cnn import prepare
+
+        files = prepare()
+        path, calib, evaluation = files.model, files.calib, files.eval
+        label = "MNIST CNN (digit-recognizer-py)"
+    else:
+        raise ValueError(f"unknown benchmark model {name!r}; choose from {MODELS}")
+    model = load_model(path)
+    return BenchModel(name, label, Path(path), model, load_dataset(calib, model.inputs),
+                      load_dataset(evaluation, model.inputs))
+
+
+@dataclass(frozen=True)
+class PruneRun:
+    """One pruned model and the numbers the benchmarks print."""
+
+    model: OnnxModel
+    report: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.report["eval"]["outputs"][0]["accuracy"])
+
+    @property
+    def dense_accuracy(self) -> float:
+        return float(self.report["eval"]["outputs"][0]["reference_accuracy"])
+
+    @property
+    def agreement(self) -> float:
+        return float(self.report["eval"]["outputs"][0]["top1_agreement"])
+
+    @property
+    def achieved(self) -> float:
+        return float(self.report["sparsity"]["achieved_params"])
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.report["seconds"].values()))
+
+
+def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int, finetune_steps: int,
+              seed: int = 0, batch_size: int = 32, latency: bool = False, **search: Any) -> PruneRun:
+    """The library ``prune`` on ``bm``'s calibration data, evaluated on its eval data (16x8x1x1 blocks)."""
+    cfg = SearchConfig(method=method, steps=steps, finetune_steps=finetune_steps, seed=seed,
+                       batch_size=batch_size, **search)
+    options = PruneOptions(mode=mode, sparsity=sparsity, block=(16, 8, 1, 1), search=cfg, latency=latency)
+    torch.manual_seed(seed)
+    outcome = prune(bm.model, bm.calib, bm.eval, options)
+    return PruneRun(outcome.model, outcome.report)
+
+
+def machine() -> str:
+    """CPU model, cores, torch version and threads, load average (the machine may be shared)."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+            f"load average at the start {load}")
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A markdown table; ``align`` holds one of ``l``/``r`` per column (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(heading: str, body: str, path: Path = DOC) -> None:
+    """Replace the text from ``heading`` up to the next ``## `` heading (or append the section)."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{heading}\n\n{body.strip()}\n\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run, for the docs."""
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
+def emit(heading: str, body: str, write: bool, path: Path = DOC) -> None:
+    """Print the section body, and with ``write`` replace the section in the benchmarks page."""
+    sys.stdout.write(body)
+    if write:
+        write_section(heading, body, path)

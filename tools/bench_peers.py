@@ -1,0 +1,376 @@
+"""Peer comparison at equal weight reduction: smart-onnx vs onnxsim's pruning module and Torch-Pruning (issue 6).
+
+    pip install --no-deps onnxsim==0.8.1 torch-pruning==1.6.1
+    python -m tools.bench_peers --steps 20 --finetune-steps 20 --write
+
+On each benchmark model, at 50 % of the prunable (Conv/Gemm) weights removed:
+
+* smart-onnx ``smart`` and ``magnitude``, channel and block (16x8x1x1) mode, with fine-tuning (``steps`` search +
+  ``finetune_steps``; magnitude gets the sum as fine-tune steps) and without (both step counts 0);
+* onnxsim 0.8.1's ``onnxsim.pruning``: ``apply_structured_pruning`` (output channels, global L2; its sparsity
+  bisected until it removes 50 % of the weights), ``apply_magnitude_pruning`` (global unstructured, 50 %) and its
+  2:4 mode; data-free, no fine-tuning;
+* Torch-Pruning 1.6.1: ``MagnitudePruner`` (global L2 channel pruning, the classifier's outputs kept, ratio bisected
+  to 50 % of the weights) on a torch rebuild of the same network whose weights are loaded from the ONNX
+  initializers (checked against onnxruntime), fine-tuned with the same step budget, optimiser, batch and
+  distillation loss as smart-onnx, exported with the legacy exporter at opset 17.
+
+Accuracy and top-1 agreement with the dense model on the eval set, nonzero prunable weights, MACs (each layer's
+dense MACs x its weight density), onnxruntime latency at batch 1 and 32, and the default hardware profile's check.
+The torch modules are rebuilt from the ONNX files: the Fashion ResNet's graph has its BatchNorms folded into the
+convs, so its rebuild is ``SmallResNet`` with Identity for BatchNorm and biased convs; the MNIST CNN is a chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from smart_onnx.data import Dataset
+from smart_onnx.eval.ort import evaluate
+from smart_onnx.graph import analyze
+from smart_onnx.model import normalize
+from smart_onnx.search.loss import classify_outputs, distillation_loss
+from tools._bench_common import (
+    MODELS,
+    BenchModel,
+    bench_model,
+    command_line,
+    emit,
+    machine,
+    markdown_table,
+    run_prune,
+    today,
+)
+
+HEADING = "## Peer comparison"
+REDUCTION = 0.5
+
+
+def _conv_params(node: onnx.NodeProto) -> dict:
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    pads = a.get("pads", [0, 0, 0, 0])
+    if pads[:2] != pads[2:]:
+        raise ValueError(f"asymmetric pads on {node.name}")
+    return {"stride": tuple(a.get("strides", (1, 1))), "padding": tuple(pads[:2]), "groups": a.get("group", 1)}
+
+
+def _resnet(proto: onnx.ModelProto) -> nn.Module:
+    from tools.train_fashion_resnet import SmallResNet
+
+    net = SmallResNet()
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, nn.Identity())
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for c in convs:
+        c.bias = nn.Parameter(torch.zeros(c.out_channels))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type == "Conv"]
+    for conv, node in zip(convs, nodes, strict=True):
+        conv.weight.data = torch.from_numpy(inits[node.input[1]].copy())
+        conv.bias.data = torch.from_numpy(inits[node.input[2]].copy())
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    net.head.weight.data = torch.from_numpy(inits[gemm.input[1]].copy())
+    net.head.bias.data = torch.from_numpy(inits[gemm.input[2]].copy())
+    return net
+
+
+def _chain(proto: onnx.ModelProto) -> nn.Module:
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
+    layers: list[nn.Module] = []
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            w = inits[node.input[1]]
+            conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), **_conv_params(node))
+            conv.weight.data, conv.bias.data = w, inits[node.input[2]]
+            layers.append(conv)
+        elif node.op_type == "Relu":
+            layers.append(nn.ReLU())
+        elif node.op_type == "MaxPool":
+            a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+            layers.append(nn.MaxPool2d(tuple(a["kernel_shape"]), tuple(a.get("strides", a["kernel_shape"]))))
+        elif node.op_type in ("Reshape", "Flatten"):
+            layers.append(nn.Flatten())
+        elif node.op_type == "Gemm":
+            w = inits[node.input[1]]
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            lin.weight.data, lin.bias.data = w, inits[node.input[2]]
+            layers.append(lin)
+    return nn.Sequential(*layers)
+
+
+def rebuild(name: str, proto: onnx.ModelProto, check: Callable[[nn.Module], float]) -> nn.Module:
+    """The torch module of benchmark model ``name``; ``check`` returns its max abs difference to onnxruntime."""
+    net = (_resnet if name == "fashion" else _chain)(proto).eval()
+    diff = check(net)
+    if diff > 1e-3:
+        raise RuntimeError(f"torch rebuild of {name} differs from onnxruntime by {diff:.2g}")
+    return net
+
+
+def _prunable_weights(net: nn.Module) -> int:
+    return sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def torch_pruning_channels(net: nn.Module, example: torch.Tensor, reduction: float) -> tuple[nn.Module, float]:
+    """Global L2-magnitude channel pruning with Torch-Pruning, its ratio bisected to remove ``reduction`` of the
+    Conv/Linear weights (the classifier's outputs are kept). Returns the pruned copy and the achieved reduction."""
+    import copy
+
+    import torch_pruning as tp
+
+    total = _prunable_weights(net)
+
+    def attempt(ratio: float) -> tuple[nn.Module, float]:
+        model = copy.deepcopy(net)
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        pruner = tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                           global_pruning=True, pruning_ratio=ratio, ignored_layers=[last])
+        pruner.step()
+        return model, 1.0 - _prunable_weights(model) / total
+
+    return _bisect(attempt, reduction, 0.0, 0.95, 14)
+
+
+def _bisect(attempt: Callable[[float], tuple[Any, float]], target: float, lo: float, hi: float,
+            iters: int) -> tuple[Any, float]:
+    """Bisect a peer's knob until the weight reduction it achieves is closest to ``target``."""
+    best = attempt(lo)
+    for _ in range(iters):
+        if abs(best[1] - target) < 0.005:
+            break
+        mid = (lo + hi) / 2
+        out, got = attempt(mid)
+        if abs(got - target) < abs(best[1] - target):
+            best = (out, got)
+        lo, hi = (mid, hi) if got < target else (lo, mid)
+    return best
+
+
+def finetune(student: nn.Module, teacher: nn.Module, data: Dataset, steps: int, *, lr: float, batch: int,
+             seed: int) -> None:
+    """What smart-onnx's fine-tune does: Adam on all weights, distillation (KL) to the dense model + CE."""
+    if steps == 0:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(next(iter(data.arrays.values())))
+    y = torch.from_numpy(data.labels) if data.labels is not None else None
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    teacher.eval()
+    student.train()
+    order, pos = torch.randperm(len(x), generator=gen), 0
+    for _ in range(steps):
+        if pos + batch > len(x):
+            order, pos = torch.randperm(len(x), generator=gen), 0
+        idx = order[pos:pos + batch]
+        pos += batch
+        with torch.no_grad():
+            t = {"out": teacher(x[idx])}
+        s = {"out": student(x[idx])}
+        loss = distillation_loss(s, t, classify_outputs(t), None if y is None else y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    student.eval()
+
+
+def export(net: nn.Module, example: torch.Tensor, input_name: str, output_name: str) -> onnx.ModelProto:
+    """Legacy export at opset 17 with a dynamic batch, like the bundled model."""
+    buf = io.BytesIO()
+    # TorchScript rejects numeric names such as the MNIST CNN's output "32": export under fixed names, then rename.
+    torch.onnx.export(net.eval(), (example,), buf, dynamo=False, opset_version=17, input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    renames = {"input": input_name, "output": output_name}
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.name = renames.get(value.name, value.name)
+    for node in proto.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    proto.ir_version = min(proto.ir_version, 8)
+    return proto
+
+
+def onnxsim_structured(proto: onnx.ModelProto, reduction: float,
+                       weights: Callable[[onnx.ModelProto], int]) -> tuple[onnx.ModelProto, float]:
+    """``onnxsim.pruning.apply_structured_pruning`` (global L2), its sparsity bisected towards ``reduction``."""
+    from onnxsim import pruning
+
+    total = weights(proto)
+
+    def attempt(s: float) -> tuple[onnx.ModelProto, float]:
+        out = pruning.apply_structured_pruning(proto, sparsity=s, global_sparsity=True)
+        return out, 1.0 - weights(out) / total
+
+    return _bisect(attempt, reduction, reduction, 0.99, 10)
+
+
+def onnxsim_magnitude(proto: onnx.ModelProto, sparsity: float, nm: tuple[int, int] | None = None) -> onnx.ModelProto:
+    """``onnxsim.pruning.apply_magnitude_pruning``: global unstructured, or N:M when ``nm`` is given."""
+    from onnxsim import pruning
+
+    if nm:
+        return pruning.apply_magnitude_pruning(proto, n=nm[0], m=nm[1])
+    return pruning.apply_magnitude_pruning(proto, sparsity=sparsity, global_sparsity=True)
+
+
+def ort_diff(proto: onnx.ModelProto, net: nn.Module, x: np.ndarray) -> float:
+    from smart_onnx.eval.ort import make_session, run_model
+
+    sess = make_session(proto)
+    got = next(iter(run_model(sess, {sess.get_inputs()[0].name: x}).values()))
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    return float(np.abs(got - want).max())
+
+
+def _prunable_nonzeros(proto: onnx.ModelProto) -> int:
+    names = {n.input[1] for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
+    return sum(int(np.count_nonzero(numpy_helper.to_array(t))) for t in proto.graph.initializer if t.name in names)
+
+
+def _macs(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> int:
+    model = normalize(onnx.ModelProto.FromString(proto.SerializeToString()))
+    inits = model.initializers
+    total = 0
+    for layer in analyze(model, shapes).layers:
+        w = numpy_helper.to_array(inits[layer.weight]) if not isinstance(inits[layer.weight], np.ndarray) \
+            else inits[layer.weight]
+        total += int(round((layer.macs or 0) * np.count_nonzero(w) / max(w.size, 1)))
+    return total
+
+
+def _profile_check(proto: onnx.ModelProto, dense: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> str:
+    try:
+        from smart_onnx.hw import check_model, load_profile
+    except ImportError:
+        return "n/a"
+    try:
+        report = check_model(normalize(onnx.ModelProto.FromString(proto.SerializeToString())), load_profile(None),
+                             reference=normalize(onnx.ModelProto.FromString(dense.SerializeToString())),
+                             input_shapes=shapes)
+    except Exception as e:  # a peer's graph the checker cannot read is reported, not fatal
+        return f"n/a ({type(e).__name__})"
+    return "yes" if report.passed else "no"
+
+
+def _row(bm: BenchModel, dense: onnx.ModelProto, name: str, proto: onnx.ModelProto, achieved: float) -> dict:
+    shapes = {k: (1, *v.shape[1:]) for k, v in bm.eval.arrays.items()}
+    batches = [(b.inputs, b.labels) for b in bm.eval.batches(256)]
+    ev = evaluate(dense, proto, batches, latency_batches=(1, 32), threads=1)
+    lat = {b: ev.latency[str(b)]["candidate"].median_ms for b in (1, 32)}
+    sys.stderr.write(f"{bm.name} {name}: acc {ev.accuracy:.4f} reduction {achieved:.3f}\n")
+    return {"method": name, "accuracy": ev.accuracy, "agreement": ev.top1_agreement, "dense": ev.reference_accuracy,
+            "weights": _prunable_nonzeros(proto), "reduction": achieved, "macs": _macs(proto, shapes),
+            "lat1": lat[1], "lat32": lat[32], "valid": _profile_check(proto, dense, shapes)}
+
+
+def _ort_logits(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    from smart_onnx.eval.ort import make_session, run_model
+
+    sess = make_session(proto)
+    return next(iter(run_model(sess, {sess.get_inputs()[0].name: x}).values()))
+
+
+def compare(name: str, steps: int, ft: int, seed: int) -> list[dict]:
+    """Every peer row for one benchmark model."""
+    bm = bench_model(name)
+    dense = onnx.load(str(bm.path))
+    total = _prunable_nonzeros(dense)
+    rows = [_row(bm, dense, "dense", dense, 0.0)]
+    for mode in ("channel", "block"):
+        for method, budgets in (("smart", ((steps, ft), (0, 0))), ("magnitude", ((steps, ft), (0, 0)))):
+            for s, f in budgets:
+                run = run_prune(bm, mode, REDUCTION, method, steps=s, finetune_steps=f, seed=seed)
+                label = f"smart-onnx {method} {mode}" + (f" ({s}+{f} steps)" if s + f else " (no fine-tune)")
+                rows.append(_row(bm, dense, label, run.model.proto, 1 - _prunable_nonzeros(run.model.proto) / total))
+    structured, got = onnxsim_structured(dense, REDUCTION, _prunable_nonzeros)
+    rows.append(_row(bm, dense, "onnxsim structured (global L2 channels)", structured, got))
+    unstructured = onnxsim_magnitude(dense, REDUCTION)
+    rows.append(_row(bm, dense, "onnxsim magnitude (global unstructured)", unstructured,
+                     1 - _prunable_nonzeros(unstructured) / total))
+    nm = onnxsim_magnitude(dense, REDUCTION, (2, 4))
+    rows.append(_row(bm, dense, "onnxsim magnitude 2:4", nm, 1 - _prunable_nonzeros(nm) / total))
+    x = next(iter(bm.eval.arrays.values()))
+    net = rebuild(name, dense, lambda n: ort_diff(dense, n, x[:64]))
+    example = torch.from_numpy(x[:1])
+    input_name, output_name = dense.graph.input[0].name, dense.graph.output[0].name
+    for s in (steps + ft, 0):
+        torch.manual_seed(seed)
+        pruned, got = torch_pruning_channels(net, example, REDUCTION)
+        finetune(pruned, net, bm.calib, s, lr=1e-4, batch=32, seed=seed)
+        proto = export(pruned, example, input_name, output_name)
+        label = "Torch-Pruning global magnitude channels" + (f" ({s} steps)" if s else " (no fine-tune)")
+        rows.append(_row(bm, dense, label, proto, 1 - _prunable_nonzeros(proto) / total))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    header = ["method", "weights removed", "accuracy %", "top-1 agreement %", "nonzero weights", "MACs",
+              "ORT ms b1", "ORT ms b32", "default profile"]
+    body = [[r["method"], f"{100 * r['reduction']:.1f}%", f"{100 * r['accuracy']:.2f}", f"{100 * r['agreement']:.2f}",
+             f"{r['weights']:,}", f"{r['macs'] / 1e6:.2f} M", f"{r['lat1']:.3f}", f"{r['lat32']:.2f}", r["valid"]]
+            for r in rows]
+    return markdown_table(header, body, "lrrrrrrrl")
+
+
+def verdict(label: str, rows: list[dict]) -> str:
+    """Target: smart-onnx smart (channel, fine-tuned) ahead of both peers' best at ~50 % in channel pruning."""
+    smart = next(r for r in rows if r["method"].startswith("smart-onnx smart channel (") and "no" not in r["method"])
+    peers = [r for r in rows if r["method"].startswith(("onnxsim structured", "Torch-Pruning"))]
+    best = max(peers, key=lambda r: r["accuracy"])
+    ok = smart["accuracy"] > best["accuracy"]
+    return (f"{'PASS' if ok else 'FAIL'} {label}: smart-onnx smart channel {100 * smart['accuracy']:.2f} % vs best "
+            f"channel peer {best['method']} {100 * best['accuracy']:.2f} %")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--finetune-steps", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    where = machine()
+    parts, verdicts = [], []
+    for name in args.models:
+        rows = compare(name, args.steps, args.finetune_steps, args.seed)
+        label = bench_model(name).label
+        parts.append(f"**{label}** (eval set; dense accuracy {100 * rows[0]['accuracy']:.2f} %)\n\n{table(rows)}")
+        verdicts.append(verdict(label, rows))
+    import onnxsim
+    import torch_pruning
+
+    command = command_line("tools.bench_peers", argv)
+    body = (
+        "At equal weight reduction (50 % of the Conv/Gemm weights). onnxsim "
+        f"{getattr(onnxsim, '__version__', '?')} does ship a pruning module (`onnxsim.pruning`); its functions are "
+        "data-free and do not fine-tune, so smart-onnx is shown with and without fine-tuning. Torch-Pruning "
+        f"{torch_pruning.__version__} prunes a torch rebuild of the same network (weights loaded from the ONNX "
+        "initializers, checked against onnxruntime) and is fine-tuned with smart-onnx's step budget, Adam lr 1e-4, "
+        "batch 32 and distillation + cross-entropy loss. Weights = nonzero prunable weights; MACs = per-layer dense "
+        "MACs x weight density (a sparse-kernel view for block/unstructured rows); ORT latency = median ms, "
+        "1 thread; default profile = `smart_onnx.hw.check_model` against the built-in default profile.\n\n"
+        + "\n\n".join(parts) + "\n\nTarget (issue 6):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
+        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
+    )
+    emit(HEADING, body, args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

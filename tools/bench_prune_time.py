@@ -1,0 +1,80 @@
+"""Wall time of the real ``smart-onnx prune`` CLI on the bundled model at default settings (issue 4).
+
+    python -m tools.bench_prune_time --repeats 2 --write
+
+Runs ``smart-onnx prune models/fashion_resnet.onnx --data models/fashion_calib.npz --sparsity 0.5`` as a
+subprocess (output into a temporary folder), ``--repeats`` times; reports the median wall time and the per-stage
+seconds of the report JSON (``report["seconds"]``) of the median run. Target: <= 5 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tools._bench_common import ROOT, command_line, emit, machine, markdown_table, today
+
+HEADING = "## prune run time"
+TARGET_S = 300.0
+MODEL, DATA = "models/fashion_resnet.onnx", "models/fashion_calib.npz"
+
+
+def run_once(extra: Sequence[str]) -> tuple[float, dict]:
+    """One CLI run; returns (wall seconds, report)."""
+    with tempfile.TemporaryDirectory(prefix="bench_prune_time.") as tmp:
+        out, report = Path(tmp) / "pruned.onnx", Path(tmp) / "pruned.json"
+        cmd = ["smart-onnx", "prune", MODEL, "--data", DATA, "--sparsity", "0.5", "-o", str(out),
+               "--report", str(report), *extra]
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        return wall, json.loads(report.read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
+    parser.add_argument("extra", nargs="*", help="extra prune options after --, e.g. -- --steps 50")
+    args = parser.parse_args(argv)
+    where = machine()
+    runs = []
+    for i in range(args.repeats):
+        runs.append(run_once(args.extra))
+        sys.stderr.write(f"run {i + 1}: {runs[-1][0]:.1f} s\n")
+    walls = [w for w, _ in runs]
+    median = statistics.median(walls)
+    _, report = min(runs, key=lambda r: abs(r[0] - median))
+    stages = report["seconds"]
+    table = markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stages.items()]
+                           + [["total (report)", f"{sum(stages.values()):.1f}"]])
+    search = report["search"]
+    verdict = "meets" if median <= TARGET_S else "misses"
+    cli = shlex.join(["smart-onnx", "prune", MODEL, "--data", DATA, "--sparsity", "0.5", *args.extra])
+    command = command_line("tools.bench_prune_time", argv)
+    body = (
+        f"Wall time of `{cli}` (the real CLI in a subprocess, process start and imports included), "
+        f"median of {args.repeats} runs: **{median:.0f} s** ({', '.join(f'{w:.0f} s' for w in walls)}); "
+        f"it {verdict} the target of {TARGET_S / 60:.0f} minutes on 2 CPU cores. Settings: the defaults "
+        f"(block mode 16x8x1x1, method {search['method']}, {search['steps']} search + {search['finetune_steps']} "
+        f"fine-tune steps, batch {search['batch_size']}, evaluation with latency on the held-out 20 %).\n\n"
+        f"Per-stage seconds of the median run (`report[\"seconds\"]`):\n\n{table}\n\n"
+        f"- command: `{command.strip()}`\n- machine: {where}; "
+        f"{os.cpu_count()} cores shared with other jobs while measured, so wall times are upper bounds\n"
+        f"- date: {today()}\n"
+    )
+    emit(HEADING, body, args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Pruning quality: test accuracy of smart vs the baselines at the same step budget (issue 4).
+
+    python -m tools.bench_quality --steps 20 --finetune-steps 20 --write
+
+For each model (the bundled Fashion-MNIST ResNet, the MNIST CNN of digit-recognizer-py) and each point
+(16x8x1x1 block sparsity 30/50/70 %, channel sparsity 20/50 %), runs ``prune`` with every method on the
+calibration data and measures top-1 accuracy on the separate eval set in onnxruntime. SMART gets ``steps`` of
+joint search + ``finetune_steps``; the baselines get ``steps + finetune_steps`` fine-tune steps (the library's
+rule), so every method makes the same number of weight updates. Finished runs are appended to ``--results``
+(JSON lines) and reused, so an interrupted run resumes and models can be run separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from tools._bench_common import MODELS, bench_model, command_line, emit, machine, markdown_table, run_prune, today
+
+HEADING = "## Pruning quality"
+METHODS = ("smart", "magnitude", "uniform", "random")
+POINTS = (("block", 0.3), ("block", 0.5), ("block", 0.7), ("channel", 0.2), ("channel", 0.5))
+
+
+def _key(model: str, mode: str, sparsity: float, method: str, seed: int, steps: int, ft: int) -> str:
+    return f"{model}|{mode}|{sparsity:g}|{method}|{seed}|{steps}|{ft}"
+
+
+def _load(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["key"]: r for r in rows}
+
+
+def measure(models: Sequence[str], seeds: Sequence[int], steps: int, ft: int, results: Path) -> dict[str, dict]:
+    """Run every (model, point, method, seed) not yet in ``results``; returns all rows by key."""
+    done = _load(results)
+    for name in models:
+        bm = None
+        for mode, sparsity in POINTS:
+            for method in METHODS:
+                for seed in seeds:
+                    key = _key(name, mode, sparsity, method, seed, steps, ft)
+                    if key in done:
+                        continue
+                    bm = bm or bench_model(name)
+                    start = time.perf_counter()
+                    run = run_prune(bm, mode, sparsity, method, steps=steps, finetune_steps=ft, seed=seed)
+                    row = {"key": key, "model": name, "label": bm.label, "mode": mode, "sparsity": sparsity,
+                           "method": method, "seed": seed, "accuracy": run.accuracy, "dense": run.dense_accuracy,
+                           "agreement": run.agreement, "achieved": run.achieved,
+                           "seconds": time.perf_counter() - start, "eval_samples": len(bm.eval)}
+                    done[key] = row
+                    with results.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    sys.stderr.write(f"{key}: acc {run.accuracy:.4f} achieved {run.achieved:.3f} "
+                                     f"({row['seconds']:.0f} s)\n")
+    return done
+
+
+def _cell(rows: list[dict]) -> tuple[float, float]:
+    return statistics.mean(r["accuracy"] for r in rows), statistics.mean(r["achieved"] for r in rows)
+
+
+def summarise(rows: dict[str, dict], models: Sequence[str], seeds: Sequence[int], steps: int,
+              ft: int) -> tuple[str, list[str]]:
+    """Markdown tables (one per model) and the target verdicts."""
+    out, verdicts = [], []
+    for name in models:
+        by_point: dict[tuple, dict[str, list[dict]]] = {}
+        for r in rows.values():
+            if r["model"] == name and r["seed"] in seeds and r["key"].endswith(f"|{steps}|{ft}"):
+                by_point.setdefault((r["mode"], r["sparsity"]), {}).setdefault(r["method"], []).append(r)
+        if not by_point:
+            continue
+        first = next(iter(next(iter(by_point.values())).values()))[0]
+        dense = first["dense"]
+        table = []
+        for mode, sparsity in POINTS:
+            cells = by_point.get((mode, sparsity), {})
+            if not cells:
+                continue
+            acc = {m: _cell(cells[m]) for m in METHODS if m in cells}
+            best_baseline = max((a for m, (a, _) in acc.items() if m != "smart"), default=float("nan"))
+            row = [f"{mode} {sparsity:.0%}", f"{100 * dense:.2f}"]
+            row += [f"{100 * acc[m][0]:.2f} ({100 * acc[m][1]:.1f}%)" if m in acc else "-" for m in METHODS]
+            if "smart" in acc:
+                row.append(f"{100 * (acc['smart'][0] - best_baseline):+.2f}")
+                verdicts += _verdicts(first["label"], mode, sparsity, acc, dense)
+            table.append(row)
+        header = ["point", "dense", *METHODS, "smart - best baseline"]
+        out.append(f"**{first['label']}** (accuracy % on {first['eval_samples']} eval samples; in parentheses the "
+                   f"achieved sparsity of the prunable weights)\n\n" + markdown_table(header, table))
+    return "\n\n".join(out), verdicts
+
+
+def _verdicts(label: str, mode: str, sparsity: float, acc: dict[str, tuple[float, float]], dense: float) -> list[str]:
+    smart = acc["smart"][0]
+    point = f"{label}, {mode} {sparsity:.0%}"
+    lines = []
+    beaten = [m for m, (a, _) in acc.items() if m != "smart" and a > smart]
+    lines.append(f"{'PASS' if not beaten else 'FAIL'} {point}: smart >= every baseline"
+                 + (f" (beaten by {', '.join(beaten)})" if beaten else ""))
+    if (mode, sparsity) in (("block", 0.7), ("channel", 0.5)) and "magnitude" in acc:
+        gap = 100 * (smart - acc["magnitude"][0])
+        lines.append(f"{'PASS' if gap >= 1.0 else 'FAIL'} {point}: smart >= magnitude + 1 point ({gap:+.2f})")
+    if (mode, sparsity) == ("block", 0.5):
+        drop = 100 * (dense - smart)
+        lines.append(f"{'PASS' if drop <= 1.0 else 'FAIL'} {point}: smart <= 1 point below dense ({drop:.2f} below)")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=200, help="SMART search steps (default: the CLI's)")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps (default: the CLI's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--results", type=Path, default=Path("bench_quality.jsonl"),
+                        help="JSON lines of finished runs (reused)")
+    parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    where = machine()
+    rows = measure(args.models, args.seeds, args.steps, args.finetune_steps, args.results)
+    tables, verdicts = summarise(rows, args.models, args.seeds, args.steps, args.finetune_steps)
+    total = sum(r["seconds"] for r in rows.values() if r["model"] in args.models and r["seed"] in args.seeds)
+    command = command_line("tools.bench_quality", argv)
+    body = (
+        "Top-1 accuracy on the models' eval sets (never the calibration data), measured in onnxruntime on the "
+        "exported pruned model. Every method runs through `smart_onnx.prune.prune` with the same weight-update "
+        f"budget: smart = {args.steps} search steps + {args.finetune_steps} fine-tune steps, the baselines "
+        f"(global magnitude, per-layer uniform magnitude, random) = {args.steps + args.finetune_steps} fine-tune "
+        f"steps; batch 32, distillation to the dense model + cross-entropy on the calibration labels, seeds "
+        f"{', '.join(map(str, args.seeds))} (mean shown). Block mode: 16x8x1x1 blocks; channel mode: coupled "
+        "output-channel groups; sparsity = fraction of prunable weights removed.\n\n"
+        f"{tables}\n\nTargets (issue 4):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
+        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
+        f"- total prune time of the runs above: {total / 60:.1f} min\n"
+    )
+    emit(HEADING, body, args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
