@@ -200,12 +200,17 @@ def evaluate(
     *,
     latency_batches: Iterable[int] = (),
     threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
 ) -> EvalReport:
     """Run both models over ``batches`` of (feeds, labels or None) and compare.
 
     Args:
         latency_batches: batch sizes at which to also measure median latency of both
             models (the first evaluation batch, tiled or cut to that size).
+        threads: onnxruntime intra-op threads for both sessions (None: onnxruntime's default).
+        warmup: untimed runs before each latency measurement.
+        repeats: timed runs per latency measurement (the median is reported).
     """
     ref_sess = make_session(reference, threads=threads)
     cand_sess = make_session(candidate, threads=threads)
@@ -230,8 +235,8 @@ def evaluate(
     for b in latency_batches:
         feeds_b = {k: _resize_batch(v, b) for k, v in first.items()}
         report.latency[str(b)] = {
-            "reference": measure_latency(ref_sess, feeds_b, threads=threads),
-            "candidate": measure_latency(cand_sess, feeds_b, threads=threads),
+            name: measure_latency(sess, feeds_b, warmup=warmup, repeats=repeats, threads=threads)
+            for name, sess in (("reference", ref_sess), ("candidate", cand_sess))
         }
     return report
 

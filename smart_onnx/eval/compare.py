@@ -1,0 +1,188 @@
+"""``smart-onnx eval`` as a library call: a candidate model against its reference.
+
+Accuracy side (onnxruntime, :func:`smart_onnx.eval.ort.evaluate`): cosine similarity and
+relative error per output, top-1 agreement and accuracy for class-like outputs, median
+latency. Size side: nonzero and total float weights, and per prunable layer (matched by
+node name) weights and MACs. MACs of a layer are *effective* MACs: the dense MACs at the
+layer's shape times the density of its weight, so zeroed blocks count as skipped work (an
+NPU with block-sparse support skips them; a dense runtime such as onnxruntime on CPU does not).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from smart_onnx.data import Dataset
+from smart_onnx.errors import DataError, GraphError
+from smart_onnx.eval.ort import EvalReport, evaluate
+from smart_onnx.graph import analyze
+from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
+
+__all__ = [
+    "MACS_NOTE",
+    "ModelComparison",
+    "agreement_gate",
+    "check_same_inputs",
+    "compare_layers",
+    "compare_models",
+    "layer_totals",
+    "weight_counts",
+]
+
+log = logging.getLogger(__name__)
+
+MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times the density of its weight "
+             "(zeroed blocks count as skipped; a dense CPU runtime still computes them)")
+
+
+@dataclass
+class ModelComparison:
+    """Everything ``smart-onnx eval`` reports; :meth:`to_dict` has the prune report's layer/totals/eval keys.
+
+    Attributes:
+        eval: the onnxruntime comparison (outputs, latency).
+        layers: per prunable layer of the reference (keys as in the prune report, plus
+            ``sparsity_before``: zeros already in the reference).
+        weights: ``{"reference"|"candidate": {"nonzero": n, "total": n}}`` over all float initializers.
+        totals: prunable-layer params and effective MACs before (reference) and after (candidate).
+        latency: how latency was measured (``batches``, ``warmup``, ``repeats``, ``threads``).
+    """
+
+    eval: EvalReport
+    layers: list[dict[str, Any]]
+    weights: dict[str, dict[str, int]]
+    totals: dict[str, Any]
+    latency: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eval": self.eval.to_dict(), "layers": self.layers, "weights": self.weights,
+                "totals": self.totals, "latency_settings": self.latency, "macs_note": MACS_NOTE}
+
+
+def check_same_inputs(reference: OnnxModel, candidate: OnnxModel) -> None:
+    """The candidate must take the reference's inputs (same names).
+
+    Raises:
+        GraphError: the input names differ.
+    """
+    ref = [s.name for s in reference.inputs]
+    cand = [s.name for s in candidate.inputs]
+    if sorted(ref) != sorted(cand):
+        raise GraphError(f"the candidate's inputs {cand} do not match the reference's {ref}; "
+                         f"both models must take the same inputs")
+
+
+def weight_counts(model: OnnxModel) -> dict[str, int]:
+    """Nonzero and total elements of the float initializers, subgraphs included."""
+    nonzero = total = 0
+    for graph in iter_graphs(model.graph):
+        for t in graph.initializer:
+            if is_float_tensor(t):
+                a = tensor_to_array(t)
+                nonzero += int(np.count_nonzero(a))
+                total += int(a.size)
+    return {"nonzero": nonzero, "total": total}
+
+
+def _layer_sizes(model: OnnxModel, shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Any]]:
+    """Node name -> weight shape, nonzeros, elements, effective MACs (dense MACs times density)."""
+    inits = {t.name: t for g in iter_graphs(model.graph) for t in g.initializer}
+    out = {}
+    for layer in analyze(model, shapes).layers:
+        w = tensor_to_array(inits[layer.weight])
+        nonzero = int(np.count_nonzero(w))
+        density = nonzero / w.size if w.size else 1.0
+        macs = None if layer.macs is None else int(round(layer.macs * density))
+        out[layer.name] = {"op": layer.op_type, "weight": layer.weight, "shape": list(w.shape),
+                           "nonzero": nonzero, "size": int(w.size), "macs": macs}
+    return out
+
+
+def compare_layers(reference: OnnxModel, candidate: OnnxModel,
+                   shapes: dict[str, tuple[int, ...]]) -> list[dict[str, Any]]:
+    """Per prunable layer of the reference: weights and effective MACs in both models.
+
+    ``sparsity`` is the fraction of the reference layer's weights the candidate lacks
+    (zeroed or removed). Layers the candidate no longer has are skipped with a log line.
+    """
+    ref, cand = _layer_sizes(reference, shapes), _layer_sizes(candidate, shapes)
+    rows = []
+    for name, r in ref.items():
+        c = cand.get(name)
+        if c is None:
+            log.warning("layer %s of the reference is not a prunable layer of the candidate", name)
+            continue
+        rows.append({
+            "name": name, "op": r["op"], "weight": r["weight"], "shape_before": r["shape"], "shape_after": c["shape"],
+            "params_before": r["nonzero"], "params_after": c["nonzero"],
+            "sparsity_before": 1.0 - r["nonzero"] / r["size"] if r["size"] else 0.0,
+            "sparsity": 1.0 - c["nonzero"] / r["size"] if r["size"] else 0.0,
+            "macs_before": r["macs"], "macs_after": c["macs"],
+        })
+    return rows
+
+
+def layer_totals(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums of the per-layer rows: params and MACs before/after and their ratios."""
+    pb = sum(r["params_before"] for r in layers)
+    pa = sum(r["params_after"] for r in layers)
+    mb = sum(r["macs_before"] or 0 for r in layers)
+    ma = sum(r["macs_after"] or 0 for r in layers)
+    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma,
+            "params_ratio": pa / pb if pb else 1.0, "macs_ratio": ma / mb if mb else 1.0}
+
+
+def compare_models(
+    reference: OnnxModel,
+    candidate: OnnxModel,
+    data: Dataset,
+    *,
+    batch_size: int = 32,
+    latency_batch: int | None = 32,
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> ModelComparison:
+    """Compare ``candidate`` with ``reference`` on ``data`` (loaded for the reference's inputs).
+
+    Args:
+        batch_size: evaluation batch size.
+        latency_batch: latency is measured at batch 1 and at this batch (None: no latency).
+        threads: onnxruntime intra-op threads (None: onnxruntime's default, reported as the CPU count).
+        warmup: untimed runs before each latency measurement.
+        repeats: timed runs per latency measurement.
+
+    Raises:
+        GraphError: the models take different inputs.
+        DataError: no samples, or onnxruntime rejects the data.
+    """
+    check_same_inputs(reference, candidate)
+    if len(data) == 0:
+        raise DataError(f"{data.source} has no samples to evaluate on")
+    batches = [(b.inputs, b.labels) for b in data.batches(batch_size)]
+    latency_batches = () if latency_batch is None else tuple(dict.fromkeys((1, latency_batch)))
+    report = evaluate(reference, candidate, batches, latency_batches=latency_batches, threads=threads,
+                      warmup=warmup, repeats=repeats)
+    shapes = {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
+    layers = compare_layers(reference, candidate, shapes)
+    weights = {"reference": weight_counts(reference), "candidate": weight_counts(candidate)}
+    settings = {"batches": list(latency_batches), "warmup": warmup, "repeats": repeats,
+                "threads": threads or "onnxruntime default"}
+    return ModelComparison(report, layers, weights, layer_totals(layers), settings)
+
+
+def agreement_gate(report: EvalReport, minimum: float) -> tuple[bool, float]:
+    """Whether top-1 agreement reaches ``minimum``; returns (passed, measured agreement).
+
+    Raises:
+        DataError: no output is class-like ([N, C] scores), so there is no agreement to gate on.
+    """
+    agreement = report.top1_agreement
+    if agreement is None:
+        names = [m.name for m in report.outputs]
+        raise DataError(f"--min-agreement needs a class-score output of shape [N, C]; outputs {names} are not")
+    return agreement >= minimum, agreement
