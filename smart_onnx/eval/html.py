@@ -1,0 +1,234 @@
+"""A self-contained HTML page for a prune report or an eval result (plots embedded as base64 PNG).
+
+Both inputs are the JSON-ready dicts the tools write: ``prune``'s report (``sparsity``,
+``layers``, ``history``, ``eval``, optional ``check``) and ``eval``'s result (``weights``,
+``layers``, ``eval``, optional ``gate``). Sections whose keys are absent are left out. The
+page loads nothing from outside: no scripts, fonts or stylesheets.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_html", "write_html"]
+
+_CSS = """
+body{font:14px/1.45 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#212121;margin:0;background:#f5f6f8}
+main{max-width:1120px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e0e0e0;padding-bottom:4px}
+pre{background:#263238;color:#eceff1;padding:8px 12px;border-radius:4px;white-space:pre-wrap;word-break:break-all}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{padding:4px 10px;border-bottom:1px solid #eceff1;text-align:left;vertical-align:top}
+th{background:#fafafa;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+h3{font-size:14px;margin:16px 0 0;color:#424242}
+img{max-width:100%;display:block;margin:8px 0}.pass{color:#2E7D32;font-weight:600}.fail{color:#C62828;font-weight:600}
+.note{color:#616161;font-size:12px}
+"""
+
+
+# Cells that read as numbers (12.5%, x0.52, 1,024, 0.034) are right-aligned.
+_NUMBER = re.compile(r"^x?-?[\d,]+(\.\d+)?(e-?\d+)?%?$")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for v in row:
+            if isinstance(v, _Raw):
+                cells.append(f"<td>{v}</td>")
+            else:
+                numeric = (isinstance(v, (int, float)) and not isinstance(v, bool)) or bool(_NUMBER.match(str(v)))
+                cells.append(f"<td{' class=n' if numeric else ''}>{_e(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class _Raw(str):
+    """Cell content that is already HTML."""
+
+
+def _text(value: object) -> _Raw:
+    """A cell that stays left-aligned text even when it looks like a number (an output named '66')."""
+    return _Raw(_e(value))
+
+
+def _verdict(passed: bool | None) -> _Raw:
+    if passed is None:
+        return _Raw("-")
+    return _Raw('<span class="pass">pass</span>' if passed else '<span class="fail">FAIL</span>')
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return ""
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _run(r: Mapping[str, Any]) -> str:
+    keys = ("reference", "candidate", "data", "output", "mode", "method", "budget", "block", "nm", "seed")
+    rows = [[k, _text(_fmt(r[k]))] for k in keys if r.get(k) is not None]
+    return _table(["setting", "value"], rows) if rows else ""
+
+
+def _summary(r: Mapping[str, Any]) -> str:
+    rows: list[list[object]] = []
+    sp = r.get("sparsity")
+    if sp:
+        rows.append(["sparsity of weights", _pct(sp["requested"]), _pct(sp["achieved_params"]), "requested, achieved"])
+        rows.append(["sparsity of MACs", "", _pct(sp["achieved_macs"]), ""])
+    w = r.get("weights")
+    if w:
+        for k in ("nonzero", "total"):
+            ref, cand = w["reference"][k], w["candidate"][k]
+            rows.append([f"float weights ({k})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
+    t = r.get("totals")
+    if t:
+        rows.append(["prunable-layer weights", t["params_before"], t["params_after"], f"x{t['params_ratio']:.3f}"])
+        rows.append(["prunable-layer MACs", t["macs_before"], t["macs_after"], f"x{t['macs_ratio']:.3f}"])
+    gate = r.get("gate")
+    if gate:
+        rows.append(["top-1 agreement gate", f"min {_pct(gate['min_agreement'])}", _pct(gate["agreement"]),
+                     _verdict(gate["passed"])])
+    note = f'<p class="note">{_e(r["macs_note"])}.</p>' if r.get("macs_note") else ""
+    return "<h2>Summary</h2>" + _run(r) + _table(["", "before", "after", ""], rows) + note
+
+
+def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> str:
+    if not ev:
+        return ""
+    out = [f"<h2>Evaluation ({ev['samples']} samples, onnxruntime)</h2>"]
+    out.append(_table(
+        ["output", "cosine", "relative error", "top-1 agreement", "accuracy (reference)", "accuracy (pruned)"],
+        [[_text(o["name"]), f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", _pct(o.get("top1_agreement")),
+          _pct(o.get("reference_accuracy")), _pct(o.get("accuracy"))] for o in ev["outputs"]],
+    ))
+    lat = ev.get("latency") or {}
+    if lat:
+        rows = []
+        for batch, pair in lat.items():
+            ref, cand = pair["reference"], pair["candidate"]
+            rows.append([int(batch), f"{ref['median_ms']:.3f}", f"{cand['median_ms']:.3f}",
+                         f"x{cand['median_ms'] / ref['median_ms']:.2f}" if ref["median_ms"] else "-",
+                         ref["repeats"], ref["threads"]])
+        out.append(_table(["batch", "reference (ms)", "pruned (ms)", "ratio", "repeats", "threads"], rows))
+        if settings:
+            out.append(f'<p class="note">Median of {_e(settings["repeats"])} runs after {_e(settings["warmup"])} '
+                       f'warm-up runs; threads: {_e(settings["threads"])}.</p>')
+    return "".join(out)
+
+
+def _check(check: Mapping[str, Any] | None, target: object) -> str:
+    if not check:
+        return ""
+    title = f"Profile check: {_e(check.get('profile') or target or '')} "
+    rows = [[i, lay["name"], lay.get("op_type"), lay.get("pattern"), _pct(lay.get("sparsity")),
+             _verdict(lay.get("passed")), "; ".join(v["message"] for v in lay.get("violations", []))]
+            for i, lay in enumerate(check.get("layers", []))]
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in check.get("notes", []))
+    return (f"<h2>{title}{_verdict(check.get('passed'))}</h2>"
+            + _table(["#", "layer", "op", "pattern", "sparsity", "verdict", "violations"], rows) + notes)
+
+
+def _layers(layers: Sequence[Mapping[str, Any]], overall: float | None) -> str:
+    if not layers:
+        return ""
+    from smart_onnx.eval.plots import layer_size_plot, sparsity_plot  # matplotlib: only when a page is drawn
+
+    with_before = any(r.get("sparsity_before") for r in layers)
+    headers = ["#", "layer", "op", "shape before", "shape after", "weights before", "weights after"]
+    headers += ["sparsity before"] if with_before else []
+    headers += ["sparsity", "MACs before", "MACs after"]
+    rows = []
+    for i, r in enumerate(layers):
+        row = [i, r["name"], r["op"], _fmt(r["shape_before"]), _fmt(r["shape_after"]), r["params_before"],
+               r["params_after"]]
+        row += [_pct(r.get("sparsity_before"))] if with_before else []
+        rows.append(row + [_pct(r["sparsity"]), r["macs_before"], r["macs_after"]])
+    return ("<h2>Layers</h2><h3>Sparsity per layer (graph order, colored by op type)</h3>"
+            + _img(sparsity_plot(layers, overall), "per-layer sparsity")
+            + "<h3>Weights and MACs per layer, before and after (log scale)</h3>"
+            + _img(layer_size_plot(layers), "weights and MACs per layer") + _table(headers, rows))
+
+
+def _history(history: Mapping[str, Any] | None) -> str:
+    from smart_onnx.eval.plots import history_plot
+
+    png = history_plot(history) if history else None
+    return "<h2>Search and fine-tune</h2>" + _img(png, "loss and temperature curves") if png else ""
+
+
+def _footer(r: Mapping[str, Any]) -> str:
+    out = []
+    frozen = r.get("frozen_groups")
+    if frozen:
+        out.append("<h2>Frozen channel groups</h2>" + _table(
+            ["group", "layers", "channels", "reason"],
+            [[g["id"], ", ".join(g["layers"]), g["channels"], g["reason"]] for g in frozen]))
+    seconds = r.get("seconds")
+    if seconds:
+        out.append("<h2>Time</h2>" + _table(["stage", "seconds"], [[k, round(v, 2)] for k, v in seconds.items()]))
+    return "".join(out)
+
+
+def render_html(report: Mapping[str, Any], *, title: str = "smart-onnx report") -> str:
+    """The whole page as one string (plots base64-embedded)."""
+    sp = report.get("sparsity") or {}
+    totals = report.get("totals") or {}
+    overall = sp.get("achieved_params")
+    if overall is None and totals.get("params_before"):
+        overall = 1.0 - totals["params_ratio"]
+    command = f"<pre>{_e(report['command'])}</pre>" if report.get("command") else ""
+    body = "".join([
+        f"<h1>{_e(title)}</h1>", command, _summary(report),
+        _eval(report.get("eval"), report.get("latency_settings")),
+        _check(report.get("check"), report.get("target")),
+        _layers(report.get("layers") or [], overall), _history(report.get("history")), _footer(report),
+    ])
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{_CSS}</style></head><body><main>{body}</main></body></html>\n")
+
+
+def write_html(report: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = "smart-onnx report") -> Path:
+    """Render and write the page atomically (temp file in the same directory, then rename)."""
+    out = Path(path)
+    page = render_html(report, title=title)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
