@@ -45,6 +45,10 @@ def _register_commands() -> None:
     cli.add_command(targets_cmd.targets)
     cli.add_command(prune_cmd.prune_cmd, name="prune")
 
+    from smart_onnx.cli import eval_cmd
+
+    cli.add_command(eval_cmd.eval_cmd, name="eval")
+
 
 _register_commands()
 

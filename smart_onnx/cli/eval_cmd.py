@@ -1,0 +1,98 @@
+"""``smart-onnx eval``: a candidate model against its reference in onnxruntime; optionally a gate."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from smart_onnx.cli.options import json_option, model_argument
+from smart_onnx.cli.table import format_table, human
+from smart_onnx.data import load_dataset
+from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models
+from smart_onnx.eval.html import write_html
+from smart_onnx.model import load_model
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"x{b / a:.3f}" if a else "-"
+
+
+def render_eval(result: dict[str, Any]) -> str:
+    """The people-facing tables of ``smart-onnx eval``."""
+    ev, w, t = result["eval"], result["weights"], result["totals"]
+    rows = [
+        ["float weights (nonzero)", f"{w['reference']['nonzero']:,}", f"{w['candidate']['nonzero']:,}",
+         _ratio(w["reference"]["nonzero"], w["candidate"]["nonzero"])],
+        ["float weights (total)", f"{w['reference']['total']:,}", f"{w['candidate']['total']:,}",
+         _ratio(w["reference"]["total"], w["candidate"]["total"])],
+        ["prunable MACs (effective)", human(t["macs_before"]), human(t["macs_after"]), f"x{t['macs_ratio']:.3f}"],
+    ]
+    for batch, lat in ev["latency"].items():
+        ref, cand = lat["reference"]["median_ms"], lat["candidate"]["median_ms"]
+        rows.append([f"median latency, batch {batch}", f"{ref:.3f} ms", f"{cand:.3f} ms", _ratio(ref, cand)])
+    size = format_table(["", "reference", "candidate", "ratio"], rows)
+    outputs = format_table(
+        ["output", "cosine", "rel. error", "top-1 agreement", "accuracy (ref)", "accuracy (cand)"],
+        [[o["name"], f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", _pct(o["top1_agreement"]),
+          _pct(o["reference_accuracy"]), _pct(o["accuracy"])] for o in ev["outputs"]],
+    )
+    notes = [f"{ev['samples']} samples; {MACS_NOTE}."]
+    s = result.get("latency_settings")
+    if s and s["batches"]:
+        notes.append(f"Latency: median of {s['repeats']} runs after {s['warmup']} warm-up runs, "
+                     f"threads: {s['threads']}.")
+    return "\n\n".join([size, outputs, "\n".join(notes)])
+
+
+@click.command("eval")
+@model_argument("reference")
+@model_argument("candidate")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Evaluation data (folder or file of .npz / .npy / images) for the reference's inputs.")
+@json_option
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Gate: exit 1 when top-1 agreement is below this fraction (e.g. 0.98).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Evaluation batch size.")
+@click.option("--latency-batch", type=click.IntRange(1), default=None,
+              help="Second latency batch size besides 1 (default: --batch-size).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="onnxruntime intra-op threads (default: onnxruntime's choice).")
+@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed runs per latency.")
+@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="Untimed runs before timing.")
+@click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="Also write a self-contained HTML report here.")
+def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min_agreement: float | None,
+             batch_size: int, latency_batch: int | None, threads: int | None, repeats: int, warmup: int,
+             no_latency: bool, html_path: Path | None) -> None:
+    """Compare CANDIDATE (e.g. a pruned model) with REFERENCE on --data in onnxruntime."""
+    ref_model, cand_model = load_model(reference), load_model(candidate)
+    check_same_inputs(ref_model, cand_model)
+    data = load_dataset(data_path, ref_model.inputs)
+    comparison = compare_models(
+        ref_model, cand_model, data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
+        latency_batch=None if no_latency else (latency_batch or batch_size),
+    )
+    # The gate is checked before anything is written, so a bad --min-agreement input costs nothing.
+    gate = agreement_gate(comparison.eval, min_agreement) if min_agreement is not None else None
+    result = {"reference": reference, "candidate": candidate, "data": str(data_path),
+              "command": shlex.join(["smart-onnx", *sys.argv[1:]]), **comparison.to_dict()}
+    if gate is not None:
+        result["gate"] = {"min_agreement": min_agreement, "agreement": gate[1], "passed": gate[0]}
+    if html_path is not None:
+        write_html(result, html_path, title=f"smart-onnx eval: {Path(candidate).name} vs {Path(reference).name}")
+    click.echo(json.dumps(result, indent=2) if as_json else render_eval(result))
+    if html_path is not None and not as_json:
+        click.echo(f"wrote {html_path}")
+    if gate is not None and not gate[0]:
+        click.echo(f"FAIL: top-1 agreement {gate[1]:.4f} is below --min-agreement {min_agreement}", err=True)
+        sys.exit(1)

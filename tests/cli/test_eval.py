@@ -1,0 +1,71 @@
+"""CLI: ``smart-onnx eval`` exit codes, JSON, HTML, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from smart_onnx.cli.main import cli
+from tests.eval.models import write_files
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_files(tmp_path_factory.mktemp("cli_eval"))
+
+
+def _eval(files, ref: str, cand: str, *extra: str, data: str = "data"):
+    return CliRunner().invoke(cli, ["eval", str(files[ref]), str(files[cand]), "--data", str(files[data]), *extra])
+
+
+@pytest.mark.parametrize(("cand", "minimum", "code"), [("ref", "1.0", 0), ("scrambled", "0.9", 1), ("half", "0", 0)])
+def test_gate_exit_codes(files, cand, minimum, code) -> None:
+    res = _eval(files, "ref", cand, "--min-agreement", minimum, "--no-latency")
+    assert res.exit_code == code, res.output
+    if code == 1:
+        assert "FAIL: top-1 agreement 0." in res.output and "below --min-agreement 0.9" in res.output
+
+
+def test_table(files) -> None:
+    res = _eval(files, "ref", "half", "--threads", "1", "--repeats", "2", "--warmup", "1", "--latency-batch", "4")
+    assert res.exit_code == 0, res.output
+    for text in ("float weights (nonzero)", "360", "200", "median latency, batch 4", "top-1 agreement",
+                 "median of 2 runs after 1 warm-up runs, threads: 1", "effective MACs"):
+        assert text.lower() in res.output.lower(), text
+
+
+def test_json(files) -> None:
+    res = _eval(files, "ref", "half", "--json", "--no-latency", "--min-agreement", "0")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert {"reference", "candidate", "eval", "layers", "weights", "totals", "gate", "command"} <= set(out)
+    assert out["eval"]["samples"] == 48 and out["eval"]["latency"] == {}
+    assert out["weights"]["candidate"]["nonzero"] == 200 and out["gate"]["passed"] is True
+    assert [r["name"] for r in out["layers"]] == ["conv", "fc"]
+
+
+@pytest.mark.parametrize(("cand", "data", "needle"), [
+    ("renamed", "data", "inputs ['image'] do not match the reference's ['x']"),
+    ("half", "bad_data", "'x'"),
+])
+def test_bad_input_exits_2_with_one_line(files, cand, data, needle) -> None:
+    res = _eval(files, "ref", cand, "--no-latency", data=data)
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("Error: ") and needle in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_bad_option_exits_2(files) -> None:
+    res = _eval(files, "ref", "half", "--min-agreement", "2")
+    assert res.exit_code == 2 and "--min-agreement" in res.output
+
+
+def test_html(files, tmp_path) -> None:
+    page = tmp_path / "eval.html"
+    res = _eval(files, "ref", "half", "--no-latency", "--html", str(page))
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 2 and "50.00%" in text
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.html"]
