@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -280,6 +281,32 @@ def _harden_to_target(
     return best, best_frac
 
 
+def _joint_search(
+    trainer: _Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
+    space: PruningSpace | NMSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
+    result: SearchResult, progress: Progress | None,
+) -> None:
+    """SMART's structural search: weights and scores trained jointly while tau decays."""
+    schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
+    opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
+    opt_m = torch.optim.Adam(scores, lr=config.score_lr)
+    for step in range(config.steps):
+        tau = schedule(step)
+        mask = soft_mask(tau)
+        loss = trainer.loss(space.transforms(mask))
+        opt_w.zero_grad(set_to_none=True)
+        opt_m.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_w.step()
+        opt_m.step()
+        value, sparsity = float(loss.detach()), sparsity_of(mask)
+        result.history["loss"].append(value)
+        result.history["tau"].append(tau)
+        result.history["sparsity"].append(sparsity)
+        if progress:
+            progress(StepInfo("search", step + 1, config.steps, value, tau, sparsity))
+
+
 def _search_units(
     space: PruningSpace, trainer: _Trainer, stats, config: SearchConfig, constraints: UnitConstraints,
     result: SearchResult, progress: Progress | None,
@@ -298,25 +325,10 @@ def _search_units(
     budget = _harden_to_target(space, initial, costs, config, constraints, method="smart")[1] * total
     scores = torch.nn.Parameter(initial.to(trainer.device))
     costs_dev = costs.to(trainer.device)
-    schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
-    opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
-    opt_m = torch.optim.Adam([scores], lr=config.score_lr)
-    for step in range(config.steps):
-        tau = schedule(step)
-        p = soft_topk(scores, costs_dev, budget, tau)
-        loss = trainer.loss(space.transforms(p))
-        opt_w.zero_grad(set_to_none=True)
-        opt_m.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        opt_m.step()
-        sparsity = 1.0 - float((costs_dev * (p.detach() > 0.5)).sum()) / total
-        loss = loss.detach()
-        result.history["loss"].append(float(loss))
-        result.history["tau"].append(tau)
-        result.history["sparsity"].append(sparsity)
-        if progress:
-            progress(StepInfo("search", step + 1, config.steps, float(loss), tau, sparsity))
+    _joint_search(
+        trainer, [scores], lambda tau: soft_topk(scores, costs_dev, budget, tau), space,
+        lambda p: 1.0 - float((costs_dev * (p.detach() > 0.5)).sum()) / total, config, result, progress,
+    )
     return _harden_to_target(space, scores.detach().cpu(), costs, config, constraints)[0]
 
 
@@ -335,22 +347,8 @@ def _search_nm(
     if config.method != "smart":  # magnitude and uniform coincide: N of every M by |w|
         return [hard_topk_grouped(s, space.n) for s in space.magnitude_scores(weights)]
     scores = [torch.nn.Parameter(s.to(trainer.device)) for s in space.initial_scores(weights, stats)]
-    schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
-    opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
-    opt_m = torch.optim.Adam(scores, lr=config.score_lr)
-    for step in range(config.steps):
-        tau = schedule(step)
-        masks = [soft_topk_grouped(s, space.n, tau) for s in scores]
-        loss = trainer.loss(space.transforms(masks))
-        opt_w.zero_grad(set_to_none=True)
-        opt_m.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        opt_m.step()
-        loss = loss.detach()
-        result.history["loss"].append(float(loss))
-        result.history["tau"].append(tau)
-        result.history["sparsity"].append(space.sparsity)
-        if progress:
-            progress(StepInfo("search", step + 1, config.steps, float(loss), tau, space.sparsity))
+    _joint_search(
+        trainer, scores, lambda tau: [soft_topk_grouped(s, space.n, tau) for s in scores], space,
+        lambda _: space.sparsity, config, result, progress,
+    )
     return [hard_topk_grouped(s.detach().cpu(), space.n) for s in scores]
