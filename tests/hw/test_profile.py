@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from smart_onnx.errors import ProfileError
-from smart_onnx.hw import DEFAULT_PROFILE, OpRule, builtin_names, list_profiles, load_profile, profile_from_dict
+from smart_onnx.hw import (
+    DEFAULT_PROFILE,
+    OpRule,
+    builtin_names,
+    list_profiles,
+    load_profile,
+    parse_profile,
+    profile_from_dict,
+)
 
 BASE = {"name": "t", "ops": {"Conv": {"blocks": ["16x8x1x1"]}}}
 
@@ -106,3 +114,12 @@ def test_defaults_and_derived_mode() -> None:
     assert (p.channel_alignment, p.min_channels, p.max_layer_sparsity, p.mode) == (1, 1, 1.0, "channel")
     assert profile_from_dict(BASE).mode == "block"
     assert profile_from_dict(BASE).to_dict()["ops"] == {"Conv": {"blocks": ["16x8x1x1"], "nm": []}}
+
+
+def test_the_documented_example_parses() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "profiles.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    p = parse_profile(example, source="docs/profiles.md")
+    assert p.name == "my-npu" and p.rule_for("Conv").blocks == ((16, 8, 1, 1), (8, 8, 1, 1))
+    assert p.rule_for("ConvTranspose").blocks == ((16, 8, 1, 1),) and p.rule_for("Gemm").nm == ((2, 4),)
+    assert p.dense_layers == ("first", "last", "/head/*") and p.max_layer_sparsity == 0.9
