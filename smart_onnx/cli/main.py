@@ -38,15 +38,12 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from smart_onnx.cli import check_cmd, inspect_cmd, prune_cmd, targets_cmd
+    from smart_onnx.cli import check_cmd, eval_cmd, inspect_cmd, prune_cmd, targets_cmd
 
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(check_cmd.check)
     cli.add_command(targets_cmd.targets)
     cli.add_command(prune_cmd.prune_cmd, name="prune")
-
-    from smart_onnx.cli import eval_cmd
-
     cli.add_command(eval_cmd.eval_cmd, name="eval")
 
 

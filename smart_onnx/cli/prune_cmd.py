@@ -12,6 +12,7 @@ import click
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.errors import ConstraintError, DataError, ModelLoadError
+from smart_onnx.eval.html import write_html
 from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.search import METHODS, SearchConfig, StepInfo, parse_block
@@ -122,12 +123,14 @@ class _Progress:
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,
               help="Report JSON path (default: beside the output, .json).")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement in the report.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the report as a self-contained HTML page (plots embedded).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, block_text: str, nm_text: str,
               budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
               score_lr: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
-              no_latency: bool, quiet: bool) -> None:
+              no_latency: bool, quiet: bool, html_path: Path | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     if sparsity is not None and not 0.0 <= sparsity < 1.0:
         raise ConstraintError(f"--sparsity must be in [0, 1), got {sparsity}")
@@ -135,6 +138,8 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, b
     report_path = report_path or output.with_suffix(".json")
     _check_writable(output, model, "output model")
     _check_writable(report_path, model, "report")
+    if html_path is not None:
+        _check_writable(html_path, model, "HTML report")
     _check_device(device)
     onnx_model = load_model(model)
     specs = onnx_model.inputs
@@ -160,6 +165,9 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, b
     save_model(outcome.model, output)
     save_report(outcome.report, report_path)
     click.echo(render_summary(outcome.report, output, report_path))
+    if html_path is not None:
+        write_html(outcome.report, html_path, title=f"smart-onnx prune: {model.name}")
+        click.echo(f"wrote {html_path}")
 
 
 def _check_device(device: str) -> None:

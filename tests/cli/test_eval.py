@@ -69,3 +69,21 @@ def test_html(files, tmp_path) -> None:
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 2 and "50.00%" in text
     assert [p.name for p in tmp_path.iterdir()] == ["eval.html"]
+
+
+def test_prune_html(files, tmp_path) -> None:
+    out, page = tmp_path / "p.onnx", tmp_path / "p.html"
+    res = CliRunner().invoke(cli, ["prune", str(files["ref"]), "--data", str(files["data"]), "--sparsity", "0.5",
+                                   "--block", "1x8", "--steps", "2", "--finetune-steps", "1", "--no-latency", "-q",
+                                   "-o", str(out), "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert f"wrote {page}" in res.output and text.count("data:image/png;base64,") == 3
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert f"{100 * report['sparsity']['achieved_params']:.2f}%" in text
+
+
+def test_prune_html_unwritable(files, tmp_path) -> None:
+    res = CliRunner().invoke(cli, ["prune", str(files["ref"]), "--data", str(files["data"]), "--sparsity", "0.5",
+                                   "-o", str(tmp_path / "p.onnx"), "--html", str(tmp_path / "missing" / "p.html")])
+    assert res.exit_code == 2 and "HTML report" in res.output and not (tmp_path / "p.onnx").exists()

@@ -33,6 +33,8 @@ def classifier(w: dict[str, np.ndarray], input_name: str = "x") -> onnx.ModelPro
     ]
     model = make_model(nodes, {input_name: np.zeros((1, 1, 6, 6), np.float32)}, ["logits"], w)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    # A typed output: the rewriter runs onnx's full checker, which wants every output typed.
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", CLASSES]))
     return model
 
 

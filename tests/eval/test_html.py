@@ -90,5 +90,5 @@ def test_distinct_colors(tmp_path) -> None:
 def test_screenshot_renders(tmp_path) -> None:
     tool = _tool()
     page = write_html(prune_report(), tmp_path / "r.html")
-    png = tool.screenshot(page, tmp_path / "r.png", size=(1200, 1600))
+    png = tool.screenshot(page, tmp_path / "r.png", size=(1000, 1000))
     assert tool.distinct_colors(png) > 50  # text, tables and plots, not a blank page
