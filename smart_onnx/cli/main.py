@@ -18,6 +18,11 @@ class UserError(click.ClickException):
 
 
 class SmartOnnxGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The exact command line goes into reports; sys.argv is wrong when called as a library (CliRunner).
+        ctx.meta["smart_onnx.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)

@@ -158,7 +158,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, b
     bar = _Progress(quiet)
     try:
         outcome = prune(onnx_model, calibration, held_out, options, progress=bar,
-                        command=shlex.join(["smart-onnx", *sys.argv[1:]]))
+                        command=shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]))
     finally:
         bar.close()
     outcome.report["output"] = str(output)
