@@ -23,7 +23,7 @@ _CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#212121;margin:0;background:#f5f6f8}
 main{max-width:1120px;margin:0 auto;padding:24px 32px 48px;background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e0e0e0;padding-bottom:4px}
-pre{background:#263238;color:#eceff1;padding:8px 12px;border-radius:4px;white-space:pre-wrap;word-break:break-all}
+pre{background:#263238;color:#eceff1;padding:8px 12px;border-radius:4px;white-space:pre-wrap;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{padding:4px 10px;border-bottom:1px solid #eceff1;text-align:left;vertical-align:top}
 th{background:#fafafa;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -101,11 +101,11 @@ def _run(r: Mapping[str, Any]) -> str:
     return _table(["setting", "value"], rows) if rows else ""
 
 
-def _summary(r: Mapping[str, Any]) -> str:
+def _summary(r: Mapping[str, Any], names: tuple[str, str]) -> str:
     rows: list[list[object]] = []
     sp = r.get("sparsity")
     if sp:
-        rows.append(["sparsity of weights", _pct(sp["requested"]), _pct(sp["achieved_params"]), "requested, achieved"])
+        rows.append([f"sparsity of weights (requested {_pct(sp['requested'])})", "", _pct(sp["achieved_params"]), ""])
         rows.append(["sparsity of MACs", "", _pct(sp["achieved_macs"]), ""])
     w = r.get("weights")
     if w:
@@ -121,15 +121,15 @@ def _summary(r: Mapping[str, Any]) -> str:
         rows.append(["top-1 agreement gate", f"min {_pct(gate['min_agreement'])}", _pct(gate["agreement"]),
                      _verdict(gate["passed"])])
     note = f'<p class="note">{_e(r["macs_note"])}.</p>' if r.get("macs_note") else ""
-    return "<h2>Summary</h2>" + _run(r) + _table(["", "before", "after", ""], rows) + note
+    return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
 
 
-def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> str:
+def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None, candidate: str) -> str:
     if not ev:
         return ""
     out = [f"<h2>Evaluation ({ev['samples']} samples, onnxruntime)</h2>"]
     out.append(_table(
-        ["output", "cosine", "relative error", "top-1 agreement", "accuracy (reference)", "accuracy (pruned)"],
+        ["output", "cosine", "relative error", "top-1 agreement", "accuracy (reference)", f"accuracy ({candidate})"],
         [[_text(o["name"]), f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", _pct(o.get("top1_agreement")),
           _pct(o.get("reference_accuracy")), _pct(o.get("accuracy"))] for o in ev["outputs"]],
     ))
@@ -141,7 +141,7 @@ def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> s
             rows.append([int(batch), f"{ref['median_ms']:.3f}", f"{cand['median_ms']:.3f}",
                          f"x{cand['median_ms'] / ref['median_ms']:.2f}" if ref["median_ms"] else "-",
                          ref["repeats"], ref["threads"]])
-        out.append(_table(["batch", "reference (ms)", "pruned (ms)", "ratio", "repeats", "threads"], rows))
+        out.append(_table(["batch", "reference (ms)", f"{candidate} (ms)", "ratio", "repeats", "threads"], rows))
         if settings:
             out.append(f'<p class="note">Median of {_e(settings["repeats"])} runs after {_e(settings["warmup"])} '
                        f'warm-up runs; threads: {_e(settings["threads"])}.</p>')
@@ -208,10 +208,13 @@ def render_html(report: Mapping[str, Any], *, title: str = "smart-onnx report") 
     overall = sp.get("achieved_params")
     if overall is None and totals.get("params_before"):
         overall = 1.0 - totals["params_ratio"]
+    # eval compares two given models; prune shows one model before and after.
+    names = ("reference", "candidate") if "weights" in report else ("before", "after")
     command = f"<pre>{_e(report['command'])}</pre>" if report.get("command") else ""
     body = "".join([
-        f"<h1>{_e(title)}</h1>", command, _summary(report),
-        _eval(report.get("eval"), report.get("latency_settings")),
+        f"<h1>{_e(title)}</h1>", command, _summary(report, names),
+        _eval(report.get("eval"), report.get("latency_settings"),
+              "candidate" if names[1] == "candidate" else "pruned"),
         _check(report.get("check"), report.get("target")),
         _layers(report.get("layers") or [], overall), _history(report.get("history")), _footer(report),
     ])
