@@ -26,7 +26,7 @@ from smart_onnx.search import SearchConfig
 
 __all__ = [
     "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "machine", "markdown_table",
-    "run_prune", "today", "write_section",
+    "results_path", "run_prune", "today", "write_section",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,15 @@ def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps:
     torch.manual_seed(seed)
     outcome = prune(bm.model, bm.calib, bm.eval, options)
     return PruneRun(outcome.model, outcome.report)
+
+
+def results_path(name: str) -> Path:
+    """Where a benchmark keeps its finished runs for reuse: ``<cache>/bench/<name>`` (outside the repository)."""
+    from tools.thirdparty import cache_dir
+
+    folder = cache_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def machine() -> str:

@@ -22,7 +22,17 @@ from pathlib import Path
 
 import torch
 
-from tools._bench_common import MODELS, bench_model, command_line, emit, machine, markdown_table, run_prune, today
+from tools._bench_common import (
+    MODELS,
+    bench_model,
+    command_line,
+    emit,
+    machine,
+    markdown_table,
+    results_path,
+    run_prune,
+    today,
+)
 
 HEADING = "## Pruning quality"
 METHODS = ("smart", "magnitude", "uniform", "random")
@@ -125,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="SMART search steps (default: the CLI's)")
     parser.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps (default: the CLI's)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--results", type=Path, default=Path("bench_quality.jsonl"),
+    parser.add_argument("--results", type=Path, default=results_path("quality.jsonl"),
                         help="JSON lines of finished runs (reused)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
     args = parser.parse_args(argv)
