@@ -57,9 +57,11 @@ def test_bad_input_exits_2_with_one_line(files, cand, data, needle) -> None:
     assert len(res.output.strip().splitlines()) == 1
 
 
-def test_bad_option_exits_2(files) -> None:
-    res = _eval(files, "ref", "half", "--min-agreement", "2")
-    assert res.exit_code == 2 and "--min-agreement" in res.output
+@pytest.mark.parametrize(("extra", "needle"), [(("--min-agreement", "2"), "--min-agreement"),
+                                               (("--html", "/nonexistent/dir/r.html"), "/nonexistent/dir")])
+def test_bad_option_exits_2(files, extra, needle) -> None:
+    res = _eval(files, "ref", "half", *extra)
+    assert res.exit_code == 2 and needle in res.output
 
 
 def test_html(files, tmp_path) -> None:
