@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from smart_onnx.hw.checker import (
-    ORIGINAL_CHANNELS_KEY,
+    ORIGINAL_KEY,
     RULES,
     CheckReport,
     LayerCheck,
     Violation,
     check_model,
-    record_original_channels,
+    original_layers,
+    record_original,
 )
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
 from smart_onnx.hw.profile import (
@@ -25,7 +26,7 @@ from smart_onnx.hw.search_constraints import align_channel_keep, min_kept_channe
 
 __all__ = [
     "DEFAULT_PROFILE",
-    "ORIGINAL_CHANNELS_KEY",
+    "ORIGINAL_KEY",
     "RULES",
     "CheckReport",
     "LayerCheck",
@@ -47,6 +48,7 @@ __all__ = [
     "nm_layers",
     "parse_profile",
     "profile_from_dict",
-    "record_original_channels",
+    "original_layers",
+    "record_original",
     "unit_constraints",
 ]

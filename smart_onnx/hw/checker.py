@@ -9,21 +9,29 @@ all. Rules, per prunable layer (rule name in brackets):
   N:M (see :mod:`smart_onnx.hw.patterns`); a weight without zeros always passes, and an op
   with no allowed pattern must have no zeros.
 * [dense] a dense-only layer (``dense_ops``, ``dense_layers``) has no zeros.
+
+Trained models hold exact zeros of their own (a dead channel's weights after BatchNorm
+folding underflow to 0). Given the original model, zeros at positions where its weight of
+the same shape was already zero are not judged; where shapes differ (removed channels), or
+when only the metadata is known, a layer may keep as many zeros outside the allowed patterns
+(or, dense-only, at all) as its original weight had.
 * [sparsity] the fraction of zero weights is at most ``max_layer_sparsity``.
 * [channels] the output-channel count is a multiple of ``channel_alignment`` and at least
   ``min_channels``. Only layers whose channels pruning could change are judged: a layer
   whose coupling group is frozen by the graph (a classifier's 10 outputs feed a graph
   output) passes. An output count the layer already had before pruning also passes (an
-  unpruned layer is always acceptable); the original counts come from ``reference`` or
-  from the ``smart_onnx.original_channels`` metadata entry (:func:`record_original_channels`).
-  Without either, every count of a prunable group must comply.
+  unpruned layer is always acceptable).
+
+The original model's channel counts and zero counts come from ``reference``, else from the
+``smart_onnx.original_layers`` metadata entry (:func:`record_original`). Without either,
+every zero must be in a pattern and every count of a prunable group must comply.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,14 +44,14 @@ from smart_onnx.hw.rules import dense_reasons, fit_rank
 from smart_onnx.model import OnnxModel, tensor_to_array
 
 __all__ = [
-    "ORIGINAL_CHANNELS_KEY", "RULES", "CheckReport", "LayerCheck", "Violation", "check_model",
-    "record_original_channels",
+    "ORIGINAL_KEY", "RULES", "CheckReport", "LayerCheck", "Violation", "check_model", "original_layers",
+    "record_original",
 ]
 
 log = logging.getLogger(__name__)
 
 RULES = ("pattern", "dense", "sparsity", "channels")
-ORIGINAL_CHANNELS_KEY = "smart_onnx.original_channels"
+ORIGINAL_KEY = "smart_onnx.original_layers"
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,8 @@ def check_model(
         model: the model to judge (any model, pruned by smart-onnx or not).
         profile: the target.
         analysis: the model's analysis, if already computed (its layers and groups).
-        reference: the model before pruning; output-channel counts it already had pass.
+        reference: the model before pruning: output-channel counts it already had pass,
+            and each layer may keep as many stray zeros as its original weight had.
         input_shapes: concrete input shapes for the analysis (symbolic dims).
 
     Returns:
@@ -141,49 +150,60 @@ def check_model(
     analysis = analysis if analysis is not None else analyze(model, input_shapes)
     layers = list(analysis.layers)
     dense = dense_reasons(profile, layers)
-    originals, note = _original_channels(model, reference)
+    originals, note = _originals(model, reference)
     frozen = _frozen_layers(analysis)
     initializers = model.initializers
+    reference_weights = reference.initializers if reference is not None else {}
     results = []
     for layer in layers:
         weight = tensor_to_array(initializers[layer.weight])
+        ref = reference_weights.get(layer.weight)
+        ignore = None
+        if ref is not None and tuple(ref.dims) == weight.shape:
+            ignore = tensor_to_array(ref) == 0
         results.append(_check_layer(layer, weight, profile, dense.get(layer.name), frozen.get(layer.name),
-                                    originals.get(layer.name)))
+                                    originals.get(layer.name), ignore))
     report = CheckReport(profile.name, tuple(results), (note,))
     log.info("check against %s: %d of %d layers comply", profile.name,
              sum(r.passed for r in results), len(results))
     return report
 
 
-def record_original_channels(proto: onnx.ModelProto, original: OnnxModel | Sequence[PrunableLayer]) -> None:
-    """Write each layer's output-channel count before pruning into ``proto``'s metadata.
+def original_layers(model: OnnxModel) -> dict[str, dict[str, int]]:
+    """Per prunable layer: its output-channel count and the exact zeros its weight holds."""
+    initializers = model.initializers
+    return {lay.name: {"out_channels": lay.out_channels,
+                       "zeros": int(np.count_nonzero(tensor_to_array(initializers[lay.weight]) == 0))}
+            for lay in find_prunable_layers(model)}
 
-    ``check`` then accepts those counts as they are (an unpruned layer always complies)
-    without being given the original model.
+
+def record_original(proto: onnx.ModelProto, original: OnnxModel) -> None:
+    """Write :func:`original_layers` of the model before pruning into ``proto``'s metadata.
+
+    ``check`` then judges the pruned model as if given ``reference=original``: counts the
+    layers already had pass, and so do the zeros the original weights already held.
     """
-    layers = find_prunable_layers(original) if isinstance(original, OnnxModel) else original
-    value = json.dumps({lay.name: lay.out_channels for lay in layers}, sort_keys=True)
+    value = json.dumps(original_layers(original), sort_keys=True)
     for entry in proto.metadata_props:
-        if entry.key == ORIGINAL_CHANNELS_KEY:
+        if entry.key == ORIGINAL_KEY:
             entry.value = value
             return
-    proto.metadata_props.add(key=ORIGINAL_CHANNELS_KEY, value=value)
+    proto.metadata_props.add(key=ORIGINAL_KEY, value=value)
 
 
-def _original_channels(model: OnnxModel, reference: OnnxModel | None) -> tuple[dict[str, int], str]:
+def _originals(model: OnnxModel, reference: OnnxModel | None) -> tuple[dict[str, dict[str, int]], str]:
     if reference is not None:
-        return ({lay.name: lay.out_channels for lay in find_prunable_layers(reference)},
-                "output-channel counts the reference model already had are accepted as they are")
+        return original_layers(reference), "judged against the reference model: its channel counts and zeros pass"
     for entry in model.proto.metadata_props:
-        if entry.key == ORIGINAL_CHANNELS_KEY:
+        if entry.key == ORIGINAL_KEY:
             try:
-                data = json.loads(entry.value)
-                return ({str(k): int(v) for k, v in data.items()},
-                        "output-channel counts recorded as original in the model's metadata are accepted as they are")
-            except (ValueError, TypeError, AttributeError):
-                log.warning("ignoring malformed %s metadata entry", ORIGINAL_CHANNELS_KEY)
-    return {}, ("no original channel counts (no reference model, no metadata): every output-channel count "
-                "of a prunable group must be aligned and above the minimum")
+                data = {str(k): {"out_channels": int(v["out_channels"]), "zeros": int(v["zeros"])}
+                        for k, v in json.loads(entry.value).items()}
+                return data, "judged against the original recorded in the metadata: its channel counts and zeros pass"
+            except (ValueError, TypeError, KeyError, AttributeError):
+                log.warning("ignoring malformed %s metadata entry", ORIGINAL_KEY)
+    return {}, ("no original model (no --reference, no metadata): every zero must be in an allowed pattern and "
+                "every output-channel count of a prunable group aligned and above the minimum")
 
 
 def _frozen_layers(analysis: Analysis) -> dict[str, str]:
@@ -202,25 +222,30 @@ def _frozen_layers(analysis: Analysis) -> dict[str, str]:
 
 def _check_layer(
     layer: PrunableLayer, weight: np.ndarray, profile: Profile, dense: str | None, frozen: str | None,
-    original: int | None,
+    original: Mapping[str, int] | None, ignore: np.ndarray | None,
 ) -> LayerCheck:
     zero = weight == 0
     zeros = int(np.count_nonzero(zero))
     sparsity = zeros / zero.size if zero.size else 0.0
+    # Zeros the original already had: by position (ignore) when known, else by count.
+    allowance = 0 if ignore is not None or not original else original["zeros"]
+    new = zeros if ignore is None else int(np.count_nonzero(zero & ~ignore))
     what = f"layer {layer.name!r} ({layer.op_type}, weight {layer.weight!r})"
     problems: list[tuple[str, str]] = []
     if dense is not None:
-        pattern = "dense" if zeros == 0 else "unstructured"
-        if zeros:
-            problems.append(("dense", f"{what} must stay dense ({dense}), but {zeros} of {zero.size} weights are zero"))
+        pattern = "dense" if new <= allowance else "unstructured"
+        if new > allowance:
+            problems.append(("dense", f"{what} must stay dense ({dense}), but {zeros} of {zero.size} weights are zero"
+                             + (f" (the original had {allowance})" if allowance else "")))
     else:
-        pattern, problem = _pattern(layer, zero, zeros, profile.rule_for(layer.op_type))
+        pattern, problem = _pattern(layer, zero, (new, allowance, ignore), profile.rule_for(layer.op_type))
         if problem:
             problems.append(("pattern", f"{what} {problem}"))
     if sparsity > profile.max_layer_sparsity + 1e-12:
         problems.append(("sparsity", f"{what} is {sparsity:.1%} zeros, more than the profile's max_layer_sparsity "
                                      f"{profile.max_layer_sparsity:.1%}"))
-    channel_problem = _channel_problem(layer.out_channels, profile, frozen, original)
+    channel_problem = _channel_problem(layer.out_channels, profile, frozen,
+                                       original["out_channels"] if original else None)
     if channel_problem:
         problems.append(("channels", f"{what} has {layer.out_channels} output channels, {channel_problem}"))
     return LayerCheck(
@@ -230,31 +255,40 @@ def _check_layer(
     )
 
 
-def _pattern(layer: PrunableLayer, zero: np.ndarray, zeros: int, rule: OpRule) -> tuple[str, str | None]:
-    """(pattern found, problem or None) for a layer that may be sparse."""
-    if zeros == 0:
+def _pattern(
+    layer: PrunableLayer, zero: np.ndarray, original: tuple[int, int, np.ndarray | None], rule: OpRule
+) -> tuple[str, str | None]:
+    """(pattern found, problem or None) for a layer that may be sparse.
+
+    ``original`` is (zeros not in ``ignore``, how many stray zeros pass, zeros of the
+    original weight by position or None).
+    """
+    zeros, allowance, ignore = original
+    if zeros <= allowance:
         return "dense", None
     if not rule.allows_sparsity:
         return "unstructured", (f"has {zeros} zero weights, but the profile allows no sparse pattern for "
                                 f"{layer.op_type} (dense weights or removed channels only)")
     canonical = np.transpose(zero, layer.canonical_axes)
+    ignored = None if ignore is None else np.transpose(ignore, layer.canonical_axes)
     stray = {}
     for block in rule.blocks:
-        stray[block] = stray_zeros(canonical, fit_rank(block, canonical.ndim))
-        if stray[block] == 0:
+        stray[block] = stray_zeros(canonical, fit_rank(block, canonical.ndim), ignored)
+        if stray[block] <= allowance:
             return f"block {format_block(block)}", None
     nm_bad = {}
     for n, m in rule.nm:
-        too_dense, groups, tail = nm_problems(zero, layer.in_axis, n, m)
-        if too_dense == 0 and tail == 0:
+        too_dense, groups, tail = nm_problems(zero, layer.in_axis, n, m, ignore)
+        if too_dense == 0 and tail <= allowance:
             return f"{n}:{m}", None
         nm_bad[(n, m)] = (too_dense, groups, tail)
-    found = [f"{stray[b]} of its {zeros} zeros lie in {format_block(b)} blocks that are not all zero"
-             for b in rule.blocks]
+    its = f"its {zeros} zeros" + (" the original did not have" if ignore is not None else "")
+    found = [f"{stray[b]} of {its} lie in {format_block(b)} blocks that are not all zero" for b in rule.blocks]
     found += [f"{bad} of {groups} groups of {m} along the input axis keep more than {n} non-zeros"
               + (f" and {tail} zeros lie in the ragged tail that {n}:{m} hardware runs dense" if tail else "")
               for (n, m), (bad, groups, tail) in nm_bad.items()]
-    return "unstructured", "has zeros in no allowed pattern: " + "; ".join(found)
+    extra = f" (the original had {allowance} zeros)" if allowance else ""
+    return "unstructured", "has zeros in no allowed pattern: " + "; ".join(found) + extra
 
 
 def _channel_problem(count: int, profile: Profile, frozen: str | None, original: int | None) -> str | None:

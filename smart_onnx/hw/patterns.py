@@ -17,12 +17,14 @@ import numpy as np
 __all__ = ["nm_problems", "stray_zeros"]
 
 
-def stray_zeros(zero: np.ndarray, block: Sequence[int]) -> int:
+def stray_zeros(zero: np.ndarray, block: Sequence[int], ignore: np.ndarray | None = None) -> int:
     """Zeros of ``zero`` that do not lie in an all-zero aligned block.
 
     Args:
         zero: bool array, True where a weight is zero, in canonical ``O x I x k...`` order.
         block: block extent per axis, same rank (clipped to the array's dims).
+        ignore: optional bool array like ``zero``: zeros not to count as stray (they still
+            count towards whole blocks).
 
     Returns:
         How many zeros lie in blocks that also hold a non-zero (0 = the zeros are a union
@@ -38,10 +40,13 @@ def stray_zeros(zero: np.ndarray, block: Sequence[int]) -> int:
     whole = padded.reshape(interleaved).all(axis=tuple(range(1, 2 * len(shape), 2)))
     expanded = np.broadcast_to(whole.reshape([x for g in grid for x in (g, 1)]), interleaved)
     whole = expanded.reshape(padded.shape)[tuple(slice(0, d) for d in shape)]
-    return int(np.count_nonzero(zero & ~whole))
+    stray = zero & ~whole
+    return int(np.count_nonzero(stray if ignore is None else stray & ~ignore))
 
 
-def nm_problems(zero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, int, int]:
+def nm_problems(
+    zero: np.ndarray, axis: int, n: int, m: int, ignore: np.ndarray | None = None
+) -> tuple[int, int, int]:
     """How far the zeros of a weight are from an N:M pattern along ``axis``.
 
     Every full group of ``m`` consecutive weights must hold at least ``m - n`` zeros. The
@@ -53,6 +58,7 @@ def nm_problems(zero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, int, 
         axis: the input-channel axis.
         n: non-zeros allowed per group.
         m: group size.
+        ignore: optional bool array like ``zero``: tail zeros not to count.
 
     Returns:
         ``(groups with too many non-zeros, number of full groups, zeros in the ragged tail)``.
@@ -61,4 +67,7 @@ def nm_problems(zero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, int, 
     full = moved.shape[-1] // m * m
     groups = moved[..., :full].reshape(-1, m)
     too_dense = int(np.count_nonzero(groups.sum(axis=1) < m - n))
-    return too_dense, int(groups.shape[0]), int(np.count_nonzero(moved[..., full:]))
+    tail = moved[..., full:]
+    if ignore is not None:
+        tail = tail & ~np.moveaxis(ignore, axis, -1)[..., full:]
+    return too_dense, int(groups.shape[0]), int(np.count_nonzero(tail))

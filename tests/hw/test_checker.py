@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smart_onnx.hw import check_model, load_profile, profile_from_dict, record_original_channels
+from smart_onnx.hw import check_model, load_profile, original_layers, profile_from_dict, record_original
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
 from tests.hw import magnitude_prune, small_cnn, weight
 
@@ -121,9 +121,38 @@ def test_channel_counts_the_model_already_had_pass_with_reference_or_metadata() 
     assert not check_model(pruned, NPU_BLOCK).passed
     assert check_model(pruned, NPU_BLOCK, reference=small_cnn(12)).passed
     assert not check_model(pruned, NPU_BLOCK, reference=small_cnn(32)).passed  # 32 -> 12: reduced, misaligned
-    record_original_channels(pruned.proto, small_cnn(12))
+    record_original(pruned.proto, small_cnn(12))
     report = check_model(pruned, NPU_BLOCK)
     assert report.passed and "metadata" in report.notes[0]
+
+
+def _dead_rows(name: str, rows: list[int]) -> np.ndarray:
+    """A trained model's own zeros: whole output channels (BatchNorm folding of a dead channel)."""
+    return _zeroed(name, *[(slice(r, r + 1),) for r in rows])
+
+
+def test_zeros_the_original_already_had_pass_with_reference_or_metadata() -> None:
+    original = small_cnn(weights={"c1.w": _dead_rows("c1.w", [3]), "c2.w": _dead_rows("c2.w", [5, 20])})
+    assert _rules(check_model(original, NPU_BLOCK)) == {"c1": {"dense"}, "c2": {"pattern"}}
+    assert check_model(original, NPU_BLOCK, reference=original).passed
+    assert original_layers(original)["c2"] == {"out_channels": 32, "zeros": 64}
+    c2 = _dead_rows("c2.w", [5, 20])
+    c2[16:32, 8:16] = 0  # a pruned block on top of the original's zeros
+    pruned = small_cnn(weights={"c1.w": _dead_rows("c1.w", [3]), "c2.w": c2})
+    report = check_model(pruned, NPU_BLOCK, reference=original)
+    assert report.passed and report.layers[1].pattern == "block 16x8x1x1"
+    record_original(pruned.proto, original)
+    assert check_model(pruned, NPU_BLOCK).passed
+    c2[0, 0] = 0  # one zero more than the original had, outside any block
+    report = check_model(small_cnn(weights={"c2.w": c2}), NPU_BLOCK, reference=original)
+    assert _rules(report) == {"c2": {"pattern"}}
+    assert "1 of its 121 zeros the original did not have lie in 16x8x1x1 blocks" in report.violations[0].message
+    by_count = small_cnn(weights={"c2.w": c2})
+    record_original(by_count.proto, original)  # metadata: a count, not positions; 57 stray <= 64
+    assert check_model(by_count, NPU_BLOCK).passed
+    c2[8, 0:8] = 0
+    report = check_model(small_cnn(weights={"c2.w": c2}), NPU_BLOCK, reference=small_cnn(weights={"c2.w": c2[:, :]}))
+    assert report.passed  # the reference has these very zeros
 
 
 def test_too_sparse_layer_fails_the_sparsity_rule() -> None:
