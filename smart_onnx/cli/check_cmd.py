@@ -27,7 +27,7 @@ def target_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @model_argument()
 @target_option
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="ORIGINAL.onnx",
-              help="The model before pruning: output-channel counts it already had are accepted.")
+              help="The model before pruning: channel counts and zeros it already had are accepted.")
 @input_shape_option
 @json_option
 @click.pass_context
