@@ -87,8 +87,9 @@ def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min
     )
     # The gate is checked before anything is written, so a bad --min-agreement input costs nothing.
     gate = agreement_gate(comparison.eval, min_agreement) if min_agreement is not None else None
-    result = {"reference": reference, "candidate": candidate, "data": str(data_path),
-              "command": shlex.join(["smart-onnx", *sys.argv[1:]]), **comparison.to_dict()}
+    command = shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]])
+    result = {"reference": reference, "candidate": candidate, "data": str(data_path), "command": command,
+              **comparison.to_dict()}
     if gate is not None:
         result["gate"] = {"min_agreement": min_agreement, "agreement": gate[1], "passed": gate[0]}
     if html_path is not None:

@@ -44,6 +44,7 @@ def test_json(files) -> None:
     assert out["eval"]["samples"] == 48 and out["eval"]["latency"] == {}
     assert out["weights"]["candidate"]["nonzero"] == 200 and out["gate"]["passed"] is True
     assert [r["name"] for r in out["layers"]] == ["conv", "fc"]
+    assert out["command"].startswith("smart-onnx eval ") and out["command"].endswith("--min-agreement 0")
 
 
 @pytest.mark.parametrize(("cand", "data", "needle"), [
