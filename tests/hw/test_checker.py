@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smart_onnx.hw import check_model, load_profile, original_layers, profile_from_dict, record_original
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
+from smart_onnx.search import BlockUnits
 from tests.hw import magnitude_prune, small_cnn, weight
 
 NPU_BLOCK = load_profile("npu-block")
@@ -221,3 +225,23 @@ def test_nm_problems_counts_groups_and_tail() -> None:
     z[0, [0, 1, 4, 5]] = True  # row 0 fine; row 1 dense: both groups too dense
     z[1, 8] = True  # the tail
     assert nm_problems(z, 1, 2, 4) == (2, 4, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+    block=st.lists(st.integers(1, 4), min_size=4, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_masks_from_the_search_units_have_no_stray_zeros(shape: list[int], block: list[int], seed: int) -> None:
+    units = BlockUnits(shape, block[: len(shape)])
+    keep = torch.rand(units.num_units, generator=torch.Generator().manual_seed(seed)) > 0.5
+    zero = units.expand(keep.double()).numpy() == 0
+    assert stray_zeros(zero, block[: len(shape)]) == 0
+    if zero.any() and not zero.all():
+        # Un-zero one element of a pruned block: the rest of that block is now stray.
+        pos = tuple(int(i) for i in np.argwhere(zero)[0])
+        zero[pos] = False
+        span = [min(b, d) for b, d in zip(block, shape)]
+        in_block = zero[tuple(slice(p // s * s, p // s * s + s) for p, s in zip(pos, span))]
+        assert stray_zeros(zero, block[: len(shape)]) == int(in_block.sum())
