@@ -21,7 +21,15 @@ from smart_onnx.hw.profile import (
     parse_profile,
     profile_from_dict,
 )
-from smart_onnx.hw.rules import block_shape_for, block_shapes, dense_layer_names, dense_reasons, nm_for, nm_layers
+from smart_onnx.hw.rules import (
+    block_shape_for,
+    block_shapes,
+    dense_layer_names,
+    dense_reasons,
+    mode_for,
+    nm_for,
+    nm_layers,
+)
 from smart_onnx.hw.search_constraints import align_channel_keep, min_kept_channels, unit_constraints
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "min_kept_channels",
+    "mode_for",
     "nm_for",
     "nm_layers",
     "parse_profile",

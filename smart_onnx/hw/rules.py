@@ -8,10 +8,30 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 
+from smart_onnx.errors import ConstraintError
 from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw.constraints import Profile
 
-__all__ = ["block_shape_for", "block_shapes", "dense_layer_names", "dense_reasons", "fit_rank", "nm_for", "nm_layers"]
+__all__ = [
+    "block_shape_for", "block_shapes", "dense_layer_names", "dense_reasons", "fit_rank", "mode_for", "nm_for",
+    "nm_layers",
+]
+
+
+def mode_for(profile: Profile, mode: str | None = None) -> str:
+    """The pruning mode to run: ``mode`` if the profile can serve it, the profile's own when None.
+
+    Raises:
+        ConstraintError: the profile allows no pattern of that mode (e.g. block mode on a
+            channel-only profile).
+    """
+    if mode is None:
+        return profile.mode
+    if mode not in profile.modes:
+        raise ConstraintError(
+            f"target {profile.name} allows no {mode} pattern; its modes are {', '.join(profile.modes)}"
+        )
+    return mode
 
 
 def fit_rank(block: Sequence[int], rank: int) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 
+from smart_onnx.errors import ConstraintError
 from smart_onnx.graph import Analysis, analyze
 from smart_onnx.hw import (
     align_channel_keep,
@@ -21,6 +22,7 @@ from smart_onnx.hw import (
     dense_reasons,
     load_profile,
     min_kept_channels,
+    mode_for,
     nm_for,
     nm_layers,
     profile_from_dict,
@@ -195,3 +197,10 @@ def test_hardened_aligned_channel_mask_under_npu_channel_passes_check() -> None:
     assert report.passed, report.violations
     assert all(lay.out_channels % 16 == 0 for lay in report.layers[:2])
     assert sum(lay.out_channels for lay in report.layers[:2]) < 64  # channels were removed
+
+
+def test_mode_for_defaults_to_the_profile_and_refuses_what_it_cannot_serve() -> None:
+    assert mode_for(NPU_BLOCK) == "block" and mode_for(NPU_BLOCK, "channel") == "channel"
+    assert mode_for(load_profile("npu-2to4")) == "nm"
+    with pytest.raises(ConstraintError, match="target npu-channel allows no block pattern; its modes are channel"):
+        mode_for(NPU_CHANNEL, "block")
