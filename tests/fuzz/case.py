@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import onnx
@@ -20,6 +20,7 @@ from onnx import shape_inference
 
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError, GraphError, UnsupportedOpError
+from smart_onnx.hw import DEFAULT_PROFILE, Profile, check_model, load_profile, unit_constraints
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
@@ -67,6 +68,8 @@ def draw_settings(seed: int, dynamo_fraction: float) -> dict:
         "block": PruneOptions(mode="block", sparsity=round(rng.uniform(0.1, 0.8), 3), block=rng.choice(BLOCKS)),
         "channel": PruneOptions(mode="channel", sparsity=round(rng.uniform(0.1, 0.8), 3)),
         "nm": PruneOptions(mode="nm", sparsity=None, nm=rng.choice(NMS)),
+        # Half the block cases target the default hardware profile: its block, its constraints, then `check`.
+        "profile": rng.random() < 0.5,
     }
 
 
@@ -94,13 +97,20 @@ def _check_pruned(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], mode: st
     _check_executor(proto, feeds, f"pruned ({mode})", PRUNED_RTOL)
 
 
-def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, feeds, seed: int) -> str:
+def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, feeds, seed: int,
+               profile: Profile | None = None) -> str:
     model = normalize(_copied(proto))
     cfg = SearchConfig(steps=3, finetune_steps=2, batch_size=4, stats_batches=1, seed=seed)
     opts = PruneOptions(mode=options.mode, sparsity=options.sparsity, block=options.block, nm=options.nm,
                         search=cfg, latency=False)
+    extra = {}
+    if profile is not None and "target" in {f.name for f in fields(PruneOptions)}:
+        opts = replace(opts, target=profile, block=None)
+    elif profile is not None:  # before PruneOptions.target: the profile's block and constraints by hand
+        opts = replace(opts, block=profile.rule_for("Conv").blocks[0])
+        extra["constraints"] = lambda space, analysis: unit_constraints(profile, space, analysis)
     try:
-        outcome = prune(model, data, holdout, opts)
+        outcome = prune(model, data, holdout, opts, **extra)
     except REFUSALS as e:
         return f"refused: {type(e).__name__}: {e}"
     report = outcome.report
@@ -110,8 +120,11 @@ def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, fee
     if not achieved >= requested - 1e-6:
         raise AssertionError(f"achieved sparsity {achieved:.4f} is below the requested {requested}")
     _check_pruned(outcome.model.proto, feeds, options.mode)
-    # TODO(hw): once `smart-onnx check` lands (smart_onnx/hw), run it on block-mode results whose block
-    # matches the default profile.
+    if profile is not None:
+        shapes = {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
+        check = check_model(normalize(_copied(outcome.model.proto)), profile, reference=model, input_shapes=shapes)
+        if not check.passed:
+            raise AssertionError(f"check against {profile.name} fails: {check.violations[0].message}")
     return "ok" if achieved - requested <= OVERSHOOT else f"ok, overshoot: sparsity {requested} -> {achieved:.3f}"
 
 
@@ -134,8 +147,9 @@ def run_case(seed: int, dynamo_fraction: float = 0.15) -> CaseOutcome:
         data = dataset_from_arrays({name: rng.standard_normal((12, *sample_shape)).astype(np.float32)}, specs)
         holdout = dataset_from_arrays({name: rng.standard_normal((4, *sample_shape)).astype(np.float32)}, specs)
         for mode in ("block", "channel", "nm"):
-            stage = f"prune {mode} {_describe(settings[mode])}"
-            outcome.modes[mode] = _prune_one(proto, settings[mode], data, holdout, feeds, seed)
+            profile = load_profile(DEFAULT_PROFILE) if mode == "block" and settings["profile"] else None
+            stage = f"prune {mode} {_describe(settings[mode], profile)}"
+            outcome.modes[mode] = _prune_one(proto, settings[mode], data, holdout, feeds, seed, profile)
     except Exception as e:
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise FuzzFailure(
@@ -153,7 +167,9 @@ def _copied(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _describe(options: PruneOptions) -> str:
+def _describe(options: PruneOptions, profile: Profile | None) -> str:
+    if profile is not None:
+        return f"sparsity {options.sparsity} profile {profile.name}"
     if options.mode == "block":
         return f"sparsity {options.sparsity} block {'x'.join(map(str, options.block))}"
     if options.mode == "nm":
