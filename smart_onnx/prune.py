@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from smart_onnx.data import Dataset
@@ -25,7 +26,16 @@ from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.eval.ort import evaluate, make_session, run_model
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze
-from smart_onnx.model import OnnxModel, iter_graphs, tensor_to_array
+from smart_onnx.hw import (
+    Profile,
+    align_channel_keep,
+    block_shapes,
+    check_model,
+    nm_layers,
+    record_original,
+    unit_constraints,
+)
+from smart_onnx.model import OnnxModel, iter_graphs, normalize, tensor_to_array
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
 from smart_onnx.search import (
     BlockSpace,
@@ -51,10 +61,11 @@ EXPORT_TOLERANCE = 1e-4
 class PruneOptions:
     """What ``smart-onnx prune`` takes besides the model and data."""
 
-    mode: str = "block"
+    mode: str | None = None  # None: the target's mode (block without a target)
     sparsity: float | None = 0.5
-    block: tuple[int, ...] = (16, 8, 1, 1)
-    nm: tuple[int, int] = (2, 4)
+    block: tuple[int, ...] | None = None  # None: the target's block per op (16x8x1x1 without a target)
+    nm: tuple[int, int] | None = None  # None: the target's pattern (2:4 without a target)
+    target: Profile | None = None
     search: SearchConfig = field(default_factory=SearchConfig)
     sparse_format: str = "auto"
     latency: bool = True
@@ -73,14 +84,29 @@ def _input_shapes(data: Dataset) -> dict[str, tuple[int, ...]]:
     return {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
 
 
+DEFAULT_BLOCK = (16, 8, 1, 1)
+DEFAULT_NM = (2, 4)
+
+
 def _space(mode: str, analysis: Analysis, model: OnnxModel, options: PruneOptions):
+    """The units to search; with a target, only the layers and patterns it accelerates."""
+    profile = options.target
     if mode == "block":
-        return BlockSpace(analysis.layers, options.block)
+        if options.block is not None or profile is None:
+            return BlockSpace(analysis.layers, options.block or DEFAULT_BLOCK)
+        shapes = block_shapes(profile, analysis)
+        return BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
     if mode == "channel":
         shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
         return ChannelSpace(analysis, analysis.groups, shapes)
     if mode == "nm":
-        return NMSpace(analysis.layers, *options.nm)
+        if profile is None:
+            return NMSpace(analysis.layers, *(options.nm or DEFAULT_NM))
+        pattern, layers = nm_layers(profile, analysis, options.nm)
+        if pattern is None or not layers:
+            asked = "" if options.nm is None else f"{options.nm[0]}:{options.nm[1]} "
+            raise ConstraintError(f"target {profile.name!r} allows no N:M pattern {asked}for any layer of this model")
+        return NMSpace(layers, *pattern)
     raise ConstraintError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
 
 
@@ -94,6 +120,18 @@ def _default_constraints(space: Any) -> UnitConstraints:
     return UnitConstraints()
 
 
+def _constraints(space: Any, analysis: Analysis, options: PruneOptions) -> UnitConstraints:
+    """The target's rules as hard-mask constraints; without a target, channel groups keep one channel."""
+    profile = options.target
+    if profile is None:
+        return _default_constraints(space)
+    rules = unit_constraints(profile, space, analysis, kind=options.search.budget)
+    if isinstance(space, ChannelSpace):
+        return UnitConstraints(rules.keep, rules.group_min_keep,
+                               adjust=lambda keep, scores: align_channel_keep(profile, space, keep, scores))
+    return rules
+
+
 def prune(
     model: OnnxModel,
     calibration: Dataset,
@@ -101,7 +139,6 @@ def prune(
     options: PruneOptions,
     *,
     progress: Callable[[StepInfo], None] | None = None,
-    constraints: Callable[[Any, Analysis], UnitConstraints] | None = None,
     command: str | None = None,
 ) -> PruneOutcome:
     """Prune ``model`` with the SMART search (or a baseline) and verify the result.
@@ -112,7 +149,6 @@ def prune(
         holdout: data for the evaluation in the report (None: no evaluation).
         options: mode, sparsity, block / N:M pattern, search settings.
         progress: called after each optimisation step.
-        constraints: builds hardware constraints for a space (the target profile).
         command: the command line, recorded in the report.
 
     Returns:
@@ -123,31 +159,33 @@ def prune(
         RewriteError: the exported model does not reproduce the masked torch model.
     """
     cfg = options.search
-    if options.mode == "nm":
-        implied = 1.0 - options.nm[0] / options.nm[1]
-        if options.sparsity is not None and not math.isclose(options.sparsity, implied, abs_tol=1e-9):
-            raise ConstraintError(
-                f"N:M {options.nm[0]}:{options.nm[1]} prunes exactly {implied:.0%} of each weight; "
-                f"--sparsity {options.sparsity} contradicts it (leave --sparsity out in nm mode)"
-            )
-        sparsity = implied
-    else:
+    mode = options.mode or (options.target.mode if options.target else "block")
+    if mode not in MODES:
+        raise ConstraintError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if mode != "nm":
         if options.sparsity is None:
-            raise ConstraintError(f"--sparsity is required in {options.mode} mode")
+            raise ConstraintError(f"--sparsity is required in {mode} mode")
         sparsity = options.sparsity
-    if not 0.0 <= sparsity < 1.0:
-        raise ConstraintError(f"sparsity must be in [0, 1), got {sparsity}")
-    cfg = SearchConfig(**{**asdict(cfg), "sparsity": sparsity})
+        if not 0.0 <= sparsity < 1.0:
+            raise ConstraintError(f"sparsity must be in [0, 1), got {sparsity}")
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
     analysis = analyze(model, _input_shapes(calibration))
-    space = _space(options.mode, analysis, model, options)
-    unit_constraints = constraints(space, analysis) if constraints else _default_constraints(space)
+    space = _space(mode, analysis, model, options)
+    if isinstance(space, NMSpace):
+        if options.sparsity is not None and not math.isclose(options.sparsity, space.sparsity, abs_tol=1e-9):
+            raise ConstraintError(
+                f"N:M {space.n}:{space.m} prunes exactly {space.sparsity:.0%} of each weight; "
+                f"--sparsity {options.sparsity} contradicts it (leave --sparsity out in nm mode)"
+            )
+        sparsity = space.sparsity
+    cfg = SearchConfig(**{**asdict(cfg), "sparsity": sparsity})
+    constraints = _constraints(space, analysis, options)
     seconds["analysis"] = time.perf_counter() - start
 
     executor = Executor(model)
-    result = run_search(executor, space, calibration, cfg, constraints=unit_constraints, progress=progress)
+    result = run_search(executor, space, calibration, cfg, constraints=constraints, progress=progress)
     seconds.update(result.seconds)
 
     start = time.perf_counter()
@@ -158,16 +196,19 @@ def prune(
         pruned = apply_block_masks(trained, space.export(result.keep), sparse_format=options.sparse_format)
     hard = [k.float() for k in result.keep] if isinstance(result.keep, list) else result.keep.float()
     export_error = _verify_export(executor, space.transforms(hard), pruned, holdout or calibration)
+    if options.target is not None:
+        record_original(pruned.proto, model)
     seconds["export"] = time.perf_counter() - start
 
     report: dict[str, Any] = {
         "command": command,
         "seed": cfg.seed,
-        "mode": options.mode,
+        "mode": mode,
         "method": cfg.method,
         "budget": cfg.budget,
-        "block": list(options.block) if options.mode == "block" else None,
-        "nm": list(options.nm) if options.mode == "nm" else None,
+        "target": options.target.name if options.target else None,
+        "block": _block_summary(space) if isinstance(space, BlockSpace) else None,
+        "nm": [space.n, space.m] if isinstance(space, NMSpace) else None,
         "search": asdict(cfg),
         "sparsity": _sparsity_summary(space, result.keep, sparsity, cfg.budget),
         "layers": _layer_report(analysis, model, pruned),
@@ -176,6 +217,12 @@ def prune(
         "export_relative_error": export_error,
         "history": result.history,
     }
+    if options.target is not None:
+        start = time.perf_counter()
+        check = check_model(normalize(_copy(pruned.proto)), options.target, reference=model,
+                            input_shapes=_input_shapes(calibration))
+        report["check"] = check.to_dict()
+        seconds["check"] = time.perf_counter() - start
     start = time.perf_counter()
     if holdout is not None:
         batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
@@ -185,6 +232,17 @@ def prune(
     report["seconds"] = seconds
     report["totals"] = _totals(report["layers"])
     return PruneOutcome(pruned, report)
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _block_summary(space: BlockSpace) -> dict[str, list[int]]:
+    """Block shape per layer, in canonical O x I x k order as the user wrote it."""
+    return {lb.layer.name: [lb.units.block_shape[a] for a in lb.layer.canonical_axes] for lb in space.layers}
 
 
 def _verify_export(executor: Executor, transforms: Mapping[str, Any], pruned: OnnxModel, data: Dataset) -> float:

@@ -13,6 +13,7 @@ from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.errors import ConstraintError, DataError, ModelLoadError
 from smart_onnx.eval.html import write_html
+from smart_onnx.hw import DEFAULT_PROFILE, load_profile
 from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.search import METHODS, SearchConfig, StepInfo, parse_block
@@ -92,11 +93,14 @@ class _Progress:
 @click.option("--sparsity", type=float, default=None,
               help="Fraction of prunable weights (or MACs with --budget macs) to remove, in [0, 1). "
                    "Required in block and channel mode; implied by --nm in nm mode.")
-@click.option("--mode", type=click.Choice(MODES), default="block", show_default=True,
-              help="block: zero blocks; channel: remove output channels; nm: N:M along the input axis.")
-@click.option("--block", "block_text", default="16x8x1x1", show_default=True,
-              help="Block shape OxIxKhxKw (block mode).")
-@click.option("--nm", "nm_text", default="2:4", show_default=True, help="N:M pattern (nm mode).")
+@click.option("--target", default=DEFAULT_PROFILE, show_default=True,
+              help="Hardware profile: a built-in name (see `smart-onnx targets`) or a .toml file.")
+@click.option("--mode", type=click.Choice(MODES), default=None,
+              help="block: zero blocks; channel: remove output channels; nm: N:M along the input axis "
+                   "[default: the target's mode].")
+@click.option("--block", "block_text", default=None,
+              help="Block shape OxIxKhxKw for every layer [default: the target's block per op type].")
+@click.option("--nm", "nm_text", default=None, help="N:M pattern [default: the target's].")
 @click.option("--budget", type=click.Choice(["params", "macs"]), default="params", show_default=True,
               help="What --sparsity counts.")
 @click.option("--method", type=click.Choice(METHODS), default="smart", show_default=True,
@@ -126,7 +130,8 @@ class _Progress:
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
               help="Also write the report as a self-contained HTML page (plots embedded).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, block_text: str, nm_text: str,
+def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
+              block_text: str | None, nm_text: str | None,
               budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
               score_lr: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
@@ -141,13 +146,16 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, mode: str, b
     if html_path is not None:
         _check_writable(html_path, model, "HTML report")
     _check_device(device)
+    profile = load_profile(target)
     onnx_model = load_model(model)
     specs = onnx_model.inputs
     mean_v, std_v = _floats(mean, "mean"), _floats(std, "std")
     data = load_dataset(data_path, specs, mean=mean_v, std=std_v)
     calibration, held_out = _split(data, eval_data, specs, mean_v, std_v, holdout, seed)
     options = PruneOptions(
-        mode=mode, sparsity=sparsity, block=parse_block(block_text), nm=_nm(nm_text), sparse_format=sparse_format,
+        mode=mode, sparsity=sparsity, target=profile, sparse_format=sparse_format,
+        block=None if block_text is None else parse_block(block_text),
+        nm=None if nm_text is None else _nm(nm_text),
         latency=not no_latency,
         search=SearchConfig(budget=budget, method=method, steps=steps, finetune_steps=finetune_steps,
                             batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed, device=device),

@@ -62,10 +62,19 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class UnitConstraints:
-    """What the hard mask must respect: forced keeps and per-group minimum kept cost."""
+    """What the hard mask must respect.
+
+    Attributes:
+        keep: units that must be kept (e.g. layers the target runs dense).
+        group_min_keep: per group (``space.unit_group``) the least cost that must stay.
+        adjust: applied to every hard mask with the scores it came from, e.g. rounding each
+            group's kept channel count to the target's alignment; the sparsity search
+            sees the adjusted masks, so the budget is met after adjustment.
+    """
 
     keep: torch.Tensor | None = None
     group_min_keep: torch.Tensor | None = None
+    adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,14 @@ def _harden(
     constraints: UnitConstraints,
 ) -> torch.Tensor:
     """Hard mask keeping ``keep_fraction`` of the unit cost: globally, or per layer/group for ``uniform``."""
+    keep = _harden_unadjusted(space, scores, costs, keep_fraction, method, constraints)
+    return constraints.adjust(keep, scores) if constraints.adjust else keep
+
+
+def _harden_unadjusted(
+    space: PruningSpace, scores: torch.Tensor, costs: torch.Tensor, keep_fraction: float, method: str,
+    constraints: UnitConstraints,
+) -> torch.Tensor:
     group = space.unit_group if constraints.group_min_keep is not None else None
     if method != "uniform":
         return hard_topk(scores.cpu(), costs, keep_fraction * float(costs.sum()), keep=constraints.keep,
