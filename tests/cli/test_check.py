@@ -46,7 +46,7 @@ def test_unstructured_model_exits_1_naming_layers_without_traceback(files: Path)
     assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
     assert "FAIL: 3 of 3 layers break npu-block." in res.output
     assert "[pattern] layer 'c2'" in res.output and "[pattern] layer 'fc'" in res.output
-    assert "[dense] layer 'c1'" in res.output
+    assert "[pattern] layer 'c1'" in res.output
 
 
 def test_json_output_for_machines(files: Path) -> None:

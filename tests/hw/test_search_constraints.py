@@ -35,6 +35,7 @@ from tests.hw import INPUT, small_cnn
 
 NPU_BLOCK = load_profile("npu-block")
 NPU_CHANNEL = load_profile("npu-channel")
+FIRST_DENSE = dataclasses.replace(NPU_BLOCK, name="npu-block-first-dense", dense_layers=("first",))
 
 
 def _analysis(c1: int = 32) -> tuple[OnnxModel, Analysis]:
@@ -63,7 +64,7 @@ def test_block_shape_and_nm_per_op() -> None:
 
 def test_dense_layers_first_last_patterns_and_tied_weights() -> None:
     _, a = _analysis()
-    assert dense_layer_names(NPU_BLOCK, a) == {"c1"}
+    assert dense_layer_names(NPU_BLOCK, a) == set() and dense_layer_names(FIRST_DENSE, a) == {"c1"}
     profile = profile_from_dict({"name": "t", "dense_layers": ["last", "c?"], "dense_ops": []})
     assert dense_layer_names(profile, a) == {"c1", "c2", "fc"}
     twin = dataclasses.replace(a.layers[1], name="twin")  # another node reading c2's weight
@@ -73,7 +74,8 @@ def test_dense_layers_first_last_patterns_and_tied_weights() -> None:
 
 def test_block_shapes_and_nm_layers_leave_dense_layers_out() -> None:
     _, a = _analysis()
-    assert block_shapes(NPU_BLOCK, a) == {"c2": (16, 8, 1, 1), "fc": (16, 8)}
+    assert block_shapes(FIRST_DENSE, a) == {"c2": (16, 8, 1, 1), "fc": (16, 8)}
+    assert block_shapes(NPU_BLOCK, a) == {"c1": (16, 8, 1, 1), "c2": (16, 8, 1, 1), "fc": (16, 8)}
     assert block_shapes(NPU_CHANNEL, a) == {}
     pattern, layers = nm_layers(load_profile("npu-2to4"), a)
     assert pattern == (2, 4) and [lay.name for lay in layers] == ["c1", "c2", "fc"]
@@ -86,7 +88,7 @@ def test_block_shapes_and_nm_layers_leave_dense_layers_out() -> None:
 def test_block_constraints_force_dense_units_and_cap_layer_sparsity(kind: str) -> None:
     _, a = _analysis()
     space = BlockSpace(a.layers, (16, 8, 1, 1))  # built over every layer: the dense one gets forced keeps
-    c = unit_constraints(NPU_BLOCK, space, a, kind=kind)
+    c = unit_constraints(FIRST_DENSE, space, a, kind=kind)
     assert c.keep is not None and c.keep.tolist() == (space.unit_group == 0).tolist()
     costs = space.costs(kind)
     per_layer = torch.zeros(3, dtype=torch.float64).index_add_(0, space.unit_group, costs)
@@ -181,7 +183,7 @@ def test_hardened_block_mask_under_npu_block_passes_check() -> None:
     pruned = apply_block_masks(model, space.export(keep), sparse_format="dense")
     report = check_model(pruned, NPU_BLOCK, reference=model)
     assert report.passed, report.violations
-    assert {lay.pattern for lay in report.layers[1:]} <= {"block 16x8x1x1", "block 16x8", "dense"}
+    assert {lay.pattern for lay in report.layers} <= {"block 16x8x1x1", "block 16x8", "dense"}
     assert max(lay.sparsity for lay in report.layers) <= 0.95
 
 
