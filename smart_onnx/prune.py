@@ -23,6 +23,7 @@ import torch
 
 from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError, RewriteError
+from smart_onnx.eval.compare import layer_totals
 from smart_onnx.eval.ort import evaluate, make_session, run_model
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze
@@ -230,7 +231,7 @@ def prune(
         report["eval"] = evaluate(model, pruned, batches, latency_batches=latency).to_dict()
     seconds["eval"] = time.perf_counter() - start
     report["seconds"] = seconds
-    report["totals"] = _totals(report["layers"])
+    report["totals"] = layer_totals(report["layers"])
     return PruneOutcome(pruned, report)
 
 
@@ -302,15 +303,6 @@ def _layer_report(analysis: Analysis, before: OnnxModel, after: OnnxModel) -> li
             "macs_before": layer.macs, "macs_after": None if layer.macs is None else int(round(layer.macs * density)),
         })
     return rows
-
-
-def _totals(layers: list[dict[str, Any]]) -> dict[str, Any]:
-    pb = sum(r["params_before"] for r in layers)
-    pa = sum(r["params_after"] for r in layers)
-    mb = sum(r["macs_before"] or 0 for r in layers)
-    ma = sum(r["macs_after"] or 0 for r in layers)
-    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma,
-            "params_ratio": pa / pb if pb else 1.0, "macs_ratio": ma / mb if mb else 1.0}
 
 
 def save_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
