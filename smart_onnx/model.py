@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from smart_onnx._atomic import atomic_output
 from smart_onnx.errors import GraphError, ModelLoadError
 
 __all__ = [
@@ -416,22 +416,17 @@ def save_model(model: OnnxModel | onnx.ModelProto, path: str | os.PathLike[str])
     if to_save.ir_version > MAX_IR_VERSION or to_save.ir_version == 0:
         to_save.ir_version = MAX_IR_VERSION
     external = to_save.ByteSize() > _PROTO_LIMIT
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
     try:
-        if external:
-            onnx.save_model(
-                to_save, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                location=out.name + ".data", size_threshold=1024,
-            )
-        else:
-            onnx.save_model(to_save, tmp)
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:
+            if external:
+                onnx.save_model(
+                    to_save, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=out.name + ".data", size_threshold=1024,
+                )
+            else:
+                onnx.save_model(to_save, str(tmp))
     except OSError as e:
         raise ModelLoadError(f"cannot write {str(out)!r} ({_short(e)})") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

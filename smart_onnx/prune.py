@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 import torch
 
+from smart_onnx._atomic import atomic_output
 from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.eval.compare import layer_totals
@@ -308,15 +308,9 @@ def _layer_report(analysis: Analysis, before: OnnxModel, after: OnnxModel) -> li
 def save_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report JSON atomically (temp file in the same directory, then rename)."""
     out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    with atomic_output(out) as tmp:
+        tmp.write_text(text)
     return out
 
 

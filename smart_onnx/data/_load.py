@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from smart_onnx._atomic import atomic_output
 from smart_onnx.data._conform import LABEL_KEY, conform_array, conform_labels, conform_mapping
 from smart_onnx.data._dataset import Dataset, concat
 from smart_onnx.data._files import IMAGE, NPY, NPZ, Listing, list_data, read_npy, read_npz
@@ -174,20 +174,12 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], la
         counts = ", ".join(f"{k}: {a.shape[0] if a.ndim else 'scalar'}" for k, a in entries.items())
         raise DataError(f"arrays for {path} hold different numbers of samples ({counts})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file 0600; a calibration set is ordinary shared data.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for name, array in entries.items():
-                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in entries.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
     log.info("wrote %s (%s)", path, ", ".join(f"{k} {list(a.shape)}" for k, a in entries.items()))
     return path

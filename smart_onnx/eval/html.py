@@ -12,10 +12,11 @@ import base64
 import html
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from smart_onnx._atomic import atomic_output
 
 __all__ = ["render_html", "write_html"]
 
@@ -226,12 +227,6 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike[str], *, title
     """Render and write the page atomically (temp file in the same directory, then rename)."""
     out = Path(path)
     page = render_html(report, title=title)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out
