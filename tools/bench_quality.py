@@ -50,12 +50,13 @@ def _load(path: Path) -> dict[str, dict]:
     return {r["key"]: r for r in rows}
 
 
-def measure(models: Sequence[str], seeds: Sequence[int], steps: int, ft: int, results: Path) -> dict[str, dict]:
+def measure(models: Sequence[str], seeds: Sequence[int], budgets: dict[str, tuple[int, int]], results: Path,
+            points: Sequence[tuple[str, float]] = POINTS) -> dict[str, dict]:
     """Run every (model, point, method, seed) not yet in ``results``; returns all rows by key."""
     done = _load(results)
     for name in models:
-        bm = None
-        for mode, sparsity in POINTS:
+        bm, (steps, ft) = None, budgets[name]
+        for mode, sparsity in points:
             for method in METHODS:
                 for seed in seeds:
                     key = _key(name, mode, sparsity, method, seed, steps, ft)
@@ -80,11 +81,12 @@ def _cell(rows: list[dict]) -> tuple[float, float]:
     return statistics.mean(r["accuracy"] for r in rows), statistics.mean(r["achieved"] for r in rows)
 
 
-def summarise(rows: dict[str, dict], models: Sequence[str], seeds: Sequence[int], steps: int,
-              ft: int) -> tuple[str, list[str]]:
+def summarise(rows: dict[str, dict], models: Sequence[str], seeds: Sequence[int],
+              budgets: dict[str, tuple[int, int]]) -> tuple[str, list[str]]:
     """Markdown tables (one per model) and the target verdicts."""
     out, verdicts = [], []
     for name in models:
+        steps, ft = budgets[name]
         by_point: dict[tuple, dict[str, list[dict]]] = {}
         for r in rows.values():
             if r["model"] == name and r["seed"] in seeds and r["key"].endswith(f"|{steps}|{ft}"):
@@ -107,8 +109,10 @@ def summarise(rows: dict[str, dict], models: Sequence[str], seeds: Sequence[int]
                 verdicts += _verdicts(first["label"], mode, sparsity, acc, dense)
             table.append(row)
         header = ["point", "dense", *METHODS, "smart - best baseline"]
-        out.append(f"**{first['label']}** (accuracy % on {first['eval_samples']} eval samples; in parentheses the "
-                   f"achieved sparsity of the prunable weights)\n\n" + markdown_table(header, table))
+        used = sorted({r["seed"] for cells in by_point.values() for rs in cells.values() for r in rs})
+        out.append(f"**{first['label']}**: smart {steps} search + {ft} fine-tune steps, baselines {steps + ft} "
+                   f"fine-tune steps, seeds {', '.join(map(str, used))}; mean accuracy % on {first['eval_samples']} eval samples, in parentheses the "
+                   f"achieved sparsity of the prunable weights\n\n" + markdown_table(header, table))
     return "\n\n".join(out), verdicts
 
 
@@ -137,21 +141,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--results", type=Path, default=results_path("quality.jsonl"),
                         help="JSON lines of finished runs (reused)")
+    parser.add_argument("--budget", nargs="+", default=[], metavar="MODEL=STEPS:FINETUNE",
+                        help="per-model step budget overriding --steps/--finetune-steps, e.g. fashion=10:10")
+    parser.add_argument("--points", nargs="+", default=[f"{m}:{s:g}" for m, s in POINTS],
+                        help="subset of the points to run, as MODE:SPARSITY (parallel processes share --results)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     where = machine()
-    rows = measure(args.models, args.seeds, args.steps, args.finetune_steps, args.results)
-    tables, verdicts = summarise(rows, args.models, args.seeds, args.steps, args.finetune_steps)
-    total = sum(r["seconds"] for r in rows.values() if r["model"] in args.models and r["seed"] in args.seeds)
+    points = [(p.split(":")[0], float(p.split(":")[1])) for p in args.points]
+    budgets = {m: (args.steps, args.finetune_steps) for m in args.models}
+    for item in args.budget:
+        model, _, pair = item.partition("=")
+        budgets[model] = tuple(int(x) for x in pair.split(":"))
+    rows = measure(args.models, args.seeds, budgets, args.results, points)
+    rows = _load(args.results)  # rows that parallel processes finished meanwhile
+    tables, verdicts = summarise(rows, args.models, args.seeds, budgets)
+    total = sum(r["seconds"] for r in rows.values() if r["model"] in args.models and r["seed"] in args.seeds
+                and r["key"].endswith("|{}|{}".format(*budgets[r["model"]])))
     command = command_line("tools.bench_quality", argv)
     body = (
         "Top-1 accuracy on the models' eval sets (never the calibration data), measured in onnxruntime on the "
         "exported pruned model. Every method runs through `smart_onnx.prune.prune` with the same weight-update "
-        f"budget: smart = {args.steps} search steps + {args.finetune_steps} fine-tune steps, the baselines "
-        f"(global magnitude, per-layer uniform magnitude, random) = {args.steps + args.finetune_steps} fine-tune "
-        f"steps; batch 32, distillation to the dense model + cross-entropy on the calibration labels, seeds "
-        f"{', '.join(map(str, args.seeds))} (mean shown). Block mode: 16x8x1x1 blocks; channel mode: coupled "
+        "budget per model (smart: S search + F fine-tune steps; the baselines global magnitude, per-layer uniform "
+        "magnitude and random: S + F fine-tune steps; S and F above each table); batch 32, distillation to the "
+        "dense model + cross-entropy on the calibration labels. Block mode: 16x8x1x1 blocks; channel mode: coupled "
         "output-channel groups; sparsity = fraction of prunable weights removed.\n\n"
         f"{tables}\n\nTargets (issue 4):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
         f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
