@@ -111,7 +111,8 @@ def summarise(rows: dict[str, dict], models: Sequence[str], seeds: Sequence[int]
         header = ["point", "dense", *METHODS, "smart - best baseline"]
         used = sorted({r["seed"] for cells in by_point.values() for rs in cells.values() for r in rs})
         out.append(f"**{first['label']}**: smart {steps} search + {ft} fine-tune steps, baselines {steps + ft} "
-                   f"fine-tune steps, seeds {', '.join(map(str, used))}; mean accuracy % on {first['eval_samples']} eval "
+                   f"fine-tune steps, seeds {', '.join(map(str, used))}; mean accuracy % on "
+                   f"{first['eval_samples']} eval "
                    "samples, in parentheses the "
                    f"achieved sparsity of the prunable weights\n\n" + markdown_table(header, table))
     return "\n\n".join(out), verdicts
