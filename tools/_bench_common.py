@@ -26,7 +26,7 @@ from smart_onnx.search import SearchConfig
 
 __all__ = [
     "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "machine", "markdown_table",
-    "results_path", "run_prune", "today", "write_section",
+    "parse_budgets", "results_path", "run_prune", "today", "write_section",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +151,16 @@ def write_section(heading: str, body: str, path: Path = DOC) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def parse_budgets(models: Sequence[str], steps: int, finetune: int, items: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Step budget per model: ``(steps, finetune)`` unless an item ``MODEL=STEPS:FINETUNE`` overrides it."""
+    budgets = {m: (steps, finetune) for m in models}
+    for item in items:
+        model, _, pair = item.partition("=")
+        s, f = (int(x) for x in pair.split(":"))
+        budgets[model] = (s, f)
+    return budgets
 
 
 def command_line(module: str, argv: Sequence[str] | None) -> str:

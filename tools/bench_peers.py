@@ -51,6 +51,7 @@ from tools._bench_common import (
     emit,
     machine,
     markdown_table,
+    parse_budgets,
     results_path,
     run_prune,
     today,
@@ -357,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--finetune-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", nargs="+", default=[], metavar="MODEL=STEPS:FINETUNE",
+                        help="per-model step budget overriding --steps/--finetune-steps, e.g. fashion=10:10")
     parser.add_argument("--results", type=Path, default=results_path("peers.json"),
                         help="finished models' rows (reused for the same model, steps and seed)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
@@ -365,11 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = machine()
     cache = json.loads(args.results.read_text()) if args.results.exists() else {}
     parts, verdicts = [], []
+    budgets = parse_budgets(args.models, args.steps, args.finetune_steps, args.budget)
     for name in args.models:
-        key = f"{name}|{args.steps}|{args.finetune_steps}|{args.seed}"
+        steps, ft = budgets[name]
+        key = f"{name}|{steps}|{ft}|{args.seed}"
         if key not in cache:
             bm = bench_model(name)
-            cache[key] = {"label": bm.label, "rows": compare(bm, args.steps, args.finetune_steps, args.seed)}
+            cache[key] = {"label": bm.label, "rows": compare(bm, steps, ft, args.seed)}
             args.results.write_text(json.dumps(cache, indent=1))
         label, rows = cache[key]["label"], cache[key]["rows"]
         parts.append(f"**{label}** (eval set; dense accuracy {100 * rows[0]['accuracy']:.2f} %)\n\n{table(rows)}")

@@ -29,6 +29,7 @@ from tools._bench_common import (
     emit,
     machine,
     markdown_table,
+    parse_budgets,
     results_path,
     run_prune,
     today,
@@ -152,10 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     where = machine()
     points = [(p.split(":")[0], float(p.split(":")[1])) for p in args.points]
-    budgets = {m: (args.steps, args.finetune_steps) for m in args.models}
-    for item in args.budget:
-        model, _, pair = item.partition("=")
-        budgets[model] = tuple(int(x) for x in pair.split(":"))
+    budgets = parse_budgets(args.models, args.steps, args.finetune_steps, args.budget)
     rows = measure(args.models, args.seeds, budgets, args.results, points)
     rows = _load(args.results)  # rows that parallel processes finished meanwhile
     tables, verdicts = summarise(rows, args.models, args.seeds, budgets)
