@@ -28,7 +28,8 @@ class WeightStore(nn.Module):
         train = set(trainable)
         for name, array in arrays.items():
             key = self._make_key(name)
-            tensor = torch.from_numpy(np.array(array, copy=True))
+            # numpy_helper arrays are fresh but may be read-only views of the proto's bytes: copy only then.
+            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
             if name in train and tensor.is_floating_point():
                 self.params[key] = nn.Parameter(tensor)
             else:

@@ -210,6 +210,8 @@ def run_search(
         if progress:
             progress(StepInfo("finetune", step + 1, steps, float(loss), None, config.sparsity))
     result.seconds["finetune"] = time.perf_counter() - start
+    for p in executor.parameters():  # gradients are a full copy of the weights: not needed for export
+        p.grad = None
     result.weights = executor.weights.to_arrays(executor.weights.parameter_names())
     return result
 

@@ -165,8 +165,7 @@ class BlockSpace(PruningSpace):
     def transforms(self, mask: torch.Tensor) -> Transforms:
         out: Transforms = {}
         for lb in self.layers:
-            element_mask = lb.units.expand(mask[lb.start:lb.end])
-            out[lb.layer.weight] = lambda w, m=element_mask: w * m.to(w)
+            out[lb.layer.weight] = lambda w, u=lb.units, p=mask[lb.start:lb.end]: u.apply(w, p)
         return out
 
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:

@@ -89,6 +89,19 @@ class BlockUnits:
             out = out[tuple(slice(0, d) for d in self.weight_shape)]
         return out
 
+    def apply(self, weight: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``weight * expand(p)`` without building a weight-sized mask when blocks tile the weight.
+
+        The per-block values are cast to the weight's dtype and device first and broadcast
+        over a blocked view, which saves a full mask (and its gradient) per layer.
+        """
+        p = p.to(weight)
+        if self._padded != self.weight_shape:
+            return weight * self.expand(p)
+        blocked = weight.reshape(_interleave(self.grid_shape, self.block_shape))
+        grid = _interleave(self.grid_shape, [1] * len(self.grid_shape))
+        return (blocked * p.reshape(grid)).reshape(self.weight_shape)
+
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum a weight-shaped tensor over each block, e.g. ``reduce(w ** 2)`` is the squared block norm.
 
