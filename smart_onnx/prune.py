@@ -32,10 +32,13 @@ from smart_onnx.hw import (
     align_channel_keep,
     block_shapes,
     check_model,
+    format_block,
+    mode_for,
     nm_layers,
     record_original,
     unit_constraints,
 )
+from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel, iter_graphs, normalize, tensor_to_array
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
 from smart_onnx.search import (
@@ -93,9 +96,12 @@ def _space(mode: str, analysis: Analysis, model: OnnxModel, options: PruneOption
     """The units to search; with a target, only the layers and patterns it accelerates."""
     profile = options.target
     if mode == "block":
-        if options.block is not None or profile is None:
+        if profile is None:
             return BlockSpace(analysis.layers, options.block or DEFAULT_BLOCK)
         shapes = block_shapes(profile, analysis)
+        if options.block is not None:
+            _check_block_allowed(profile, analysis, shapes, options.block)
+            shapes = dict.fromkeys(shapes, options.block)
         return BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
     if mode == "channel":
         shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
@@ -109,6 +115,23 @@ def _space(mode: str, analysis: Analysis, model: OnnxModel, options: PruneOption
             raise ConstraintError(f"target {profile.name!r} allows no N:M pattern {asked}for any layer of this model")
         return NMSpace(layers, *pattern)
     raise ConstraintError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+
+
+def _check_block_allowed(
+    profile: Profile, analysis: Analysis, shapes: Mapping[str, tuple[int, ...]], block: tuple[int, ...]
+) -> None:
+    """A --block the target cannot run would fail its own check: refuse it before the search."""
+    for layer in analysis.layers:
+        if layer.name not in shapes:
+            continue
+        rank = len(layer.weight_shape)
+        allowed = {fit_rank(b, rank) for b in profile.rule_for(layer.op_type).blocks}
+        if fit_rank(block, rank) not in allowed:
+            names = ", ".join(sorted(format_block(b) for b in allowed))
+            raise ConstraintError(
+                f"block {format_block(block)} is not allowed by target {profile.name!r} for {layer.op_type} "
+                f"(layer {layer.name!r} allows {names}); drop --block or pass a --target that allows it"
+            )
 
 
 def _default_constraints(space: Any) -> UnitConstraints:
@@ -160,9 +183,9 @@ def prune(
         RewriteError: the exported model does not reproduce the masked torch model.
     """
     cfg = options.search
-    mode = options.mode or (options.target.mode if options.target else "block")
-    if mode not in MODES:
-        raise ConstraintError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if options.mode is not None and options.mode not in MODES:
+        raise ConstraintError(f"unknown mode {options.mode!r}; choose one of {list(MODES)}")
+    mode = mode_for(options.target, options.mode) if options.target else (options.mode or "block")
     if mode != "nm":
         if options.sparsity is None:
             raise ConstraintError(f"--sparsity is required in {mode} mode")
@@ -172,6 +195,7 @@ def prune(
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
+    executor = Executor(model)  # first: an unsupported op is the error to report, before any analysis
     analysis = analyze(model, _input_shapes(calibration))
     space = _space(mode, analysis, model, options)
     if isinstance(space, NMSpace):
@@ -185,7 +209,6 @@ def prune(
     constraints = _constraints(space, analysis, options)
     seconds["analysis"] = time.perf_counter() - start
 
-    executor = Executor(model)
     result = run_search(executor, space, calibration, cfg, constraints=constraints, progress=progress)
     seconds.update(result.seconds)
 

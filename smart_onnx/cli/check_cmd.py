@@ -36,11 +36,8 @@ def check(ctx: click.Context, model: str, target: str, reference: str | None, in
     """Check MODEL against a hardware profile; exit 0 when it complies, 1 when it does not."""
     profile = load_profile(target)
     onnx_model = load_model(model)
-    shapes = parse_input_shapes(input_shapes)
-    if "" in shapes and len(onnx_model.inputs) == 1:
-        shapes[onnx_model.inputs[0].name] = shapes.pop("")
     ref = load_model(reference) if reference else None
-    report = check_model(onnx_model, profile, reference=ref, input_shapes=shapes or None)
+    report = check_model(onnx_model, profile, reference=ref, input_shapes=parse_input_shapes(input_shapes, onnx_model))
     if as_json:
         click.echo(json.dumps({"model": model, **report.to_dict()}, indent=2))
     else:

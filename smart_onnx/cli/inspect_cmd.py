@@ -20,10 +20,7 @@ from smart_onnx.model import load_model
 def inspect(model: str, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Show inputs, ops, weights, prunable layers and channel groups of MODEL."""
     onnx_model = load_model(model)
-    shapes = parse_input_shapes(input_shapes)
-    if "" in shapes and len(onnx_model.inputs) == 1:
-        shapes = {onnx_model.inputs[0].name: shapes.pop("")}
-    summary = summarize(onnx_model, shapes or None)
+    summary = summarize(onnx_model, parse_input_shapes(input_shapes, onnx_model))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:

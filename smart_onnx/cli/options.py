@@ -8,10 +8,14 @@ from typing import Any
 import click
 
 from smart_onnx.errors import DataError
+from smart_onnx.model import OnnxModel
 
 
-def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """``name:1x3x224x224`` strings -> {name: shape}; a bare ``1x3x224x224`` names the only input (key '')."""
+def parse_input_shapes(values: tuple[str, ...], model: OnnxModel) -> dict[str, tuple[int, ...]] | None:
+    """``name:1x3x224x224`` strings -> {name: shape}; a bare ``1x3x224x224`` names a single-input model's input.
+
+    Returns None when no shape was given.
+    """
     shapes: dict[str, tuple[int, ...]] = {}
     for text in values:
         name, _, dims = text.rpartition(":")
@@ -21,8 +25,13 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
             raise DataError(f"--input-shape {text!r} is not NAME:DxDxD (e.g. images:1x3x224x224)") from None
         if any(d <= 0 for d in shape):
             raise DataError(f"--input-shape {text!r} has a non-positive dimension")
+        if not name:
+            if len(model.inputs) != 1:
+                names = [i.name for i in model.inputs]
+                raise DataError(f"--input-shape {text!r} needs NAME: the model has inputs {names}")
+            name = model.inputs[0].name
         shapes[name] = shape
-    return shapes
+    return shapes or None
 
 
 def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:

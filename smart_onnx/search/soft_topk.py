@@ -279,7 +279,8 @@ def hard_topk(
     free_cost = (c * ~kept)[order]
     fits = torch.cumsum(free_cost, 0) <= slack + tol
     kept[order[fits & (free_cost > 0)]] = True
-    return kept
+    # A unit of zero cost (e.g. MACs unknown for its layer) uses none of the budget: pruning it gains nothing.
+    return kept | (c == 0)
 
 
 def hard_topk_grouped(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -44,7 +44,7 @@ def test_inspect_table_and_json(files) -> None:
 def test_prune_writes_model_and_report(files) -> None:
     out = files / "out.onnx"
     res = CliRunner().invoke(cli, ["prune", str(files / "m.onnx"), "--data", str(files / "calib.npz"),
-                                   "--sparsity", "0.5", "--block", "4x4", "--steps", "4", "--finetune-steps", "2",
+                                   "--sparsity", "0.5", "--steps", "4", "--finetune-steps", "2",
                                    "--batch-size", "8", "-o", str(out), "-q", "--no-latency"])
     assert res.exit_code == 0, res.output
     report = json.loads((files / "out.json").read_text())
