@@ -186,8 +186,8 @@ def test_unknown_mode(work: Path) -> None:
     refused(work, [*_data(work), "--mode", "diagonal"], "--mode", usage=True)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: prune_cmd accepts --lr/--score-lr nan (and <= 0); torch.optim raises "
-                   "ValueError('Invalid learning rate: nan') as a traceback, exit 1")
+@pytest.mark.xfail(strict=True, reason="bug: prune_cmd accepts --lr/--score-lr nan (and negative values); "
+                   "torch.optim raises ValueError('Invalid learning rate: nan') as a traceback, exit 1")
 @pytest.mark.parametrize("option", ["--lr", "--score-lr"])
 def test_learning_rate_nan(work: Path, option: str) -> None:
     refused(work, [*_data(work), option, "nan"], option)
