@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from smart_onnx.errors import ModelLoadError
+
 __all__ = ["atomic_output"]
 
 
@@ -20,7 +22,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ModelLoadError(f"cannot write {str(out)!r}: {e.strerror or e}") from e
     try:
         os.fchmod(fd, 0o644)
         os.close(fd)

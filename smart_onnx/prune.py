@@ -135,13 +135,14 @@ def _check_block_allowed(
 
 
 def _default_constraints(space: Any) -> UnitConstraints:
-    """Channel mode keeps at least one channel per group: an empty group would empty a layer."""
-    if isinstance(space, ChannelSpace) and space.groups:
-        costs = space.costs("params")
-        least = torch.zeros(len(space.groups), dtype=torch.float64)
-        least.scatter_reduce_(0, space.unit_group, costs, "amin", include_self=False)
-        return UnitConstraints(group_min_keep=least)
-    return UnitConstraints()
+    """Without a target: every layer (block) or group (channel) keeps at least one unit, no axis is emptied."""
+    if isinstance(space, NMSpace) or not space.num_units:
+        return UnitConstraints()
+    costs = space.costs("params")
+    least = torch.zeros(len(space.group_names), dtype=torch.float64)
+    least.scatter_reduce_(0, space.unit_group, costs, "amin", include_self=False)
+    adjust = space.keep_every_axis if isinstance(space, ChannelSpace) else None
+    return UnitConstraints(group_min_keep=least, adjust=adjust)
 
 
 def _constraints(space: Any, analysis: Analysis, options: PruneOptions) -> UnitConstraints:
@@ -151,8 +152,11 @@ def _constraints(space: Any, analysis: Analysis, options: PruneOptions) -> UnitC
         return _default_constraints(space)
     rules = unit_constraints(profile, space, analysis, kind=options.search.budget)
     if isinstance(space, ChannelSpace):
-        return UnitConstraints(rules.keep, rules.group_min_keep,
-                               adjust=lambda keep, scores: align_channel_keep(profile, space, keep, scores))
+        def adjust(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            aligned = align_channel_keep(profile, space, space.keep_every_axis(keep, scores), scores)
+            return space.keep_every_axis(aligned, scores)
+
+        return UnitConstraints(rules.keep, rules.group_min_keep, adjust=adjust)
     return rules
 
 
@@ -283,8 +287,9 @@ def _verify_export(executor: Executor, transforms: Mapping[str, Any], pruned: On
         if not np.issubdtype(e.dtype, np.floating):
             continue
         scale = float(np.max(np.abs(e))) or 1.0
-        worst = max(worst, float(np.max(np.abs(got[name].astype(np.float64) - e))) / scale)
-    if worst > EXPORT_TOLERANCE:
+        err = float(np.max(np.abs(got[name].astype(np.float64) - e))) / scale
+        worst = err if not err <= worst else worst  # a NaN error must win, not vanish in max()
+    if not worst <= EXPORT_TOLERANCE:
         raise RewriteError(
             f"the rewritten model differs from the masked torch model by {worst:.2g} (relative), more than "
             f"{EXPORT_TOLERANCE}; nothing was written (this is a smart-onnx bug: please report it)"

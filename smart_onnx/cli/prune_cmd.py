@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -44,13 +45,20 @@ def _check_writable(path: Path, source: Path, what: str) -> None:
         raise ModelLoadError(
             f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)"
         )
-    parent = path.parent
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {str(parent)!r} is not a directory")
     if not parent.is_dir():
         raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} is not writable")
     if path.is_dir():
         raise ModelLoadError(f"cannot write {what} {str(path)!r}: it is a directory")
+    # A real probe: os.access says yes to root, and to /proc, where nothing can be created.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as e:
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 class _Progress:
@@ -170,11 +178,21 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     finally:
         bar.close()
     outcome.report["output"] = str(output)
-    save_model(outcome.model, output)
-    save_report(outcome.report, report_path)
+    # The model goes last; if anything fails, what was written for this run is removed again.
+    written: list[Path] = []
+    try:
+        save_report(outcome.report, report_path)
+        written.append(report_path)
+        if html_path is not None:
+            write_html(outcome.report, html_path, title=f"smart-onnx prune: {model.name}")
+            written.append(html_path)
+        save_model(outcome.model, output)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     click.echo(render_summary(outcome.report, output, report_path))
     if html_path is not None:
-        write_html(outcome.report, html_path, title=f"smart-onnx prune: {model.name}")
         click.echo(f"wrote {html_path}")
 
 

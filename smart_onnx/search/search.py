@@ -16,6 +16,7 @@ Training is distillation to the dense model's outputs (plus cross-entropy with l
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,21 @@ class SearchConfig:
     stats_batches: int = 4
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        # Checked here, so a bad option fails before any model is loaded.
+        for name in ("lr", "score_lr", "tau_start", "tau_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConstraintError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        if self.tau_end > self.tau_start:
+            raise ConstraintError(f"the temperature must decay: tau-end {self.tau_end} > tau-start {self.tau_start}")
+        if self.method not in METHODS:
+            raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
+        if self.budget not in ("params", "macs"):
+            raise ConstraintError(f"unknown budget {self.budget!r}; choose params or macs")
+        if self.steps < 0 or self.finetune_steps < 0 or self.batch_size < 1:
+            raise ConstraintError("steps and fine-tune steps must be >= 0 and the batch size >= 1")
 
 
 @dataclass(frozen=True)
@@ -175,8 +191,6 @@ def run_search(
     """
     if not 0.0 <= config.sparsity < 1.0:
         raise ConstraintError(f"sparsity must be in [0, 1), got {config.sparsity}")
-    if config.method not in METHODS:
-        raise ConstraintError(f"unknown method {config.method!r}; choose one of {list(METHODS)}")
     torch.manual_seed(config.seed)
     executor.to(config.device)
     trainer = _Trainer(executor, data, config)

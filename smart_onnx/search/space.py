@@ -239,6 +239,20 @@ class ChannelSpace(PruningSpace):
     def transforms(self, mask: torch.Tensor) -> Transforms:
         return {name: (lambda w, m=m: w * m.to(w)) for name, m in self.units.expand(mask).items()}
 
+    def keep_every_axis(self, keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Keep the best channel of any weight axis a mask would empty (a Split part feeding a conv, say).
+
+        Minimums per group cannot see that a group's channels are split among several
+        consumers; a tensor axis with no channel left is not a valid model.
+        """
+        out = keep.clone()
+        for target in self._accounted.targets:
+            units = torch.tensor(sorted(target.units), dtype=torch.long)
+            covered = sum(len(v) for v in target.units.values())
+            if covered == target.shape[target.axis] and not bool(out[units].any()):
+                out[units[int(torch.argmax(scores[units]))]] = True
+        return out
+
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:
         params = macs = 0.0
         shapes = {t.name: t.shape for t in self._accounted.targets}

@@ -186,8 +186,6 @@ def test_unknown_mode(work: Path) -> None:
     refused(work, [*_data(work), "--mode", "diagonal"], "--mode", usage=True)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: prune_cmd accepts --lr/--score-lr nan (and negative values); "
-                   "torch.optim raises ValueError('Invalid learning rate: nan') as a traceback, exit 1")
 @pytest.mark.parametrize("option", ["--lr", "--score-lr"])
 def test_learning_rate_nan(work: Path, option: str) -> None:
     refused(work, [*_data(work), option, "nan"], option)
@@ -252,8 +250,6 @@ def test_output_under_proc(work: Path) -> None:
     refused(work, [*_data(work), "-o", "/proc/smart-onnx-test.onnx", "--report", str(work / "r.json")], "/proc")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the report's write (atomic_output's mkstemp) raises a bare OSError "
-                   "(traceback, exit 1) after prune_cmd has already written the model, which is left behind")
 def test_report_under_proc(work: Path) -> None:
     """The report path is checked like the model path: no model is left behind when the report fails."""
     refused(work, [*_data(work), "-o", str(work / "out.onnx"), "--report", "/proc/smart-onnx-test.json"], "/proc")

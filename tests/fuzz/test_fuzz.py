@@ -33,9 +33,6 @@ def test_fuzz_case_slow(seed: int) -> None:
     assert all(r.startswith(("ok", "refused:")) for r in outcome.modes.values()), outcome.modes
 
 
-@pytest.mark.xfail(strict=True, raises=FuzzFailure, reason="bug: channel mode keeps no channel of a group's "
-                   "slice that feeds a conv (split at 3 of 4 -> conv reads channel 3 only); the rewriter then "
-                   "refuses: 'the keep-sets remove every position on axis 1' (also seeds 45, 164)")
 def test_channel_mode_keeps_a_channel_of_every_slice() -> None:
     run_case(37)
 

@@ -45,8 +45,6 @@ def test_verify_export_accepts_the_same_model(original) -> None:
     assert _verify_export(Executor(_matmul(w)), {}, _matmul(w.copy()), data) < 1e-6
 
 
-@pytest.mark.xfail(strict=True, reason="bug: prune._verify_export folds NaN differences away "
-                                       "(max(worst, nan) keeps worst), so a rewritten model that outputs NaN passes")
 def test_verify_export_rejects_nan_outputs(original) -> None:
     w, data = original
     bad = w.copy()
@@ -55,9 +53,6 @@ def test_verify_export_rejects_nan_outputs(original) -> None:
         _verify_export(Executor(_matmul(w)), {}, _matmul(bad), data)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with a block covering each whole layer, the hard top-k prefix stops at the"
-                   " first unit that does not fit the budget, so --sparsity 0.5 prunes 100% and prune returns an "
-                   "all-zero model instead of refusing or keeping the units that fit")
 def test_prune_does_not_empty_every_layer() -> None:
     from smart_onnx.prune import PruneOptions, prune
     from smart_onnx.search import SearchConfig
