@@ -48,15 +48,17 @@ class SearchConfig:
     sparsity: float = 0.5
     budget: str = "params"  # or "macs"
     method: str = "smart"
-    steps: int = 200
+    # Defaults from tools/sweep_defaults.py on the bundled Fashion-MNIST ResNet (docs/benchmarks.md).
+    steps: int = 400
     finetune_steps: int = 200
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 3e-4
     score_lr: float = 0.05
     tau_start: float = 1.0
     tau_end: float = 0.01
     label_weight: float = 1.0
     stats_batches: int = 4
+    score_layer_norm: float = 0.5  # see PruningSpace.initial_scores
     seed: int = 0
     device: str = "cpu"
 
@@ -353,7 +355,7 @@ def _search_units(
         return _harden_to_target(space, _fixed_scores(space, executor, config), costs, config, constraints)[0]
 
     weights = {n: p for n, p in executor.weights.named_weights()}
-    initial = space.initial_scores(weights, stats)
+    initial = space.initial_scores(weights, stats, config.score_layer_norm)
     # The soft budget that, hardened on the initial scores, removes the requested sparsity.
     budget = _harden_to_target(space, initial, costs, config, constraints, method="smart")[1] * total
     scores = torch.nn.Parameter(initial.to(trainer.device))

@@ -92,19 +92,21 @@ class PruningSpace:
         """[num_units] summed element importance (w^2, times activation^2 when ``stats``)."""
         raise NotImplementedError
 
-    def initial_scores(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
-        """SMART's starting scores: log importance per unit cost, half-normalised per layer, standardised.
+    def initial_scores(
+        self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None, layer_norm: float = 0.5
+    ) -> torch.Tensor:
+        """SMART's starting scores: log importance per unit cost, normalised per layer, standardised.
 
-        Dividing by each layer's mean (in log space, half way) makes layers of very
-        different scale comparable while keeping part of the cross-layer signal; the
-        search learns the rest of the distribution.
+        ``layer_norm`` is how much of each layer's mean log importance is removed: 1 starts
+        every layer at the same sparsity (the search then learns the cross-layer distribution),
+        0 ranks raw importance globally (large layers of small weights start heavily pruned).
         """
         density = self.unit_importance(weights, stats) / self.costs("params")
         log_d = torch.log(density + 1e-30 + 1e-12 * float(density.max()))
         groups = self.unit_group
         count = torch.zeros(len(self.group_names), dtype=log_d.dtype).index_add_(0, groups, torch.ones_like(log_d))
         mean = torch.zeros_like(count).index_add_(0, groups, log_d) / count.clamp(min=1)
-        return _standardise(log_d - 0.5 * mean[groups]).float()
+        return _standardise(log_d - layer_norm * mean[groups]).float()
 
     def magnitude_scores(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Global magnitude baseline: the L2 norm of each unit's weights."""
