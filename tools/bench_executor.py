@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -31,6 +28,7 @@ from torch import nn
 from smart_onnx.executor import Executor
 from smart_onnx.model import normalize
 from tests.zoo import export, resnet_like, vit_block
+from tools._bench_common import machine
 
 __all__ = ["BENCHMARKS", "Result", "machine", "main", "run"]
 
@@ -147,19 +145,6 @@ def profile(name: str, rows: int = 15, opset: int = 17) -> str:
             _step(fn, params)
         tables.append(f"### {label}\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
     return "\n".join(tables)
-
-
-def machine() -> str:
-    """CPU model, core count, torch version and thread count, one line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        cpu = found.group(1).strip() if found else cpu
-    except OSError:
-        pass
-    threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} thread{'s' * (threads != 1)})"
 
 
 def table(results: list[Result]) -> str:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
@@ -24,9 +22,8 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from tests.fuzz.case import OVERSHOOT, FuzzFailure, run_case
+from tools._bench_common import machine
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADING = "## Fuzz soak"
@@ -41,11 +38,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write", action="store_true", help=f"update the '{HEADING}' section of docs/benchmarks.md")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     return p.parse_args(argv)
-
-
-def _machine() -> str:
-    return (f"{platform.machine()} {os.cpu_count()} CPU cores ({platform.processor() or platform.system()}), "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def _section(summary: dict, command: str) -> str:
@@ -121,7 +113,7 @@ def soak(first: int, cases: int, time_limit: float, dynamo_fraction: float, verb
     return {
         "cases": ran, "first": first, "last": first + ran - 1, "dynamo": dynamo, "prunes_ok": ok,
         "refused": sum(refusals.values()), "refusals": refusals, "failures": failures, "overshoots": overshoots,
-        "seconds": time.perf_counter() - start, "machine": _machine(),
+        "seconds": time.perf_counter() - start, "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
