@@ -239,7 +239,7 @@ def prune(
         "nm": [space.n, space.m] if isinstance(space, NMSpace) else None,
         "search": asdict(cfg),
         "sparsity": _sparsity_summary(space, result.keep, sparsity, cfg.budget),
-        "layers": _layer_report(analysis, model, pruned),
+        "layers": _layer_report(analysis, pruned),
         "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}
                           for g in analysis.frozen_groups],
         "export_relative_error": export_error,
@@ -308,7 +308,7 @@ def _sparsity_summary(space: Any, keep: Any, requested: float, budget: str) -> d
     }
 
 
-def _layer_report(analysis: Analysis, before: OnnxModel, after: OnnxModel) -> list[dict[str, Any]]:
+def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:
     """Per prunable layer: weight shape before/after, nonzeros, sparsity (of the original size), MACs after."""
     new = {t.name: t for t in after.graph.initializer}
     sparse = {t.values.name: t for t in after.graph.sparse_initializer}
