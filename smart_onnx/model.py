@@ -38,6 +38,7 @@ __all__ = [
     "resolve_input_shapes",
     "save_model",
     "sparse_to_dense",
+    "subgraph_free_names",
     "tensor_to_array",
 ]
 
@@ -309,7 +310,7 @@ def _toposort(graph: onnx.GraphProto, outer: set[str]) -> None:
         rest = []
         for node in pending:
             # A subgraph may read names of this scope: its node must come after their producers.
-            needed = set(node.input) | (_subgraph_free_names(node) & local)
+            needed = set(node.input) | (subgraph_free_names(node) & local)
             if needed <= available:
                 ordered.append(node)
                 available.update(node.output)
@@ -330,7 +331,7 @@ def _toposort(graph: onnx.GraphProto, outer: set[str]) -> None:
         graph.node.extend(copies)
 
 
-def _subgraph_free_names(node: onnx.NodeProto) -> set[str]:
+def subgraph_free_names(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read from the enclosing scope."""
     free: set[str] = set()
     for attr in node.attribute:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from smart_onnx.executor import ops as _ops  # noqa: F401  (registers the handle
 from smart_onnx.executor.base import NodeContext, decode_attribute, describe
 from smart_onnx.executor.registry import resolve
 from smart_onnx.executor.weights import WeightStore
-from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
+from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, subgraph_free_names, tensor_to_array
 
 __all__ = ["Executor", "GraphModule", "Transforms", "unsupported_nodes"]
 
@@ -80,14 +80,7 @@ class GraphModule(nn.Module):
         """Per node, the values no later node (or graph output) reads: freed to save memory."""
         last: dict[str, int] = {}
         for idx, node in enumerate(graph.node):
-            reads = set(node.input)
-            for attr in node.attribute:
-                graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-                for g in graphs:
-                    for sub in iter_graphs(g):
-                        for n in sub.node:
-                            reads.update(n.input)
-            for name in reads:
+            for name in set(node.input) | subgraph_free_names(node):
                 last[name] = idx
         keep = set(self.output_names)
         frees: list[list[str]] = [[] for _ in graph.node]
@@ -173,7 +166,6 @@ class Executor(nn.Module):
                 for i, name in enumerate(node.input):
                     if name in floats and i not in cls.static_inputs:
                         trainable.add(name)
-        # A graph input that shadows an initializer (IR < 4 style default) is a runtime input.
         return arrays, trainable
 
     def feeds(self, *args: Any, **named: Any) -> dict[str, torch.Tensor]:
@@ -216,6 +208,3 @@ class Executor(nn.Module):
 
     def parameter_names(self) -> list[str]:
         return self.weights.parameter_names()
-
-    def weight_arrays(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        return self.weights.to_arrays(names)

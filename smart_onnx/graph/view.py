@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from smart_onnx.model import OnnxModel, _subgraph_free_names, is_float_tensor, tensor_to_array
+from smart_onnx.model import OnnxModel, is_float_tensor, subgraph_free_names, tensor_to_array
 
 __all__ = ["GraphView", "attr", "measured_shapes", "value_shapes"]
 
@@ -77,7 +77,7 @@ class GraphView:
         """Main-graph values that If/Loop/Scan bodies read (the analysis cannot follow them)."""
         names: set[str] = set()
         for node in self.nodes:
-            names |= _subgraph_free_names(node)
+            names |= subgraph_free_names(node)
         return frozenset(names)
 
     def constant(self, value: str) -> np.ndarray | None:
