@@ -33,6 +33,7 @@ __all__ = [
     "MAX_IR_VERSION",
     "InputSpec",
     "OnnxModel",
+    "constant_node_value",
     "iter_graphs",
     "load_model",
     "resolve_input_shapes",
@@ -254,19 +255,20 @@ def _densify_sparse_initializers(graph: onnx.GraphProto) -> None:
     del graph.sparse_initializer[:]
 
 
-def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+_CONSTANT_SCALARS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                     "value_ints": np.int64}
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The tensor a ``Constant`` node produces; None for the string forms (and a node without a value)."""
     for attr in node.attribute:
         if attr.name == "value":
             return tensor_to_array(attr.t)
-        if attr.name == "value_float":
-            return np.array(attr.f, dtype=np.float32)
-        if attr.name == "value_floats":
-            return np.array(list(attr.floats), dtype=np.float32)
-        if attr.name == "value_int":
-            return np.array(attr.i, dtype=np.int64)
-        if attr.name == "value_ints":
-            return np.array(list(attr.ints), dtype=np.int64)
-    return None  # sparse_value / value_string(s): leave the node to the executor
+        if attr.name == "sparse_value":
+            return sparse_to_dense(attr.sparse_tensor)
+        if attr.name in _CONSTANT_SCALARS:
+            return np.asarray(helper.get_attribute_value(attr), dtype=_CONSTANT_SCALARS[attr.name])
+    return None
 
 
 def _lift_constants(graph: onnx.GraphProto) -> set[str]:
@@ -274,7 +276,7 @@ def _lift_constants(graph: onnx.GraphProto) -> set[str]:
     keep: list[onnx.NodeProto] = []
     lifted: set[str] = set()
     for node in graph.node:
-        value = _constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+        value = constant_node_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
         if value is None:
             keep.append(node)
             continue

@@ -112,3 +112,14 @@ def test_symbolic_batch_resolves_and_other_symbols_need_a_shape() -> None:
     with pytest.raises(GraphError, match="'H'"):
         resolve_input_shapes(model)
     assert resolve_input_shapes(model, {"x": (2, 3, 8, 4)}) == {"x": (2, 3, 8, 4)}
+
+
+def test_sparse_value_constant_is_lifted_and_runs() -> None:
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([4.0], np.float32), "s"), numpy_helper.from_array(np.array([2], np.int64)), [3]
+    )
+    node = helper.make_node("Constant", [], ["c"], sparse_value=sparse)
+    proto = make_model([node, helper.make_node("Add", ["x", "c"], ["y"])], {"x": np.zeros(3, np.float32)}, ["y"])
+    model = normalize(proto)
+    np.testing.assert_array_equal(model.weight("c"), [0, 0, 4])
+    np.testing.assert_array_equal(run_executor(proto, {"x": np.ones(3, np.float32)})[0], [1, 1, 5])

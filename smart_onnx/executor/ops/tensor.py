@@ -9,8 +9,10 @@ import numpy as np
 import onnx
 import torch
 
+from smart_onnx.executor.base import NodeContext, OpModule
 from smart_onnx.executor.ops.shape import AttributeValueError, Op, choice
 from smart_onnx.executor.registry import register
+from smart_onnx.model import constant_node_value
 
 __all__ = ["torch_dtype"]
 
@@ -81,16 +83,19 @@ def _tensor(value: Any, name: str) -> torch.Tensor:
 class Constant(Op):
     """ONNX Constant (the loader lifts most of them to initializers already)."""
 
-    _FORMS = {"value": None, "value_float": np.float32, "value_floats": np.float32,
-              "value_int": np.int64, "value_ints": np.int64}  # fmt: skip
+    _FORMS = ("value", "sparse_value", "value_float", "value_floats", "value_int", "value_ints")
 
-    def __init__(self, **attrs: Any) -> None:
+    def __init__(self, value: np.ndarray) -> None:
         super().__init__()
-        if len(attrs) != 1 or next(iter(attrs)) not in self._FORMS:
-            raise AttributeValueError("value", sorted(attrs), "exactly one of " + ", ".join(self._FORMS))
-        (name, value), = attrs.items()
-        dtype = self._FORMS[name]
-        self.register_buffer("value", _tensor(value if dtype is None else np.asarray(value, dtype), name))
+        self.register_buffer("value", _tensor(value, "value"))
+
+    @classmethod
+    def create(cls, ctx: NodeContext) -> OpModule:
+        # The loader's decoding, so a Constant means the same whether it is lifted or run.
+        value = constant_node_value(ctx.node) if len(ctx.attrs) == 1 else None
+        if value is None:
+            raise AttributeValueError("value", sorted(ctx.attrs), "exactly one of " + ", ".join(cls._FORMS))
+        return cls(value)
 
     def forward(self) -> torch.Tensor:
         return self.value
