@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +194,7 @@ def prune(
         if options.sparsity is None:
             raise ConstraintError(f"--sparsity is required in {mode} mode")
         sparsity = options.sparsity
-        if not 0.0 <= sparsity < 1.0:
-            raise ConstraintError(f"sparsity must be in [0, 1), got {sparsity}")
+        cfg = replace(cfg, sparsity=sparsity)  # validates it before any model work
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -209,7 +208,7 @@ def prune(
                 f"--sparsity {options.sparsity} contradicts it (leave --sparsity out in nm mode)"
             )
         sparsity = space.sparsity
-    cfg = SearchConfig(**{**asdict(cfg), "sparsity": sparsity})
+    cfg = replace(cfg, sparsity=sparsity)
     constraints = _constraints(space, analysis, options)
     seconds["analysis"] = time.perf_counter() - start
 

@@ -6,6 +6,7 @@ import os
 import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -148,8 +149,11 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
-    if sparsity is not None and not 0.0 <= sparsity < 1.0:
-        raise ConstraintError(f"--sparsity must be in [0, 1), got {sparsity}")
+    # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
+    search = SearchConfig(budget=budget, method=method, steps=steps, finetune_steps=finetune_steps,
+                          batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed, device=device)
+    if sparsity is not None:
+        search = replace(search, sparsity=sparsity)
     output = output or model.with_name(model.stem + ".pruned.onnx")
     report_path = report_path or output.with_suffix(".json")
     _check_writable(output, model, "output model")
@@ -172,8 +176,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         block=None if block_text is None else parse_block(block_text),
         nm=None if nm_text is None else _nm(nm_text),
         latency=not no_latency,
-        search=SearchConfig(budget=budget, method=method, steps=steps, finetune_steps=finetune_steps,
-                            batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed, device=device),
+        search=search,
     )
     if not quiet:
         click.echo(f"{model}: {onnx_model.num_weights():,} weights; calibration {len(calibration)} samples, "

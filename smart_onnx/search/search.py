@@ -64,6 +64,8 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConstraintError(f"--sparsity must be in [0, 1), got {self.sparsity}")
         for name in ("lr", "score_lr", "tau_start", "tau_end"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -131,7 +133,7 @@ def _sampler(n: int, batch_size: int, seed: int):
 
 
 class _Trainer:
-    """Shared by search and fine-tune: batches, teacher outputs, loss, one optimisation step."""
+    """Shared by search and fine-tune: batches, the dense teacher's outputs, the loss of one batch."""
 
     def __init__(self, executor: Executor, data: Dataset, config: SearchConfig) -> None:
         self.executor = executor
@@ -188,11 +190,9 @@ def run_search(
         The hard mask (``keep``), the fine-tuned weights by ONNX name, loss/tau/sparsity curves.
 
     Raises:
-        ConstraintError: the sparsity is outside [0, 1), the method is unknown, or the
-            constraints cannot be met within the budget.
+        ConstraintError: the constraints cannot be met within the budget (bad settings are
+            refused when the SearchConfig is built).
     """
-    if not 0.0 <= config.sparsity < 1.0:
-        raise ConstraintError(f"sparsity must be in [0, 1), got {config.sparsity}")
     torch.manual_seed(config.seed)
     executor.to(config.device)
     trainer = _Trainer(executor, data, config)
@@ -233,7 +233,7 @@ def run_search(
 
 
 def _fixed_scores(space: PruningSpace, executor: Executor, config: SearchConfig) -> torch.Tensor:
-    weights = {n: p for n, p in executor.weights.named_weights()}
+    weights = dict(executor.weights.named_weights())
     if config.method == "random":
         return torch.rand(space.num_units, generator=torch.Generator().manual_seed(config.seed))
     return space.magnitude_scores(weights)
@@ -354,7 +354,7 @@ def _search_units(
     if config.method != "smart":
         return _harden_to_target(space, _fixed_scores(space, executor, config), costs, config, constraints)[0]
 
-    weights = {n: p for n, p in executor.weights.named_weights()}
+    weights = dict(executor.weights.named_weights())
     initial = space.initial_scores(weights, stats, config.score_layer_norm)
     # The soft budget that, hardened on the initial scores, removes the requested sparsity.
     budget = _harden_to_target(space, initial, costs, config, constraints, method="smart")[1] * total
@@ -374,7 +374,7 @@ def _search_nm(
     executor = trainer.executor
     if not space.layers:
         raise ConstraintError(f"no layer has an input axis of at least M={space.m} weights for N:M pruning")
-    weights = {n: p for n, p in executor.weights.named_weights()}
+    weights = dict(executor.weights.named_weights())
     if config.method == "random":
         gen = torch.Generator().manual_seed(config.seed)
         return [hard_topk_grouped(torch.rand(s.shape, generator=gen), space.n)
