@@ -56,6 +56,11 @@ def _importance(weight: torch.Tensor, layer: PrunableLayer, stats: ActivationSta
     return w2
 
 
+def _unit_groups(sizes: Sequence[int]) -> torch.Tensor:
+    """Group index of every unit, for groups of the given sizes laid out one after another."""
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
+
+
 def _standardise(scores: torch.Tensor) -> torch.Tensor:
     std = scores.std() if scores.numel() > 1 else torch.ones((), dtype=scores.dtype)
     return (scores - scores.mean()) / (std if float(std) > 0 else 1.0)
@@ -151,9 +156,7 @@ class BlockSpace(PruningSpace):
             start += units.num_units
         self.num_units = start
         self.group_names = [lb.layer.name for lb in self.layers]
-        self.unit_group = torch.cat(
-            [torch.full((lb.end - lb.start,), i, dtype=torch.long) for i, lb in enumerate(self.layers)]
-        ) if self.layers else torch.zeros(0, dtype=torch.long)
+        self.unit_group = _unit_groups([lb.end - lb.start for lb in self.layers])
 
     def costs(self, kind: str) -> torch.Tensor:
         parts = []
@@ -200,7 +203,6 @@ class ChannelSpace(PruningSpace):
     def __init__(
         self, analysis: Analysis, groups: Sequence[CouplingGroup], tensor_shapes: Mapping[str, tuple[int, ...]]
     ) -> None:
-        self.analysis = analysis
         self.groups = [g for g in groups if g.frozen is None]
         self.offsets: list[int] = []
         targets: list[ChannelTarget] = []
@@ -229,9 +231,7 @@ class ChannelSpace(PruningSpace):
         self._layer_of_weight = {lay.weight: lay for lay in analysis.layers if lay.weight in
                                  {t.name for t in self._accounted.targets}}
         self.group_names = [f"group {g.id}" for g in self.groups]
-        self.unit_group = torch.cat(
-            [torch.full((g.channels,), i, dtype=torch.long) for i, g in enumerate(self.groups)]
-        ) if self.groups else torch.zeros(0, dtype=torch.long)
+        self.unit_group = _unit_groups([g.channels for g in self.groups])
 
     def costs(self, kind: str) -> torch.Tensor:
         per = [g.channel_macs if kind == "macs" else g.channel_params for g in self.groups]
