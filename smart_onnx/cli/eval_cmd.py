@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from smart_onnx.cli.options import json_option, model_argument
+from smart_onnx.cli.options import check_writable, json_option, model_argument
 from smart_onnx.cli.table import format_table, human
 from smart_onnx.data import load_dataset
 from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models
@@ -75,9 +75,8 @@ def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min
              batch_size: int, latency_batch: int | None, threads: int | None, repeats: int, warmup: int,
              no_latency: bool, html_path: Path | None) -> None:
     """Compare CANDIDATE (e.g. a pruned model) with REFERENCE on --data in onnxruntime."""
-    if html_path is not None and not html_path.parent.is_dir():
-        # Before the evaluation, so a typo in the path does not cost the run.
-        raise click.BadParameter(f"directory {str(html_path.parent)!r} does not exist", param_hint="--html")
+    if html_path is not None:  # before the evaluation, so a typo in the path does not cost the run
+        check_writable(html_path, reference, "HTML report")
     ref_model, cand_model = load_model(reference), load_model(candidate)
     check_same_inputs(ref_model, cand_model)
     data = load_dataset(data_path, ref_model.inputs)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from smart_onnx.errors import DataError
+from smart_onnx.errors import DataError, ModelLoadError
 from smart_onnx.model import OnnxModel
 
 
@@ -51,3 +54,25 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def model_argument(name: str = "model") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     # exists=False: the library's loader gives the one-line message for missing files and directories.
     return click.argument(name, type=click.Path(dir_okay=True, path_type=str))
+
+
+def check_writable(path: Path, source: Path | str, what: str) -> None:
+    """Refuse an output path before any long work: missing or read-only directory, a file as directory, the input."""
+    if path.resolve() == Path(source).resolve():
+        raise ModelLoadError(
+            f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)"
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {str(parent)!r} is not a directory")
+    if not parent.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: it is a directory")
+    # A real probe: os.access says yes to root, and to /proc, where nothing can be created.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as e:
+        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from smart_onnx.cli.options import check_writable
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
-from smart_onnx.errors import ConstraintError, DataError, ModelLoadError
+from smart_onnx.errors import ConstraintError, DataError
 from smart_onnx.eval.html import write_html
 from smart_onnx.hw import DEFAULT_PROFILE, load_profile
 from smart_onnx.model import load_model, save_model
@@ -38,28 +37,6 @@ def _nm(text: str) -> tuple[int, int]:
     if not 0 < n < m:
         raise ConstraintError(f"--nm {text!r} needs 0 < N < M")
     return n, m
-
-
-def _check_writable(path: Path, source: Path, what: str) -> None:
-    """Fail before the search, not after it: missing directory, read-only directory, or the input itself."""
-    if path.resolve() == source.resolve():
-        raise ModelLoadError(
-            f"{what} {str(path)!r} is the input model; choose another path (the input is never modified)"
-        )
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {str(parent)!r} is not a directory")
-    if not parent.is_dir():
-        raise ModelLoadError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")
-    if path.is_dir():
-        raise ModelLoadError(f"cannot write {what} {str(path)!r}: it is a directory")
-    # A real probe: os.access says yes to root, and to /proc, where nothing can be created.
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as e:
-        raise ModelLoadError(f"cannot write {what} {str(path)!r}: {e.strerror or e}") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 class _Progress:
@@ -156,10 +133,10 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         search = replace(search, sparsity=sparsity)
     output = output or model.with_name(model.stem + ".pruned.onnx")
     report_path = report_path or output.with_suffix(".json")
-    _check_writable(output, model, "output model")
-    _check_writable(report_path, model, "report")
+    check_writable(output, model, "output model")
+    check_writable(report_path, model, "report")
     if html_path is not None:
-        _check_writable(html_path, model, "HTML report")
+        check_writable(html_path, model, "HTML report")
     _check_device(device)
     if threads is not None:
         import torch
