@@ -10,16 +10,13 @@ from typing import Any
 
 import click
 
+from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, json_option, model_argument
 from smart_onnx.cli.table import format_table, human
 from smart_onnx.data import load_dataset
 from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models
 from smart_onnx.eval.html import write_html
 from smart_onnx.model import load_model
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _ratio(a: float, b: float) -> str:
@@ -42,8 +39,8 @@ def render_eval(result: dict[str, Any]) -> str:
     size = format_table(["", "reference", "candidate", "ratio"], rows)
     outputs = format_table(
         ["output", "cosine", "rel. error", "top-1 agreement", "accuracy (ref)", "accuracy (cand)"],
-        [[o["name"], f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", _pct(o["top1_agreement"]),
-          _pct(o["reference_accuracy"]), _pct(o["accuracy"])] for o in ev["outputs"]],
+        [[o["name"], f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", percent(o["top1_agreement"]),
+          percent(o["reference_accuracy"]), percent(o["accuracy"])] for o in ev["outputs"]],
     )
     notes = [f"{ev['samples']} samples; {MACS_NOTE}."]
     s = result.get("latency_settings")

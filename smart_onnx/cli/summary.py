@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smart_onnx._format import percent
 from smart_onnx.cli.table import format_table, human
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def render_summary(report: dict[str, Any], output: Path | str, report_path: Path | str) -> str:
@@ -18,8 +15,8 @@ def render_summary(report: dict[str, Any], output: Path | str, report_path: Path
         ["prunable weights", f"{totals['params_before']:,}", f"{totals['params_after']:,}",
          f"x{totals['params_ratio']:.3f}"],
         ["prunable MACs", human(totals["macs_before"]), human(totals["macs_after"]), f"x{totals['macs_ratio']:.3f}"],
-        ["sparsity (weights)", "", _pct(sp["achieved_params"]), f"requested {_pct(sp['requested'])}"],
-        ["sparsity (MACs)", "", _pct(sp["achieved_macs"]), ""],
+        ["sparsity (weights)", "", percent(sp["achieved_params"]), f"requested {percent(sp['requested'])}"],
+        ["sparsity (MACs)", "", percent(sp["achieved_macs"]), ""],
     ]
     ev = report.get("eval")
     if ev:
@@ -27,9 +24,9 @@ def render_summary(report: dict[str, Any], output: Path | str, report_path: Path
         agreement = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
         acc = next((o for o in outs if o.get("accuracy") is not None), None)
         if agreement is not None:
-            rows.append(["top-1 agreement", "", _pct(agreement), f"{ev['samples']} held-out samples"])
+            rows.append(["top-1 agreement", "", percent(agreement), f"{ev['samples']} held-out samples"])
         if acc:
-            rows.append(["accuracy", _pct(acc["reference_accuracy"]), _pct(acc["accuracy"]), ""])
+            rows.append(["accuracy", percent(acc["reference_accuracy"]), percent(acc["accuracy"]), ""])
         cos = min(o["cosine"] for o in outs)
         rows.append(["output cosine (min)", "", f"{cos:.5f}", ""])
         for batch, lat in ev.get("latency", {}).items():

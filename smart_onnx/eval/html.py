@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from smart_onnx._atomic import atomic_output
+from smart_onnx._format import format_value, percent
 
 __all__ = ["render_html", "write_html"]
 
@@ -42,24 +43,6 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, (list, tuple)):
-        return "x".join(str(v) for v in value)
-    return str(value)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
@@ -70,7 +53,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
                 cells.append(f"<td>{v}</td>")
             else:
                 numeric = (isinstance(v, (int, float)) and not isinstance(v, bool)) or bool(_NUMBER.match(str(v)))
-                cells.append(f"<td{' class=n' if numeric else ''}>{_e(_fmt(v))}</td>")
+                cells.append(f"<td{' class=n' if numeric else ''}>{_e(format_value(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -98,7 +81,7 @@ def _img(png: bytes | None, alt: str) -> str:
 
 def _run(r: Mapping[str, Any]) -> str:
     keys = ("reference", "candidate", "data", "output", "mode", "method", "budget", "block", "nm", "seed")
-    rows = [[k, _text(_fmt(r[k]))] for k in keys if r.get(k) is not None]
+    rows = [[k, _text(format_value(r[k]))] for k in keys if r.get(k) is not None]
     return _table(["setting", "value"], rows) if rows else ""
 
 
@@ -106,8 +89,9 @@ def _summary(r: Mapping[str, Any], names: tuple[str, str]) -> str:
     rows: list[list[object]] = []
     sp = r.get("sparsity")
     if sp:
-        rows.append([f"sparsity of weights (requested {_pct(sp['requested'])})", "", _pct(sp["achieved_params"]), ""])
-        rows.append(["sparsity of MACs", "", _pct(sp["achieved_macs"]), ""])
+        requested = percent(sp["requested"])
+        rows.append([f"sparsity of weights (requested {requested})", "", percent(sp["achieved_params"]), ""])
+        rows.append(["sparsity of MACs", "", percent(sp["achieved_macs"]), ""])
     w = r.get("weights")
     if w:
         for k in ("nonzero", "total"):
@@ -119,7 +103,7 @@ def _summary(r: Mapping[str, Any], names: tuple[str, str]) -> str:
         rows.append(["prunable-layer MACs", t["macs_before"], t["macs_after"], f"x{t['macs_ratio']:.3f}"])
     gate = r.get("gate")
     if gate:
-        rows.append(["top-1 agreement gate", f"min {_pct(gate['min_agreement'])}", _pct(gate["agreement"]),
+        rows.append(["top-1 agreement gate", f"min {percent(gate['min_agreement'])}", percent(gate["agreement"]),
                      _verdict(gate["passed"])])
     note = f'<p class="note">{_e(r["macs_note"])}.</p>' if r.get("macs_note") else ""
     return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
@@ -131,8 +115,8 @@ def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None, cand
     out = [f"<h2>Evaluation ({ev['samples']} samples, onnxruntime)</h2>"]
     out.append(_table(
         ["output", "cosine", "relative error", "top-1 agreement", "accuracy (reference)", f"accuracy ({candidate})"],
-        [[_text(o["name"]), f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", _pct(o.get("top1_agreement")),
-          _pct(o.get("reference_accuracy")), _pct(o.get("accuracy"))] for o in ev["outputs"]],
+        [[_text(o["name"]), f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", percent(o.get("top1_agreement")),
+          percent(o.get("reference_accuracy")), percent(o.get("accuracy"))] for o in ev["outputs"]],
     ))
     lat = ev.get("latency") or {}
     if lat:
@@ -153,7 +137,7 @@ def _check(check: Mapping[str, Any] | None, target: object) -> str:
     if not check:
         return ""
     title = f"Profile check: {_e(check.get('profile') or target or '')} "
-    rows = [[i, lay["name"], lay.get("op_type"), lay.get("pattern"), _pct(lay.get("sparsity")),
+    rows = [[i, lay["name"], lay.get("op_type"), lay.get("pattern"), percent(lay.get("sparsity")),
              _verdict(lay.get("passed")), "; ".join(v["message"] for v in lay.get("violations", []))]
             for i, lay in enumerate(check.get("layers", []))]
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in check.get("notes", []))
@@ -172,10 +156,10 @@ def _layers(layers: Sequence[Mapping[str, Any]], overall: float | None) -> str:
     headers += ["sparsity", "MACs before", "MACs after"]
     rows = []
     for i, r in enumerate(layers):
-        row = [i, r["name"], r["op"], _fmt(r["shape_before"]), _fmt(r["shape_after"]), r["params_before"],
-               r["params_after"]]
-        row += [_pct(r.get("sparsity_before"))] if with_before else []
-        rows.append(row + [_pct(r["sparsity"]), r["macs_before"], r["macs_after"]])
+        row = [i, r["name"], r["op"], format_value(r["shape_before"]), format_value(r["shape_after"]),
+               r["params_before"], r["params_after"]]
+        row += [percent(r.get("sparsity_before"))] if with_before else []
+        rows.append(row + [percent(r["sparsity"]), r["macs_before"], r["macs_after"]])
     return ("<h2>Layers</h2><h3>Sparsity per layer (graph order, colored by op type)</h3>"
             + _img(sparsity_plot(layers, overall), "per-layer sparsity")
             + "<h3>Weights and MACs per layer, before and after (log scale)</h3>"
