@@ -34,6 +34,7 @@ __all__ = [
     "InputSpec",
     "OnnxModel",
     "constant_node_value",
+    "copy_proto",
     "iter_graphs",
     "load_model",
     "resolve_input_shapes",
@@ -133,9 +134,14 @@ class OnnxModel:
         return total
 
     def copy(self) -> OnnxModel:
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
-        return OnnxModel(proto, self.path, self.lifted_constants)
+        return OnnxModel(copy_proto(self.proto), self.path, self.lifted_constants)
+
+
+def copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of a ModelProto (passes and checks edit copies, never the caller's model)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
 
 
 def opset_of(proto: onnx.ModelProto, domain: str) -> int:
@@ -414,8 +420,7 @@ def save_model(model: OnnxModel | onnx.ModelProto, path: str | os.PathLike[str])
         raise ModelLoadError(f"cannot write {str(out)!r}: directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise ModelLoadError(f"cannot write {str(out)!r}: directory {str(parent)!r} is not writable")
-    to_save = onnx.ModelProto()
-    to_save.CopyFrom(proto)
+    to_save = copy_proto(proto)
     if to_save.ir_version > MAX_IR_VERSION or to_save.ir_version == 0:
         to_save.ir_version = MAX_IR_VERSION
     external = to_save.ByteSize() > _PROTO_LIMIT

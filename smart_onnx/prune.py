@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 
 from smart_onnx._atomic import atomic_output
@@ -39,7 +38,7 @@ from smart_onnx.hw import (
     unit_constraints,
 )
 from smart_onnx.hw.rules import fit_rank
-from smart_onnx.model import OnnxModel, iter_graphs, normalize, tensor_to_array
+from smart_onnx.model import OnnxModel, copy_proto, iter_graphs, normalize, tensor_to_array
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
 from smart_onnx.search import (
     BlockSpace,
@@ -246,7 +245,7 @@ def prune(
     }
     if options.target is not None:
         start = time.perf_counter()
-        check = check_model(normalize(_copy(pruned.proto)), options.target, reference=model,
+        check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
                             input_shapes=_input_shapes(calibration))
         report["check"] = check.to_dict()
         seconds["check"] = time.perf_counter() - start
@@ -259,12 +258,6 @@ def prune(
     report["seconds"] = seconds
     report["totals"] = layer_totals(report["layers"])
     return PruneOutcome(pruned, report)
-
-
-def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    return out
 
 
 def _block_summary(space: BlockSpace) -> dict[str, list[int]]:

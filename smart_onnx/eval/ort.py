@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from smart_onnx.errors import DataError, ModelLoadError
-from smart_onnx.model import MAX_IR_VERSION, OnnxModel, save_model
+from smart_onnx.model import MAX_IR_VERSION, OnnxModel, copy_proto, save_model
 
 __all__ = [
     "EvalReport",
@@ -66,8 +66,7 @@ def make_session(
 
 
 def _with_ir(proto: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
+    copy = copy_proto(proto)
     copy.ir_version = MAX_IR_VERSION
     return copy
 

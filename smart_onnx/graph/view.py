@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from smart_onnx.model import OnnxModel, is_float_tensor, subgraph_free_names, tensor_to_array
+from smart_onnx.model import OnnxModel, copy_proto, is_float_tensor, subgraph_free_names, tensor_to_array
 
 __all__ = ["GraphView", "attr", "measured_shapes", "value_shapes"]
 
@@ -173,8 +173,7 @@ def measured_shapes(
     """
     from onnx.reference import ReferenceEvaluator  # heavy import, only when needed
 
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
+    proto = copy_proto(model.proto)
     known = {o.name for o in proto.graph.output}
     wanted = [n for n in names if n and n not in known]
     proto.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)

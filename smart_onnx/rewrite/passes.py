@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import onnx
 
 from smart_onnx.errors import RewriteError, SmartOnnxError
-from smart_onnx.model import OnnxModel, iter_graphs, normalize
+from smart_onnx.model import OnnxModel, copy_proto, iter_graphs, normalize
 
 __all__ = ["Pass", "PassResult", "Sequential", "Validate", "run_passes", "validate"]
 
@@ -133,9 +133,7 @@ def validate(model: OnnxModel | onnx.ModelProto, subject: str = "the rewritten m
     proto = model.proto if isinstance(model, OnnxModel) else model
     if any(len(g.sparse_initializer) for g in iter_graphs(proto.graph)):
         _run_check(subject, "the ONNX checker", lambda: onnx.checker.check_model(proto))
-        dense = onnx.ModelProto()
-        dense.CopyFrom(proto)
-        proto = normalize(dense).proto
+        proto = normalize(copy_proto(proto)).proto
     if proto.ByteSize() > _PROTO_LIMIT:
         _validate_on_disk(proto, subject)
         return

@@ -13,7 +13,7 @@ import logging
 
 import onnx
 
-from smart_onnx.model import OnnxModel
+from smart_onnx.model import OnnxModel, copy_proto
 from smart_onnx.rewrite.passes import Pass, PassResult
 
 __all__ = ["DropStaleValueInfo"]
@@ -27,8 +27,7 @@ class DropStaleValueInfo(Pass):
     def call(self, model: OnnxModel) -> PassResult:
         if not model.graph.value_info:
             return PassResult(model, False)
-        bare = onnx.ModelProto()
-        bare.CopyFrom(model.proto)
+        bare = copy_proto(model.proto)
         del bare.graph.value_info[:]
         try:
             inferred = onnx.shape_inference.infer_shapes(bare, data_prop=True)
