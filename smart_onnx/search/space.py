@@ -258,9 +258,9 @@ class ChannelSpace(PruningSpace):
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:
         params = macs = 0.0
         shapes = {t.name: t.shape for t in self._accounted.targets}
-        for name, mask in self._accounted.expand(keep.cpu().to(torch.float64)).items():
+        # Per-axis sums, not element masks: this runs at every step of the hardening bisection.
+        for name, kept in self._accounted.sums(keep.cpu().to(torch.float64)).items():
             numel = math.prod(shapes[name])
-            kept = float(torch.broadcast_to(mask, shapes[name]).sum())
             params += kept
             layer = self._layer_of_weight.get(name)
             macs += (layer.macs or 0) * kept / numel if layer else 0.0

@@ -14,7 +14,7 @@ so a soft mask ``p`` over units gives the masked weight ``W * units.expand(p)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -252,14 +252,45 @@ class ChannelUnits:
         Returns:
             ``{tensor name: mask broadcastable to that tensor's shape}``.
         """
+        masks: dict[str, torch.Tensor] = {}
+        for t, values in self._target_values(p):
+            view = [1] * len(t.shape)
+            view[t.axis] = t.shape[t.axis]
+            mask = values.reshape(view)
+            masks[t.name] = masks[t.name] * mask if t.name in masks else mask
+        return masks
+
+    def sums(self, p: torch.Tensor) -> dict[str, float]:
+        """The sum of every tensor's ``expand`` mask over the whole tensor, without broadcasting it.
+
+        A mask is an outer product of per-axis vectors, so its sum is the product of the
+        vectors' sums (times the sizes of untouched axes): O(channels), not O(elements).
+
+        Args:
+            p: ``[num_units]`` mask (a hard 0/1 mask gives kept element counts).
+
+        Returns:
+            ``{tensor name: sum of its mask broadcast to its shape}``.
+        """
+        axes: dict[str, dict[int, torch.Tensor]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for t, values in self._target_values(p):
+            per_axis = axes.setdefault(t.name, {})
+            per_axis[t.axis] = per_axis[t.axis] * values if t.axis in per_axis else values
+            shapes[t.name] = t.shape
+        out: dict[str, float] = {}
+        for name, per_axis in axes.items():
+            total = float(math.prod(d for a, d in enumerate(shapes[name]) if a not in per_axis))
+            for values in per_axis.values():
+                total *= float(values.sum())
+            out[name] = total
+        return out
+
+    def _target_values(self, p: torch.Tensor) -> Iterator[tuple[ChannelTarget, torch.Tensor]]:
+        """Each target with the mask values along its axis (1 where no unit covers an index)."""
         if p.shape != (self.num_units,):
             raise InternalError(f"channel mask has shape {tuple(p.shape)}, expected ({self.num_units},)")
         # A trailing 1 is the value of indices no unit covers: owner -1 picks it.
         padded = torch.cat([p, p.new_ones(1)])
-        masks: dict[str, torch.Tensor] = {}
         for t, owner in zip(self.targets, self._owner):
-            view = [1] * len(t.shape)
-            view[t.axis] = t.shape[t.axis]
-            mask = padded[owner.to(p.device)].reshape(view)
-            masks[t.name] = masks[t.name] * mask if t.name in masks else mask
-        return masks
+            yield t, padded[owner.to(p.device)]

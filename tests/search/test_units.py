@@ -136,6 +136,22 @@ def test_channel_costs_and_gradient() -> None:
     torch.testing.assert_close(p.grad, q.grad)
 
 
+def _brute_force_sums(units: ChannelUnits, p: torch.Tensor) -> dict[str, float]:
+    shapes = {t.name: t.shape for t in units.targets}
+    return {name: float(torch.broadcast_to(m, shapes[name]).sum()) for name, m in units.expand(p).items()}
+
+
+def test_channel_sums_equal_the_sums_of_the_broadcast_masks() -> None:
+    # conv2.w's input axis is split between two targets (a Concat of two groups feeding it).
+    units = ChannelUnits(4, [*_channel_units().targets,
+                             ChannelTarget("conv2.w", (6, 5, 3, 3), 1, {2: [4]}),
+                             ChannelTarget("conv2.w", (6, 5, 3, 3), 1, {3: [0, 2]})])
+    for p in (torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0.25, 0.5, 0.125, 0.75])):
+        sums = units.sums(p.double())
+        assert sums == _brute_force_sums(units, p.double())
+    assert units.sums(torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64))["conv2.w"] == 6 * 3 * 3 * 3
+
+
 @pytest.mark.parametrize(
     "units",
     [{0: [0, 1], 1: [1]}, {0: [0, 0]}, {0: [4]}, {3: [0]}],
