@@ -73,6 +73,11 @@ class PruningSpace:
     unit_group: torch.Tensor  # [num_units] index of the layer (block) or coupling group (channel) of each unit
     group_names: list[str]
 
+    @property
+    def scored_layers(self) -> tuple[PrunableLayer, ...]:
+        """The layers whose weights the scores read: those ``activation_stats`` must measure."""
+        raise NotImplementedError
+
     def costs(self, kind: str) -> torch.Tensor:
         """[num_units] float64 cost per unit: ``"params"`` (weights) or ``"macs"``."""
         raise NotImplementedError
@@ -158,6 +163,10 @@ class BlockSpace(PruningSpace):
         self.group_names = [lb.layer.name for lb in self.layers]
         self.unit_group = _unit_groups([lb.end - lb.start for lb in self.layers])
 
+    @property
+    def scored_layers(self) -> tuple[PrunableLayer, ...]:
+        return tuple(lb.layer for lb in self.layers)
+
     def costs(self, kind: str) -> torch.Tensor:
         parts = []
         for lb in self.layers:
@@ -233,6 +242,10 @@ class ChannelSpace(PruningSpace):
         self.group_names = [f"group {g.id}" for g in self.groups]
         self.unit_group = _unit_groups([g.channels for g in self.groups])
 
+    @property
+    def scored_layers(self) -> tuple[PrunableLayer, ...]:
+        return tuple({layer.name: layer for *_, layer in self._weight_slices}.values())
+
     def costs(self, kind: str) -> torch.Tensor:
         per = [g.channel_macs if kind == "macs" else g.channel_params for g in self.groups]
         flat = [float(x) for p in per for x in p]
@@ -305,6 +318,11 @@ class NMSpace:
     @property
     def sparsity(self) -> float:
         return 1.0 - self.n / self.m
+
+    @property
+    def scored_layers(self) -> tuple[PrunableLayer, ...]:
+        """The layers whose weights the scores read: those ``activation_stats`` must measure."""
+        return tuple(layer for layer, _ in self.layers)
 
     def initial_scores(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> list[torch.Tensor]:
         """Per layer [G, M] scores: log of |w| times activation RMS, standardised per layer."""

@@ -7,13 +7,14 @@ so a weight that multiplies a large activation counts for more.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from smart_onnx.executor import Executor
-from smart_onnx.graph import find_prunable_layers
+from smart_onnx.graph import PrunableLayer, find_prunable_layers
 
 if TYPE_CHECKING:
     from smart_onnx.data import Dataset
@@ -32,11 +33,24 @@ def _activation_of(node_inputs: list[str], weight_input: str, op_type: str) -> t
     return others[0], -1  # MatMul: features on the last axis
 
 
-def activation_stats(executor: Executor, data: Dataset, config: SearchConfig) -> dict[str, torch.Tensor]:
-    """Layer name -> mean square of its input activation per input position (CPU float64)."""
+def activation_stats(
+    executor: Executor, data: Dataset, config: SearchConfig, layers: Sequence[PrunableLayer] | None = None
+) -> dict[str, torch.Tensor]:
+    """Layer name -> mean square of its input activation per input position (CPU float64).
+
+    Args:
+        executor: the model, run on ``config.stats_batches`` batches of ``data``.
+        data: calibration data.
+        config: batch size, number of batches, seed, device.
+        layers: the layers to measure, e.g. a space's ``scored_layers`` (the analysis
+            already found them); None finds every prunable layer of the executor's model.
+
+    Returns:
+        Statistics for the layers whose input activation the executor produced.
+    """
     nodes = {n.name: n for n in executor.model.graph.node}
     watch: dict[str, list[tuple[str, int]]] = {}
-    for layer in find_prunable_layers(executor.model):
+    for layer in find_prunable_layers(executor.model) if layers is None else layers:
         found = _activation_of(list(nodes[layer.name].input), layer.weight_input, layer.op_type)
         if found:
             watch.setdefault(found[0], []).append((layer.name, found[1]))
