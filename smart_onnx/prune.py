@@ -221,7 +221,8 @@ def prune(
     else:
         pruned = apply_block_masks(trained, space.export(result.keep), sparse_format=options.sparse_format)
     hard = [k.float() for k in result.keep] if isinstance(result.keep, list) else result.keep.float()
-    export_error = _verify_export(executor, space.transforms(hard), pruned, holdout or calibration)
+    session = make_session(pruned)  # one onnxruntime session: export check here, eval below
+    export_error = _verify_export(executor, space.transforms(hard), session, holdout or calibration)
     if options.target is not None:
         record_original(pruned.proto, model)
     seconds["export"] = time.perf_counter() - start
@@ -253,7 +254,7 @@ def prune(
     if holdout is not None:
         batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
         latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
-        report["eval"] = evaluate(model, pruned, batches, latency_batches=latency).to_dict()
+        report["eval"] = evaluate(model, session, batches, latency_batches=latency).to_dict()
     seconds["eval"] = time.perf_counter() - start
     report["seconds"] = seconds
     report["totals"] = layer_totals(report["layers"])
@@ -265,15 +266,15 @@ def _block_summary(space: BlockSpace) -> dict[str, list[int]]:
     return {lb.layer.name: [lb.units.block_shape[a] for a in lb.layer.canonical_axes] for lb in space.layers}
 
 
-def _verify_export(executor: Executor, transforms: Mapping[str, Any], pruned: OnnxModel, data: Dataset) -> float:
-    """onnxruntime on the exported model must reproduce the masked executor (else nothing is written)."""
+def _verify_export(executor: Executor, transforms: Mapping[str, Any], session: Any, data: Dataset) -> float:
+    """onnxruntime on the exported model (``session``) must reproduce the masked executor (else nothing is written)."""
     sample = data.take(min(8, len(data)))
     feeds = {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
     executor.to("cpu")
     with torch.no_grad():
         expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
                                                        transforms=transforms).items()}
-    got = run_model(make_session(pruned), feeds)
+    got = run_model(session, feeds)
     worst = 0.0
     for name, e in expected.items():
         if not np.issubdtype(e.dtype, np.floating):

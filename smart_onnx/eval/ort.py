@@ -192,9 +192,16 @@ class EvalReport:
         return asdict(self)
 
 
+_Runnable = OnnxModel | onnx.ModelProto | ort.InferenceSession
+
+
+def _session(model: _Runnable, threads: int | None) -> ort.InferenceSession:
+    return model if isinstance(model, ort.InferenceSession) else make_session(model, threads=threads)
+
+
 def evaluate(
-    reference: OnnxModel | onnx.ModelProto,
-    candidate: OnnxModel | onnx.ModelProto,
+    reference: _Runnable,
+    candidate: _Runnable,
     batches: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray | None]],
     *,
     latency_batches: Iterable[int] = (),
@@ -205,14 +212,16 @@ def evaluate(
     """Run both models over ``batches`` of (feeds, labels or None) and compare.
 
     Args:
+        reference: the dense model, or a session of it (used as it is, with its own threads).
+        candidate: the pruned model, or a session of it (e.g. the one that verified the export).
+        batches: (feeds, labels or None) per batch.
         latency_batches: batch sizes at which to also measure median latency of both
             models (the first evaluation batch, tiled or cut to that size).
-        threads: onnxruntime intra-op threads for both sessions (None: onnxruntime's default).
+        threads: onnxruntime intra-op threads for the sessions built here (None: onnxruntime's default).
         warmup: untimed runs before each latency measurement.
         repeats: timed runs per latency measurement (the median is reported).
     """
-    ref_sess = make_session(reference, threads=threads)
-    cand_sess = make_session(candidate, threads=threads)
+    ref_sess, cand_sess = _session(reference, threads), _session(candidate, threads)
     ref_out: dict[str, list[np.ndarray]] = {}
     cand_out: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []

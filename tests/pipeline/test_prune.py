@@ -85,6 +85,24 @@ def test_impossible_requests_are_refused(model_and_data, kw, match) -> None:
         _run(model_and_data, latency=False, **kw)
 
 
+def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
+    import smart_onnx.eval.ort as ort_mod
+    import smart_onnx.prune as prune_mod
+
+    built = []
+
+    def counting(model, **kw):
+        built.append(model)
+        return make_session(model, **kw)
+
+    make_session = ort_mod.make_session
+    monkeypatch.setattr(ort_mod, "make_session", counting)
+    monkeypatch.setattr(prune_mod, "make_session", counting)
+    r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
+    assert len(built) == 2  # the pruned model's session checks the export and is evaluated; the reference's
+    assert r["eval"]["samples"] == len(model_and_data[2]) and r["export_relative_error"] <= 1e-4
+
+
 def test_report_records_curves_and_stages(model_and_data) -> None:
     r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
     assert len(r["history"]["loss"]) == FAST.steps and len(r["history"]["tau"]) == FAST.steps
