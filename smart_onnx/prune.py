@@ -198,7 +198,8 @@ def prune(
 
     start = time.perf_counter()
     executor = Executor(model)  # first: an unsupported op is the error to report, before any analysis
-    analysis = analyze(model, _input_shapes(calibration))
+    # Shapes that static inference leaves unknown: one executor pass, not onnx's numpy evaluator.
+    analysis = analyze(model, _input_shapes(calibration), measure_shapes=executor.value_shapes)
     space = _space(mode, analysis, model, options)
     if isinstance(space, NMSpace):
         if options.sparsity is not None and not math.isclose(options.sparsity, space.sparsity, abs_tol=1e-9):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,6 +205,41 @@ class Executor(nn.Module):
         env = self.feeds(*args, **named)
         values = self.graph_module.run(env, transforms)
         return dict(zip(self.output_names, values))
+
+    def value_shapes(
+        self, input_shapes: Mapping[str, tuple[int, ...]], names: Sequence[str]
+    ) -> dict[str, tuple[int, ...]]:
+        """Shapes of the values ``names`` in one run on zeros of ``input_shapes``, without gradients.
+
+        What :func:`smart_onnx.graph.analyze` measures when shape inference leaves a shape
+        unknown (pass it as ``measure_shapes``): one forward pass instead of onnx's numpy
+        reference evaluator.
+
+        Args:
+            input_shapes: concrete shape per graph input.
+            names: values produced by nodes (values no node produced in this run are left out).
+
+        Returns:
+            Value name -> shape.
+
+        Raises:
+            DataError: an input has no shape in ``input_shapes``.
+            GraphError: a node fails on the zeros.
+        """
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def recorder(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            def record(value: torch.Tensor) -> torch.Tensor:
+                if isinstance(value, torch.Tensor):
+                    shapes[name] = tuple(int(d) for d in value.shape)
+                return value
+            return record
+
+        feeds = {spec.name: torch.from_numpy(np.zeros(input_shapes[spec.name], dtype=spec.dtype))
+                 for spec in self.input_specs if spec.name in input_shapes}
+        with torch.no_grad():
+            self(feeds, transforms={name: recorder(name) for name in names if name})
+        return shapes
 
     def parameter_names(self) -> list[str]:
         return self.weights.parameter_names()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smart_onnx.graph.analysis import Analysis, analyze
+from smart_onnx.graph.analysis import Analysis, ShapeMeasure, analyze
 from smart_onnx.graph.groups import CouplingGroup, Role, ShapeEdit, TensorSlice, check_keep
 from smart_onnx.graph.index_map import (
     ChainMap,
@@ -29,6 +29,7 @@ __all__ = [
     "RepeatMap",
     "Role",
     "ShapeEdit",
+    "ShapeMeasure",
     "TableMap",
     "TensorSlice",
     "WindowMap",

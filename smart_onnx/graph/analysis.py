@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from smart_onnx.errors import SmartOnnxError
 from smart_onnx.graph.assemble import build_groups
 from smart_onnx.graph.groups import CouplingGroup, Role
 from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
 from smart_onnx.graph.view import GraphView, measured_shapes, value_shapes
 from smart_onnx.model import OnnxModel, resolve_input_shapes
 
-__all__ = ["Analysis", "analyze"]
+__all__ = ["Analysis", "ShapeMeasure", "analyze"]
 
 log = logging.getLogger(__name__)
+
+# (concrete input shapes, value names) -> measured shapes, e.g. ``Executor.value_shapes``.
+ShapeMeasure = Callable[[Mapping[str, tuple[int, ...]], Sequence[str]], Mapping[str, tuple[int, ...]]]
 
 # The slice roles that mean "this layer's output channels are this group's channels".
 _OWN_OUTPUT = (Role.PRODUCER_WEIGHT, Role.DEPTHWISE_WEIGHT)
@@ -81,6 +85,7 @@ def analyze(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     *,
     measure: bool = True,
+    measure_shapes: ShapeMeasure | None = None,
     layernorm_channels: bool = False,
 ) -> Analysis:
     """Find prunable layers and channel-coupling groups.
@@ -92,6 +97,9 @@ def analyze(
         measure: when a shape static inference leaves unknown matters (a layer's MACs, a
             rule's decision), measure the unknown shapes by running the model once on zeros
             with onnx's reference evaluator (numpy; slow only for big models), and redo the analysis.
+        measure_shapes: measures those shapes instead of the reference evaluator (which stays
+            the fallback when this raises a SmartOnnxError), e.g. ``Executor.value_shapes`` of
+            an executor the caller already built: one torch forward pass, much faster.
         layernorm_channels: let channels a LayerNormalization normalises over be pruned (its
             scale and bias are sliced). Off by default: removing such channels changes the
             normalisation statistics, so the pruned model no longer equals the masked one.
@@ -111,11 +119,23 @@ def analyze(
         # Only when an unknown shape mattered: the reference evaluator runs the whole model.
         log.info("shape inference left %d needed values unknown; measuring them", len(missing))
         unknown = [o for node in view.nodes for o in node.output if o and o not in shapes]
-        shapes.update(measured_shapes(model, concrete, unknown))
+        shapes.update(_measure(model, concrete, unknown, measure_shapes))
         layers, groups, _ = _run(view, shapes, layernorm_channels)
     log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),
              sum(g.frozen is not None for g in groups))
     return Analysis(layers, groups, shapes, concrete)
+
+
+def _measure(
+    model: OnnxModel, concrete: Mapping[str, tuple[int, ...]], names: Sequence[str], measure: ShapeMeasure | None
+) -> Mapping[str, tuple[int, ...]]:
+    """The caller's measurement, or onnx's reference evaluator when there is none or it fails."""
+    if measure is not None:
+        try:
+            return measure(concrete, names)
+        except SmartOnnxError as e:
+            log.warning("could not measure shapes (%s); trying onnx's reference evaluator", e)
+    return measured_shapes(model, concrete, names)
 
 
 def _run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from smart_onnx.errors import GraphError
 from smart_onnx.graph import GraphView, analyze, find_prunable_layers, value_shapes
 from smart_onnx.graph.view import measured_shapes
 from tests.graph import GraphBuilder
@@ -104,13 +105,44 @@ def test_graph_view_producers_consumers_and_shapes():
     assert measured_shapes(model, {"x": (1, 3, 4, 4)}, [y]) == {y: (1, 4, 4, 4)}
 
 
-def test_unknown_shapes_that_matter_are_measured():
+def _padded_head():
     b = GraphBuilder()
     y = b.conv("x", 3, 8, name="c1")
     pads = b.op("Max", [b.ints([0, 0, 1, 1, 0, 0, 1, 1]), b.ints([0] * 8)])  # shape inference cannot see through
     out = b.conv(b.op("Pad", [y, pads]), 8, 2, name="head")
-    model = b.model({"x": (1, 3, 8, 8)}, [out])
+    return b.model({"x": (1, 3, 8, 8)}, [out]), out
+
+
+def test_unknown_shapes_that_matter_are_measured():
+    model, out = _padded_head()
     assert analyze(model, {"x": (1, 3, 8, 8)}, measure=False).layer("head").macs is None
     measured = analyze(model, {"x": (1, 3, 8, 8)})
     assert measured.layer("head").macs == 2 * 10 * 10 * 8
     assert measured.shapes[out] == (1, 2, 10, 10)
+
+
+def test_a_given_shape_measure_replaces_the_reference_evaluator(monkeypatch):
+    import smart_onnx.graph.analysis as analysis_mod
+
+    model, out = _padded_head()
+    asked = []
+
+    def measure(inputs, names):
+        asked.append((dict(inputs), list(names)))
+        return {out: (1, 2, 10, 10)}
+
+    monkeypatch.setattr(analysis_mod, "measured_shapes", lambda *a: pytest.fail("the reference evaluator ran"))
+    analysis = analyze(model, {"x": (1, 3, 8, 8)}, measure_shapes=measure)
+    assert len(asked) == 1 and asked[0][0] == {"x": (1, 3, 8, 8)} and out in asked[0][1]
+    assert analysis.layer("head").macs == 2 * 10 * 10 * 8
+
+
+def test_a_failing_shape_measure_falls_back_to_the_reference_evaluator():
+    model, out = _padded_head()
+
+    def measure(inputs, names):
+        raise GraphError("node 'head' (Conv) failed")
+
+    analysis = analyze(model, {"x": (1, 3, 8, 8)}, measure_shapes=measure)
+    assert analysis.layer("head").macs == 2 * 10 * 10 * 8
+    assert analysis.shapes[out] == (1, 2, 10, 10)
