@@ -53,6 +53,18 @@ def test_prune_writes_model_and_report(files) -> None:
     onnx.checker.check_model(onnx.load(str(out)))
 
 
+@pytest.mark.parametrize("sparsity", [[], ["--sparsity", "0.5"]], ids=["implied", "agreeing"])
+def test_prune_nm_takes_the_patterns_sparsity(files, sparsity) -> None:
+    out = files / "nm.onnx"
+    res = CliRunner().invoke(cli, ["prune", str(files / "m.onnx"), "--data", str(files / "calib.npz"),
+                                   "--target", "npu-2to4", *sparsity, "--steps", "2", "--finetune-steps", "1",
+                                   "--batch-size", "8", "-o", str(out), "-q", "--no-latency"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((files / "nm.json").read_text())
+    assert report["mode"] == "nm" and report["nm"] == [2, 4]
+    assert report["sparsity"]["requested"] == 0.5 and report["search"]["sparsity"] == 0.5
+
+
 @pytest.mark.parametrize("args,match", [
     (["--sparsity", "1.5"], "sparsity"),
     (["--sparsity", "0.5", "--block", "4xq"], "block shape"),
