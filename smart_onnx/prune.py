@@ -65,11 +65,10 @@ class PruneOptions:
     """What ``smart-onnx prune`` takes besides the model and data."""
 
     mode: str | None = None  # None: the target's mode (block without a target)
-    sparsity: float | None = 0.5
     block: tuple[int, ...] | None = None  # None: the target's block per op (16x8x1x1 without a target)
     nm: tuple[int, int] | None = None  # None: the target's pattern (2:4 without a target)
     target: Profile | None = None
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # its sparsity is the requested one
     sparse_format: str = "auto"
     latency: bool = True
 
@@ -174,7 +173,8 @@ def prune(
         model: the loaded model (not modified).
         calibration: data the masks and weights are trained on.
         holdout: data for the evaluation in the report (None: no evaluation).
-        options: mode, sparsity, block / N:M pattern, search settings.
+        options: mode, block / N:M pattern, search settings (sparsity included: None takes an
+            N:M pattern's and is refused in the other modes).
         progress: called after each optimisation step.
         command: the command line, recorded in the report.
 
@@ -189,11 +189,8 @@ def prune(
     if options.mode is not None and options.mode not in MODES:
         raise ConstraintError(f"unknown mode {options.mode!r}; choose one of {list(MODES)}")
     mode = mode_for(options.target, options.mode) if options.target else (options.mode or "block")
-    if mode != "nm":
-        if options.sparsity is None:
-            raise ConstraintError(f"--sparsity is required in {mode} mode")
-        sparsity = options.sparsity
-        cfg = replace(cfg, sparsity=sparsity)  # validates it before any model work
+    if mode != "nm" and cfg.sparsity is None:
+        raise ConstraintError(f"--sparsity is required in {mode} mode")
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -202,13 +199,12 @@ def prune(
     analysis = analyze(model, _input_shapes(calibration), measure_shapes=executor.value_shapes)
     space = _space(mode, analysis, model, options)
     if isinstance(space, NMSpace):
-        if options.sparsity is not None and not math.isclose(options.sparsity, space.sparsity, abs_tol=1e-9):
+        if cfg.sparsity is not None and not math.isclose(cfg.sparsity, space.sparsity, abs_tol=1e-9):
             raise ConstraintError(
                 f"N:M {space.n}:{space.m} prunes exactly {space.sparsity:.0%} of each weight; "
-                f"--sparsity {options.sparsity} contradicts it (leave --sparsity out in nm mode)"
+                f"--sparsity {cfg.sparsity} contradicts it (leave --sparsity out in nm mode)"
             )
-        sparsity = space.sparsity
-    cfg = replace(cfg, sparsity=sparsity)
+        cfg = replace(cfg, sparsity=space.sparsity)
     constraints = _constraints(space, analysis, options)
     seconds["analysis"] = time.perf_counter() - start
 
@@ -238,7 +234,7 @@ def prune(
         "block": _block_summary(space) if isinstance(space, BlockSpace) else None,
         "nm": [space.n, space.m] if isinstance(space, NMSpace) else None,
         "search": asdict(cfg),
-        "sparsity": _sparsity_summary(space, result.keep, sparsity, cfg.budget),
+        "sparsity": _sparsity_summary(space, result.keep, cfg.sparsity, cfg.budget),
         "layers": _layer_report(analysis, pruned),
         "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}
                           for g in analysis.frozen_groups],

@@ -96,9 +96,9 @@ class PruneRun:
 def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int, finetune_steps: int,
               seed: int = 0, batch_size: int = 32, latency: bool = False, **search: Any) -> PruneRun:
     """The library ``prune`` on ``bm``'s calibration data, evaluated on its eval data (16x8x1x1 blocks)."""
-    cfg = SearchConfig(method=method, steps=steps, finetune_steps=finetune_steps, seed=seed,
+    cfg = SearchConfig(sparsity=sparsity, method=method, steps=steps, finetune_steps=finetune_steps, seed=seed,
                        batch_size=batch_size, **search)
-    options = PruneOptions(mode=mode, sparsity=sparsity, block=(16, 8, 1, 1), search=cfg, latency=latency)
+    options = PruneOptions(mode=mode, block=(16, 8, 1, 1), search=cfg, latency=latency)
     torch.manual_seed(seed)
     outcome = prune(bm.model, bm.calib, bm.eval, options)
     return PruneRun(outcome.model, outcome.report)

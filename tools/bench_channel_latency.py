@@ -146,8 +146,9 @@ def channel_prune(b: Bench, sparsity: float, budget: str, calib: int, align: int
     """
     target = Profile(name=f"cpu-align{align}", channel_alignment=align, mode="channel") if align > 1 else None
     data = dataset_from_arrays(b.feeds(calib), b.model.inputs)
-    cfg = SearchConfig(method="magnitude", steps=0, finetune_steps=0, budget=budget, batch_size=min(calib, 8))
-    options = PruneOptions(mode="channel", sparsity=sparsity, target=target, search=cfg, latency=False)
+    cfg = SearchConfig(sparsity=sparsity, method="magnitude", steps=0, finetune_steps=0, budget=budget,
+                       batch_size=min(calib, 8))
+    options = PruneOptions(mode="channel", target=target, search=cfg, latency=False)
     torch.manual_seed(0)
     outcome = prune(b.model, data, None, options)
     return outcome.model, outcome.report

@@ -209,8 +209,8 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
         memory.sample()
         marks["last"] = now
 
-    cfg = SearchConfig(steps=steps, finetune_steps=finetune_steps, batch_size=batch, stats_batches=1)
-    options = PruneOptions(mode="block", sparsity=0.5, search=cfg, latency=False)
+    cfg = SearchConfig(sparsity=0.5, steps=steps, finetune_steps=finetune_steps, batch_size=batch, stats_batches=1)
+    options = PruneOptions(mode="block", search=cfg, latency=False)
     torch.manual_seed(0)
     outcome = prune(model, calib_data, holdout_data, options, progress=progress)
     return {"memory": memory.stop(), "steps": steps_log, "seconds": outcome.report["seconds"],

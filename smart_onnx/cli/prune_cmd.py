@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -127,10 +126,9 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
-    search = SearchConfig(budget=budget, method=method, steps=steps, finetune_steps=finetune_steps,
-                          batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed, device=device)
-    if sparsity is not None:
-        search = replace(search, sparsity=sparsity)
+    search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
+                          finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed,
+                          device=device)
     output = output or model.with_name(model.stem + ".pruned.onnx")
     report_path = report_path or output.with_suffix(".json")
     check_writable(output, model, "output model")
@@ -149,7 +147,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     data = load_dataset(data_path, specs, mean=mean_v, std=std_v)
     calibration, held_out = _split(data, eval_data, specs, mean_v, std_v, holdout, seed)
     options = PruneOptions(
-        mode=mode, sparsity=sparsity, target=profile, sparse_format=sparse_format,
+        mode=mode, target=profile, sparse_format=sparse_format,
         block=None if block_text is None else parse_block(block_text),
         nm=None if nm_text is None else _nm(nm_text),
         latency=not no_latency,

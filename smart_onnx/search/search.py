@@ -45,7 +45,7 @@ METHODS = ("smart", "magnitude", "uniform", "random")
 class SearchConfig:
     """Knobs of one search; the defaults are what ``smart-onnx prune`` uses."""
 
-    sparsity: float = 0.5
+    sparsity: float | None = 0.5  # None: not given (prune then takes the N:M pattern's, or refuses)
     budget: str = "params"  # or "macs"
     method: str = "smart"
     # Defaults from tools/sweep_defaults.py on the bundled Fashion-MNIST ResNet (docs/benchmarks.md).
@@ -64,7 +64,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
-        if not 0.0 <= self.sparsity < 1.0:
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConstraintError(f"--sparsity must be in [0, 1), got {self.sparsity}")
         for name in ("lr", "score_lr", "tau_start", "tau_end"):
             value = getattr(self, name)

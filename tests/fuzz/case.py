@@ -65,9 +65,10 @@ def draw_settings(seed: int, dynamo_fraction: float) -> dict:
     dynamo = rng.random() < dynamo_fraction
     return {
         "exporter": "dynamo" if dynamo else f"legacy{rng.choice((13, 17, 20))}",
-        "block": PruneOptions(mode="block", sparsity=round(rng.uniform(0.1, 0.8), 3), block=rng.choice(BLOCKS)),
-        "channel": PruneOptions(mode="channel", sparsity=round(rng.uniform(0.1, 0.8), 3)),
-        "nm": PruneOptions(mode="nm", sparsity=None, nm=rng.choice(NMS)),
+        "block": PruneOptions(mode="block", search=SearchConfig(sparsity=round(rng.uniform(0.1, 0.8), 3)),
+                              block=rng.choice(BLOCKS)),
+        "channel": PruneOptions(mode="channel", search=SearchConfig(sparsity=round(rng.uniform(0.1, 0.8), 3))),
+        "nm": PruneOptions(mode="nm", search=SearchConfig(sparsity=None), nm=rng.choice(NMS)),
         # Half the block cases target the default hardware profile: its block, its constraints, then `check`.
         "profile": rng.random() < 0.5,
     }
@@ -100,9 +101,8 @@ def _check_pruned(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], mode: st
 def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, feeds, seed: int,
                profile: Profile | None = None) -> str:
     model = normalize(_copied(proto))
-    cfg = SearchConfig(steps=3, finetune_steps=2, batch_size=4, stats_batches=1, seed=seed)
-    opts = PruneOptions(mode=options.mode, sparsity=options.sparsity, block=options.block, nm=options.nm,
-                        search=cfg, latency=False)
+    cfg = replace(options.search, steps=3, finetune_steps=2, batch_size=4, stats_batches=1, seed=seed)
+    opts = PruneOptions(mode=options.mode, block=options.block, nm=options.nm, search=cfg, latency=False)
     extra = {}
     if profile is not None and "target" in {f.name for f in fields(PruneOptions)}:
         opts = replace(opts, target=profile, block=None)
@@ -171,9 +171,9 @@ def _copied(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _describe(options: PruneOptions, profile: Profile | None) -> str:
     if profile is not None:
-        return f"sparsity {options.sparsity} profile {profile.name}"
+        return f"sparsity {options.search.sparsity} profile {profile.name}"
     if options.mode == "block":
-        return f"sparsity {options.sparsity} block {'x'.join(map(str, options.block))}"
+        return f"sparsity {options.search.sparsity} block {'x'.join(map(str, options.block))}"
     if options.mode == "nm":
         return f"{options.nm[0]}:{options.nm[1]}"
-    return f"sparsity {options.sparsity}"
+    return f"sparsity {options.search.sparsity}"

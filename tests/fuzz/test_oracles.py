@@ -62,8 +62,8 @@ def test_prune_does_not_empty_every_layer() -> None:
     model = normalize(export(*mlp_gemm(), dynamo=False, opset=17))  # Gemm 64->32->10: one 100x100 block each
     x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
     data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
-    options = PruneOptions(mode="block", sparsity=0.5, block=(100, 100), latency=False,
-                           search=SearchConfig(steps=2, finetune_steps=1, batch_size=4))
+    options = PruneOptions(mode="block", block=(100, 100), latency=False,
+                           search=SearchConfig(sparsity=0.5, steps=2, finetune_steps=1, batch_size=4))
     try:
         outcome = prune(model, data, None, options)
     except ConstraintError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -29,9 +31,9 @@ def model_and_data():
     return model, calib, hold
 
 
-def _run(model_and_data, **kw):
+def _run(model_and_data, *, sparsity, **kw):
     model, calib, hold = model_and_data
-    search = kw.pop("search", FAST)
+    search = replace(kw.pop("search", FAST), sparsity=sparsity)
     return prune(model, calib, hold, PruneOptions(search=search, **kw))
 
 

@@ -35,8 +35,8 @@ def test_prune_output_passes_check_for_its_target(zoo_export, arch: str, profile
     target = load_profile(profile)
     model = normalize(zoo_export(arch, "legacy17").proto)
     calib, hold = _data(model).split(0.25, seed=0)
-    options = PruneOptions(sparsity=None if target.mode == "nm" else 0.3, target=target, latency=False,
-                           search=SearchConfig(steps=2, finetune_steps=1, batch_size=4))
+    options = PruneOptions(target=target, latency=False, search=SearchConfig(
+        sparsity=None if target.mode == "nm" else 0.3, steps=2, finetune_steps=1, batch_size=4))
     try:
         out = prune(model, calib, hold, options)
     except ConstraintError as e:
