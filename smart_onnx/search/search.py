@@ -199,7 +199,7 @@ def run_search(
     result = SearchResult(keep=torch.zeros(0), weights={}, history={"loss": [], "tau": [], "sparsity": [],
                                                                       "finetune_loss": []})
     start = time.perf_counter()
-    stats = activation_stats(executor, data, config) if config.method == "smart" else None
+    stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
     result.seconds["statistics"] = time.perf_counter() - start
 
     start = time.perf_counter()
