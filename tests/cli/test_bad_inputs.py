@@ -196,8 +196,8 @@ def test_unknown_mode(work: Path) -> None:
     refused(work, [*_data(work), "--mode", "diagonal"], "--mode", usage=True)
 
 
-@pytest.mark.parametrize("option", ["--lr", "--score-lr"])
-def test_learning_rate_nan(work: Path, option: str) -> None:
+@pytest.mark.parametrize("option", ["--lr", "--score-lr", "--distill-temperature"])
+def test_nan_setting(work: Path, option: str) -> None:
     refused(work, [*_data(work), option, "nan"], option)
 
 
@@ -288,7 +288,8 @@ def test_sigint_during_search(work: Path) -> None:
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read1(256), b"")), daemon=True)
     reader.start()
     deadline = time.monotonic() + 120
-    while b"search" not in b"".join(chunks) and proc.poll() is None and time.monotonic() < deadline:
+    # The bar label, with its padding: the bare word is also in the temp folder's name, printed earlier.
+    while b"search  " not in b"".join(chunks) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, b"".join(chunks).decode()
     time.sleep(1.0)  # well inside the search: 100000 steps
