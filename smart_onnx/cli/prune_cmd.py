@@ -97,6 +97,8 @@ class _Progress:
 @click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weight learning rate.")
 @click.option("--score-lr", type=float, default=SearchConfig.score_lr, show_default=True,
               help="Mask-score learning rate.")
+@click.option("--distill-temperature", type=float, default=SearchConfig.distill_temperature, show_default=True,
+              help="Softmax temperature of the distillation to the dense model's class outputs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), default=None,
@@ -121,14 +123,14 @@ class _Progress:
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
               block_text: str | None, nm_text: str | None,
               budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
-              score_lr: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
+              score_lr: float, distill_temperature: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
-                          finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr, seed=seed,
-                          device=device)
+                          finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
+                          distill_temperature=distill_temperature, seed=seed, device=device)
     output = output or model.with_name(model.stem + ".pruned.onnx")
     report_path = report_path or output.with_suffix(".json")
     check_writable(output, model, "output model")

@@ -50,9 +50,16 @@ def distillation_loss(
     kinds: list[OutputKind],
     labels: torch.Tensor | None = None,
     label_weight: float = 1.0,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Sum over outputs of KL(teacher || student) for class-like outputs, ||s - t||^2 / ||t||^2 otherwise;
-    plus ``label_weight`` x cross-entropy on the first class-like output when ``labels`` are given."""
+    plus ``label_weight`` x cross-entropy on the first class-like output when ``labels`` are given.
+
+    The KL compares both distributions softened by ``temperature`` (log-probabilities divided by it and
+    renormalised) and is scaled by its square, Hinton's knowledge distillation: above 1, the teacher's
+    small probabilities (which wrong classes it finds similar) carry weight, while the T^2 factor keeps
+    the gradient's size independent of T. The cross-entropy always uses the unsoftened outputs.
+    """
     total = torch.zeros((), device=next(iter(student.values())).device)
     ce_done = labels is None
     for k in kinds:
@@ -62,7 +69,9 @@ def distillation_loss(
             total = total + ((s - t) ** 2).sum() / (t**2).sum().clamp_min(1e-12)
             continue
         log_s, log_t = _log_probs(s, k.kind), _log_probs(t, k.kind)
-        total = total + F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+        soft_s, soft_t = (log_s, log_t) if temperature == 1.0 else (
+            F.log_softmax(log_s / temperature, dim=1), F.log_softmax(log_t / temperature, dim=1))
+        total = total + temperature**2 * F.kl_div(soft_s, soft_t, log_target=True, reduction="batchmean")
         if not ce_done:
             total = total + label_weight * F.nll_loss(log_s, labels)
             ce_done = True

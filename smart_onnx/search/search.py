@@ -50,13 +50,14 @@ class SearchConfig:
     method: str = "smart"
     # Defaults from tools/sweep_defaults.py on the bundled Fashion-MNIST ResNet (docs/benchmarks.md).
     steps: int = 400
-    finetune_steps: int = 200
+    finetune_steps: int = 400
     batch_size: int = 32
     lr: float = 3e-4
     score_lr: float = 0.05
     tau_start: float = 1.0
     tau_end: float = 0.01
     label_weight: float = 1.0
+    distill_temperature: float = 4.0  # see distillation_loss
     stats_batches: int = 4
     score_layer_norm: float = 0.5  # see PruningSpace.initial_scores
     seed: int = 0
@@ -66,7 +67,7 @@ class SearchConfig:
         # Checked here, so a bad option fails before any model is loaded.
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConstraintError(f"--sparsity must be in [0, 1), got {self.sparsity}")
-        for name in ("lr", "score_lr", "tau_start", "tau_end"):
+        for name in ("lr", "score_lr", "tau_start", "tau_end", "distill_temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConstraintError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
@@ -164,7 +165,8 @@ class _Trainer:
         student = self.executor(feeds, transforms=transforms)
         teacher = {k: v[idx].to(self.device) for k, v in self.teacher.items()}
         labels = None if self.labels is None else self.labels[idx].to(self.device)
-        return distillation_loss(student, teacher, self.kinds, labels, self.config.label_weight)
+        return distillation_loss(student, teacher, self.kinds, labels, self.config.label_weight,
+                                 self.config.distill_temperature)
 
 
 def run_search(
