@@ -123,7 +123,8 @@ class _Progress:
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
               block_text: str | None, nm_text: str | None,
               budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
-              score_lr: float, distill_temperature: float, seed: int, device: str, eval_data: Path | None, holdout: float, mean: str | None,
+              score_lr: float, distill_temperature: float, seed: int, device: str, eval_data: Path | None,
+              holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
