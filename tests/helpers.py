@@ -27,7 +27,8 @@ def make_model(
     graph = helper.make_graph(
         nodes,
         "test",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in inputs.items()],
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+         for n, a in inputs.items()],
         [helper.make_empty_tensor_value_info(n) for n in outputs],
         [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()],
     )

@@ -189,7 +189,8 @@ def test_sparsity_missing_outside_nm_mode(work: Path, target: str, mode: str) ->
 
 def test_sparsity_contradicting_the_nm_pattern(work: Path) -> None:
     refused(work, ["--data", str(work / "calib.npz"), "--target", "npu-2to4", "--sparsity", "0.3"],
-            "N:M 2:4 prunes exactly 50% of each weight; --sparsity 0.3 contradicts it (leave --sparsity out in nm mode)")
+            "N:M 2:4 prunes exactly 50% of each weight; --sparsity 0.3 contradicts it "
+            "(leave --sparsity out in nm mode)")
 
 
 def test_unknown_mode(work: Path) -> None:

@@ -79,8 +79,8 @@ def test_prune_html(files, tmp_path) -> None:
     target = tmp_path / "tiny.toml"  # the default target's 16x8 blocks do not fit this small model
     target.write_text('name = "tiny"\ndescription = "1x8 blocks"\nmode = "block"\n[ops.default]\nblocks = ["1x8"]\n')
     res = CliRunner().invoke(cli, ["prune", str(files["ref"]), "--data", str(files["data"]), "--sparsity", "0.5",
-                                   "--target", str(target), "--steps", "2", "--finetune-steps", "1", "--no-latency", "-q",
-                                   "-o", str(out), "--html", str(page)])
+                                   "--target", str(target), "--steps", "2", "--finetune-steps", "1", "--no-latency",
+                                   "-q", "-o", str(out), "--html", str(page)])
     assert res.exit_code == 0, res.output
     text = page.read_text()
     assert f"wrote {page}" in res.output and text.count("data:image/png;base64,") == 3
