@@ -93,6 +93,11 @@ class GraphModule(nn.Module):
         """Run the graph on ``env`` (inputs and outer-scope values; updated in place)."""
         store: WeightStore = self._store
         transforms = transforms or {}
+        for name in self.input_names:
+            # Fed inputs are "produced" by the caller: without this, a layer reading a graph input
+            # directly (a stem conv) could not be observed or masked through its activation.
+            if name in env and name in transforms:
+                env[name] = transforms[name](env[name])
 
         def value(name: str) -> torch.Tensor:
             if name in env:

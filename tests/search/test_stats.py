@@ -60,3 +60,17 @@ def test_all_analysed_layers_give_the_default_statistics(zoo_export) -> None:
     given = activation_stats(executor, data, CONFIG, analyze(model).layers)
     assert full and full.keys() == given.keys()
     assert all(torch.equal(full[k], given[k]) for k in full)
+
+
+def test_a_layer_reading_the_graph_input_gets_statistics(zoo_export) -> None:
+    """The stem conv multiplies the graph input itself: its statistics are the input's per-channel mean square."""
+    zm = zoo_export("resnet_like", "legacy17")
+    model = normalize(zm.proto)
+    (name, example), = zm.feeds.items()
+    x = np.random.default_rng(2).standard_normal((8, *example.shape[1:])).astype(np.float32) * 3
+    executor = Executor(model)
+    stats = activation_stats(executor, Dataset({name: x}), SearchConfig(batch_size=8, stats_batches=1))
+    stems = [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] == name]
+    assert stems and all(s in stats for s in stems)
+    want = torch.from_numpy((x.astype(np.float64) ** 2).mean(axis=(0, 2, 3)))
+    assert torch.allclose(stats[stems[0]], want)

@@ -135,3 +135,11 @@ def test_unregistered_standard_op_names_op_node_and_opset():
     model, _ = one_node("Det", [np.eye(3, dtype=np.float32)], opset=17)
     with pytest.raises(UnsupportedOpError, match=r"Det.*det_node.*opset 17"):
         Executor(normalize(model))
+
+
+def test_transforms_apply_to_fed_graph_inputs():
+    ex = Executor(normalize(_if_model(np.array(False), 13)))  # else branch: y = (x + w) - x
+    seen = []
+    y = ex({"x": torch.from_numpy(X)}, transforms={"x": lambda t: seen.append(t) or t * 0})["y"]
+    assert len(seen) == 1 and torch.equal(seen[0], torch.from_numpy(X))
+    assert torch.allclose(y, torch.from_numpy(W))
