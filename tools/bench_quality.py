@@ -1,6 +1,8 @@
 """Pruning quality: test accuracy of smart vs the baselines at the same step budget (issue 4).
 
-    python -m tools.bench_quality --steps 20 --finetune-steps 20 --write
+    python -m tools.bench_quality --seeds 0 1 --threads 1 --write     # the CLI's step budget
+
+Parallel processes may split the work with ``--points`` (and ``--models``); they share ``--results``.
 
 For each model (the bundled Fashion-MNIST ResNet, the MNIST CNN of digit-recognizer-py) and each point
 (16x8x1x1 block sparsity 30/50/70 %, channel sparsity 20/50 %), runs ``prune`` with every method on the
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from smart_onnx.search import SearchConfig
 from tools._bench_common import (
     MODELS,
     bench_model,
@@ -139,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--steps", type=int, default=200, help="SMART search steps (default: the CLI's)")
-    parser.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps (default: the CLI's)")
+    parser.add_argument("--steps", type=int, default=SearchConfig.steps,
+                        help="SMART search steps (default: the CLI's)")
+    parser.add_argument("--finetune-steps", type=int, default=SearchConfig.finetune_steps,
+                        help="fine-tune steps (default: the CLI's)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--results", type=Path, default=results_path("quality.jsonl"),
                         help="JSON lines of finished runs (reused)")
@@ -165,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exported pruned model. Every method runs through `smart_onnx.prune.prune` with the same weight-update "
         "budget per model (smart: S search + F fine-tune steps; the baselines global magnitude, per-layer uniform "
         "magnitude and random: S + F fine-tune steps; S and F above each table); batch 32, distillation to the "
-        "dense model + cross-entropy on the calibration labels. Block mode: 16x8x1x1 blocks; channel mode: coupled "
+        f"dense model (temperature {SearchConfig.distill_temperature:g}) + cross-entropy on the calibration labels. "
+        "Block mode: 16x8x1x1 blocks; channel mode: coupled "
         "output-channel groups; sparsity = fraction of prunable weights removed.\n\n"
         f"{tables}\n\nTargets (issue 4):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
         f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
