@@ -112,3 +112,14 @@ def test_report_records_curves_and_stages(model_and_data) -> None:
     assert len(r["history"]["finetune_loss"]) == FAST.finetune_steps
     assert {"analysis", "search", "finetune", "export", "eval"} <= set(r["seconds"])
     assert set(r["eval"]["latency"]) == {"1", "8"}
+
+
+# CI has no GPU; on a machine with one this proves the search, masks and statistics stay on the device.
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode,extra", [("block", {"block": (4, 4, 1, 1)}), ("channel", {}), ("nm", {})])
+def test_prune_on_cuda(model_and_data, mode, extra) -> None:
+    sparsity = None if mode == "nm" else 0.5
+    out = _run(model_and_data, mode=mode, sparsity=sparsity, search=replace(FAST, device="cuda"),
+               latency=False, **extra)
+    assert out.report["sparsity"]["achieved_params"] >= 0.5 - 1e-9
+    assert out.report["export_relative_error"] <= 1e-4
