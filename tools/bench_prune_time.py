@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,22 +33,14 @@ def run_once(extra: Sequence[str]) -> tuple[float, float, dict]:
     """One CLI run; returns (wall seconds, CPU seconds, report)."""
     with tempfile.TemporaryDirectory(prefix="bench_prune_time.") as tmp:
         out, report = Path(tmp) / "pruned.onnx", Path(tmp) / "pruned.json"
-        cmd = [_cli(), "prune", MODEL, "--data", DATA, "--sparsity", "0.5", "-o", str(out),
-               "--report", str(report), *extra]
+        # The interpreter's own package, as tests/cli does: an unactivated venv's script is not on PATH.
+        cmd = [sys.executable, "-m", "smart_onnx.cli.main", "prune", MODEL, "--data", DATA, "--sparsity", "0.5",
+               "-o", str(out), "--report", str(report), *extra]
         cpu0 = _children_cpu()
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         return wall, _children_cpu() - cpu0, json.loads(report.read_text())
-
-
-def _cli() -> str:
-    """The ``smart-onnx`` script of this interpreter's environment (an unactivated venv is not on PATH)."""
-    beside = Path(sys.executable).parent / "smart-onnx"
-    found = str(beside) if beside.is_file() else shutil.which("smart-onnx")
-    if found is None:
-        raise SystemExit("smart-onnx is not installed in this environment: pip install -e .")
-    return found
 
 
 def _children_cpu() -> float:
