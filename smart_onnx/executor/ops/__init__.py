@@ -12,6 +12,7 @@ from smart_onnx.executor.ops import (
     pool,  # noqa: F401
     reduce,  # noqa: F401
     resize,  # noqa: F401
+    rnn,  # noqa: F401
     shape,  # noqa: F401
     tensor,  # noqa: F401
 )
