@@ -9,7 +9,7 @@ from typing import Any
 
 from smart_onnx.errors import GraphError
 from smart_onnx.executor import unsupported_nodes
-from smart_onnx.graph import Analysis, analyze
+from smart_onnx.graph import Analysis, analyze, infer_output_roles
 from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
 
 __all__ = ["ModelSummary", "summarize"]
@@ -71,7 +71,8 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
         opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
         producer=" ".join(x for x in (proto.producer_name, proto.producer_version) if x),
         inputs=[{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in model.inputs],
-        outputs=[{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype)} for s in model.outputs],
+        outputs=[{"name": s.name, "shape": list(s.shape), "dtype": str(s.dtype), "role": role.role.value,
+                  "why": role.reason} for s, role in zip(model.outputs, infer_output_roles(model))],
         op_histogram=dict(histogram.most_common()),
         total_weights=model.num_weights(),
         unsupported=unsupported_nodes(model),

@@ -36,7 +36,8 @@ def render(s: ModelSummary) -> str:
         "",
         format_table(["input", "shape", "dtype"], [[i["name"], _shape(i["shape"]), i["dtype"]] for i in s.inputs]),
         "",
-        format_table(["output", "shape", "dtype"], [[o["name"], _shape(o["shape"]), o["dtype"]] for o in s.outputs]),
+        format_table(["output", "shape", "dtype", "role", "why"],
+                     [[o["name"], _shape(o["shape"]), o["dtype"], o["role"], o["why"]] for o in s.outputs]),
         "",
         "Ops: " + ", ".join(f"{op} {n}" for op, n in s.op_histogram.items()),
     ]

@@ -15,7 +15,8 @@ from smart_onnx.graph.index_map import (
     fit_map,
 )
 from smart_onnx.graph.layers import PrunableLayer, find_prunable_layers
-from smart_onnx.graph.view import GraphView, measured_shapes, value_shapes
+from smart_onnx.graph.outputs import OutputInfo, OutputRole, infer_output_roles, label_output, parse_role_overrides
+from smart_onnx.graph.view import GraphView, measured_shapes, output_ranks, value_shapes
 
 __all__ = [
     "Analysis",
@@ -25,6 +26,8 @@ __all__ = [
     "IdentityMap",
     "IndexMap",
     "OffsetMap",
+    "OutputInfo",
+    "OutputRole",
     "PrunableLayer",
     "RepeatMap",
     "Role",
@@ -37,6 +40,10 @@ __all__ = [
     "check_keep",
     "find_prunable_layers",
     "fit_map",
+    "infer_output_roles",
+    "label_output",
     "measured_shapes",
+    "output_ranks",
+    "parse_role_overrides",
     "value_shapes",
 ]

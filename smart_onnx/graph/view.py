@@ -12,7 +12,7 @@ from onnx import helper
 
 from smart_onnx.model import OnnxModel, copy_proto, is_float_tensor, subgraph_free_names, tensor_to_array
 
-__all__ = ["GraphView", "attr", "measured_shapes", "value_shapes"]
+__all__ = ["GraphView", "attr", "measured_shapes", "output_ranks", "value_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,23 @@ def value_shapes(
     for tensor in model.graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
     return shapes
+
+
+def output_ranks(model: OnnxModel) -> dict[str, int]:
+    """Rank of each graph output: as declared, else from ONNX shape inference (absent when neither knows)."""
+    ranks = {o.name: len(o.type.tensor_type.shape.dim) for o in model.graph.output
+             if o.type.HasField("tensor_type") and o.type.tensor_type.HasField("shape")}
+    if len(ranks) == len(model.graph.output):
+        return ranks
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(model.proto), strict_mode=False)
+    except Exception as e:  # best effort, as in value_shapes
+        log.warning("shape inference failed (%s); output ranks stay unknown", str(e).splitlines()[0])
+        return ranks
+    for o in inferred.graph.output:
+        if o.name not in ranks and o.type.tensor_type.HasField("shape"):
+            ranks[o.name] = len(o.type.tensor_type.shape.dim)
+    return ranks
 
 
 # Float initializers above this many elements become typed inputs for shape inference: their
