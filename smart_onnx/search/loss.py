@@ -1,78 +1,126 @@
-"""Search/fine-tune loss: distillation to the dense model, plus cross-entropy when labels exist."""
+"""Search/fine-tune loss: every output distilled to the dense model by its role, labels on one class output.
+
+- class and sequence outputs: KL(teacher || student) over the class axis at a temperature,
+  averaged over every other position (per sample, and per step for a sequence);
+- regression outputs: mean squared error divided by the dense output's variance over the
+  calibration set (per index of axis 1, the channel of an NCHW map or the feature of
+  ``[N, D]``), so boxes in pixels and scores in [0, 1] weigh alike and no output dominates
+  by its units;
+- ignored outputs: nothing.
+
+Softmax and cross-entropy never touch a regression output.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OutputKind", "classify_outputs", "distillation_loss"]
+from smart_onnx.graph import OutputInfo, OutputRole
+
+__all__ = ["OutputScales", "distillation_loss"]
+
+# Floors of a channel's variance: a (nearly) constant channel divided by its own variance would
+# turn float noise into a dominant loss. Relative to the channel's own mean square, and to the
+# output's largest channel (for channels that are all zeros); far below the 1e8 spread between
+# boxes in pixels and scores in [0, 1] that one output can mix.
+_VARIANCE_FLOOR = 1e-4
+_OUTPUT_FLOOR = 1e-10
 
 
-@dataclass(frozen=True)
-class OutputKind:
-    """How an output is compared: 'logits' / 'probs' (KL over axis 1) or 'regression' (normalised MSE)."""
+class OutputScales:
+    """Per-channel variance of each regression output, accumulated over batches in place."""
 
-    name: str
-    kind: str
+    def __init__(self, outputs: Sequence[OutputInfo]) -> None:
+        self._names = [o.name for o in outputs if o.role is OutputRole.REGRESSION]
+        self._sum: dict[str, torch.Tensor] = {}
+        self._sumsq: dict[str, torch.Tensor] = {}
+        self._count: dict[str, int] = {}
+
+    def update(self, teacher: Mapping[str, torch.Tensor]) -> None:
+        for name in self._names:
+            t = teacher[name].detach().double()
+            dims = [d for d in range(t.dim()) if d != 1] if t.dim() >= 2 else list(range(t.dim()))
+            s, sq = t.sum(dim=dims).cpu(), (t * t).sum(dim=dims).cpu()
+            self._sum[name] = self._sum[name] + s if name in self._sum else s
+            self._sumsq[name] = self._sumsq[name] + sq if name in self._sumsq else sq
+            self._count[name] = self._count.get(name, 0) + t.numel() // max(1, s.numel())
+
+    def variances(self) -> dict[str, torch.Tensor]:
+        """Output name -> variance per axis-1 index (float32, floored), shaped to broadcast against the output."""
+        out = {}
+        for name in self._names:
+            if name not in self._count:
+                continue
+            n = self._count[name]
+            mean, meansq = self._sum[name] / n, self._sumsq[name] / n
+            var = (meansq - mean * mean).clamp_min(0.0)
+            floor = _VARIANCE_FLOOR * meansq + _OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+            var = torch.maximum(var, floor).float()
+            out[name] = var.reshape(1, -1) if var.dim() == 1 else var
+        return out
 
 
-def classify_outputs(teacher: Mapping[str, torch.Tensor]) -> list[OutputKind]:
-    """Decide per float output whether it is class scores (KL) or anything else (normalised MSE).
-
-    [N, C] with C > 1 is class-like; rows that are non-negative and sum to 1 are
-    probabilities (a model ending in Softmax), otherwise logits.
-    """
-    kinds = []
-    for name, t in teacher.items():
-        if not t.is_floating_point():
-            continue
-        if t.dim() == 2 and t.shape[1] > 1:
-            sums = t.sum(dim=1)
-            probs = bool((t >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
-            kinds.append(OutputKind(name, "probs" if probs else "logits"))
-        else:
-            kinds.append(OutputKind(name, "regression"))
-    return kinds
-
-
-def _log_probs(x: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "probs":
+def _log_probs(x: torch.Tensor, info: OutputInfo) -> torch.Tensor:
+    if info.scores == "probs":
         return torch.log(x.clamp_min(1e-8))
-    return F.log_softmax(x, dim=1)
+    return F.log_softmax(x, dim=info.class_axis)  # logits; renormalises log-probabilities exactly
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, info: OutputInfo, temperature: float) -> torch.Tensor:
+    axis = info.class_axis
+    log_s, log_t = _log_probs(student, info), _log_probs(teacher, info)
+    if temperature != 1.0:
+        log_s, log_t = F.log_softmax(log_s / temperature, dim=axis), F.log_softmax(log_t / temperature, dim=axis)
+    pointwise = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(dim=axis)
+    return temperature**2 * pointwise.mean()
+
+
+def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
+    err = (student - teacher) ** 2
+    if variance is None:  # no calibration statistics: the batch's own scale
+        return err.mean() / (teacher.var(unbiased=False) + teacher.pow(2).mean() * _VARIANCE_FLOOR + 1e-30)
+    if err.dim() >= 2:
+        variance = variance.reshape(1, -1, *([1] * (err.dim() - 2)))
+    return (err / variance.to(err.device)).mean()
 
 
 def distillation_loss(
     student: Mapping[str, torch.Tensor],
     teacher: Mapping[str, torch.Tensor],
-    kinds: list[OutputKind],
+    outputs: Sequence[OutputInfo],
+    *,
+    variances: Mapping[str, torch.Tensor] | None = None,
     labels: torch.Tensor | None = None,
+    label_output: str | None = None,
     label_weight: float = 1.0,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Sum over outputs of KL(teacher || student) for class-like outputs, ||s - t||^2 / ||t||^2 otherwise;
-    plus ``label_weight`` x cross-entropy on the first class-like output when ``labels`` are given.
+    """Sum over the outputs of their distillation terms, plus ``label_weight`` x cross-entropy on ``label_output``.
 
-    The KL compares both distributions softened by ``temperature`` (log-probabilities divided by it and
-    renormalised) and is scaled by its square, Hinton's knowledge distillation: above 1, the teacher's
-    small probabilities (which wrong classes it finds similar) carry weight, while the T^2 factor keeps
-    the gradient's size independent of T. The cross-entropy always uses the unsoftened outputs.
+    The KL compares both distributions softened by ``temperature`` and is scaled by its
+    square (Hinton's knowledge distillation): above 1 the teacher's small probabilities,
+    which wrong classes it finds similar, carry weight, and the T^2 factor keeps the
+    gradient's size independent of T. The cross-entropy uses the unsoftened scores.
+
+    Args:
+        student: the pruned model's outputs by name.
+        teacher: the dense model's outputs on the same batch.
+        outputs: the roles (outputs missing from ``teacher`` are skipped).
+        variances: regression output -> dense variance per axis-1 index (:class:`OutputScales`).
+        labels: integer class per sample, for ``label_output`` (a class output).
     """
     total = torch.zeros((), device=next(iter(student.values())).device)
-    ce_done = labels is None
-    for k in kinds:
-        s = student[k.name].float()
-        t = teacher[k.name].float()
-        if k.kind == "regression":
-            total = total + ((s - t) ** 2).sum() / (t**2).sum().clamp_min(1e-12)
+    for info in outputs:
+        if info.role is OutputRole.IGNORE or info.name not in teacher:
             continue
-        log_s, log_t = _log_probs(s, k.kind), _log_probs(t, k.kind)
-        soft_s, soft_t = (log_s, log_t) if temperature == 1.0 else (
-            F.log_softmax(log_s / temperature, dim=1), F.log_softmax(log_t / temperature, dim=1))
-        total = total + temperature**2 * F.kl_div(soft_s, soft_t, log_target=True, reduction="batchmean")
-        if not ce_done:
-            total = total + label_weight * F.nll_loss(log_s, labels)
-            ce_done = True
+        s, t = student[info.name].float(), teacher[info.name].float()
+        if info.role is OutputRole.REGRESSION:
+            total = total + _normalised_mse(s, t, (variances or {}).get(info.name))
+            continue
+        total = total + _kl(s, t, info, temperature)
+        if labels is not None and info.name == label_output:
+            total = total + label_weight * F.nll_loss(_log_probs(s, info), labels)
     return total

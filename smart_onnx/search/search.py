@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ import torch
 from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
-from smart_onnx.search.loss import classify_outputs, distillation_loss
+from smart_onnx.graph import OutputInfo, infer_output_roles
+from smart_onnx.graph import label_output as _label_output
+from smart_onnx.search.loss import OutputScales, distillation_loss
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.soft_topk import hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
 from smart_onnx.search.space import NMSpace, PruningSpace
@@ -133,28 +135,71 @@ def _sampler(n: int, batch_size: int, seed: int):
             yield order[start:start + batch_size]
 
 
+# The dense outputs of the whole calibration set are kept up to this size; above it a frozen
+# copy of the dense model recomputes them per batch (one more forward pass per step), so
+# memory does not grow with the number of samples.
+TEACHER_CACHE_BYTES = 256 * 2**20
+
+
+class _Teacher:
+    """The dense model's outputs per batch, and the regression outputs' variances over the calibration set."""
+
+    def __init__(self, executor: Executor, data: Dataset, config: SearchConfig,
+                 outputs: Sequence[OutputInfo], to_device: Callable[[Mapping[str, np.ndarray]], dict]) -> None:
+        self.batch_axis = {o.name: o.batch_axis for o in outputs}
+        self.to_device = to_device
+        scales = OutputScales(outputs)
+        parts: dict[str, list[torch.Tensor]] | None = {}
+        seen = nbytes = 0
+        with torch.no_grad():  # one streamed pass: statistics always, outputs while they fit the budget
+            for batch in data.batches(max(config.batch_size, 64)):
+                out = {k: v for k, v in executor(to_device(batch.inputs)).items() if v.is_floating_point()}
+                scales.update(out)
+                seen += len(next(iter(batch.inputs.values())))
+                if parts is None:
+                    continue
+                nbytes += sum(v.numel() * v.element_size() for v in out.values())
+                if nbytes * len(data) / seen > TEACHER_CACHE_BYTES:
+                    parts = None
+                    continue
+                for name, v in out.items():
+                    parts.setdefault(name, []).append(v.cpu())
+        self.variances = scales.variances()
+        self.cached = None if parts is None else {
+            k: torch.cat(v, dim=self.batch_axis.get(k, 0)) for k, v in parts.items()}
+        self.model: Executor | None = None
+        if self.cached is None:
+            log.info("dense outputs exceed %d MiB: recomputed per batch", TEACHER_CACHE_BYTES // 2**20)
+            self.model = Executor(executor.model).to(config.device)
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def __call__(self, idx: np.ndarray, feeds: Mapping[str, torch.Tensor], device: torch.device) -> dict:
+        if self.cached is None:
+            with torch.no_grad():
+                return {k: v for k, v in self.model(feeds).items() if v.is_floating_point()}
+        index = torch.as_tensor(idx)
+        return {k: v.index_select(self.batch_axis.get(k, 0), index).to(device) for k, v in self.cached.items()}
+
+
 class _Trainer:
     """Shared by search and fine-tune: batches, the dense teacher's outputs, the loss of one batch."""
 
-    def __init__(self, executor: Executor, data: Dataset, config: SearchConfig) -> None:
+    def __init__(self, executor: Executor, data: Dataset, config: SearchConfig,
+                 outputs: Sequence[OutputInfo], label_output: str | None) -> None:
         self.executor = executor
         self.data = data
         self.config = config
         self.device = torch.device(config.device)
-        self.labels = None if data.labels is None else torch.as_tensor(data.labels, dtype=torch.long)
-        self.teacher = self._teacher_outputs()
-        self.kinds = classify_outputs({k: v[:2] for k, v in self.teacher.items()})
+        self.outputs = list(outputs)
+        self.label_output = label_output
+        self.labels = None
+        if data.labels is not None and label_output is not None:
+            self.labels = torch.as_tensor(data.labels, dtype=torch.long)
+        self.teacher = _Teacher(executor, data, config, self.outputs, self._to_device)
         self.batches = _sampler(len(data), config.batch_size, config.seed)
         # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
         self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
-
-    def _teacher_outputs(self) -> dict[str, torch.Tensor]:
-        outs: dict[str, list[torch.Tensor]] = {}
-        with torch.no_grad():
-            for batch in self.data.batches(max(self.config.batch_size, 64)):
-                for name, v in self.executor(self._to_device(batch.inputs)).items():
-                    outs.setdefault(name, []).append(v.detach().cpu())
-        return {k: torch.cat(v) for k, v in outs.items() if v[0].is_floating_point()}
 
     def _to_device(self, arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for k, a in arrays.items()}
@@ -163,10 +208,11 @@ class _Trainer:
         idx = next(self.batches)
         feeds = self._to_device({k: a[idx] for k, a in self.data.arrays.items()})
         student = self.executor(feeds, transforms=transforms)
-        teacher = {k: v[idx].to(self.device) for k, v in self.teacher.items()}
+        teacher = self.teacher(idx, feeds, self.device)
         labels = None if self.labels is None else self.labels[idx].to(self.device)
-        return distillation_loss(student, teacher, self.kinds, labels, self.config.label_weight,
-                                 self.config.distill_temperature)
+        return distillation_loss(student, teacher, self.outputs, variances=self.teacher.variances, labels=labels,
+                                 label_output=self.label_output, label_weight=self.config.label_weight,
+                                 temperature=self.config.distill_temperature)
 
 
 def run_search(
@@ -177,6 +223,8 @@ def run_search(
     *,
     constraints: UnitConstraints | None = None,
     progress: Progress | None = None,
+    outputs: Sequence[OutputInfo] | None = None,
+    label_output: str | None = None,
 ) -> SearchResult:
     """Search a hard mask over ``space`` on ``data`` and fine-tune the weights under it.
 
@@ -187,6 +235,9 @@ def run_search(
         config: sparsity, budget kind, method, steps, learning rates, seed, device.
         constraints: forced keeps and per-group minimums for the hard mask.
         progress: called after every optimisation step.
+        outputs: the roles of the model's outputs (None: inferred from the graph).
+        label_output: the class output the data's labels belong to (None: the single class
+            output when the data has labels).
 
     Returns:
         The hard mask (``keep``), the fine-tuned weights by ONNX name, loss/tau/sparsity curves.
@@ -194,10 +245,13 @@ def run_search(
     Raises:
         ConstraintError: the constraints cannot be met within the budget (bad settings are
             refused when the SearchConfig is built).
+        DataError: the data has labels and several class outputs could take them.
     """
     torch.manual_seed(config.seed)
     executor.to(config.device)
-    trainer = _Trainer(executor, data, config)
+    outputs = infer_output_roles(executor.model) if outputs is None else outputs
+    label_output = label_output or _label_output(outputs, None, data.labels is not None)
+    trainer = _Trainer(executor, data, config, outputs, label_output)
     result = SearchResult(keep=torch.zeros(0), weights={}, history={"loss": [], "tau": [], "sparsity": [],
                                                                       "finetune_loss": []})
     start = time.perf_counter()
