@@ -23,9 +23,10 @@ from smart_onnx._atomic import atomic_output
 from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.eval.compare import layer_totals
+from smart_onnx.eval.fidelity import judge_fidelity
 from smart_onnx.eval.ort import evaluate, make_session, run_model
 from smart_onnx.executor import Executor
-from smart_onnx.graph import Analysis, analyze
+from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
 from smart_onnx.hw import (
     Profile,
     align_channel_keep,
@@ -71,6 +72,9 @@ class PruneOptions:
     search: SearchConfig = field(default_factory=SearchConfig)  # its sparsity is the requested one
     sparse_format: str = "auto"
     latency: bool = True
+    output_roles: Mapping[str, str] = field(default_factory=dict)  # output name -> role, over the inferred ones
+    label_output: str | None = None  # None: the single class output, when the data has labels
+    min_fidelity: float | None = None  # the gate judged in the report (see smart_onnx.eval.judge_fidelity)
 
 
 @dataclass
@@ -182,7 +186,8 @@ def prune(
         The pruned model and the report (a JSON-ready dict).
 
     Raises:
-        ConstraintError: impossible sparsity or mode, nothing prunable.
+        ConstraintError: impossible sparsity or mode, nothing prunable, a bad output-role override.
+        DataError: labels that several class outputs could take, or a label output that is not a class output.
         RewriteError: the exported model does not reproduce the masked torch model.
     """
     cfg = options.search
@@ -191,6 +196,11 @@ def prune(
     mode = mode_for(options.target, options.mode) if options.target else (options.mode or "block")
     if mode != "nm" and cfg.sparsity is None:
         raise ConstraintError(f"--sparsity is required in {mode} mode")
+    outputs = infer_output_roles(model, options.output_roles)
+    have_labels = calibration.labels is not None or (holdout is not None and holdout.labels is not None)
+    labelled = label_output(outputs, options.label_output, have_labels)
+    if have_labels and labelled is None:
+        log.warning("the data has labels but the model has no class output: the labels are not used")
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -208,7 +218,8 @@ def prune(
     constraints = _constraints(space, analysis, options)
     seconds["analysis"] = time.perf_counter() - start
 
-    result = run_search(executor, space, calibration, cfg, constraints=constraints, progress=progress)
+    result = run_search(executor, space, calibration, cfg, constraints=constraints, progress=progress,
+                        outputs=outputs, label_output=labelled)
     seconds.update(result.seconds)
 
     start = time.perf_counter()
@@ -238,6 +249,8 @@ def prune(
         "layers": _layer_report(analysis, pruned),
         "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}
                           for g in analysis.frozen_groups],
+        "outputs": [o.to_dict() for o in outputs],
+        "label_output": labelled,
         "export_relative_error": export_error,
         "history": result.history,
     }
@@ -251,7 +264,10 @@ def prune(
     if holdout is not None:
         batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
         latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
-        report["eval"] = evaluate(model, session, batches, latency_batches=latency).to_dict()
+        evaluation = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
+                              label_output=labelled)
+        report["eval"] = evaluation.to_dict()
+        report["fidelity"] = judge_fidelity(evaluation.outputs, options.min_fidelity).to_dict()
     seconds["eval"] = time.perf_counter() - start
     report["seconds"] = seconds
     report["totals"] = layer_totals(report["layers"])

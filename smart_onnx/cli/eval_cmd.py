@@ -10,12 +10,14 @@ from typing import Any
 
 import click
 
-from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, json_option, model_argument
 from smart_onnx.cli.table import format_table, human
 from smart_onnx.data import load_dataset
-from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models
+from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models, judge_fidelity
+from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.eval.html import write_html
+from smart_onnx.graph import infer_output_roles, parse_role_overrides
+from smart_onnx.graph import label_output as pick_label_output
 from smart_onnx.model import load_model
 
 
@@ -37,17 +39,14 @@ def render_eval(result: dict[str, Any]) -> str:
         ref, cand = lat["reference"]["median_ms"], lat["candidate"]["median_ms"]
         rows.append([f"median latency, batch {batch}", f"{ref:.3f} ms", f"{cand:.3f} ms", _ratio(ref, cand)])
     size = format_table(["", "reference", "candidate", "ratio"], rows)
-    outputs = format_table(
-        ["output", "cosine", "rel. error", "top-1 agreement", "accuracy (ref)", "accuracy (cand)"],
-        [[o["name"], f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", percent(o["top1_agreement"]),
-          percent(o["reference_accuracy"]), percent(o["accuracy"])] for o in ev["outputs"]],
-    )
+    fidelity = result.get("fidelity")
+    outputs = format_table(*output_table(ev["outputs"], (fidelity or {}).get("degraded", ())))
     notes = [f"{ev['samples']} samples; {MACS_NOTE}."]
     s = result.get("latency_settings")
     if s and s["batches"]:
         notes.append(f"Latency: median of {s['repeats']} runs after {s['warmup']} warm-up runs, "
                      f"threads: {s['threads']}.")
-    return "\n\n".join([size, outputs, "\n".join(notes)])
+    return "\n\n".join([size, outputs, "\n".join(notes), "\n".join(verdict_lines(fidelity))])
 
 
 @click.command("eval")
@@ -58,6 +57,13 @@ def render_eval(result: dict[str, Any]) -> str:
 @json_option
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=None,
               help="Gate: exit 1 when top-1 agreement is below this fraction (e.g. 0.98).")
+@click.option("--min-fidelity", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Gate: exit 1 when any output's fidelity (agreement for class outputs, decode agreement for "
+                   "sequences, mean cosine otherwise) is below this.")
+@click.option("--output-role", "output_roles", multiple=True, metavar="NAME=ROLE",
+              help="Role of a graph output: class, sequence, regression or ignore (repeatable).")
+@click.option("--label-output", default=None, metavar="NAME",
+              help="The class output the data's labels belong to [default: the single class output].")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Evaluation batch size.")
 @click.option("--latency-batch", type=click.IntRange(1), default=None,
               help="Second latency batch size besides 1 (default: --batch-size).")
@@ -70,22 +76,28 @@ def render_eval(result: dict[str, Any]) -> str:
               help="Also write a self-contained HTML report here.")
 def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min_agreement: float | None,
              batch_size: int, latency_batch: int | None, threads: int | None, repeats: int, warmup: int,
-             no_latency: bool, html_path: Path | None) -> None:
+             no_latency: bool, html_path: Path | None, min_fidelity: float | None = None,
+             output_roles: tuple[str, ...] = (), label_output: str | None = None) -> None:
     """Compare CANDIDATE (e.g. a pruned model) with REFERENCE on --data in onnxruntime."""
     if html_path is not None:  # before the evaluation, so a typo in the path does not cost the run
         check_writable(html_path, reference, "HTML report")
     ref_model, cand_model = load_model(reference), load_model(candidate)
     check_same_inputs(ref_model, cand_model)
+    outputs = infer_output_roles(ref_model, parse_role_overrides(output_roles))
     data = load_dataset(data_path, ref_model.inputs)
+    labelled = pick_label_output(outputs, label_output, data.labels is not None)
     comparison = compare_models(
         ref_model, cand_model, data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
-        latency_batch=None if no_latency else (latency_batch or batch_size),
+        latency_batch=None if no_latency else (latency_batch or batch_size), outputs=outputs, label_output=labelled,
     )
+    verdict = judge_fidelity(comparison.eval.outputs, min_fidelity)
     # The gate is checked before anything is written, so a bad --min-agreement input costs nothing.
     gate = agreement_gate(comparison.eval, min_agreement) if min_agreement is not None else None
     command = shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]])
     result = {"reference": reference, "candidate": candidate, "data": str(data_path), "command": command,
               **comparison.to_dict()}
+    result["outputs"] = [o.to_dict() for o in outputs]
+    result["fidelity"] = verdict.to_dict()
     if gate is not None:
         result["gate"] = {"min_agreement": min_agreement, "agreement": gate[1], "passed": gate[0]}
     if html_path is not None:
@@ -93,6 +105,13 @@ def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min
     click.echo(json.dumps(result, indent=2) if as_json else render_eval(result))
     if html_path is not None and not as_json:
         click.echo(f"wrote {html_path}")
+    failed = False
     if gate is not None and not gate[0]:
         click.echo(f"FAIL: top-1 agreement {gate[1]:.4f} is below --min-agreement {min_agreement}", err=True)
+        failed = True
+    if not verdict.passed:
+        click.echo(f"FAIL: output {verdict.worst!r} fidelity {verdict.worst_fidelity:.4f} is below --min-fidelity "
+                   f"{min_fidelity}", err=True)
+        failed = True
+    if failed:
         sys.exit(1)

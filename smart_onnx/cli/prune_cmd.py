@@ -9,14 +9,16 @@ from pathlib import Path
 import click
 
 from smart_onnx.cli.options import check_writable
+from smart_onnx.cli.progress import ProgressReporter
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.errors import ConstraintError, DataError
 from smart_onnx.eval.html import write_html
+from smart_onnx.graph import parse_role_overrides
 from smart_onnx.hw import DEFAULT_PROFILE, load_profile
 from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
-from smart_onnx.search import METHODS, SearchConfig, StepInfo, parse_block
+from smart_onnx.search import METHODS, SearchConfig, parse_block
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -36,39 +38,6 @@ def _nm(text: str) -> tuple[int, int]:
     if not 0 < n < m:
         raise ConstraintError(f"--nm {text!r} needs 0 < N < M")
     return n, m
-
-
-class _Progress:
-    """One progress bar per stage on stderr, showing loss, temperature and soft sparsity."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = None
-        self.stage = None
-
-    def __call__(self, info: StepInfo) -> None:
-        if self.quiet:
-            return
-        if info.stage != self.stage:
-            self.close()
-            self.stage = info.stage
-            label = "search  " if info.stage == "search" else "finetune"
-            self.bar = click.progressbar(length=info.total, label=label, file=sys.stderr, show_pos=True,
-                                         item_show_func=self._describe)
-            self.bar.__enter__()
-        self.bar.update(1, info)
-
-    @staticmethod
-    def _describe(info: StepInfo | None) -> str:
-        if info is None:
-            return ""
-        tau = f" tau {info.tau:.3g}" if info.tau is not None else ""
-        return f"loss {info.loss:.4g}{tau} sparsity {info.sparsity:.1%}"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 @click.command()
@@ -119,14 +88,25 @@ class _Progress:
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement in the report.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
               help="Also write the report as a self-contained HTML page (plots embedded).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--output-role", "output_roles", multiple=True, metavar="NAME=ROLE",
+              help="Role of a graph output: class, sequence, regression or ignore (repeatable; overrides what "
+                   "is inferred from the graph, see `smart-onnx inspect`).")
+@click.option("--label-output", default=None, metavar="NAME",
+              help="The class output the data's labels belong to [default: the single class output].")
+@click.option("--min-fidelity", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Gate: exit 1 when any output's fidelity (agreement for class outputs, decode agreement for "
+                   "sequences, mean cosine otherwise) on the evaluation data is below this; the model and "
+                   "report are still written.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
               block_text: str | None, nm_text: str | None,
               budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
               score_lr: float, distill_temperature: float, seed: int, device: str, eval_data: Path | None,
               holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
-              no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None) -> None:
+              no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None,
+              output_roles: tuple[str, ...] = (), label_output: str | None = None,
+              min_fidelity: float | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
@@ -155,11 +135,14 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         nm=None if nm_text is None else _nm(nm_text),
         latency=not no_latency,
         search=search,
+        output_roles=parse_role_overrides(output_roles),
+        label_output=label_output,
+        min_fidelity=min_fidelity,
     )
     if not quiet:
         click.echo(f"{model}: {onnx_model.num_weights():,} weights; calibration {len(calibration)} samples, "
                    f"evaluation {len(held_out)} samples", err=True)
-    bar = _Progress(quiet)
+    bar = ProgressReporter(quiet)
     try:
         outcome = prune(onnx_model, calibration, held_out, options, progress=bar,
                         command=shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]))
@@ -182,6 +165,11 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     click.echo(render_summary(outcome.report, output, report_path))
     if html_path is not None:
         click.echo(f"wrote {html_path}")
+    fidelity = outcome.report.get("fidelity")
+    if fidelity is not None and not fidelity["passed"]:
+        click.echo(f"FAIL: output {fidelity['worst']!r} fidelity {fidelity['worst_fidelity']:.4f} is below "
+                   f"--min-fidelity {min_fidelity}", err=True)
+        sys.exit(1)
 
 
 def _check_device(device: str) -> None:

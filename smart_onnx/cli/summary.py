@@ -1,4 +1,4 @@
-"""The closing table of ``prune``: what shrank, what it cost, where it went."""
+"""The closing table of ``prune``: what shrank, what it cost, how faithful every output stayed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from smart_onnx._format import percent
 from smart_onnx.cli.table import format_table, human
+from smart_onnx.eval.fidelity import output_table, verdict_lines
 
 
 def render_summary(report: dict[str, Any], output: Path | str, report_path: Path | str) -> str:
@@ -20,22 +21,21 @@ def render_summary(report: dict[str, Any], output: Path | str, report_path: Path
     ]
     ev = report.get("eval")
     if ev:
-        outs = ev["outputs"]
-        agreement = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
-        acc = next((o for o in outs if o.get("accuracy") is not None), None)
-        if agreement is not None:
-            rows.append(["top-1 agreement", "", percent(agreement), f"{ev['samples']} held-out samples"])
-        if acc:
-            rows.append(["accuracy", percent(acc["reference_accuracy"]), percent(acc["accuracy"]), ""])
-        cos = min(o["cosine"] for o in outs)
-        rows.append(["output cosine (min)", "", f"{cos:.5f}", ""])
         for batch, lat in ev.get("latency", {}).items():
             ref, cand = lat["reference"]["median_ms"], lat["candidate"]["median_ms"]
             rows.append([f"latency batch {batch}", f"{ref:.2f} ms", f"{cand:.2f} ms", f"x{cand / ref:.2f}"])
     check = report.get("check")
     if check is not None:
-        rows.append(["profile check", report.get("target", ""), "pass" if check.get("passed") else "FAIL", ""])
+        rows.append(["profile check", report.get("target", ""), "pass" if check.get("passed") else "FAIL",
+                     "hardware rules"])
     seconds = report.get("seconds", {})
     rows.append(["time", "", f"{sum(seconds.values()):.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
-    table = format_table(["", "dense", "pruned", ""], rows)
-    return f"{table}\n\nwrote {output}\nwrote {report_path}"
+    parts = [format_table(["", "dense", "pruned", ""], rows)]
+    fidelity = report.get("fidelity")
+    if ev:
+        header, out_rows = output_table(ev["outputs"], (fidelity or {}).get("degraded", ()))
+        parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev['samples']} held-out "
+                                                          f"samples)"))
+    parts.append("\n".join(verdict_lines(fidelity)))
+    parts.append(f"wrote {output}\nwrote {report_path}")
+    return "\n\n".join(parts)

@@ -12,9 +12,18 @@ from smart_onnx.eval.compare import (
     layer_totals,
     weight_counts,
 )
-from smart_onnx.eval.ort import EvalReport, LatencyResult, OutputMetrics, compare_outputs, evaluate
+from smart_onnx.eval.fidelity import (
+    COSINE_WARNING,
+    FidelityVerdict,
+    OutputMetrics,
+    compare_outputs,
+    judge_fidelity,
+)
+from smart_onnx.eval.ort import EvalReport, LatencyResult, evaluate
 
 __all__ = [
+    "COSINE_WARNING",
+    "FidelityVerdict",
     "MACS_NOTE",
     "EvalReport",
     "LatencyResult",
@@ -26,6 +35,7 @@ __all__ = [
     "compare_models",
     "compare_outputs",
     "evaluate",
+    "judge_fidelity",
     "layer_totals",
     "weight_counts",
 ]

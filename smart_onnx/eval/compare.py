@@ -11,6 +11,7 @@ NPU with block-sparse support skips them; a dense runtime such as onnxruntime on
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval.ort import EvalReport, evaluate
-from smart_onnx.graph import analyze
+from smart_onnx.graph import OutputInfo, analyze, infer_output_roles
+from smart_onnx.graph import label_output as _label_output
 from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
 
 __all__ = [
@@ -146,6 +148,8 @@ def compare_models(
     threads: int | None = None,
     warmup: int = 3,
     repeats: int = 20,
+    outputs: Sequence[OutputInfo] | None = None,
+    label_output: str | None = None,
 ) -> ModelComparison:
     """Compare ``candidate`` with ``reference`` on ``data`` (loaded for the reference's inputs).
 
@@ -155,6 +159,8 @@ def compare_models(
         threads: onnxruntime intra-op threads (None: onnxruntime's default, reported as the CPU count).
         warmup: untimed runs before each latency measurement.
         repeats: timed runs per latency measurement.
+        outputs: the roles of the outputs (None: inferred from the reference's graph).
+        label_output: the class output the data's labels belong to (None: the single class output).
 
     Raises:
         GraphError: the models take different inputs.
@@ -163,10 +169,12 @@ def compare_models(
     check_same_inputs(reference, candidate)
     if len(data) == 0:
         raise DataError(f"{data.source} has no samples to evaluate on")
+    outputs = infer_output_roles(reference) if outputs is None else outputs
+    label_output = label_output or _label_output(outputs, None, data.labels is not None)
     batches = [(b.inputs, b.labels) for b in data.batches(batch_size)]
     latency_batches = () if latency_batch is None else tuple(dict.fromkeys((1, latency_batch)))
     report = evaluate(reference, candidate, batches, latency_batches=latency_batches, threads=threads,
-                      warmup=warmup, repeats=repeats)
+                      warmup=warmup, repeats=repeats, outputs=outputs, label_output=label_output)
     shapes = {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
     layers = compare_layers(reference, candidate, shapes)
     weights = {"reference": weight_counts(reference), "candidate": weight_counts(candidate)}
@@ -176,13 +184,14 @@ def compare_models(
 
 
 def agreement_gate(report: EvalReport, minimum: float) -> tuple[bool, float]:
-    """Whether top-1 agreement reaches ``minimum``; returns (passed, measured agreement).
+    """Whether the lowest top-1 agreement over the class outputs reaches ``minimum``; returns (passed, agreement).
 
     Raises:
-        DataError: no output is class-like ([N, C] scores), so there is no agreement to gate on.
+        DataError: no output has the class role, so there is no agreement to gate on.
     """
     agreement = report.top1_agreement
     if agreement is None:
-        names = [m.name for m in report.outputs]
-        raise DataError(f"--min-agreement needs a class-score output of shape [N, C]; outputs {names} are not")
+        roles = {m.name: m.role for m in report.outputs}
+        raise DataError(f"a minimum agreement needs a class output; the outputs' roles are {roles} "
+                        f"(a role can be set per output)")
     return agreement >= minimum, agreement

@@ -18,6 +18,7 @@ from typing import Any
 
 from smart_onnx._atomic import atomic_output
 from smart_onnx._format import format_value, percent
+from smart_onnx.eval.fidelity import output_table, verdict_lines
 
 __all__ = ["render_html", "write_html"]
 
@@ -109,15 +110,13 @@ def _summary(r: Mapping[str, Any], names: tuple[str, str]) -> str:
     return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
 
 
-def _eval(ev: Mapping[str, Any] | None, settings: Mapping[str, Any] | None, candidate: str) -> str:
+def _eval(ev: Mapping[str, Any] | None, fidelity: Mapping[str, Any] | None, settings: Mapping[str, Any] | None,
+          candidate: str) -> str:
     if not ev:
         return ""
     out = [f"<h2>Evaluation ({ev['samples']} samples, onnxruntime)</h2>"]
-    out.append(_table(
-        ["output", "cosine", "relative error", "top-1 agreement", "accuracy (reference)", f"accuracy ({candidate})"],
-        [[_text(o["name"]), f"{o['cosine']:.6f}", f"{o['relative_error']:.4g}", percent(o.get("top1_agreement")),
-          percent(o.get("reference_accuracy")), percent(o.get("accuracy"))] for o in ev["outputs"]],
-    ))
+    out.append(_table(*output_table(ev["outputs"], (fidelity or {}).get("degraded", ()))))
+    out.append("".join(f"<p><b>{_e(line)}</b></p>" for line in verdict_lines(fidelity)))
     lat = ev.get("latency") or {}
     if lat:
         rows = []
@@ -198,7 +197,7 @@ def render_html(report: Mapping[str, Any], *, title: str = "smart-onnx report") 
     command = f"<pre>{_e(report['command'])}</pre>" if report.get("command") else ""
     body = "".join([
         f"<h1>{_e(title)}</h1>", command, _summary(report, names),
-        _eval(report.get("eval"), report.get("latency_settings"),
+        _eval(report.get("eval"), report.get("fidelity"), report.get("latency_settings"),
               "candidate" if names[1] == "candidate" else "pruned"),
         _check(report.get("check"), report.get("target")),
         _layers(report.get("layers") or [], overall), _history(report.get("history")), _footer(report),

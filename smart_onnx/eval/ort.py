@@ -10,7 +10,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,13 +19,13 @@ import onnx
 import onnxruntime as ort
 
 from smart_onnx.errors import DataError, ModelLoadError
+from smart_onnx.eval.fidelity import OutputMetrics, compare_outputs
+from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.model import MAX_IR_VERSION, OnnxModel, copy_proto, save_model
 
 __all__ = [
     "EvalReport",
     "LatencyResult",
-    "OutputMetrics",
-    "compare_outputs",
     "evaluate",
     "make_session",
     "measure_latency",
@@ -81,52 +81,6 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) ->
     return dict(zip(names, values))
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-@dataclass
-class OutputMetrics:
-    """Candidate vs reference on one output, over all evaluated samples."""
-
-    name: str
-    cosine: float
-    relative_error: float
-    top1_agreement: float | None = None
-    accuracy: float | None = None
-    reference_accuracy: float | None = None
-
-
-def _is_class_like(value: np.ndarray) -> bool:
-    """[N, C] scores with C > 1: top-1 agreement is meaningful."""
-    return value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating)
-
-
-def compare_outputs(
-    reference: Mapping[str, np.ndarray],
-    candidate: Mapping[str, np.ndarray],
-    labels: np.ndarray | None = None,
-) -> list[OutputMetrics]:
-    """Per-output cosine similarity, relative error (||c - r|| / ||r||), and top-1 metrics for [N, C] outputs."""
-    metrics = []
-    for name, ref in reference.items():
-        cand = candidate[name]
-        r = ref.astype(np.float64).ravel()
-        c = cand.astype(np.float64).ravel()
-        denom = float(np.linalg.norm(r) * np.linalg.norm(c))
-        cosine = float(r @ c / denom) if denom > 0 else float(np.array_equal(r, c))
-        rnorm = float(np.linalg.norm(r))
-        rel = float(np.linalg.norm(c - r) / rnorm) if rnorm > 0 else float(np.linalg.norm(c))
-        m = OutputMetrics(name, cosine, rel)
-        if _is_class_like(ref):
-            ref_top, cand_top = ref.argmax(1), cand.argmax(1)
-            m.top1_agreement = float(np.mean(ref_top == cand_top))
-            if labels is not None and len(labels) == len(ref):
-                m.accuracy = float(np.mean(cand_top == labels))
-                m.reference_accuracy = float(np.mean(ref_top == labels))
-        metrics.append(m)
-    return metrics
-
-
 # --------------------------------------------------------------------------- latency
 
 
@@ -167,29 +121,33 @@ def measure_latency(
 
 @dataclass
 class EvalReport:
-    """Reference vs candidate on held-out samples."""
+    """Reference vs candidate on held-out samples: metrics per output (by role), latency."""
 
     samples: int
     outputs: list[OutputMetrics]
     latency: dict[str, dict[str, LatencyResult]] = field(default_factory=dict)
 
+    def _first(self, attribute: str) -> float | None:
+        values = [getattr(m, attribute) for m in self.outputs if getattr(m, attribute) is not None]
+        return values[0] if values else None
+
     @property
     def top1_agreement(self) -> float | None:
-        values = [m.top1_agreement for m in self.outputs if m.top1_agreement is not None]
-        return values[0] if values else None
+        """The lowest top-1 agreement over the class outputs (None without one)."""
+        values = [m.top1_agreement for m in self.outputs if m.role == "class" and m.top1_agreement is not None]
+        return min(values) if values else None
 
     @property
     def accuracy(self) -> float | None:
-        values = [m.accuracy for m in self.outputs if m.accuracy is not None]
-        return values[0] if values else None
+        return self._first("accuracy")
 
     @property
     def reference_accuracy(self) -> float | None:
-        values = [m.reference_accuracy for m in self.outputs if m.reference_accuracy is not None]
-        return values[0] if values else None
+        return self._first("reference_accuracy")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"samples": self.samples, "outputs": [m.to_dict() for m in self.outputs],
+                "latency": {b: {k: asdict(v) for k, v in lat.items()} for b, lat in self.latency.items()}}
 
 
 _Runnable = OnnxModel | onnx.ModelProto | ort.InferenceSession
@@ -208,8 +166,10 @@ def evaluate(
     threads: int | None = None,
     warmup: int = 3,
     repeats: int = 20,
+    outputs: Sequence[OutputInfo] | None = None,
+    label_output: str | None = None,
 ) -> EvalReport:
-    """Run both models over ``batches`` of (feeds, labels or None) and compare.
+    """Run both models over ``batches`` of (feeds, labels or None) and compare every output by its role.
 
     Args:
         reference: the dense model, or a session of it (used as it is, with its own threads).
@@ -220,14 +180,21 @@ def evaluate(
         threads: onnxruntime intra-op threads for the sessions built here (None: onnxruntime's default).
         warmup: untimed runs before each latency measurement.
         repeats: timed runs per latency measurement (the median is reported).
+        outputs: the roles of the outputs (None: inferred from ``reference``'s graph; every
+            output is regression when ``reference`` is a session).
+        label_output: the class output the labels belong to.
     """
+    if outputs is None:
+        outputs = _roles_of(reference)
     ref_sess, cand_sess = _session(reference, threads), _session(candidate, threads)
     ref_out: dict[str, list[np.ndarray]] = {}
     cand_out: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []
     first: Mapping[str, np.ndarray] | None = None
+    samples = 0
     for feeds, y in batches:
         first = first or feeds
+        samples += len(next(iter(feeds.values())))
         for name, v in run_model(ref_sess, feeds).items():
             ref_out.setdefault(name, []).append(v)
         for name, v in run_model(cand_sess, feeds).items():
@@ -236,10 +203,11 @@ def evaluate(
             labels.append(np.asarray(y))
     if first is None:
         raise DataError("no evaluation samples")
-    ref = {k: np.concatenate(v) for k, v in ref_out.items()}
-    cand = {k: np.concatenate(v) for k, v in cand_out.items()}
+    axis = {o.name: o.batch_axis for o in outputs}
+    ref = {k: np.concatenate(v, axis=axis.get(k, 0)) for k, v in ref_out.items()}
+    cand = {k: np.concatenate(v, axis=axis.get(k, 0)) for k, v in cand_out.items()}
     y_all = np.concatenate(labels) if labels else None
-    report = EvalReport(samples=len(next(iter(ref.values()))), outputs=compare_outputs(ref, cand, y_all))
+    report = EvalReport(samples=samples, outputs=compare_outputs(ref, cand, outputs, y_all, label_output))
     for b in latency_batches:
         feeds_b = {k: _resize_batch(v, b) for k, v in first.items()}
         report.latency[str(b)] = {
@@ -247,6 +215,12 @@ def evaluate(
             for name, sess in (("reference", ref_sess), ("candidate", cand_sess))
         }
     return report
+
+
+def _roles_of(model: _Runnable) -> list[OutputInfo]:
+    if isinstance(model, ort.InferenceSession):
+        return []  # no graph to read: compare_outputs treats every output as regression
+    return infer_output_roles(model if isinstance(model, OnnxModel) else OnnxModel(model))
 
 
 def _resize_batch(array: np.ndarray, batch: int) -> np.ndarray:

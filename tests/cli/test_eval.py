@@ -31,7 +31,7 @@ def test_gate_exit_codes(files, cand, minimum, code) -> None:
 def test_table(files) -> None:
     res = _eval(files, "ref", "half", "--threads", "1", "--repeats", "2", "--warmup", "1", "--latency-batch", "4")
     assert res.exit_code == 0, res.output
-    for text in ("float weights (nonzero)", "360", "200", "median latency, batch 4", "top-1 agreement",
+    for text in ("float weights (nonzero)", "360", "200", "median latency, batch 4", "agreement", "class",
                  "median of 2 runs after 1 warm-up runs, threads: 1", "effective MACs"):
         assert text.lower() in res.output.lower(), text
 

@@ -15,9 +15,12 @@ from smart_onnx.eval import (
     compare_layers,
     compare_models,
     compare_outputs,
+    judge_fidelity,
     layer_totals,
     weight_counts,
 )
+from smart_onnx.eval.fidelity import verdict_lines
+from smart_onnx.graph import OutputInfo, OutputRole
 from smart_onnx.model import load_model
 from tests.eval.models import write_files
 
@@ -27,40 +30,90 @@ def files(tmp_path_factory):
     return write_files(tmp_path_factory.mktemp("eval"))
 
 
+def _class(name: str = "y") -> OutputInfo:
+    return OutputInfo(name, OutputRole.CLASS, "test", 2, 1)
+
+
 def test_identical_outputs() -> None:
     ref = {"y": np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]], np.float32)}
-    (m,) = compare_outputs(ref, ref, labels=np.array([1, 2]))
+    (m,) = compare_outputs(ref, ref, [_class()], labels=np.array([1, 2]), label_output="y")
     assert m.cosine == pytest.approx(1.0) and m.relative_error == 0.0
     assert m.top1_agreement == 1.0 and m.accuracy == 0.5 and m.reference_accuracy == 0.5
+    assert m.fidelity == 1.0
 
 
 def test_half_agreement_and_error() -> None:
-    ref = {"y": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)}
-    cand = {"y": np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)}
-    (m,) = compare_outputs(ref, cand, labels=np.array([0, 0]))
-    assert m.top1_agreement == 0.5
-    assert m.cosine == pytest.approx(0.5)  # <r, c> = 1, |r| |c| = 2
-    assert m.relative_error == pytest.approx(1.0)  # |c - r| = sqrt(2) = |r|
+    # Class logits are compared centred per sample (softmax ignores their mean).
+    ref = {"y": np.array([[1.0, -1.0], [-1.0, 1.0]], np.float32)}
+    cand = {"y": np.array([[1.0, -1.0], [1.0, -1.0]], np.float32)}
+    (m,) = compare_outputs(ref, cand, [_class()], labels=np.array([0, 0]), label_output="y")
+    assert m.top1_agreement == 0.5 == m.fidelity
+    assert m.cosine == pytest.approx(0.0)  # per sample: +1 and -1
+    assert m.relative_error == pytest.approx(2**0.5)  # |c - r| = 2 sqrt(2), |r| = 2
     assert (m.accuracy, m.reference_accuracy) == (1.0, 0.5)
 
 
-@pytest.mark.parametrize("shape", [(4,), (4, 1), (2, 3, 4)])
-def test_non_class_outputs_have_no_top1(shape) -> None:
+def test_labels_score_only_the_label_output() -> None:
+    ref = {"y": np.eye(2, dtype=np.float32), "z": np.eye(2, dtype=np.float32)}
+    ms = compare_outputs(ref, ref, [_class("y"), _class("z")], labels=np.array([0, 1]), label_output="z")
+    assert [m.accuracy for m in ms] == [None, 1.0]
+
+
+@pytest.mark.parametrize("shape", [(4,), (4, 1), (2, 3, 4), (2, 4)])
+def test_regression_outputs_have_no_top1(shape) -> None:
     y = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
-    (m,) = compare_outputs({"y": y}, {"y": 2 * y})
+    (m,) = compare_outputs({"y": y}, {"y": 2 * y}, [OutputInfo("y", OutputRole.REGRESSION, "test")],
+                           labels=np.zeros(shape[0], np.int64), label_output="y")
     assert m.top1_agreement is None and m.accuracy is None
-    assert m.cosine == pytest.approx(1.0) and m.relative_error == pytest.approx(1.0)
+    assert m.cosine == pytest.approx(1.0) == m.fidelity and m.relative_error == pytest.approx(1.0)
+
+
+def test_cosine_is_the_mean_over_samples() -> None:
+    """One sample's output flipped: mean cosine 0.5 whatever the other sample's magnitude."""
+    ref = np.array([[1000.0, 0.0], [0.0, 1.0]], np.float32)
+    cand = np.array([[1000.0, 0.0], [0.0, -1.0]], np.float32)
+    (m,) = compare_outputs({"y": ref}, {"y": cand}, [OutputInfo("y", OutputRole.REGRESSION, "test")])
+    assert m.cosine == pytest.approx(0.0)  # (1 + -1) / 2
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_sequence_step_and_decode_agreement(time_major: bool) -> None:
+    # Greedy CTC paths over 6 steps, 3 classes (0 = blank): [1,1,0,2,2,0] -> (1, 2).
+    paths_ref = np.array([[1, 1, 0, 2, 2, 0], [2, 0, 2, 1, 1, 1]])
+    paths_cand = np.array([[1, 0, 0, 2, 0, 0], [2, 2, 2, 1, 1, 1]])  # decodes (1, 2) = ref; (2, 1) != (2, 2, 1)
+    ref, cand = (np.eye(3, dtype=np.float32)[p] * 5 for p in (paths_ref, paths_cand))  # [N, T, C]
+    if time_major:
+        ref, cand = ref.transpose(1, 0, 2), cand.transpose(1, 0, 2)
+    info = OutputInfo("y", OutputRole.SEQUENCE, "test", 3, 2, 1 if time_major else 0)
+    (m,) = compare_outputs({"y": ref}, {"y": cand}, [info])
+    assert m.top1_agreement == pytest.approx(9 / 12)
+    assert m.decode_agreement == 0.5 == m.fidelity
+
+
+def test_verdict_warns_on_degraded_outputs_and_gates() -> None:
+    good = OutputMetrics("cls", "class", 0.999, 0.01, top1_agreement=0.99)
+    boxes = OutputMetrics("boxes", "regression", 0.17, 7.2)
+    ignored = OutputMetrics("n", "ignore", -1.0, 9.0)
+    v = judge_fidelity([good, boxes, ignored])
+    assert v.passed and not v.faithful and v.degraded == ["boxes"] and v.worst == "boxes"
+    assert "cosine 0.1700 < 0.95" in v.warnings[0]
+    assert judge_fidelity([good, boxes], 0.5).passed is False
+    strict = judge_fidelity([good], 0.995)
+    assert not strict.passed and strict.degraded == ["cls"]
+    assert judge_fidelity([good], 0.98).faithful
+    lines = verdict_lines(judge_fidelity([good, boxes]).to_dict())
+    assert lines[-1].startswith("result: DEGRADED") and not any("pass" in line for line in lines)
 
 
 @pytest.mark.parametrize(("agreement", "minimum", "passed"), [(0.9, 0.9, True), (0.89, 0.9, False), (1.0, 0.0, True)])
 def test_gate(agreement, minimum, passed) -> None:
-    report = EvalReport(10, [OutputMetrics("y", 1.0, 0.0, top1_agreement=agreement)])
+    report = EvalReport(10, [OutputMetrics("y", "class", 1.0, 0.0, top1_agreement=agreement)])
     assert agreement_gate(report, minimum) == (passed, agreement)
 
 
 def test_gate_without_class_output() -> None:
-    with pytest.raises(DataError, match=r"\[N, C\]"):
-        agreement_gate(EvalReport(10, [OutputMetrics("y", 1.0, 0.0)]), 0.5)
+    with pytest.raises(DataError, match="needs a class output"):
+        agreement_gate(EvalReport(10, [OutputMetrics("y", "regression", 1.0, 0.0)]), 0.5)
 
 
 def test_inputs_must_match(files) -> None:

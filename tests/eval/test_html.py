@@ -43,7 +43,8 @@ def prune_report() -> dict:
         "history": {"loss": [1.0, 0.5, 0.25, 0.2], "tau": [1.0, 0.3, 0.1, 0.03], "sparsity": [0.5] * 4,
                     "finetune_loss": [0.2, 0.15, 0.1]},
         "eval": {"samples": 40, "outputs": [{"name": "logits", "cosine": 0.987654, "relative_error": 0.0123,
-                                             "top1_agreement": 0.925, "accuracy": 0.8, "reference_accuracy": 0.825}],
+                                             "top1_agreement": 0.925, "accuracy": 0.8, "reference_accuracy": 0.825,
+                                             "role": "class", "fidelity": 0.925}],
                  "latency": {"1": latency}},
         "check": {"profile": "npu-a", "passed": False, "notes": ["grouped convs stay dense"],
                   "layers": [{"name": "/block1/Conv", "op_type": "Conv", "pattern": "unstructured", "sparsity": 0.625,
@@ -60,7 +61,7 @@ def test_page_is_self_contained_with_numbers() -> None:
     # Sparsity chart, weights/MACs chart, loss/temperature chart.
     assert page.count('src="data:image/png;base64,') == 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    for text in ("43.21%", "35.79%", "0.987654", "92.50%", "82.50%", "80.00%", "1.250", "0.750", "x0.60",
+    for text in ("43.21%", "35.79%", "0.98765", "92.50%", "82.50%", "80.00%", "1.250", "0.750", "x0.60",
                  "/block1/Conv", "62.50%", "zeros are not 16x8x1x1 blocks", "npu-a", "FAIL",
                  "its channels reach output", "16x8x1x1", "64,000"):
         assert text in page, text

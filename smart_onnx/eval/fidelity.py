@@ -1,0 +1,216 @@
+"""Per-output fidelity of a candidate to its reference, judged by each output's role.
+
+Every output gets a cosine (mean over samples of the per-sample cosine) and a relative
+L2 error (class scores given as logits are centred per sample first: softmax ignores
+their mean); class outputs add top-1 agreement (and accuracy on the labelled one), sequence
+outputs per-step agreement and greedy-decode agreement. An output's *fidelity* is the one
+number a gate compares: agreement for class outputs, decode agreement for sequences, the
+cosine for everything else. A model is only as good as its worst output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from smart_onnx._format import percent
+from smart_onnx.graph import OutputInfo, OutputRole
+
+__all__ = [
+    "COSINE_WARNING",
+    "FidelityVerdict",
+    "OutputMetrics",
+    "compare_outputs",
+    "judge_fidelity",
+    "output_table",
+    "verdict_lines",
+]
+
+# Below this cosine an output is reported as degraded whatever the gate says.
+COSINE_WARNING = 0.95
+# Greedy CTC decoding drops this class (the blank of CTC models as exported by PyTorch and Paddle).
+CTC_BLANK = 0
+
+
+@dataclass
+class OutputMetrics:
+    """Candidate vs reference on one output, over all evaluated samples."""
+
+    name: str
+    role: str
+    cosine: float
+    relative_error: float
+    top1_agreement: float | None = None  # class: per sample; sequence: per step
+    decode_agreement: float | None = None  # sequence: whole greedy CTC decodes equal
+    accuracy: float | None = None  # the labelled class output only
+    reference_accuracy: float | None = None
+
+    @property
+    def fidelity(self) -> float | None:
+        """The number a gate compares (None for ignored outputs)."""
+        if self.role == OutputRole.CLASS.value:
+            return self.top1_agreement
+        if self.role == OutputRole.SEQUENCE.value:
+            return self.decode_agreement
+        if self.role == OutputRole.REGRESSION.value:
+            return self.cosine
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fidelity": self.fidelity}
+
+
+def _per_sample(value: np.ndarray, batch_axis: int) -> np.ndarray:
+    moved = np.moveaxis(value, batch_axis, 0) if value.ndim > batch_axis else value.reshape(1, -1)
+    return moved.reshape(len(moved), -1).astype(np.float64)
+
+
+def _comparable(value: np.ndarray, info: OutputInfo) -> np.ndarray:
+    """Logits and log-probabilities minus their mean over the class axis: softmax ignores that offset,
+    so distillation leaves it free and it says nothing about fidelity."""
+    if info.is_categorical and info.scores != "probs":
+        return value - value.mean(axis=info.class_axis, keepdims=True, dtype=np.float64)
+    return value
+
+
+def _mean_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
+    dots = np.einsum("ij,ij->i", ref, cand)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(cand, axis=1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
+    return float(np.mean(cos)) if len(cos) else 1.0
+
+
+def _greedy_decode(steps: np.ndarray) -> tuple[int, ...]:
+    """Argmax path with repeats merged and blanks dropped."""
+    out, prev = [], None
+    for c in steps.tolist():
+        if c != prev and c != CTC_BLANK:
+            out.append(c)
+        prev = c
+    return tuple(out)
+
+
+def _categorical(m: OutputMetrics, ref: np.ndarray, cand: np.ndarray, info: OutputInfo,
+                 labels: np.ndarray | None) -> None:
+    ref_top, cand_top = ref.argmax(info.class_axis), cand.argmax(info.class_axis)
+    m.top1_agreement = float(np.mean(ref_top == cand_top))
+    if info.role is OutputRole.SEQUENCE:
+        time_axis = 1 - info.batch_axis  # of the argmax paths, which lost the class axis
+        r_paths, c_paths = np.moveaxis(ref_top, time_axis, 1), np.moveaxis(cand_top, time_axis, 1)
+        same = [_greedy_decode(r) == _greedy_decode(c) for r, c in zip(r_paths, c_paths)]
+        m.decode_agreement = float(np.mean(same)) if same else 1.0
+    elif labels is not None and len(labels) == len(ref):
+        m.accuracy = float(np.mean(cand_top == labels))
+        m.reference_accuracy = float(np.mean(ref_top == labels))
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    outputs: Sequence[OutputInfo],
+    labels: np.ndarray | None = None,
+    label_output: str | None = None,
+) -> list[OutputMetrics]:
+    """Per-output metrics; ``outputs`` gives each output's role (outputs it lacks count as regression).
+
+    Args:
+        reference, candidate: whole-set outputs by name (samples along each output's batch axis).
+        outputs: the roles, from :func:`smart_onnx.graph.infer_output_roles` on the reference.
+        labels: one class per sample, scored on ``label_output`` only.
+    """
+    roles = {o.name: o for o in outputs}
+    metrics = []
+    for name, ref in reference.items():
+        info = roles.get(name) or OutputInfo(name, OutputRole.REGRESSION, "not in the roles")
+        cand = candidate[name]
+        if not np.issubdtype(ref.dtype, np.floating) and info.role is not OutputRole.IGNORE:
+            info = OutputInfo(name, OutputRole.IGNORE, "not floating point")
+        r, c = (_per_sample(_comparable(v, info), info.batch_axis) for v in (ref, cand))
+        rnorm = float(np.linalg.norm(r))
+        rel = float(np.linalg.norm(c - r) / rnorm) if rnorm > 0 else float(np.linalg.norm(c))
+        m = OutputMetrics(name, info.role.value, _mean_cosine(r, c), rel)
+        if info.is_categorical:
+            _categorical(m, ref, cand, info, labels if name == label_output else None)
+        metrics.append(m)
+    return metrics
+
+
+@dataclass
+class FidelityVerdict:
+    """The judgement over all outputs: warnings for degraded ones, and the gate's result if one was set."""
+
+    min_fidelity: float | None
+    passed: bool  # the gate held (always True without a gate)
+    degraded: list[str] = field(default_factory=list)  # outputs below COSINE_WARNING or below the gate
+    warnings: list[str] = field(default_factory=list)
+    worst: str | None = None
+    worst_fidelity: float | None = None
+
+    @property
+    def faithful(self) -> bool:
+        return self.passed and not self.degraded
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "faithful": self.faithful}
+
+
+def judge_fidelity(metrics: Sequence[OutputMetrics], min_fidelity: float | None = None) -> FidelityVerdict:
+    """Warnings for every judged output whose cosine is below :data:`COSINE_WARNING` or whose fidelity
+    is below ``min_fidelity``; the gate fails when any fidelity is below ``min_fidelity``."""
+    verdict = FidelityVerdict(min_fidelity, passed=True)
+    for m in metrics:
+        value = m.fidelity
+        if value is None:
+            continue
+        if verdict.worst_fidelity is None or value < verdict.worst_fidelity:
+            verdict.worst, verdict.worst_fidelity = m.name, value
+        problems = []
+        if not m.cosine >= COSINE_WARNING:
+            problems.append(f"cosine {m.cosine:.4f} < {COSINE_WARNING}")
+        if min_fidelity is not None and not value >= min_fidelity:
+            verdict.passed = False
+            problems.append(f"fidelity {value:.4f} < the minimum {min_fidelity}")
+        if problems:
+            verdict.degraded.append(m.name)
+            verdict.warnings.append(f"output {m.name!r} ({m.role}): {'; '.join(problems)} "
+                                    f"(relative error {m.relative_error:.3g})")
+    return verdict
+
+
+def output_table(outputs: Sequence[Mapping[str, Any]], degraded: Sequence[str] = ()) -> tuple[list[str], list[list]]:
+    """Header and rows of the per-output table that ``prune``, ``eval`` and the HTML page show.
+
+    Args:
+        outputs: :meth:`OutputMetrics.to_dict` of each output.
+        degraded: names of the outputs :func:`judge_fidelity` flagged.
+    """
+    header = ["output", "role", "cosine", "rel. error", "agreement", "decode agr.", "accuracy ref -> pruned",
+              "status"]
+    rows = []
+    for o in outputs:
+        acc = "" if o.get("accuracy") is None else f"{percent(o['reference_accuracy'])} -> {percent(o['accuracy'])}"
+        status = "ignored" if o.get("fidelity") is None else ("DEGRADED" if o["name"] in degraded else "ok")
+        rows.append([o["name"], o.get("role", ""), f"{o['cosine']:.5f}", f"{o['relative_error']:.3g}",
+                     percent(o.get("top1_agreement")), percent(o.get("decode_agreement")), acc, status])
+    return header, rows
+
+
+def verdict_lines(fidelity: Mapping[str, Any] | None) -> list[str]:
+    """WARNING lines for degraded outputs, then the verdict: never 'pass' beside a degraded output."""
+    if fidelity is None:
+        return ["result: not judged (no evaluation data)"]
+    lines = [f"WARNING: {w}" for w in fidelity["warnings"]]
+    if not fidelity["passed"]:
+        lines.append(f"result: FAIL (output {fidelity['worst']!r} below the minimum {fidelity['min_fidelity']})")
+    elif fidelity["degraded"]:
+        lines.append(f"result: DEGRADED ({', '.join(fidelity['degraded'])}): check these outputs before use")
+    else:
+        worst = fidelity.get("worst")
+        lines.append("result: every output faithful" + (
+            f" (worst: {worst!r} at {fidelity['worst_fidelity']:.4f})" if worst is not None else ""))
+    return lines
