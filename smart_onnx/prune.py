@@ -244,7 +244,9 @@ def prune(
         "target": options.target.name if options.target else None,
         "block": _block_summary(space) if isinstance(space, BlockSpace) else None,
         "nm": [space.n, space.m] if isinstance(space, NMSpace) else None,
-        "search": asdict(cfg),
+        "search": asdict(replace(cfg, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)),
+        "steps": result.plan.to_dict(),
+        "training": result.training,
         "sparsity": _sparsity_summary(space, result.keep, cfg.sparsity, cfg.budget),
         "layers": _layer_report(analysis, pruned),
         "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}

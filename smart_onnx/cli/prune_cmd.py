@@ -12,6 +12,7 @@ from smart_onnx.cli.options import check_writable
 from smart_onnx.cli.progress import ProgressReporter
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.data.augment import AUGMENT_BELOW
 from smart_onnx.errors import ConstraintError, DataError
 from smart_onnx.eval.html import write_html
 from smart_onnx.graph import parse_role_overrides
@@ -59,9 +60,18 @@ def _nm(text: str) -> tuple[int, int]:
               help="What --sparsity counts.")
 @click.option("--method", type=click.Choice(METHODS), default="smart", show_default=True,
               help="smart, or a baseline with the same fine-tune budget.")
-@click.option("--steps", type=click.IntRange(0), default=SearchConfig.steps, show_default=True,
-              help="Structural-search steps.")
-@click.option("--finetune-steps", type=click.IntRange(0), default=SearchConfig.finetune_steps, show_default=True)
+@click.option("--steps", type=click.IntRange(0), default=None,
+              help="Structural-search steps [default: from the data's size, capped by --time-budget].")
+@click.option("--finetune-steps", type=click.IntRange(0), default=None,
+              help="Fine-tune steps [default: as --steps]; the fine-tune stops early when a held-out part of "
+                   "--data stops improving.")
+@click.option("--time-budget", type=float, default=SearchConfig.time_budget, show_default=True,
+              help="Seconds for the search and fine-tune: the step counts shrink to fit, measured on this model.")
+@click.option("--augment/--no-augment", default=None,
+              help="Random crops, flips and noise on image inputs while training [default: on below "
+                   f"{AUGMENT_BELOW} calibration samples].")
+@click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
+              help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
 @click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True)
 @click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weight learning rate.")
 @click.option("--score-lr", type=float, default=SearchConfig.score_lr, show_default=True,
@@ -100,18 +110,20 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
               block_text: str | None, nm_text: str | None,
-              budget: str, method: str, steps: int, finetune_steps: int, batch_size: int, lr: float,
+              budget: str, method: str, steps: int | None, finetune_steps: int | None, batch_size: int, lr: float,
               score_lr: float, distill_temperature: float, seed: int, device: str, eval_data: Path | None,
               holdout: float, mean: str | None,
               std: str | None, sparse_format: str, output: Path | None, report_path: Path | None,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None,
               output_roles: tuple[str, ...] = (), label_output: str | None = None,
-              min_fidelity: float | None = None) -> None:
+              min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
+              augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
-                          distill_temperature=distill_temperature, seed=seed, device=device)
+                          distill_temperature=distill_temperature, seed=seed, device=device,
+                          time_budget=time_budget, augment=augment, feature_weight=feature_weight)
     output = output or model.with_name(model.stem + ".pruned.onnx")
     report_path = report_path or output.with_suffix(".json")
     check_writable(output, model, "output model")

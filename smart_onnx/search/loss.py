@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
 
-__all__ = ["OutputScales", "distillation_loss"]
+__all__ = ["OutputScales", "distillation_loss", "feature_loss"]
 
 # Floors of a channel's variance: a (nearly) constant channel divided by its own variance would
 # turn float noise into a dominant loss. Relative to the channel's own mean square, and to the
@@ -78,13 +78,17 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, info: OutputInfo, temperat
     return temperature**2 * pointwise.mean()
 
 
-def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, variance: torch.Tensor | None) -> torch.Tensor:
+def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, variance: torch.Tensor | None,
+                    channels: torch.Tensor | None = None) -> torch.Tensor:
     err = (student - teacher) ** 2
     if variance is None:  # no calibration statistics: the batch's own scale
         return err.mean() / (teacher.var(unbiased=False) + teacher.pow(2).mean() * _VARIANCE_FLOOR + 1e-30)
-    if err.dim() >= 2:
-        variance = variance.reshape(1, -1, *([1] * (err.dim() - 2)))
-    return (err / variance.to(err.device)).mean()
+    shape = (1, -1, *([1] * (err.dim() - 2))) if err.dim() >= 2 else (-1,)
+    err = err / variance.reshape(shape).to(err.device)
+    if channels is None:
+        return err.mean()
+    weight = channels.reshape(shape).to(err)
+    return (err * weight).sum() / (weight.expand_as(err).sum()).clamp_min(1.0)
 
 
 def distillation_loss(
@@ -124,3 +128,24 @@ def distillation_loss(
         if labels is not None and info.name == label_output:
             total = total + label_weight * F.nll_loss(_log_probs(s, info), labels)
     return total
+
+
+def feature_loss(
+    student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], variances: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Mean over the captured internal activations of their variance-normalised squared error.
+
+    Channels the student holds at exactly zero over the whole batch are left out: they are
+    channels pruning removed (channel mode), which no weight update can bring back, and
+    comparing them would only add a constant.
+    """
+    terms = []
+    for name, s in student.items():
+        if name not in teacher or s.dim() < 2:
+            continue
+        s, t = s.float(), teacher[name].float()
+        alive = s.detach().ne(0).flatten(2).any(dim=2).any(dim=0) if s.dim() > 2 else s.detach().ne(0).any(dim=0)
+        terms.append(_normalised_mse(s, t, variances.get(name), alive))
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).mean()

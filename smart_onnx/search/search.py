@@ -18,27 +18,34 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
+from smart_onnx.data.augment import AUGMENT_BELOW, ImageAugmenter
 from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
+from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
-from smart_onnx.search.loss import OutputScales, distillation_loss
+from smart_onnx.graph.features import feature_points
+from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.soft_topk import hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
 from smart_onnx.search.space import NMSpace, PruningSpace
 from smart_onnx.search.stats import activation_stats
+from smart_onnx.search.trainer import Trainer
 
 __all__ = ["METHODS", "SearchConfig", "SearchResult", "StepInfo", "UnitConstraints", "achieved_sparsity", "run_search"]
 
 log = logging.getLogger(__name__)
+
+# The fewest samples a validation split (and what remains to train on) may have; below, no early stopping.
+MIN_VALIDATION = 8
 
 METHODS = ("smart", "magnitude", "uniform", "random")
 
@@ -50,9 +57,9 @@ class SearchConfig:
     sparsity: float | None = 0.5  # None: not given (prune then takes the N:M pattern's, or refuses)
     budget: str = "params"  # or "macs"
     method: str = "smart"
-    # Defaults from tools/sweep_defaults.py on the bundled Fashion-MNIST ResNet (docs/benchmarks.md).
-    steps: int = 400
-    finetune_steps: int = 400
+    # None: chosen from the data's size and capped by time_budget (see search/budget.py).
+    steps: int | None = None
+    finetune_steps: int | None = None
     batch_size: int = 32
     lr: float = 3e-4
     score_lr: float = 0.05
@@ -64,6 +71,12 @@ class SearchConfig:
     score_layer_norm: float = 0.5  # see PruningSpace.initial_scores
     seed: int = 0
     device: str = "cpu"
+    time_budget: float | None = 600.0  # seconds for the whole search; None: no cap
+    feature_weight: float = 1.0  # internal-feature distillation (0: outputs only); see Trainer
+    feature_points: int = 8
+    augment: bool | None = None  # None: on for image inputs below data.augment.AUGMENT_BELOW samples
+    validation: float = 0.1  # calibration fraction held out for early stopping of the fine-tune (0: none)
+    patience: int = 5  # held-out checks without improvement before the fine-tune stops
 
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
@@ -79,8 +92,12 @@ class SearchConfig:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in ("params", "macs"):
             raise ConstraintError(f"unknown budget {self.budget!r}; choose params or macs")
-        if self.steps < 0 or self.finetune_steps < 0 or self.batch_size < 1:
+        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1:
             raise ConstraintError("steps and fine-tune steps must be >= 0 and the batch size >= 1")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
+            raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
+        if not 0.0 <= self.validation < 1.0 or self.feature_weight < 0 or self.feature_points < 0:
+            raise ConstraintError("the validation fraction must be in [0, 1), feature weight and points >= 0")
 
 
 @dataclass(frozen=True)
@@ -120,99 +137,11 @@ class SearchResult:
     weights: dict[str, np.ndarray]
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    plan: StepPlan | None = None
+    training: dict[str, Any] = field(default_factory=dict)  # features, augmentation, early stop: for the report
 
 
 Progress = Callable[[StepInfo], None]
-
-
-def _sampler(n: int, batch_size: int, seed: int):
-    """Endless shuffled index batches (a new permutation per epoch)."""
-    rng = np.random.default_rng(seed)
-    batch_size = min(batch_size, n)
-    while True:
-        order = rng.permutation(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
-
-
-# The dense outputs of the whole calibration set are kept up to this size; above it a frozen
-# copy of the dense model recomputes them per batch (one more forward pass per step), so
-# memory does not grow with the number of samples.
-TEACHER_CACHE_BYTES = 256 * 2**20
-
-
-class _Teacher:
-    """The dense model's outputs per batch, and the regression outputs' variances over the calibration set."""
-
-    def __init__(self, executor: Executor, data: Dataset, config: SearchConfig,
-                 outputs: Sequence[OutputInfo], to_device: Callable[[Mapping[str, np.ndarray]], dict]) -> None:
-        self.batch_axis = {o.name: o.batch_axis for o in outputs}
-        self.to_device = to_device
-        scales = OutputScales(outputs)
-        parts: dict[str, list[torch.Tensor]] | None = {}
-        seen = nbytes = 0
-        with torch.no_grad():  # one streamed pass: statistics always, outputs while they fit the budget
-            for batch in data.batches(max(config.batch_size, 64)):
-                out = {k: v for k, v in executor(to_device(batch.inputs)).items() if v.is_floating_point()}
-                scales.update(out)
-                seen += len(next(iter(batch.inputs.values())))
-                if parts is None:
-                    continue
-                nbytes += sum(v.numel() * v.element_size() for v in out.values())
-                if nbytes * len(data) / seen > TEACHER_CACHE_BYTES:
-                    parts = None
-                    continue
-                for name, v in out.items():
-                    parts.setdefault(name, []).append(v.cpu())
-        self.variances = scales.variances()
-        self.cached = None if parts is None else {
-            k: torch.cat(v, dim=self.batch_axis.get(k, 0)) for k, v in parts.items()}
-        self.model: Executor | None = None
-        if self.cached is None:
-            log.info("dense outputs exceed %d MiB: recomputed per batch", TEACHER_CACHE_BYTES // 2**20)
-            self.model = Executor(executor.model).to(config.device)
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-
-    def __call__(self, idx: np.ndarray, feeds: Mapping[str, torch.Tensor], device: torch.device) -> dict:
-        if self.cached is None:
-            with torch.no_grad():
-                return {k: v for k, v in self.model(feeds).items() if v.is_floating_point()}
-        index = torch.as_tensor(idx)
-        return {k: v.index_select(self.batch_axis.get(k, 0), index).to(device) for k, v in self.cached.items()}
-
-
-class _Trainer:
-    """Shared by search and fine-tune: batches, the dense teacher's outputs, the loss of one batch."""
-
-    def __init__(self, executor: Executor, data: Dataset, config: SearchConfig,
-                 outputs: Sequence[OutputInfo], label_output: str | None) -> None:
-        self.executor = executor
-        self.data = data
-        self.config = config
-        self.device = torch.device(config.device)
-        self.outputs = list(outputs)
-        self.label_output = label_output
-        self.labels = None
-        if data.labels is not None and label_output is not None:
-            self.labels = torch.as_tensor(data.labels, dtype=torch.long)
-        self.teacher = _Teacher(executor, data, config, self.outputs, self._to_device)
-        self.batches = _sampler(len(data), config.batch_size, config.seed)
-        # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
-        self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
-
-    def _to_device(self, arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for k, a in arrays.items()}
-
-    def loss(self, transforms: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
-        idx = next(self.batches)
-        feeds = self._to_device({k: a[idx] for k, a in self.data.arrays.items()})
-        student = self.executor(feeds, transforms=transforms)
-        teacher = self.teacher(idx, feeds, self.device)
-        labels = None if self.labels is None else self.labels[idx].to(self.device)
-        return distillation_loss(student, teacher, self.outputs, variances=self.teacher.variances, labels=labels,
-                                 label_output=self.label_output, label_weight=self.config.label_weight,
-                                 temperature=self.config.distill_temperature)
 
 
 def run_search(
@@ -247,45 +176,125 @@ def run_search(
             refused when the SearchConfig is built).
         DataError: the data has labels and several class outputs could take them.
     """
+    begin = time.perf_counter()
     torch.manual_seed(config.seed)
     executor.to(config.device)
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
-    trainer = _Trainer(executor, data, config, outputs, label_output)
+    trainer = _trainer(executor, space, data, config, outputs, label_output)
     result = SearchResult(keep=torch.zeros(0), weights={}, history={"loss": [], "tau": [], "sparsity": [],
-                                                                      "finetune_loss": []})
+                                                                      "finetune_loss": [], "validation_loss": []})
+    result.training = {"features": trainer.features, "feature_weight": config.feature_weight,
+                       "augment": trainer.augmenter is not None, "calibration_samples": len(trainer.data),
+                       "validation_samples": 0 if trainer.validation is None else len(trainer.validation)}
     start = time.perf_counter()
     stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
     result.seconds["statistics"] = time.perf_counter() - start
 
+    result.plan = _plan(trainer, config, begin)
+    config = replace(config, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)
+    deadline = search_deadline = None
     start = time.perf_counter()
+    if config.time_budget is not None:  # each phase gets its share of what is left, so a slow search cannot eat both
+        deadline = begin + config.time_budget * TRAIN_SHARE
+        search_share = config.steps / max(1, config.steps + config.finetune_steps) if config.method == "smart" else 0.0
+        search_deadline = start + max(0.0, deadline - start) * search_share
     if isinstance(space, NMSpace):
-        keep = _search_nm(space, trainer, stats, config, result, progress)
+        keep = _search_nm(space, trainer, stats, config, result, progress, search_deadline)
     else:
-        keep = _search_units(space, trainer, stats, config, constraints or UnitConstraints(), result, progress)
+        keep = _search_units(space, trainer, stats, config, constraints or UnitConstraints(), result, progress,
+                             search_deadline)
     result.keep = keep
     result.seconds["search"] = time.perf_counter() - start
 
     start = time.perf_counter()
     device = trainer.device
     hard = [k.to(device, torch.float32) for k in keep] if isinstance(keep, list) else keep.to(device, torch.float32)
-    transforms = space.transforms(hard)
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
-    optimizer = torch.optim.Adam(trainer.weight_params, lr=config.lr)
-    for step in range(steps):
-        loss = trainer.loss(transforms)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss = loss.detach()
-        result.history["finetune_loss"].append(float(loss))
-        if progress:
-            progress(StepInfo("finetune", step + 1, steps, float(loss), None, config.sparsity))
+    result.training["stopped"] = _finetune(trainer, space.transforms(hard), steps, config, result, progress, deadline)
     result.seconds["finetune"] = time.perf_counter() - start
     for p in executor.parameters():  # gradients are a full copy of the weights: not needed for export
         p.grad = None
     result.weights = executor.weights.to_arrays(executor.weights.parameter_names())
     return result
+
+
+def _trainer(executor: Executor, space: PruningSpace | NMSpace, data: Dataset, config: SearchConfig,
+             outputs: Sequence[OutputInfo], label_output: str | None) -> Trainer:
+    """The trainer with this run's features, augmentation and validation split."""
+    train, validation = data, None
+    held = round(len(data) * config.validation)
+    if config.validation > 0 and held >= MIN_VALIDATION and len(data) - held >= MIN_VALIDATION:
+        train, validation = data.split(config.validation, seed=config.seed)
+    augment = config.augment if config.augment is not None else len(train) < AUGMENT_BELOW
+    layers = [lay.name for lay in space.scored_layers]
+    features = feature_points(executor.model, layers, config.feature_points) if config.feature_weight > 0 else []
+    return Trainer(executor, train, batch_size=config.batch_size, seed=config.seed, device=config.device,
+                   label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
+                   label_output=label_output, features=features, feature_weight=config.feature_weight,
+                   augmenter=ImageAugmenter(executor.model.inputs, config.seed) if augment else None,
+                   validation=validation)
+
+
+def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:
+    """Step counts from the data and, under a time budget, from two timed steps (one untimed first)."""
+    step_seconds = None
+    if config.time_budget is not None:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            trainer.loss({}).backward()
+            times.append(time.perf_counter() - start)
+        for p in trainer.weight_params:
+            p.grad = None
+        step_seconds = sum(times[1:]) / 2
+    return plan_steps(steps=config.steps, finetune_steps=config.finetune_steps, samples=len(trainer.data),
+                      batch_size=config.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
+                      elapsed=time.perf_counter() - begin)
+
+
+def _finetune(trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig, result: SearchResult,
+              progress: Progress | None, deadline: float | None) -> str | None:
+    """Weights trained under the fixed hard mask; stops early when the held-out loss stops improving.
+
+    Returns:
+        Why it stopped before ``steps`` (None: it ran them all).
+    """
+    optimizer = torch.optim.Adam(trainer.weight_params, lr=config.lr)
+    check_every = max(10, steps // 20)
+    best, best_state, since_best = math.inf, None, 0
+    stopped = None
+    for step in range(steps):
+        loss = trainer.loss(transforms)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        result.history["finetune_loss"].append(value)
+        if progress:
+            progress(StepInfo("finetune", step + 1, steps, value, None, config.sparsity))
+        if deadline is not None and time.perf_counter() > deadline:
+            stopped = f"time budget reached after {step + 1} of {steps} fine-tune steps"
+            break
+        if (step + 1) % check_every and step + 1 != steps:
+            continue
+        held = trainer.validation_loss(transforms)
+        if held is None:
+            continue
+        result.history["validation_loss"].append(held)
+        if held < best:
+            best, since_best = held, 0
+            best_state = [p.detach().clone() for p in trainer.weight_params]
+        else:
+            since_best += 1
+            if since_best >= config.patience:
+                stopped = f"held-out loss did not improve for {since_best * check_every} steps (stopped at {step + 1})"
+                break
+    if best_state is not None:  # the weights of the best held-out check, not the last step's
+        with torch.no_grad():
+            for p, saved in zip(trainer.weight_params, best_state):
+                p.copy_(saved)
+    return stopped
 
 
 def _fixed_scores(space: PruningSpace, executor: Executor, config: SearchConfig) -> torch.Tensor:
@@ -373,18 +382,24 @@ def _harden_to_target(
 
 
 def _joint_search(
-    trainer: _Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
+    trainer: Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
     space: PruningSpace | NMSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
-    result: SearchResult, progress: Progress | None,
+    result: SearchResult, progress: Progress | None, deadline: float | None,
 ) -> None:
-    """SMART's structural search: weights and scores trained jointly while tau decays."""
+    """SMART's structural search: weights and scores trained jointly while tau decays.
+
+    Internal features are distilled here too, unless the space's masks zero whole activation
+    channels (channel mode): a soft-masked channel would be pulled back towards the dense
+    feature, a pressure against pruning it that the outputs do not ask for.
+    """
+    use_features = not space.masks_activations
     schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
     opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
     opt_m = torch.optim.Adam(scores, lr=config.score_lr)
     for step in range(config.steps):
         tau = schedule(step)
         mask = soft_mask(tau)
-        loss = trainer.loss(space.transforms(mask))
+        loss = trainer.loss(space.transforms(mask), use_features=use_features)
         opt_w.zero_grad(set_to_none=True)
         opt_m.zero_grad(set_to_none=True)
         loss.backward()
@@ -396,11 +411,14 @@ def _joint_search(
         result.history["sparsity"].append(sparsity)
         if progress:
             progress(StepInfo("search", step + 1, config.steps, value, tau, sparsity))
+        if deadline is not None and time.perf_counter() > deadline:
+            result.training["search_stopped"] = f"time budget reached after {step + 1} of {config.steps} search steps"
+            break
 
 
 def _search_units(
-    space: PruningSpace, trainer: _Trainer, stats, config: SearchConfig, constraints: UnitConstraints,
-    result: SearchResult, progress: Progress | None,
+    space: PruningSpace, trainer: Trainer, stats, config: SearchConfig, constraints: UnitConstraints,
+    result: SearchResult, progress: Progress | None, deadline: float | None,
 ) -> torch.Tensor:
     executor = trainer.executor
     costs = space.costs(config.budget)
@@ -418,14 +436,14 @@ def _search_units(
     costs_dev = costs.to(trainer.device)
     _joint_search(
         trainer, [scores], lambda tau: soft_topk(scores, costs_dev, budget, tau), space,
-        lambda p: 1.0 - float((costs_dev * (p.detach() > 0.5)).sum()) / total, config, result, progress,
+        lambda p: 1.0 - float((costs_dev * (p.detach() > 0.5)).sum()) / total, config, result, progress, deadline,
     )
     return _harden_to_target(space, scores.detach().cpu(), costs, config, constraints)[0]
 
 
 def _search_nm(
-    space: NMSpace, trainer: _Trainer, stats, config: SearchConfig, result: SearchResult,
-    progress: Progress | None,
+    space: NMSpace, trainer: Trainer, stats, config: SearchConfig, result: SearchResult,
+    progress: Progress | None, deadline: float | None,
 ) -> list[torch.Tensor]:
     executor = trainer.executor
     if not space.layers:
@@ -440,6 +458,6 @@ def _search_nm(
     scores = [torch.nn.Parameter(s.to(trainer.device)) for s in space.initial_scores(weights, stats)]
     _joint_search(
         trainer, scores, lambda tau: [soft_topk_grouped(s, space.n, tau) for s in scores], space,
-        lambda _: space.sparsity, config, result, progress,
+        lambda _: space.sparsity, config, result, progress, deadline,
     )
     return [hard_topk_grouped(s.detach().cpu(), space.n) for s in scores]

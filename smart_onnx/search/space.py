@@ -72,6 +72,8 @@ class PruningSpace:
     num_units: int
     unit_group: torch.Tensor  # [num_units] index of the layer (block) or coupling group (channel) of each unit
     group_names: list[str]
+    # Whether a pruned unit zeroes whole activation channels (channel mode), not only weights.
+    masks_activations: bool = False
 
     @property
     def scored_layers(self) -> tuple[PrunableLayer, ...]:
@@ -209,6 +211,8 @@ class ChannelSpace(PruningSpace):
     channel equivalent to a removed one (a BatchNorm shift on a dead channel is never read).
     """
 
+    masks_activations = True
+
     def __init__(
         self, analysis: Analysis, groups: Sequence[CouplingGroup], tensor_shapes: Mapping[str, tuple[int, ...]]
     ) -> None:
@@ -302,6 +306,8 @@ class ChannelSpace(PruningSpace):
 
 class NMSpace:
     """N:M groups along each layer's input axis; every group keeps exactly N of M."""
+
+    masks_activations = False
 
     def __init__(self, layers: Sequence[PrunableLayer], n: int, m: int) -> None:
         if not 0 < n < m:

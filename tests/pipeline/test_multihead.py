@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import smart_onnx.search.search as search_module
+import smart_onnx.search.trainer as trainer_module
 from smart_onnx.cli.main import cli
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.graph import infer_output_roles
@@ -143,10 +143,10 @@ def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> N
     arrays = dict(np.load(heads["calib"]))
     labels = arrays.pop("label")
     data = dataset_from_arrays(arrays, model.inputs, labels=labels).take(32)
-    options = PruneOptions(mode="block", latency=False, search=SearchConfig(sparsity=0.3, steps=2, finetune_steps=2,
-                                                                            batch_size=8))
+    options = PruneOptions(mode="block", latency=False, search=SearchConfig(
+        sparsity=0.3, steps=2, finetune_steps=2, batch_size=8, augment=False, time_budget=None))
     cached = prune(model, data, None, options).report["history"]
-    monkeypatch.setattr(search_module, "TEACHER_CACHE_BYTES", 0)
+    monkeypatch.setattr(trainer_module, "TEACHER_CACHE_BYTES", 0)
     streamed = prune(model, data, None, options).report["history"]
     assert np.allclose(cached["loss"], streamed["loss"], rtol=1e-4)
     assert np.allclose(cached["finetune_loss"], streamed["finetune_loss"], rtol=1e-4)

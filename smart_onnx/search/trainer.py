@@ -1,0 +1,184 @@
+"""What search and fine-tune share: batches, the dense teacher, the loss of one batch, the held-out loss.
+
+The teacher is the dense model. Its outputs (and internal features) over the calibration
+set are computed once and kept while they fit :data:`TEACHER_CACHE_BYTES`; otherwise, or
+when inputs are augmented (every step sees new inputs), a frozen dense copy of the model
+recomputes them per batch, so memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from smart_onnx.data import Dataset
+from smart_onnx.data.augment import ImageAugmenter
+from smart_onnx.executor import Executor
+from smart_onnx.executor.module import Transforms
+from smart_onnx.graph import OutputInfo, OutputRole
+from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
+
+__all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
+
+log = logging.getLogger(__name__)
+
+# The dense outputs and features of the whole calibration set are kept up to this size.
+TEACHER_CACHE_BYTES = 256 * 2**20
+
+
+def _sampler(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Endless shuffled index batches (a new permutation per epoch)."""
+    rng = np.random.default_rng(seed)
+    batch_size = min(batch_size, n)
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def _capture(store: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, Callable]:
+    """Executor transforms that record the named activations as they are produced."""
+    def recorder(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def record(x: torch.Tensor) -> torch.Tensor:
+            store[name] = x
+            return x
+        return record
+    return {n: recorder(n) for n in names}
+
+
+class _Teacher:
+    """The dense model's outputs and features per batch; variances of the regressed tensors."""
+
+    def __init__(self, executor: Executor, data: Dataset, batch_size: int, device: torch.device,
+                 outputs: Sequence[OutputInfo], features: Sequence[str], cache: bool) -> None:
+        self.features = list(features)
+        self.batch_axis = {o.name: o.batch_axis for o in outputs}
+        self.device = device
+        regressed = [o for o in outputs if o.role is OutputRole.REGRESSION]
+        scales = OutputScales([*regressed, *(OutputInfo(f, OutputRole.REGRESSION, "feature") for f in features)])
+        parts: dict[str, list[torch.Tensor]] | None = {} if cache else None
+        seen = nbytes = 0
+        with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget
+            for batch in data.batches(max(batch_size, 64)):
+                values = self._run(executor, _to_device(batch.inputs, device))
+                scales.update(values)
+                seen += len(next(iter(batch.inputs.values())))
+                if parts is None:
+                    continue
+                nbytes += sum(v.numel() * v.element_size() for v in values.values())
+                if nbytes * len(data) / seen > TEACHER_CACHE_BYTES:
+                    log.info("dense outputs exceed %d MiB: recomputed per batch", TEACHER_CACHE_BYTES // 2**20)
+                    parts = None
+                    continue
+                for name, v in values.items():
+                    parts.setdefault(name, []).append(v.cpu())
+        self.variances = scales.variances()
+        self.cached = None if parts is None else {
+            k: torch.cat(v, dim=self.batch_axis.get(k, 0)) for k, v in parts.items()}
+        self._source = executor.model
+        self._dense: Executor | None = None
+
+    def dense(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs and features of a frozen dense copy of the model (built on first use) on ``feeds``."""
+        if self._dense is None:
+            self._dense = Executor(self._source).to(self.device)
+            for p in self._dense.parameters():
+                p.requires_grad_(False)
+        with torch.no_grad():
+            return self._run(self._dense, feeds)
+
+    def _run(self, executor: Executor, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        out = executor(feeds, transforms=_capture(captured, self.features))
+        values = {k: v for k, v in out.items() if v.is_floating_point()}
+        values.update({k: v for k, v in captured.items() if v.is_floating_point()})
+        return values
+
+    def __call__(self, idx: np.ndarray, feeds: Mapping[str, torch.Tensor], augmented: bool) -> dict:
+        """The teacher's values for the calibration samples ``idx`` as fed (``feeds``)."""
+        if self.cached is None or augmented:
+            return self.dense(feeds)
+        index = torch.as_tensor(idx)
+        return {k: v.index_select(self.batch_axis.get(k, 0), index).to(self.device) for k, v in self.cached.items()}
+
+
+def _to_device(arrays: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in arrays.items()}
+
+
+class Trainer:
+    """Batches, the teacher and the loss; shared by the structural search and the fine-tune.
+
+    Args:
+        executor: the model being pruned (its weights are trained).
+        data: calibration samples trained on.
+        outputs: the roles of the model's outputs.
+        label_output: the class output the labels belong to (None: labels unused).
+        features: internal activations distilled besides the outputs (see feature_points).
+        feature_weight: weight of the mean feature term against the output terms.
+        augmenter: changes image inputs every step (None: the samples as they are).
+        validation: held-out calibration samples for :meth:`validation_loss`.
+    """
+
+    def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
+                 label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
+                 features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: ImageAugmenter | None = None,
+                 validation: Dataset | None = None) -> None:
+        self.executor = executor
+        self.data = data
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.label_weight, self.temperature = label_weight, temperature
+        self.outputs = list(outputs)
+        self.label_output = label_output
+        self.labels = None
+        if data.labels is not None and label_output is not None:
+            self.labels = torch.as_tensor(data.labels, dtype=torch.long)
+        self.features = list(features) if feature_weight > 0 else []
+        self.feature_weight = feature_weight
+        self.augmenter = augmenter if augmenter is not None and augmenter.active else None
+        self.validation = validation
+        self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
+                                cache=self.augmenter is None)
+        self.batches = _sampler(len(data), batch_size, seed)
+        # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
+        self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
+
+    def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
+              transforms: Transforms, use_features: bool) -> torch.Tensor:
+        features = self.features if use_features else []
+        captured: dict[str, torch.Tensor] = {}
+        student = self.executor(feeds, transforms={**transforms, **_capture(captured, features)})
+        loss = distillation_loss(student, teacher, self.outputs, variances=self.teacher.variances, labels=labels,
+                                 label_output=self.label_output, label_weight=self.label_weight,
+                                 temperature=self.temperature)
+        if features:
+            loss = loss + self.feature_weight * feature_loss(captured, teacher, self.teacher.variances)
+        return loss
+
+    def loss(self, transforms: Transforms, *, use_features: bool = True) -> torch.Tensor:
+        """The training loss of the next batch (augmented when an augmenter is set)."""
+        idx = next(self.batches)
+        feeds = _to_device({k: a[idx] for k, a in self.data.arrays.items()}, self.device)
+        if self.augmenter is not None:
+            feeds = self.augmenter(feeds)
+        teacher = self.teacher(idx, feeds, augmented=self.augmenter is not None)
+        labels = None if self.labels is None else self.labels[idx].to(self.device)
+        return self._loss(feeds, teacher, labels, transforms, use_features)
+
+    def validation_loss(self, transforms: Transforms) -> float | None:
+        """Mean distillation loss on the held-out samples (no augmentation, no gradient); None without them."""
+        if self.validation is None or len(self.validation) == 0:
+            return None
+        total = count = 0.0
+        with torch.no_grad():
+            for batch in self.validation.batches(self.batch_size):
+                feeds = _to_device(batch.inputs, self.device)
+                teacher = self.teacher.dense(feeds)
+                n = len(next(iter(batch.inputs.values())))
+                total += float(self._loss(feeds, teacher, None, transforms, use_features=True)) * n
+                count += n
+        return total / count

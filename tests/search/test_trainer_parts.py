@@ -1,0 +1,70 @@
+"""Feature points, the feature term, image augmentation and early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smart_onnx.data import dataset_from_arrays
+from smart_onnx.data.augment import ImageAugmenter
+from smart_onnx.graph import find_prunable_layers
+from smart_onnx.graph.features import feature_points
+from smart_onnx.model import InputSpec, load_model, normalize
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.search import SearchConfig
+from smart_onnx.search.loss import feature_loss
+from tests.zoo import export, mlp_gemm
+
+
+def test_feature_points_are_residual_merges_spread_along_the_graph() -> None:
+    model = load_model("models/fashion_resnet.onnx")
+    layers = [lay.name for lay in find_prunable_layers(model)]
+    points = feature_points(model, layers, limit=3)
+    assert len(points) == 3 and all("Add" in p for p in points)
+    assert points[-1] == feature_points(model, layers, limit=100)[-1]  # the deepest merge is always kept
+    assert feature_points(model, layers, limit=0) == []
+
+
+def test_plain_chains_fall_back_to_layer_inputs() -> None:
+    module, example = mlp_gemm()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    layers = [lay.name for lay in find_prunable_layers(model)]
+    points = feature_points(model, layers)
+    assert points and model.inputs[0].name not in points
+
+
+def test_feature_loss_skips_channels_the_student_lost() -> None:
+    t = torch.randn(4, 3, 5, 5)
+    s = t.clone()
+    s[:, 1] = 0.0  # a removed channel: nothing can bring it back
+    var = torch.ones(1, 3)
+    assert float(feature_loss({"f": s}, {"f": t}, {"f": var})) == pytest.approx(0.0, abs=1e-7)
+    s[:, 0] += 1.0
+    assert float(feature_loss({"f": s}, {"f": t}, {"f": var})) == pytest.approx(0.5, rel=1e-5)  # 1 of 2 live
+
+
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_augmenter_changes_images_reproducibly_and_leaves_other_inputs(channels_first: bool) -> None:
+    shape = ("N", 3, 16, 16) if channels_first else ("N", 16, 16, 3)
+    specs = [InputSpec("img", shape, np.dtype(np.float32)), InputSpec("ids", ("N", 4), np.dtype(np.int64))]
+    x = torch.rand(5, *shape[1:])
+    ids = torch.arange(20).reshape(5, 4)
+    a, b = ImageAugmenter(specs, seed=3), ImageAugmenter(specs, seed=3)
+    out_a, out_b = a({"img": x, "ids": ids}), b({"img": x, "ids": ids})
+    assert out_a["img"].shape == x.shape and torch.equal(out_a["img"], out_b["img"])
+    assert torch.equal(out_a["ids"], ids) and not torch.allclose(out_a["img"], x)
+    assert a.active and not ImageAugmenter(specs[1:]).active
+
+
+def test_early_stopping_restores_the_best_held_out_weights() -> None:
+    module, example = mlp_gemm()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((200, *example.shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    # A learning rate that makes the fine-tune diverge: the held-out loss stops improving at once.
+    outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4), latency=False, search=SearchConfig(
+        sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2)))
+    training, history = outcome.report["training"], outcome.report["history"]
+    assert training["validation_samples"] == 20 and "did not improve" in (training["stopped"] or "")
+    assert len(history["finetune_loss"]) < 400 and len(history["validation_loss"]) >= 3
