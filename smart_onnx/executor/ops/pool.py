@@ -82,7 +82,10 @@ class _Pool(OpModule):
         A ones-kernel convolution, so dilations work."""
         n = len(self.kernel)
         ones = torch.ones((1, 1, *self.kernel), dtype=x.dtype, device=x.device)
-        flat = F.pad(x.reshape(-1, 1, *x.shape[2:]), torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]))
+        flat = x.reshape(-1, 1, *x.shape[2:])
+        padding = pads[:n] + [p + e for p, e in zip(pads[n:], extra)]
+        if any(padding):  # F.pad copies even when every pad is 0
+            flat = F.pad(flat, torch_pad(padding))
         sums = _CONV[n](flat, ones, None, self.strides, 0, self.dilations)
         return self._narrow(sums, outs).reshape(*x.shape[:2], *outs)
 
@@ -117,7 +120,9 @@ class MaxPool(_Pool):
         dtype, sizes = x.dtype, list(x.shape[2:])
         if not x.is_floating_point():  # int8/uint8 MaxPool: exact in float32
             x = x.float()
-        x = F.pad(x, torch_pad(pads[:n] + [p + e for p, e in zip(pads[n:], extra)]), value=float("-inf"))
+        padding = pads[:n] + [p + e for p, e in zip(pads[n:], extra)]
+        if any(padding):  # F.pad copies even when every pad is 0, and max_pool keeps its input for backward
+            x = F.pad(x, torch_pad(padding), value=float("-inf"))
         if not self.with_indices:
             return self._narrow(_MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations), outs).to(dtype)
         y, idx = _MAX_POOL[n](x, self.kernel, self.strides, 0, self.dilations, return_indices=True)

@@ -109,8 +109,9 @@ class _Recurrent(OpModule):
         state = tuple(x.new_zeros(dirs, batch, hidden) if s is None else s.to(x.dtype) for s in initial)
         valid = self._valid(lens, steps, batch, x.device)
         outputs = []
-        for t in range(steps):
-            new = self.cell(xp[:, t], state, r, rb, p)
+        # unbind, not xp[:, t]: each select's backward would allocate a zero tensor the size of all of xp.
+        for t, xp_t in enumerate(xp.unbind(1)):
+            new = self.cell(xp_t, state, r, rb, p)
             if valid is not None:
                 ok = valid[:, t]
                 new = tuple(torch.where(ok, n, s) for n, s in zip(new, state))
