@@ -33,6 +33,17 @@ def _activation_of(node_inputs: list[str], weight_input: str, op_type: str) -> t
     return others[0], -1  # MatMul: features on the last axis
 
 
+def _mean_square(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Mean of ``x**2`` over every axis but ``axis`` (CPU float64).
+
+    Squared in the input's dtype and summed in float64: one temporary the size of the activation,
+    where squaring a float64 copy held two of twice its size (a peak of 5 activations, not 2).
+    """
+    dims = [d for d in range(x.dim()) if d != axis]
+    count = x.numel() // max(1, x.shape[axis])
+    return (x.square().sum(dim=dims, dtype=torch.float64) / max(1, count)).cpu()
+
+
 def activation_stats(
     executor: Executor, data: Dataset, config: SearchConfig, layers: Sequence[PrunableLayer] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -59,13 +70,14 @@ def activation_stats(
 
     def recorder(value: str):
         def record(x: torch.Tensor) -> torch.Tensor:
+            if x.dim() < 2 or not x.is_floating_point():
+                return x
+            by_axis: dict[int, torch.Tensor] = {}  # layers reading the same value on the same axis share it
             for layer, axis in watch[value]:
-                if x.dim() < 2 or not x.is_floating_point():
-                    continue
                 ax = axis % x.dim()
-                dims = [d for d in range(x.dim()) if d != ax]
-                sq = (x.detach().double() ** 2).mean(dim=dims).cpu()
-                sums[layer] = sums[layer] + sq if layer in sums else sq
+                if ax not in by_axis:
+                    by_axis[ax] = _mean_square(x.detach(), ax)
+                sums[layer] = sums[layer] + by_axis[ax] if layer in sums else by_axis[ax]
                 counts[layer] = counts.get(layer, 0) + 1
             return x
         return record
