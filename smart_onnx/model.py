@@ -10,8 +10,8 @@ other stages can rely on:
 * nodes are put in topological order (some exporters do not);
 * symbolic dims are kept as they are.
 
-Saving is atomic (temp file in the same directory, then rename) and clamps the IR
-version to what the installed onnxruntime accepts.
+Saving is atomic (temp file in the same directory, then rename) and lowers the IR
+version to 10 where the opsets allow it (what older compilers and onnxruntime accept).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from smart_onnx.errors import GraphError, ModelLoadError
 
 __all__ = [
     "MAX_IR_VERSION",
+    "SAVE_IR_VERSION",
     "InputSpec",
     "OnnxModel",
     "constant_node_value",
@@ -38,6 +39,7 @@ __all__ = [
     "iter_graphs",
     "load_model",
     "resolve_input_shapes",
+    "save_ir_version",
     "save_model",
     "sparse_to_dense",
     "subgraph_free_names",
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # onnxruntime 1.31 accepts IR version <= 13; onnx 1.23 writes 14 by default.
 MAX_IR_VERSION = 13
+# What save_model writes where the opsets allow it (IR 10: onnx 1.16, opset 21).
+SAVE_IR_VERSION = 10
 # Protobuf refuses to serialise a message of 2 GiB or more.
 _PROTO_LIMIT = 2**31 - 2**20
 
@@ -421,8 +425,7 @@ def save_model(model: OnnxModel | onnx.ModelProto, path: str | os.PathLike[str])
     if not os.access(parent, os.W_OK):
         raise ModelLoadError(f"cannot write {str(out)!r}: directory {str(parent)!r} is not writable")
     to_save = copy_proto(proto)
-    if to_save.ir_version > MAX_IR_VERSION or to_save.ir_version == 0:
-        to_save.ir_version = MAX_IR_VERSION
+    to_save.ir_version = save_ir_version(to_save)
     external = to_save.ByteSize() > _PROTO_LIMIT
     try:
         with atomic_output(out) as tmp:
@@ -436,6 +439,20 @@ def save_model(model: OnnxModel | onnx.ModelProto, path: str | os.PathLike[str])
     except OSError as e:
         raise ModelLoadError(f"cannot write {str(out)!r} ({_short(e)})") from e
     return out
+
+
+def save_ir_version(proto: onnx.ModelProto) -> int:
+    """The IR version a written model gets: at most :data:`SAVE_IR_VERSION` where its opsets allow it.
+
+    Vendor compilers lag behind onnx (a model of IR 11+ is refused by parsers built
+    against older onnx releases), so a higher IR is lowered to the larger of 10 and the
+    lowest IR the model's opset imports need; an IR already at or below 10 is kept.
+    """
+    ir = int(proto.ir_version) or MAX_IR_VERSION
+    if ir <= SAVE_IR_VERSION:
+        return ir
+    needed = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    return min(ir, MAX_IR_VERSION, max(SAVE_IR_VERSION, needed))
 
 
 def is_float_tensor(tensor: onnx.TensorProto) -> bool:

@@ -70,7 +70,7 @@ class PruneOptions:
     nm: tuple[int, int] | None = None  # None: the target's pattern (2:4 without a target)
     target: Profile | None = None
     search: SearchConfig = field(default_factory=SearchConfig)  # its sparsity is the requested one
-    sparse_format: str = "auto"
+    sparse_format: str = "dense"  # or "coo" (onnxruntime-only: COO Constant nodes)
     latency: bool = True
     output_roles: Mapping[str, str] = field(default_factory=dict)  # output name -> role, over the inferred ones
     label_output: str | None = None  # None: the single class output, when the data has labels
@@ -318,19 +318,14 @@ def _sparsity_summary(space: Any, keep: Any, requested: float, budget: str) -> d
 
 def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:
     """Per prunable layer: weight shape before/after, nonzeros, sparsity (of the original size), MACs after."""
-    new = {t.name: t for t in after.graph.initializer}
-    sparse = {t.values.name: t for t in after.graph.sparse_initializer}
+    new = {t.name: t for t in normalize(copy_proto(after.proto)).graph.initializer}  # COO Constants as weights
     rows = []
     for layer in analysis.layers:
         numel = math.prod(layer.weight_shape)
-        if layer.weight in new:
-            w = tensor_to_array(new[layer.weight])
-            shape_after, nonzero = list(w.shape), int(np.count_nonzero(w))
-        elif layer.weight in sparse:
-            t = sparse[layer.weight]
-            shape_after, nonzero = list(t.dims), int(np.count_nonzero(tensor_to_array(t.values)))
-        else:
+        if layer.weight not in new:
             continue
+        w = tensor_to_array(new[layer.weight])
+        shape_after, nonzero = list(w.shape), int(np.count_nonzero(w))
         density = nonzero / numel if numel else 1.0
         rows.append({
             "name": layer.name, "op": layer.op_type, "weight": layer.weight,

@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from smart_onnx.errors import GraphError, ModelLoadError
-from smart_onnx.model import MAX_IR_VERSION, load_model, normalize, resolve_input_shapes, save_model
+from smart_onnx.model import SAVE_IR_VERSION, load_model, normalize, resolve_input_shapes, save_model
 from tests.helpers import make_model, run_executor, run_ort
 
 
@@ -83,7 +83,7 @@ def test_save_is_atomic_clamps_ir_and_round_trips(tmp_path) -> None:
     out = save_model(normalize(proto), tmp_path / "m.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     again = onnx.load(str(out))
-    assert again.ir_version == MAX_IR_VERSION
+    assert again.ir_version == SAVE_IR_VERSION  # opset 17 needs only IR 8: lowered to 10 for older parsers
     x = {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)}
     np.testing.assert_allclose(run_ort(again, x)[0], run_executor(again, x)[0], rtol=1e-6)
 
@@ -123,3 +123,13 @@ def test_sparse_value_constant_is_lifted_and_runs() -> None:
     model = normalize(proto)
     np.testing.assert_array_equal(model.weight("c"), [0, 0, 4])
     np.testing.assert_array_equal(run_executor(proto, {"x": np.ones(3, np.float32)})[0], [1, 1, 5])
+
+
+def test_save_keeps_the_ir_an_opset_needs(tmp_path) -> None:
+    proto = _mul_add()
+    proto.ir_version = 13
+    proto.opset_import[0].version = 23  # opset 23 needs IR 11
+    out = save_model(proto, tmp_path / "m.onnx")
+    assert onnx.load(str(out)).ir_version == 11
+    proto.ir_version = 7
+    assert onnx.load(str(save_model(proto, tmp_path / "m7.onnx"))).ir_version == 7

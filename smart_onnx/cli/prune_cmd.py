@@ -89,8 +89,9 @@ def _nm(text: str) -> tuple[int, int]:
               help="Fraction of --data held out for evaluation when --eval-data is not given.")
 @click.option("--mean", default=None, help="Image normalisation mean, comma-separated (images only).")
 @click.option("--std", default=None, help="Image normalisation std, comma-separated (images only).")
-@click.option("--sparse-format", type=click.Choice(["auto", "dense", "coo"]), default="auto", show_default=True,
-              help="Block/N:M mode: store weights as COO sparse initializers where smaller (auto).")
+@click.option("--sparse-format", type=click.Choice(["dense", "coo"]), default="dense", show_default=True,
+              help="Block/N:M mode: dense stores zeroed weights as plain initializers (what every compiler reads); "
+                   "coo as COO Constant nodes, smaller but for onnxruntime only.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Pruned model path (default: MODEL.pruned.onnx beside MODEL).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=None,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from smart_onnx.errors import ConstraintError
+from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.model import OnnxModel, iter_graphs, tensor_to_array
 from smart_onnx.rewrite._util import replace_tensor
 from smart_onnx.rewrite.passes import Pass, PassResult, run_passes
@@ -166,27 +166,38 @@ def apply_block_masks(
     model: OnnxModel,
     masks: Mapping[str, BlockMask | tuple[Any, Any]],
     *,
-    sparse_format: str = "auto",
+    sparse_format: str = "dense",
 ) -> OnnxModel:
     """Zero the pruned blocks of the named initializers and return the new model.
 
     Args:
         model: the normalised model; it is not modified.
         masks: initializer name -> :class:`BlockMask` (or a ``(grid, block_shape)`` pair).
-        sparse_format: ``"dense"`` keeps every tensor dense; ``"coo"`` stores each masked
-            tensor as a COO ``sparse_initializer`` (int64 linear indices); ``"auto"`` does so
-            only where that is smaller on disk (for fp32, above roughly 2/3 zeros).
+        sparse_format: ``"dense"`` (default) keeps every weight a plain initializer, zeros
+            included, as every ONNX consumer reads it; ``"coo"`` stores each masked tensor as
+            a ``Constant`` node with a COO ``sparse_value`` (smaller on disk above about 2/3
+            zeros for fp32; onnxruntime expands it, weight-reading compilers do not).
 
     Returns:
-        A new model with the same graph, shapes and dtypes. Where COO was chosen its proto
-        holds ``sparse_initializer``s (onnxruntime densifies them on load, and so do
-        :func:`smart_onnx.model.load_model` / :func:`~smart_onnx.model.normalize`).
+        A new model with the same graph, shapes and dtypes that passes the full ONNX
+        checker (:func:`~smart_onnx.rewrite.passes.validate`).
 
     Raises:
-        ConstraintError: a mask names an unknown tensor or does not fit its shape, or
-            ``sparse_format`` is unknown; nothing is written.
+        ConstraintError: a mask names an unknown tensor or does not fit its shape,
+            ``sparse_format`` is unknown, or ``"coo"`` on a model it cannot be written
+            for (opset below 11, or a result the full checker rejects); nothing is written.
         RewriteError: the result fails the ONNX checker or strict shape inference.
     """
     if sparse_format not in SPARSE_FORMATS:
         raise ConstraintError(f"sparse_format must be one of {list(SPARSE_FORMATS)}, got {sparse_format!r}")
-    return run_passes(model, ZeroBlocks(masks), StoreSparse(list(masks), sparse_format))
+    try:
+        return run_passes(model, ZeroBlocks(masks), StoreSparse(list(masks), sparse_format))
+    except RewriteError as e:
+        if sparse_format != "coo":
+            raise
+        # The dense form of the same masks is what the caller can fall back to; say so plainly.
+        run_passes(model, ZeroBlocks(masks))
+        raise ConstraintError(
+            f"sparse format 'coo' gives a model that {str(e).removeprefix('the rewritten model ')}; "
+            "store the weights dense instead (the format every ONNX consumer reads)"
+        ) from e

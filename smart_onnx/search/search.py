@@ -44,6 +44,8 @@ __all__ = ["METHODS", "SearchConfig", "SearchResult", "StepInfo", "UnitConstrain
 
 log = logging.getLogger(__name__)
 
+# Search steps after which the step time is measured again and the search re-planned to fit its deadline.
+REPLAN_AFTER = 5
 # The fewest samples a validation split (and what remains to train on) may have; below, no early stopping.
 MIN_VALIDATION = 8
 
@@ -396,8 +398,10 @@ def _joint_search(
     schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
     opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
     opt_m = torch.optim.Adam(scores, lr=config.score_lr)
-    for step in range(config.steps):
-        tau = schedule(step)
+    total, offset, started = config.steps, 0, time.perf_counter()
+    step = 0
+    while step < total:
+        tau = schedule(step - offset)
         mask = soft_mask(tau)
         loss = trainer.loss(space.transforms(mask), use_features=use_features)
         opt_w.zero_grad(set_to_none=True)
@@ -409,10 +413,22 @@ def _joint_search(
         result.history["loss"].append(value)
         result.history["tau"].append(tau)
         result.history["sparsity"].append(sparsity)
+        step += 1
         if progress:
-            progress(StepInfo("search", step + 1, config.steps, value, tau, sparsity))
-        if deadline is not None and time.perf_counter() > deadline:
-            result.training["search_stopped"] = f"time budget reached after {step + 1} of {config.steps} search steps"
+            progress(StepInfo("search", step, total, value, tau, sparsity))
+        if deadline is None:
+            continue
+        now = time.perf_counter()
+        if step == REPLAN_AFTER and step < total:
+            # The timed steps before the search can miss what a real step costs (masks, optimisers,
+            # a busy machine): re-plan on the steps just run, with tau decaying over what is left.
+            fits = int((deadline - now) / ((now - started) / step))
+            if step + fits < total:
+                result.training["search_replanned"] = f"{total} -> {step + fits} steps after {step} timed steps"
+                schedule = ExponentialTemperature(tau, config.tau_end, max(1, fits))
+                total, offset = step + fits, step
+        elif now > deadline:
+            result.training["search_stopped"] = f"time budget reached after {step} of {total} search steps"
             break
 
 

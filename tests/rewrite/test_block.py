@@ -140,18 +140,19 @@ def test_metadata_merges_with_existing_entry() -> None:
     assert sum(e.key == BLOCK_SPARSITY_KEY for e in second.proto.metadata_props) == 1
 
 
-@pytest.mark.parametrize(("sparsity", "expect_coo"), [(0.25, False), (0.5, False), (0.875, True)])
-def test_auto_format_picks_the_smaller_encoding(sparsity: float, expect_coo: bool) -> None:
+@pytest.mark.parametrize("sparsity", [0.25, 0.875])
+def test_dense_is_the_default_and_coo_is_a_constant_node(sparsity: float) -> None:
     model = _conv()
     grid = _random_grid((32, 16, 3, 3), (16, 8, 1, 1), sparsity)
-    dense = apply_block_masks(model, {"W": (grid, (16, 8, 1, 1))}, sparse_format="dense")
+    default = apply_block_masks(model, {"W": (grid, (16, 8, 1, 1))})
     coo = apply_block_masks(model, {"W": (grid, (16, 8, 1, 1))}, sparse_format="coo")
-    auto = apply_block_masks(model, {"W": (grid, (16, 8, 1, 1))}, sparse_format="auto")
-    assert (coo.proto.ByteSize() < dense.proto.ByteSize()) == expect_coo
-    assert len(auto.graph.sparse_initializer) == int(expect_coo)
-    assert [t.values.name for t in coo.graph.sparse_initializer] == ["W"]
-    assert not dense.graph.sparse_initializer
-    assert auto.proto.ByteSize() == min(coo.proto.ByteSize(), dense.proto.ByteSize())
+    assert "W" in {t.name for t in default.graph.initializer} and not default.graph.sparse_initializer
+    assert [n.output[0] for n in coo.graph.node if n.op_type == "Constant"] == ["W"]
+    assert not coo.graph.sparse_initializer and "W" not in {t.name for t in coo.graph.initializer}
+    for out in (default, coo):
+        onnx.checker.check_model(out.proto, full_check=True)
+    assert (coo.proto.ByteSize() < default.proto.ByteSize()) == (sparsity > 0.7)
+    np.testing.assert_array_equal(OnnxModel(_dense(coo)).weight("W"), default.weight("W"))
 
 
 def test_coo_model_runs_in_onnxruntime_and_loads_back_dense(tmp_path) -> None:

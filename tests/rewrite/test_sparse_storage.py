@@ -1,4 +1,4 @@
-"""StoreSparse: COO only where smaller (or forced), exposed tensors stay dense, IR >= 6, loads back dense."""
+"""StoreSparse: dense by default; COO as Constant nodes that pass the full checker; exposed tensors stay dense."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from smart_onnx.model import normalize
+from smart_onnx.errors import ConstraintError, RewriteError
+from smart_onnx.model import iter_graphs, normalize
 from smart_onnx.rewrite.passes import validate
 from smart_onnx.rewrite.sparse_storage import StoreSparse, to_coo
 from tests.helpers import run_ort
@@ -33,24 +34,47 @@ def test_to_coo_round_trips() -> None:
     np.testing.assert_array_equal(dense.reshape(w.shape), w)
 
 
-@pytest.mark.parametrize(("dtype", "zeros", "expect_coo"), [
-    (np.float32, 0.5, False), (np.float32, 0.8, True),
-    # fp16 values are half the size, so the int64 indices pay off only later
-    (np.float16, 0.7, False), (np.float16, 0.9, True),
-])
-def test_auto_compares_real_sizes(dtype, zeros: float, expect_coo: bool) -> None:
-    model, _ = _matmul(zeros, dtype)
-    result = StoreSparse(["W"], "auto")(model)
-    assert result.modified == expect_coo
-    assert len(result.model.graph.sparse_initializer) == int(expect_coo)
-    if expect_coo:
-        assert result.model.proto.ByteSize() < model.proto.ByteSize()
+def _coo_constants(model) -> list[str]:
+    return [n.output[0] for g in iter_graphs(model.graph) for n in g.node
+            if n.op_type == "Constant" and n.attribute[0].name == "sparse_value"]
 
 
 @pytest.mark.parametrize(("fmt", "expect_coo"), [("coo", True), ("dense", False)])
-def test_forced_formats(fmt: str, expect_coo: bool) -> None:
+def test_formats(fmt: str, expect_coo: bool) -> None:
     model, _ = _matmul(0.1)
-    assert len(StoreSparse(["W"], fmt)(model).model.graph.sparse_initializer) == int(expect_coo)
+    out = StoreSparse(["W"], fmt)(model).model
+    assert _coo_constants(out) == (["W"] if expect_coo else [])
+    assert not out.graph.sparse_initializer  # never: the full checker rejects it feeding a standard op
+    assert ("W" in {t.name for t in out.graph.initializer}) != expect_coo
+
+
+@pytest.mark.parametrize(("dtype", "zeros"), [(np.float32, 0.8), (np.float16, 0.9)])
+def test_coo_constant_is_smaller_at_high_sparsity_and_passes_the_full_checker(dtype, zeros: float) -> None:
+    model, w = _matmul(zeros, dtype)
+    out = StoreSparse(["W"], "coo")(model).model
+    assert out.proto.ByteSize() < model.proto.ByteSize()
+    onnx.checker.check_model(out.proto, full_check=True)
+    validate(out)
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 32)).astype(dtype)}
+    np.testing.assert_allclose(run_ort(out.proto, feeds)[0], feeds["x"] @ w, rtol=1e-2, atol=1e-2)
+
+
+def test_a_sparse_initializer_fails_validation() -> None:
+    model, w = _matmul(0.9)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    del proto.graph.initializer[:]
+    proto.graph.sparse_initializer.append(to_coo(onnx.numpy_helper.from_array(w, "W")))
+    with pytest.raises(RewriteError, match="full ONNX checker"):
+        validate(proto)
+
+
+def test_coo_below_opset_11_is_refused() -> None:
+    model, _ = _matmul(0.9)
+    model.proto.opset_import[0].version = 10
+    with pytest.raises(ConstraintError, match="opset 11.*Store the weights dense"):
+        StoreSparse(["W"], "coo")(model)
+    assert not StoreSparse(["W"], "dense")(model).modified
 
 
 def test_only_named_tensors_move() -> None:
