@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from smart_onnx.errors import (
     ConstraintError,
     DataError,
@@ -13,9 +15,22 @@ from smart_onnx.errors import (
     SmartOnnxError,
     UnsupportedOpError,
 )
-from smart_onnx.model import InputSpec, OnnxModel, load_model, save_model
+
+if TYPE_CHECKING:
+    from smart_onnx.model import InputSpec, OnnxModel, load_model, save_model
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that ``smart-onnx --version`` does not load onnx.
+_LAZY = {"InputSpec", "OnnxModel", "load_model", "save_model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from smart_onnx import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'smart_onnx' has no attribute {name!r}")
 
 __all__ = [
     "ConstraintError",

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smart_onnx.errors import GraphError
-from smart_onnx.executor import unsupported_nodes
 from smart_onnx.graph import Analysis, analyze, infer_output_roles
 from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
+from smart_onnx.op_support import unsupported_nodes
 
 __all__ = ["ModelSummary", "summarize"]
 

@@ -27,17 +27,7 @@ from smart_onnx.eval.fidelity import judge_fidelity
 from smart_onnx.eval.ort import evaluate, make_session, run_model
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
-from smart_onnx.hw import (
-    Profile,
-    align_channel_keep,
-    block_shapes,
-    check_model,
-    format_block,
-    mode_for,
-    nm_layers,
-    record_original,
-    unit_constraints,
-)
+from smart_onnx.hw import Profile, block_shapes, check_model, format_block, mode_for, nm_layers, record_original
 from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel, copy_proto, iter_graphs, normalize, tensor_to_array
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
@@ -51,6 +41,7 @@ from smart_onnx.search import (
     achieved_sparsity,
     run_search,
 )
+from smart_onnx.search_constraints import align_channel_keep, unit_constraints
 
 __all__ = ["MODES", "PruneOptions", "PruneOutcome", "prune", "save_report"]
 

@@ -1,7 +1,13 @@
-"""The ``smart-onnx`` command group: turns library errors into one-line messages."""
+"""The ``smart-onnx`` command group: turns library errors into one-line messages.
+
+Commands are imported when they run, not at start-up: ``--version``, ``targets``,
+``check`` and ``inspect`` (what a compiler pipeline calls many times) import neither torch
+nor matplotlib; only ``prune`` and ``eval`` pay for what they use.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -9,6 +15,15 @@ import click
 
 import smart_onnx
 from smart_onnx.errors import SmartOnnxError
+
+# name -> (module, attribute): imported on first use.
+_COMMANDS = {
+    "inspect": ("smart_onnx.cli.inspect_cmd", "inspect"),
+    "check": ("smart_onnx.cli.check_cmd", "check"),
+    "targets": ("smart_onnx.cli.targets_cmd", "targets"),
+    "prune": ("smart_onnx.cli.prune_cmd", "prune_cmd"),
+    "eval": ("smart_onnx.cli.eval_cmd", "eval_cmd"),
+}
 
 
 class UserError(click.ClickException):
@@ -18,6 +33,17 @@ class UserError(click.ClickException):
 
 
 class SmartOnnxGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*_COMMANDS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module, attribute = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            command.name = cmd_name
+            return command
+        return super().get_command(ctx, cmd_name)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The exact command line goes into reports; sys.argv is wrong when called as a library (CliRunner).
         ctx.meta["smart_onnx.argv"] = list(args)
@@ -40,19 +66,6 @@ def cli(verbose: int) -> None:
     """Compress an exported ONNX model for edge NPUs with the SMART pruner."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _register_commands() -> None:
-    from smart_onnx.cli import check_cmd, eval_cmd, inspect_cmd, prune_cmd, targets_cmd
-
-    cli.add_command(inspect_cmd.inspect)
-    cli.add_command(check_cmd.check)
-    cli.add_command(targets_cmd.targets)
-    cli.add_command(prune_cmd.prune_cmd, name="prune")
-    cli.add_command(eval_cmd.eval_cmd, name="eval")
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -1,4 +1,9 @@
-"""Hardware profiles: what a target NPU accelerates, the compliance checker, and search constraints."""
+"""Hardware profiles: what a target NPU accelerates, and the compliance checker.
+
+Imports onnx and numpy only: never torch, the search or the rewriter (``smart-onnx check``
+and ``targets`` start without them). How a profile constrains the search lives in
+:mod:`smart_onnx.search_constraints`.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,6 @@ from smart_onnx.hw.rules import (
     nm_for,
     nm_layers,
 )
-from smart_onnx.hw.search_constraints import align_channel_keep, min_kept_channels, unit_constraints
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -41,7 +45,6 @@ __all__ = [
     "OpRule",
     "Profile",
     "Violation",
-    "align_channel_keep",
     "block_shape_for",
     "block_shapes",
     "builtin_names",
@@ -51,7 +54,6 @@ __all__ = [
     "format_block",
     "list_profiles",
     "load_profile",
-    "min_kept_channels",
     "mode_for",
     "nm_for",
     "nm_layers",
@@ -59,5 +61,4 @@ __all__ = [
     "profile_from_dict",
     "original_layers",
     "record_original",
-    "unit_constraints",
 ]

@@ -20,10 +20,11 @@ from onnx import shape_inference
 
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError, GraphError, UnsupportedOpError
-from smart_onnx.hw import DEFAULT_PROFILE, Profile, check_model, load_profile, unit_constraints
+from smart_onnx.hw import DEFAULT_PROFILE, Profile, check_model, load_profile
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
+from smart_onnx.search_constraints import unit_constraints
 from tests.fuzz.arch import random_architecture
 from tests.helpers import relative_error, run_executor, run_ort
 from tests.zoo import export

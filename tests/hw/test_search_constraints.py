@@ -14,23 +14,21 @@ import torch
 from smart_onnx.errors import ConstraintError
 from smart_onnx.graph import Analysis, analyze
 from smart_onnx.hw import (
-    align_channel_keep,
     block_shape_for,
     block_shapes,
     check_model,
     dense_layer_names,
     dense_reasons,
     load_profile,
-    min_kept_channels,
     mode_for,
     nm_for,
     nm_layers,
     profile_from_dict,
-    unit_constraints,
 )
 from smart_onnx.model import OnnxModel
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
 from smart_onnx.search import BlockSpace, ChannelSpace, NMSpace, hard_topk
+from smart_onnx.search_constraints import align_channel_keep, min_kept_channels, unit_constraints
 from tests.hw import INPUT, small_cnn
 
 NPU_BLOCK = load_profile("npu-block")

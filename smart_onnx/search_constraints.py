@@ -1,4 +1,6 @@
-"""A profile as constraints on the search's hard mask (see ``hard_topk``).
+"""A hardware profile as constraints on the search's hard mask (see ``hard_topk``).
+
+Outside :mod:`smart_onnx.hw`, which stays free of torch, the search and the rewriter.
 
 How each profile rule reaches the search:
 

@@ -1,0 +1,97 @@
+"""Start-up time of the commands a compiler pipeline calls many times, next to ``python -c "import onnx"``.
+
+Each command runs in a fresh interpreter (``python -m smart_onnx.cli.main ...``, what the
+``smart-onnx`` script runs); the wall time is the median of ``--repeats`` runs after one
+warm-up run (which fills the OS file cache). ``--before PATH`` also times the same commands
+with ``PATH`` (a checkout of an older commit, e.g. from ``git worktree add``) first on
+``PYTHONPATH``, for a before/after table.
+
+    python -m tools.bench_startup --repeats 7 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools._bench_common import ROOT, command_line, emit, machine, markdown_table, today
+
+HEADING = "## Start-up time"
+MODEL = ROOT / "models" / "fashion_resnet.onnx"
+COMMANDS: list[tuple[str, list[str]]] = [
+    ('python -c "import onnx"', ["-c", "import onnx"]),
+    ('python -c "import torch"', ["-c", "import torch"]),
+    ("smart-onnx --version", ["-m", "smart_onnx.cli.main", "--version"]),
+    ("smart-onnx targets", ["-m", "smart_onnx.cli.main", "targets"]),
+    ("smart-onnx check models/fashion_resnet.onnx", ["-m", "smart_onnx.cli.main", "check", str(MODEL)]),
+    ("smart-onnx inspect models/fashion_resnet.onnx", ["-m", "smart_onnx.cli.main", "inspect", str(MODEL)]),
+]
+
+
+def wall(args: list[str], env: dict[str, str], repeats: int) -> float:
+    """Median wall seconds of ``python args`` (one untimed warm-up run first)."""
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       cwd=ROOT)
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def modules(args: list[str], env: dict[str, str]) -> str:
+    """Which of torch / matplotlib / onnxruntime the command imports."""
+    if args[0] == "-c":
+        return "-"
+    probe = ("import runpy, sys\nsys.argv = ['smart-onnx', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('smart_onnx.cli.main', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('MODULES=' + ','.join(m for m in ('torch', 'matplotlib', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe, *args[2:]], env=env, capture_output=True, text=True,
+                         cwd=ROOT).stdout
+    found = out.rsplit("MODULES=", 1)[-1].strip()
+    return found or "none"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--before", type=Path, default=None, help="an older checkout to time the same commands in")
+    parser.add_argument("--write", action="store_true", help="replace the section in docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    env_now = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env_before = {**os.environ, "PYTHONPATH": str(args.before)} if args.before else None
+    header = ["command", "median wall s", "imports (of torch, matplotlib, onnxruntime)"]
+    if env_before:
+        header[1:1] = ["before: median wall s", "before: imports"]
+    rows = []
+    for label, cmd in COMMANDS:
+        row = [f"`{label}`", f"{wall(cmd, env_now, args.repeats):.2f}", modules(cmd, env_now)]
+        if env_before:
+            row[1:1] = [f"{wall(cmd, env_before, args.repeats):.2f}", modules(cmd, env_before)]
+        rows.append(row)
+    before = (f" 'before' is commit {args.before.name} (the same commands with that checkout first on PYTHONPATH)."
+              if env_before else "")
+    body = "\n".join([
+        "Wall time of one command in a fresh interpreter, median of "
+        f"{args.repeats} runs after a warm-up run (file cache warm), the bundled Fashion-MNIST ResNet as MODEL. "
+        "`--version`, `targets`, `check` and `inspect` load the command's module only when it runs, and the "
+        f"hardware package imports neither the search nor the rewriter, so none of them imports torch.{before}",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"- command: `{command_line('tools.bench_startup', argv)}`",
+        f"- machine: {machine()}",
+        f"- date: {today()}",
+        "",
+    ])
+    emit(HEADING, body, args.write)
+
+
+if __name__ == "__main__":
+    main()
