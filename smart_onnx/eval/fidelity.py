@@ -2,10 +2,12 @@
 
 Every output gets a cosine (mean over samples of the per-sample cosine) and a relative
 L2 error (class scores given as logits are centred per sample first: softmax ignores
-their mean); class outputs add top-1 agreement (and accuracy on the labelled one), sequence
-outputs per-step agreement and greedy-decode agreement. An output's *fidelity* is the one
-number a gate compares: agreement for class outputs, decode agreement for sequences, the
-cosine for everything else. A model is only as good as its worst output.
+their mean). Regression outputs also get a per-channel cosine, on values standardised per
+axis-1 channel, so the offset of boxes in pixels and one large channel cannot hide a broken
+one. Class outputs add top-1 agreement (and accuracy on the labelled one), sequence outputs
+per-step agreement and greedy-decode agreement. An output's *fidelity* is the one number a
+gate compares: agreement for class outputs, decode agreement for sequences, the lower of the
+two cosines for everything else. A model is only as good as its worst output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from smart_onnx._format import percent
 from smart_onnx.graph import OutputInfo, OutputRole
+from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
 
 __all__ = [
     "COSINE_WARNING",
@@ -43,6 +46,7 @@ class OutputMetrics:
     role: str
     cosine: float
     relative_error: float
+    channel_cosine: float | None = None  # regression: cosine after standardising each channel (see above)
     top1_agreement: float | None = None  # class: per sample; sequence: per step
     decode_agreement: float | None = None  # sequence: whole greedy CTC decodes equal
     accuracy: float | None = None  # the labelled class output only
@@ -56,7 +60,7 @@ class OutputMetrics:
         if self.role == OutputRole.SEQUENCE.value:
             return self.decode_agreement
         if self.role == OutputRole.REGRESSION.value:
-            return self.cosine
+            return self.cosine if self.channel_cosine is None else min(self.cosine, self.channel_cosine)
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +78,25 @@ def _comparable(value: np.ndarray, info: OutputInfo) -> np.ndarray:
     if info.is_categorical and info.scores != "probs":
         return value - value.mean(axis=info.class_axis, keepdims=True, dtype=np.float64)
     return value
+
+
+def _channel_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Cosine over the whole output after standardising each axis-1 channel by the reference's mean and spread.
+
+    A raw cosine of boxes in pixels forgives almost anything (their mean offset dominates:
+    predicting the average box scores ~0.98), and in an output that mixes box coordinates
+    (~100) with class scores (~1e-4) it sees only the boxes. Standardised, every channel
+    weighs alike and offsets no longer count; the floors match the training loss's.
+    """
+    axes = tuple(d for d in range(ref.ndim) if d != 1)  # regression outputs are batch-first: axis 1 is the channel
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    mean = r.mean(axis=axes, keepdims=True)
+    meansq = (r * r).mean(axis=axes, keepdims=True)
+    floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+    var = np.maximum(r.var(axis=axes, keepdims=True), floor)
+    zr, zc = ((v - mean) / np.sqrt(var) for v in (r, c))
+    denom = float(np.linalg.norm(zr) * np.linalg.norm(zc))
+    return float(np.sum(zr * zc) / denom) if denom > 0 else float(np.array_equal(zr, zc))
 
 
 def _mean_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -134,6 +157,8 @@ def compare_outputs(
         rnorm = float(np.linalg.norm(r))
         rel = float(np.linalg.norm(c - r) / rnorm) if rnorm > 0 else float(np.linalg.norm(c))
         m = OutputMetrics(name, info.role.value, _mean_cosine(r, c), rel)
+        if info.role is OutputRole.REGRESSION and ref.ndim >= 2 and len(ref) > 1:
+            m.channel_cosine = _channel_cosine(ref, cand)
         if info.is_categorical:
             _categorical(m, ref, cand, info, labels if name == label_output else None)
         metrics.append(m)
@@ -172,6 +197,8 @@ def judge_fidelity(metrics: Sequence[OutputMetrics], min_fidelity: float | None 
         problems = []
         if not m.cosine >= COSINE_WARNING:
             problems.append(f"cosine {m.cosine:.4f} < {COSINE_WARNING}")
+        if m.channel_cosine is not None and not m.channel_cosine >= COSINE_WARNING:
+            problems.append(f"per-channel cosine {m.channel_cosine:.4f} < {COSINE_WARNING}")
         if min_fidelity is not None and not value >= min_fidelity:
             verdict.passed = False
             problems.append(f"fidelity {value:.4f} < the minimum {min_fidelity}")
@@ -189,13 +216,14 @@ def output_table(outputs: Sequence[Mapping[str, Any]], degraded: Sequence[str] =
         outputs: :meth:`OutputMetrics.to_dict` of each output.
         degraded: names of the outputs :func:`judge_fidelity` flagged.
     """
-    header = ["output", "role", "cosine", "rel. error", "agreement", "decode agr.", "accuracy ref -> pruned",
-              "status"]
+    header = ["output", "role", "cosine", "channel cos.", "rel. error", "agreement", "decode agr.",
+              "accuracy ref -> pruned", "status"]
     rows = []
     for o in outputs:
         acc = "" if o.get("accuracy") is None else f"{percent(o['reference_accuracy'])} -> {percent(o['accuracy'])}"
         status = "ignored" if o.get("fidelity") is None else ("DEGRADED" if o["name"] in degraded else "ok")
-        rows.append([o["name"], o.get("role", ""), f"{o['cosine']:.5f}", f"{o['relative_error']:.3g}",
+        chan = "-" if o.get("channel_cosine") is None else f"{o['channel_cosine']:.5f}"
+        rows.append([o["name"], o.get("role", ""), f"{o['cosine']:.5f}", chan, f"{o['relative_error']:.3g}",
                      percent(o.get("top1_agreement")), percent(o.get("decode_agreement")), acc, status])
     return header, rows
 

@@ -29,7 +29,23 @@ from smart_onnx.errors import ConstraintError, DataError
 from smart_onnx.graph.view import GraphView, attr, output_ranks
 from smart_onnx.model import OnnxModel
 
-__all__ = ["OutputInfo", "OutputRole", "infer_output_roles", "label_output", "parse_role_overrides"]
+__all__ = [
+    "OUTPUT_FLOOR",
+    "VARIANCE_FLOOR",
+    "OutputInfo",
+    "OutputRole",
+    "infer_output_roles",
+    "label_output",
+    "parse_role_overrides",
+]
+
+# Floors of a regression channel's variance, where the loss divides by it and the per-channel
+# cosine standardises by it: a (nearly) constant channel divided by its own variance would turn
+# float noise into a dominant term. Relative to the channel's own mean square, and to the
+# output's largest channel (for channels that are all zeros); far below the ~1e11 spread of
+# variances between boxes in pixels and class scores near 1e-4 that one detector output mixes.
+VARIANCE_FLOOR = 1e-4
+OUTPUT_FLOOR = 1e-13
 
 
 class OutputRole(str, enum.Enum):

@@ -19,15 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
+from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
 
 __all__ = ["OutputScales", "distillation_loss", "feature_loss"]
 
-# Floors of a channel's variance: a (nearly) constant channel divided by its own variance would
-# turn float noise into a dominant loss. Relative to the channel's own mean square, and to the
-# output's largest channel (for channels that are all zeros); far below the 1e8 spread between
-# boxes in pixels and scores in [0, 1] that one output can mix.
-_VARIANCE_FLOOR = 1e-4
-_OUTPUT_FLOOR = 1e-10
 
 
 class OutputScales:
@@ -57,7 +52,7 @@ class OutputScales:
             n = self._count[name]
             mean, meansq = self._sum[name] / n, self._sumsq[name] / n
             var = (meansq - mean * mean).clamp_min(0.0)
-            floor = _VARIANCE_FLOOR * meansq + _OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+            floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
             var = torch.maximum(var, floor).float()
             out[name] = var.reshape(1, -1) if var.dim() == 1 else var
         return out
@@ -82,7 +77,7 @@ def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, variance: torc
                     channels: torch.Tensor | None = None) -> torch.Tensor:
     err = (student - teacher) ** 2
     if variance is None:  # no calibration statistics: the batch's own scale
-        return err.mean() / (teacher.var(unbiased=False) + teacher.pow(2).mean() * _VARIANCE_FLOOR + 1e-30)
+        return err.mean() / (teacher.var(unbiased=False) + teacher.pow(2).mean() * VARIANCE_FLOOR + 1e-30)
     shape = (1, -1, *([1] * (err.dim() - 2))) if err.dim() >= 2 else (-1,)
     err = err / variance.reshape(shape).to(err.device)
     if channels is None:

@@ -65,7 +65,29 @@ def test_regression_outputs_have_no_top1(shape) -> None:
     (m,) = compare_outputs({"y": y}, {"y": 2 * y}, [OutputInfo("y", OutputRole.REGRESSION, "test")],
                            labels=np.zeros(shape[0], np.int64), label_output="y")
     assert m.top1_agreement is None and m.accuracy is None
-    assert m.cosine == pytest.approx(1.0) == m.fidelity and m.relative_error == pytest.approx(1.0)
+    assert m.cosine == pytest.approx(1.0) and m.relative_error == pytest.approx(1.0)
+    # Twice the values is not faithful: the raw cosine cannot see it, the per-channel one can.
+    assert m.fidelity == (pytest.approx(1.0) if len(shape) == 1 else m.channel_cosine) and (len(shape) == 1 or
+                                                                                            m.fidelity < 0.9)
+
+
+def test_channel_cosine_catches_what_the_raw_cosine_forgives() -> None:
+    rng = np.random.default_rng(0)
+    reg = [OutputInfo("y", OutputRole.REGRESSION, "test")]
+    # Boxes in pixels: predicting the average box keeps the raw cosine near 1.
+    boxes = np.array([5.0, 3.0, 22.0, 25.0]) + rng.normal(0, 2.0, (200, 4))
+    (m,) = compare_outputs({"y": boxes}, {"y": np.broadcast_to(boxes.mean(0), boxes.shape)}, reg)
+    assert m.cosine > 0.98 and abs(m.channel_cosine) < 0.05 and m.fidelity == m.channel_cosine
+    # A detector's output mixing box rows (~100) with class-score rows (~1e-3): scores scrambled.
+    out = np.concatenate([100 + 30 * rng.random((50, 4, 60)), 1e-3 * rng.random((50, 80, 60))], axis=1)
+    cand = out.copy()
+    cand[:, 4:] = rng.permutation(cand[:, 4:].reshape(-1)).reshape(cand[:, 4:].shape)
+    (m,) = compare_outputs({"y": out}, {"y": cand}, reg)
+    assert m.cosine > 0.999 and m.channel_cosine < 0.2
+    verdict = judge_fidelity([m])
+    assert verdict.degraded == ["y"] and "per-channel cosine" in verdict.warnings[0]
+    (same,) = compare_outputs({"y": out}, {"y": out.copy()}, reg)
+    assert same.channel_cosine == pytest.approx(1.0)
 
 
 def test_cosine_is_the_mean_over_samples() -> None:
