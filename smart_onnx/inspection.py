@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smart_onnx.errors import GraphError
-from smart_onnx.graph import Analysis, analyze, infer_output_roles
+from smart_onnx.graph import Analysis, analyze, find_prunable_layers, infer_output_roles
 from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
 from smart_onnx.op_support import unsupported_nodes
 
@@ -29,6 +29,8 @@ class ModelSummary:
     input_shapes: dict[str, tuple[int, ...]] | None
     analysis: Analysis | None
     notes: list[str] = field(default_factory=list)
+    # False: symbolic input dims and no shapes given; layers come from the weights, no MACs or channel groups.
+    shapes_known: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class ModelSummary:
             "unsupported": self.unsupported,
             "input_shapes": {k: list(v) for k, v in (self.input_shapes or {}).items()},
             "analysis": self.analysis.to_dict() if self.analysis else None,
+            "shapes_known": self.shapes_known,
             "notes": self.notes,
         }
 
@@ -50,8 +53,9 @@ class ModelSummary:
 def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelSummary:
     """Describe ``model``; MACs are per sample at ``input_shapes`` (symbolic batch -> 1).
 
-    A model with symbolic non-batch dims and no ``input_shapes`` is summarised
-    without MACs (noted), rather than failing.
+    A model with symbolic non-batch dims and no ``input_shapes`` is summarised with its
+    prunable layers read from the weights, but without MACs and channel groups (those need
+    activation shapes; noted), rather than failing.
     """
     notes: list[str] = []
     histogram = collections.Counter(n.op_type for g in iter_graphs(model.graph) for n in g.node)
@@ -62,7 +66,7 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
     except GraphError as e:
         if input_shapes:
             raise
-        notes.append(f"layers and channel groups not analysed: {e}")
+        notes.append(f"MACs and channel groups not analysed (they need activation shapes): {e}")
         shapes = None
     proto = model.proto
     return ModelSummary(
@@ -77,6 +81,7 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
         total_weights=model.num_weights(),
         unsupported=unsupported_nodes(model),
         input_shapes=shapes,
-        analysis=analyze(model, shapes) if shapes is not None else None,
+        analysis=analyze(model, shapes) if shapes is not None else Analysis(tuple(find_prunable_layers(model)), ()),
         notes=notes,
+        shapes_known=shapes is not None,
     )

@@ -47,18 +47,29 @@ def check(ctx: click.Context, model: str, target: str, reference: str | None, in
 
 def render(report: CheckReport) -> str:
     rows = [[lay.name, lay.op_type, "x".join(str(d) for d in lay.shape), f"{lay.sparsity:.1%}", lay.pattern,
-             "ok" if lay.passed else "FAIL", _first(lay) if lay.violations else ""]
+             _status(lay), _first(lay) if lay.violations else ""]
             for lay in report.layers]
     parts = [format_table(["layer", "op", "shape", "sparsity", "pattern", "status", "first violation"], rows,
                           title=f"Check against {report.profile} ({len(report.layers)} prunable layers)")]
     violations = report.violations
     if violations:
         parts += ["", f"Violations ({len(violations)}):"] + [f"  [{v.rule}] {v.message}" for v in violations]
+    unknown = report.not_judged
+    if unknown:
+        parts += ["", f"Not judged ({len(unknown)}): needs --input-shape"]
+        parts += [f"  [{n.rule}] layer {n.layer!r}: {n.reason}" for n in unknown]
     parts += [""] + [f"Note: {n}" for n in report.notes]
     failed = sum(not lay.passed for lay in report.layers)
-    parts.append(f"PASS: the model complies with {report.profile}." if report.passed
-                 else f"FAIL: {failed} of {len(report.layers)} layers break {report.profile}.")
+    rest = f" ({len(unknown)} rule(s) not judged: they need --input-shape)" if unknown else ""
+    parts.append(f"PASS: the model complies with {report.profile}{rest}." if report.passed
+                 else f"FAIL: {failed} of {len(report.layers)} layers break {report.profile}{rest}.")
     return "\n".join(parts)
+
+
+def _status(layer: LayerCheck) -> str:
+    if not layer.passed:
+        return "FAIL"
+    return "ok, " + ", ".join(n.rule for n in layer.not_judged) + " not judged" if layer.not_judged else "ok"
 
 
 def _first(layer: LayerCheck) -> str:

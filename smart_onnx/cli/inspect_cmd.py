@@ -48,16 +48,19 @@ def render(s: ModelSummary) -> str:
         parts += ["", format_table(
             ["layer", "op", "weight", "layout", "shape", "params", "MACs"],
             [[lay.name, lay.op_type, lay.weight, _layout(lay), _shape(lay.weight_shape), lay.params,
-              human(lay.macs)] for lay in a.layers],
+              human(lay.macs) if s.shapes_known else "needs --input-shape"] for lay in a.layers],
             title=f"Prunable layers ({len(a.layers)})",
         )]
-        parts += ["", format_table(
-            ["group", "channels", "layers", "params", "MACs", "status"],
-            [[g.id, g.channels, _members(g.layers), g.params, human(g.macs), g.frozen or "prunable"]
-             for g in a.groups],
-            title=f"Channel groups ({sum(1 for g in a.groups if not g.frozen)} prunable, "
-                  f"{sum(1 for g in a.groups if g.frozen)} frozen)",
-        )]
+        if not s.shapes_known:
+            parts += ["", "Channel groups: not analysed (needs --input-shape)"]
+        else:
+            parts += ["", format_table(
+                ["group", "channels", "layers", "params", "MACs", "status"],
+                [[g.id, g.channels, _members(g.layers), g.params, human(g.macs), g.frozen or "prunable"]
+                 for g in a.groups],
+                title=f"Channel groups ({sum(1 for g in a.groups if not g.frozen)} prunable, "
+                      f"{sum(1 for g in a.groups if g.frozen)} frozen)",
+            )]
     parts.append("")
     if s.unsupported:
         parts.append(f"Executor cannot run {len(s.unsupported)} node(s):")

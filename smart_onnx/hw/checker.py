@@ -44,8 +44,8 @@ from smart_onnx.hw.rules import dense_reasons, fit_rank
 from smart_onnx.model import OnnxModel, tensor_to_array
 
 __all__ = [
-    "ORIGINAL_KEY", "RULES", "CheckReport", "LayerCheck", "Violation", "check_model", "original_layers",
-    "record_original",
+    "ORIGINAL_KEY", "RULES", "CheckReport", "LayerCheck", "NotJudged", "Violation", "check_model",
+    "original_layers", "record_original",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,18 @@ class Violation:
 
     def to_dict(self) -> dict[str, str]:
         return {"layer": self.layer, "rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A rule the checker could not decide for a layer, and what it would need (e.g. the input shapes)."""
+
+    layer: str
+    rule: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"layer": self.layer, "rule": self.rule, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class LayerCheck:
     pattern: str
     dense_only: bool
     violations: tuple[Violation, ...]
+    not_judged: tuple[NotJudged, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -97,6 +110,7 @@ class LayerCheck:
             "out_channels": self.out_channels, "sparsity": self.sparsity, "pattern": self.pattern,
             "dense_only": self.dense_only, "passed": self.passed,
             "violations": [v.to_dict() for v in self.violations],
+            "not_judged": [n.to_dict() for n in self.not_judged],
         }
 
 
@@ -113,13 +127,19 @@ class CheckReport:
         return [v for layer in self.layers for v in layer.violations]
 
     @property
+    def not_judged(self) -> list[NotJudged]:
+        return [n for layer in self.layers for n in layer.not_judged]
+
+    @property
     def passed(self) -> bool:
+        """No rule is broken (rules that could not be judged are listed in :attr:`not_judged`)."""
         return all(layer.passed for layer in self.layers)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "profile": self.profile, "passed": self.passed, "layers": [lay.to_dict() for lay in self.layers],
-            "violations": [v.to_dict() for v in self.violations], "notes": list(self.notes),
+            "violations": [v.to_dict() for v in self.violations],
+            "not_judged": [n.to_dict() for n in self.not_judged], "notes": list(self.notes),
         }
 
 
@@ -142,16 +162,24 @@ def check_model(
         input_shapes: concrete input shapes for the analysis (symbolic dims).
 
     Returns:
-        The per-layer verdicts; ``report.passed`` is True when the model complies.
+        The per-layer verdicts; ``report.passed`` is True when no rule is broken.
+
+    Without concrete input shapes (symbolic non-batch dims and no ``input_shapes``) the
+    structural rules are still judged from the weights alone: patterns, dense layers,
+    sparsity, and channel counts that are aligned or the original's. What needs activation
+    shapes is listed in ``report.not_judged`` instead: a misaligned count (whether the graph
+    fixes that layer's channels is traced through activation shapes).
 
     Raises:
-        GraphError: the model has symbolic non-batch input dims and no ``input_shapes``.
+        GraphError: ``input_shapes`` were given but do not resolve every symbolic dim.
     """
-    analysis = analysis if analysis is not None else analyze(model, input_shapes)
-    layers = list(analysis.layers)
+    shapeless = analysis is None and not input_shapes and _symbolic_inputs(model)
+    if analysis is None and not shapeless:
+        analysis = analyze(model, input_shapes)
+    layers = list(analysis.layers) if analysis is not None else find_prunable_layers(model)
     dense = dense_reasons(profile, layers)
     originals, note = _originals(model, reference)
-    frozen = _frozen_layers(analysis)
+    frozen = _frozen_layers(analysis) if analysis is not None else _output_layers(model, layers)
     initializers = model.initializers
     reference_weights = reference.initializers if reference is not None else {}
     results = []
@@ -162,11 +190,56 @@ def check_model(
         if ref is not None and tuple(ref.dims) == weight.shape:
             ignore = tensor_to_array(ref) == 0
         results.append(_check_layer(layer, weight, profile, dense.get(layer.name), frozen.get(layer.name),
-                                    originals.get(layer.name), ignore))
-    report = CheckReport(profile.name, tuple(results), (note,))
+                                    originals.get(layer.name), ignore, shapeless=bool(shapeless)))
+    notes = (note,)
+    if shapeless:
+        notes += (f"no concrete input shapes ({shapeless}): rules were judged from the weights alone; "
+                  "those that need activation shapes are listed as not judged",)
+    report = CheckReport(profile.name, tuple(results), notes)
     log.info("check against %s: %d of %d layers comply", profile.name,
              sum(r.passed for r in results), len(results))
     return report
+
+
+# Ops that carry a layer's output channels to their output unchanged in number (elementwise, activations).
+_CHANNEL_PRESERVING = frozenset({
+    "Identity", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu",
+    "Gelu", "Softplus", "Softmax", "LogSoftmax", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Cast", "Dropout",
+})
+
+
+def _output_layers(model: OnnxModel, layers: list[PrunableLayer]) -> dict[str, str]:
+    """Without activation shapes: layers whose output reaches a graph output through channel-preserving ops only.
+
+    Their channel count is the graph output's, which no pruning can change (a classifier's
+    10 logits), so it is not held to the alignment. Anything less direct needs the traced
+    analysis, which needs shapes.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes = {n.name: n for n in model.graph.node}
+    outputs = {o.name for o in model.graph.output}
+    found = {}
+    for layer in layers:
+        value = nodes[layer.name].output[0]
+        for _ in range(len(nodes)):
+            if value in outputs:
+                found[layer.name] = f"its channels reach graph output {value!r}"
+                break
+            after = consumers.get(value, [])
+            if len(after) != 1 or after[0].op_type not in _CHANNEL_PRESERVING:
+                break
+            value = after[0].output[0]
+    return found
+
+
+def _symbolic_inputs(model: OnnxModel) -> str:
+    """'x: 1x3x48xW, ...' for the inputs with a symbolic dim beyond the batch axis ('' when none)."""
+    found = [f"{s.name}: " + "x".join(str(d) for d in s.shape) for s in model.inputs
+             if any(not (isinstance(d, int) and d > 0) for d in s.shape[1:])]
+    return ", ".join(found)
 
 
 def original_layers(model: OnnxModel) -> dict[str, dict[str, int]]:
@@ -222,7 +295,7 @@ def _frozen_layers(analysis: Analysis) -> dict[str, str]:
 
 def _check_layer(
     layer: PrunableLayer, weight: np.ndarray, profile: Profile, dense: str | None, frozen: str | None,
-    original: Mapping[str, int] | None, ignore: np.ndarray | None,
+    original: Mapping[str, int] | None, ignore: np.ndarray | None, *, shapeless: bool = False,
 ) -> LayerCheck:
     zero = weight == 0
     zeros = int(np.count_nonzero(zero))
@@ -244,14 +317,19 @@ def _check_layer(
     if sparsity > profile.max_layer_sparsity + 1e-12:
         problems.append(("sparsity", f"{what} is {sparsity:.1%} zeros, more than the profile's max_layer_sparsity "
                                      f"{profile.max_layer_sparsity:.1%}"))
+    unknown: list[tuple[str, str]] = []
     channel_problem = _channel_problem(layer.out_channels, profile, frozen,
                                        original["out_channels"] if original else None)
-    if channel_problem:
+    if channel_problem and shapeless:
+        unknown.append(("channels", f"{layer.out_channels} output channels, {channel_problem}, unless the graph "
+                                    "fixes them (a graph output, a reshape): that is traced on activation shapes"))
+    elif channel_problem:
         problems.append(("channels", f"{what} has {layer.out_channels} output channels, {channel_problem}"))
     return LayerCheck(
         name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=tuple(weight.shape),
         out_channels=layer.out_channels, sparsity=sparsity, pattern=pattern, dense_only=dense is not None,
         violations=tuple(Violation(layer.name, rule, msg) for rule, msg in problems),
+        not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown),
     )
 
 
