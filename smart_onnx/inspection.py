@@ -11,6 +11,7 @@ from smart_onnx.errors import GraphError
 from smart_onnx.graph import Analysis, analyze, find_prunable_layers, infer_output_roles
 from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
 from smart_onnx.op_support import unsupported_nodes
+from smart_onnx.provenance import read_provenance
 
 __all__ = ["ModelSummary", "summarize"]
 
@@ -31,6 +32,7 @@ class ModelSummary:
     notes: list[str] = field(default_factory=list)
     # False: symbolic input dims and no shapes given; layers come from the weights, no MACs or channel groups.
     shapes_known: bool = True
+    provenance: dict[str, str] = field(default_factory=dict)  # smart-onnx's metadata entries, if it wrote the model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class ModelSummary:
             "input_shapes": {k: list(v) for k, v in (self.input_shapes or {}).items()},
             "analysis": self.analysis.to_dict() if self.analysis else None,
             "shapes_known": self.shapes_known,
+            "provenance": self.provenance,
             "notes": self.notes,
         }
 
@@ -84,4 +87,5 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
         analysis=analyze(model, shapes) if shapes is not None else Analysis(tuple(find_prunable_layers(model)), ()),
         notes=notes,
         shapes_known=shapes is not None,
+        provenance=read_provenance(proto),
     )

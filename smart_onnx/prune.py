@@ -30,6 +30,7 @@ from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
 from smart_onnx.hw import Profile, block_shapes, check_model, format_block, mode_for, nm_layers, record_original
 from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel, copy_proto, iter_graphs, normalize, tensor_to_array
+from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, set_weights
 from smart_onnx.search import (
     BlockSpace,
@@ -264,6 +265,12 @@ def prune(
     seconds["eval"] = time.perf_counter() - start
     report["seconds"] = seconds
     report["totals"] = layer_totals(report["layers"])
+    sp = report["sparsity"]
+    stamp_provenance(pruned.proto, {
+        "mode": mode, "sparsity_requested": cfg.sparsity, "sparsity_budget": cfg.budget,
+        "sparsity_achieved": sp["achieved_macs"] if cfg.budget == "macs" else sp["achieved_params"],
+        "target": report["target"], "source_sha256": source_sha256(model), "quantized": "no"})
+    report["provenance"] = read_provenance(pruned.proto)
     return PruneOutcome(pruned, report)
 
 

@@ -33,6 +33,7 @@ def render(s: ModelSummary) -> str:
         f"Model      {s.path or '<in memory>'}",
         f"Producer   {s.producer or '-'}   IR {s.ir_version}   opsets: {opsets}",
         f"Weights    {s.total_weights:,} floating-point values",
+        *_provenance(s.provenance),
         "",
         format_table(["input", "shape", "dtype"], [[i["name"], _shape(i["shape"]), i["dtype"]] for i in s.inputs]),
         "",
@@ -69,6 +70,16 @@ def render(s: ModelSummary) -> str:
         parts.append("Executor: every op is supported.")
     parts += [f"Note: {n}" for n in s.notes]
     return "\n".join(parts)
+
+
+def _provenance(p: dict[str, str]) -> list[str]:
+    """One line on how smart-onnx made the model, when it did."""
+    if not p:
+        return []
+    get = lambda key: p.get("smart_onnx." + key, "?")  # noqa: E731
+    return [f"Made by    smart-onnx {get('version')}: mode {get('mode')}, sparsity {get('sparsity_achieved')} "
+            f"(requested {get('sparsity_requested')}, of {get('sparsity_budget')}), target {get('target')}, "
+            f"quantized {get('quantized')}, source sha256 {get('source_sha256')[:16]}..."]
 
 
 def _layout(layer: PrunableLayer) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+import smart_onnx
 from smart_onnx.cli.main import cli
+from smart_onnx.provenance import PROVENANCE_KEYS
 from tests.zoo import export, resnet_like
 
 FAST = ["--steps", "2", "--finetune-steps", "1", "--batch-size", "8", "-q", "--no-latency"]
@@ -54,6 +57,18 @@ def test_every_mode_writes_a_model_that_passes_the_full_checker(files: Path, mod
     target = "npu-2to4" if mode == "nm" else "npu-block"
     res = CliRunner().invoke(cli, ["check", str(out), "--target", target])
     assert res.exit_code == 0, res.output
+    meta = {e.key: e.value for e in proto.metadata_props}
+    assert set(PROVENANCE_KEYS) <= set(meta)
+    assert meta["smart_onnx.version"] == smart_onnx.__version__
+    assert meta["smart_onnx.mode"] == mode.split("-")[0] and meta["smart_onnx.quantized"] == "no"
+    assert meta["smart_onnx.target"] == target
+    assert meta["smart_onnx.source_sha256"] == hashlib.sha256((files / "cnn.onnx").read_bytes()).hexdigest()
+    assert float(meta["smart_onnx.sparsity_achieved"]) == pytest.approx(report["sparsity"]["achieved_params"],
+                                                                         abs=1e-6)
+    assert float(meta["smart_onnx.sparsity_requested"]) == report["sparsity"]["requested"]
+    assert report["provenance"] == {k: v for k, v in meta.items() if k in PROVENANCE_KEYS}
+    shown = CliRunner().invoke(cli, ["inspect", str(out), "--json"])
+    assert json.loads(shown.output)["provenance"] == report["provenance"]
 
 
 def test_default_stores_zeroed_blocks_as_plain_initializers(files: Path) -> None:
