@@ -66,15 +66,17 @@ class ProgressReporter:
             return
         if info.stage != self.stage or info.step <= self._last_step:
             self._start_stage(info)
+        advanced = info.step - self._last_step
         self._last_step = info.step
         if self.interactive:
-            self.bar.update(1, info)
+            self.bar.update(advanced, info)
         else:
             self._plain(info)
 
     def _start_stage(self, info: StepInfo) -> None:
         self.close()
         self.stage = info.stage
+        self._last_step = 0
         if self.interactive:
             self.bar = click.progressbar(length=info.total, label=info.stage.ljust(_LABEL_WIDTH), file=self.stream,
                                          show_pos=True, item_show_func=self._describe)
@@ -106,7 +108,8 @@ class ProgressReporter:
             eta = "?"  # one report is no step time yet
         percent = info.step / info.total if info.total else 1.0
         tau = f"  tau {info.tau:.3g}" if info.tau is not None else ""
-        return (f"{info.stage:<{_LABEL_WIDTH}} step {info.step}/{info.total} ({percent:.0%})  loss {info.loss:.4g}"
+        loss = f"  loss {info.loss:.4g}" if info.loss is not None else ""
+        return (f"{info.stage:<{_LABEL_WIDTH}} step {info.step}/{info.total} ({percent:.0%}){loss}"
                 f"{tau}  sparsity {info.sparsity:.1%}  elapsed {format_duration(elapsed)}  eta {eta}")
 
     @staticmethod
@@ -114,7 +117,8 @@ class ProgressReporter:
         if info is None:
             return ""
         tau = f" tau {info.tau:.3g}" if info.tau is not None else ""
-        return f"loss {info.loss:.4g}{tau} sparsity {info.sparsity:.1%}"
+        loss = f"loss {info.loss:.4g} " if info.loss is not None else ""
+        return f"{loss}{tau.lstrip()}{' ' if tau else ''}sparsity {info.sparsity:.1%}"
 
     def close(self) -> None:
         """Finish the current bar, so that what follows starts on a fresh line."""

@@ -34,6 +34,7 @@ from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.graph.features import feature_points
 from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps
+from smart_onnx.search.refit import refit_layers
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.soft_topk import hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
 from smart_onnx.search.space import NMSpace, PruningSpace
@@ -78,6 +79,9 @@ class SearchConfig:
     feature_points: int = 8
     augment: bool | None = None  # None: on for image inputs below data.augment.AUGMENT_BELOW samples
     validation: float = 0.1  # calibration fraction held out for early stopping of the fine-tune (0: none)
+    refit: bool = True  # closed-form ridge refit of the kept weights after hardening (search/refit.py)
+    refit_ridge: float = 0.01
+    refit_samples: int = 256
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
 
     def __post_init__(self) -> None:
@@ -123,10 +127,10 @@ class UnitConstraints:
 class StepInfo:
     """Progress of one optimisation step (for progress bars)."""
 
-    stage: str  # "search" or "finetune"
+    stage: str  # "search", "refit" or "finetune"
     step: int
     total: int
-    loss: float
+    loss: float | None  # None where a stage has no loss (refit)
     tau: float | None
     sparsity: float
 
@@ -209,16 +213,40 @@ def run_search(
     result.keep = keep
     result.seconds["search"] = time.perf_counter() - start
 
-    start = time.perf_counter()
     device = trainer.device
     hard = [k.to(device, torch.float32) for k in keep] if isinstance(keep, list) else keep.to(device, torch.float32)
+    transforms = space.transforms(hard)
+    if config.refit:
+        start = time.perf_counter()
+        result.training["refit"] = _refit(trainer, space, transforms, config, progress)
+        result.seconds["refit"] = time.perf_counter() - start
+    start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
-    result.training["stopped"] = _finetune(trainer, space.transforms(hard), steps, config, result, progress, deadline)
+    result.training["stopped"] = _finetune(trainer, transforms, steps, config, result, progress, deadline)
     result.seconds["finetune"] = time.perf_counter() - start
     for p in executor.parameters():  # gradients are a full copy of the weights: not needed for export
         p.grad = None
     result.weights = executor.weights.to_arrays(executor.weights.parameter_names())
     return result
+
+
+def _refit(trainer: Trainer, space: PruningSpace | NMSpace, transforms: Transforms, config: SearchConfig,
+           progress: Progress | None) -> dict[str, Any]:
+    """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py)."""
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(StepInfo("refit", done, total, None, None, config.sparsity))
+
+    refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
+                         trainer.data, batch_size=config.batch_size, max_samples=config.refit_samples,
+                         ridge=config.refit_ridge, device=config.device, progress=report)
+    done = [lay for lay in refit.layers if lay.skipped is None]
+    return {
+        "layers": len(done), "skipped": {lay.name: lay.skipped for lay in refit.layers if lay.skipped},
+        "mean_error_before": float(np.mean([lay.error_before for lay in done])) if done else None,
+        "mean_error_after": float(np.mean([lay.error_after for lay in done])) if done else None,
+        "passes": refit.passes,
+    }
 
 
 def _trainer(executor: Executor, space: PruningSpace | NMSpace, data: Dataset, config: SearchConfig,

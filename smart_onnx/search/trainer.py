@@ -81,14 +81,18 @@ class _Teacher:
         self._source = executor.model
         self._dense: Executor | None = None
 
-    def dense(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Outputs and features of a frozen dense copy of the model (built on first use) on ``feeds``."""
+    def dense_executor(self) -> Executor:
+        """A frozen copy of the dense model, built on first use."""
         if self._dense is None:
             self._dense = Executor(self._source).to(self.device)
             for p in self._dense.parameters():
                 p.requires_grad_(False)
+        return self._dense
+
+    def dense(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs and features of the frozen dense copy on ``feeds``."""
         with torch.no_grad():
-            return self._run(self._dense, feeds)
+            return self._run(self.dense_executor(), feeds)
 
     def _run(self, executor: Executor, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         captured: dict[str, torch.Tensor] = {}

@@ -135,5 +135,6 @@ def test_prune_to_a_file_writes_plain_progress_lines(files, tmp_path, quiet) -> 
         assert progress == [], text
     else:
         heads = [" ".join(line.split()[:3]) for line in progress]
-        assert heads == ["search step 1/3", "search step 3/3", "finetune step 1/3", "finetune step 3/3"], text
+        assert heads == ["search step 1/3", "search step 3/3", "refit step 1/2", "refit step 2/2",
+                         "finetune step 1/3", "finetune step 3/3"], text
         assert "\r" not in text and "\x1b" not in text  # no bar redrawing in a file
