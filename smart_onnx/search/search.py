@@ -294,6 +294,10 @@ def _finetune(trainer: Trainer, transforms: Transforms, steps: int, config: Sear
     check_every = max(10, steps // 20)
     best, best_state, since_best = math.inf, None, 0
     stopped = None
+    start = trainer.validation_loss(transforms) if steps else None
+    if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
+        result.history["validation_loss"].append(start)
+        best, best_state = start, [p.detach().clone() for p in trainer.weight_params]
     for step in range(steps):
         loss = trainer.loss(transforms)
         optimizer.zero_grad(set_to_none=True)
