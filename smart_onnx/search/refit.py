@@ -241,7 +241,9 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float) 
     # alpha/beta times the transforms' multipliers: 1 on kept elements, 0 on masked ones for hard masks
     scale = _effective(plan, mask_w(torch.ones_like(w)), None if b is None else mask_b(torch.ones_like(b)))
     current = _effective(plan, mask_w(w), None if b is None else mask_b(b))
-    solve = scale != 0
+    # Inputs never active on the calibration data carry no information: a ridge solve would set their
+    # weights to exactly zero, new zeros outside the mask's pattern that a target's check rejects.
+    solve = (scale != 0) & (gram.pp.diagonal(dim1=-2, dim2=-1) > 0)[:, None, :]
     if plan.bias_col and not plan.bias_fit:
         solve[..., -1] = False
     new = torch.stack([_solve(gram, g, solve[g], current[g] * ~solve[g], ridge) for g in range(layer.groups)])

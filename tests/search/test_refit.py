@@ -229,6 +229,22 @@ def test_gemm_alpha_beta_and_untransposed_weight() -> None:
     assert not torch.equal(executor.weights.get("c"), torch.from_numpy(weights["c"]))  # the bias was refit
 
 
+def test_inputs_never_active_keep_their_weights() -> None:
+    """A dead input feature gives the solve no information; zeroing its weight would put zeros outside the
+    mask's blocks, which a target's check rejects (seen on the bundled ResNet behind a fully pruned conv)."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm", transB=1)]
+    x = rng.standard_normal((200, 12)).astype(np.float32)
+    x[:, 3] = 0.0  # never active on the calibration data
+    weights = {"w": rng.standard_normal((6, 12)).astype(np.float32), "c": rng.standard_normal(6).astype(np.float32)}
+    report, _, _, executor, transforms = _hand_model_case(nodes, x, weights, (1, 2))
+    w = executor.weights.get("w")
+    kept = transforms["w"](torch.ones_like(w)) != 0
+    assert report.layers[0].skipped is None and report.layers[0].rows_refit > 0
+    assert bool((w[kept] != 0).all())  # no new zeros
+    assert torch.equal(w[:, 3][kept[:, 3]], torch.from_numpy(weights["w"])[:, 3][kept[:, 3]])
+
+
 # CI has no GPU; on a machine with one this proves the sums and solves run on the device.
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_refit_on_cuda(zoo_export) -> None:
