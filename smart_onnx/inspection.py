@@ -9,6 +9,7 @@ from typing import Any
 
 from smart_onnx.errors import GraphError
 from smart_onnx.graph import Analysis, analyze, find_prunable_layers, infer_output_roles
+from smart_onnx.hw.qdq import dequantized_view
 from smart_onnx.model import OnnxModel, iter_graphs, resolve_input_shapes
 from smart_onnx.op_support import unsupported_nodes
 from smart_onnx.provenance import read_provenance
@@ -72,6 +73,10 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
         notes.append(f"MACs and channel groups not analysed (they need activation shapes): {e}")
         shapes = None
     proto = model.proto
+    view, quantized = dequantized_view(model)  # a QDQ model's layers are read through its DequantizeLinear nodes
+    if quantized:
+        notes.append(f"QDQ model: {len(quantized)} quantized tensors; prunable layers are read through their "
+                     "DequantizeLinear nodes")
     return ModelSummary(
         path=str(model.path) if model.path else None,
         ir_version=int(proto.ir_version),
@@ -84,7 +89,7 @@ def summarize(model: OnnxModel, input_shapes: Mapping[str, tuple[int, ...]] | No
         total_weights=model.num_weights(),
         unsupported=unsupported_nodes(model),
         input_shapes=shapes,
-        analysis=analyze(model, shapes) if shapes is not None else Analysis(tuple(find_prunable_layers(model)), ()),
+        analysis=analyze(view, shapes) if shapes is not None else Analysis(tuple(find_prunable_layers(view)), ()),
         notes=notes,
         shapes_known=shapes is not None,
         provenance=read_provenance(proto),

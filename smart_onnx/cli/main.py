@@ -22,6 +22,7 @@ _COMMANDS = {
     "check": ("smart_onnx.cli.check_cmd", "check"),
     "targets": ("smart_onnx.cli.targets_cmd", "targets"),
     "prune": ("smart_onnx.cli.prune_cmd", "prune_cmd"),
+    "quantize": ("smart_onnx.cli.quantize_cmd", "quantize_cmd"),
     "eval": ("smart_onnx.cli.eval_cmd", "eval_cmd"),
 }
 

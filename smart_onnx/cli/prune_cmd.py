@@ -10,6 +10,7 @@ import click
 
 from smart_onnx.cli.options import check_writable
 from smart_onnx.cli.progress import ProgressReporter
+from smart_onnx.cli.quantize_cmd import quantize_options, quantize_pruned, render_quantize
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.data.augment import AUGMENT_BELOW
@@ -19,6 +20,7 @@ from smart_onnx.graph import parse_role_overrides
 from smart_onnx.hw import DEFAULT_PROFILE, load_profile
 from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
+from smart_onnx.quant import QuantizeOptions
 from smart_onnx.search import METHODS, SearchConfig, parse_block
 
 
@@ -108,6 +110,10 @@ def _nm(text: str) -> tuple[int, int]:
               help="Gate: exit 1 when any output's fidelity (agreement for class outputs, decode agreement for "
                    "sequences, mean cosine otherwise) on the evaluation data is below this; the model and "
                    "report are still written.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Then quantize the pruned model to INT8 (QDQ, symmetric per-channel weights: every pruned zero "
+                   "stays zero), calibrated on --data, and write that [default output: MODEL.pruned.int8.onnx].")
+@quantize_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str, mode: str | None,
               block_text: str | None, nm_text: str | None,
@@ -118,14 +124,18 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               no_latency: bool, quiet: bool, threads: int | None, html_path: Path | None = None,
               output_roles: tuple[str, ...] = (), label_output: str | None = None,
               min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
-              augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight) -> None:
+              augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
+              quantize: str | None = None, activations: str = "uint8", calibration_method: str = "minmax",
+              calibration_samples: int | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
                           time_budget=time_budget, augment=augment, feature_weight=feature_weight)
-    output = output or model.with_name(model.stem + ".pruned.onnx")
+    quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
+                            target=target) if quantize else None
+    output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))
     report_path = report_path or output.with_suffix(".json")
     check_writable(output, model, "output model")
     check_writable(report_path, model, "report")
@@ -161,6 +171,9 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
                         command=shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]))
     finally:
         bar.close()
+    result = outcome.model if quant is None else quantize_pruned(
+        outcome, onnx_model, calibration, held_out, quant, profile=profile, latency=not no_latency,
+        min_fidelity=min_fidelity, output_roles=options.output_roles)
     outcome.report["output"] = str(output)
     # The model goes last; if anything fails, what was written for this run is removed again.
     written: list[Path] = []
@@ -170,18 +183,23 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         if html_path is not None:
             write_html(outcome.report, html_path, title=f"smart-onnx prune: {model.name}")
             written.append(html_path)
-        save_model(outcome.model, output)
+        save_model(result, output)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
     click.echo(render_summary(outcome.report, output, report_path))
+    if quant is not None:
+        click.echo("\n" + render_quantize(outcome.report["quantize"]))
     if html_path is not None:
         click.echo(f"wrote {html_path}")
     fidelity = outcome.report.get("fidelity")
     if fidelity is not None and not fidelity["passed"]:
         click.echo(f"FAIL: output {fidelity['worst']!r} fidelity {fidelity['worst_fidelity']:.4f} is below "
                    f"--min-fidelity {min_fidelity}", err=True)
+        sys.exit(1)
+    if quant is not None and not outcome.report["quantize"].get("eval", {}).get("passed", True):
+        click.echo(f"FAIL: an output of the INT8 model is below --min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
 
 

@@ -40,6 +40,7 @@ import onnx
 from smart_onnx.graph import Analysis, PrunableLayer, analyze, find_prunable_layers
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
+from smart_onnx.hw.qdq import dequantized_view
 from smart_onnx.hw.rules import dense_reasons, fit_rank
 from smart_onnx.model import OnnxModel, tensor_to_array
 
@@ -99,6 +100,7 @@ class LayerCheck:
     dense_only: bool
     violations: tuple[Violation, ...]
     not_judged: tuple[NotJudged, ...] = ()
+    precision: str = "float32"  # the weight's element type: float32, float16, or int8 for a QDQ weight
 
     @property
     def passed(self) -> bool:
@@ -108,7 +110,7 @@ class LayerCheck:
         return {
             "name": self.name, "op_type": self.op_type, "weight": self.weight, "shape": list(self.shape),
             "out_channels": self.out_channels, "sparsity": self.sparsity, "pattern": self.pattern,
-            "dense_only": self.dense_only, "passed": self.passed,
+            "dense_only": self.dense_only, "passed": self.passed, "precision": self.precision,
             "violations": [v.to_dict() for v in self.violations],
             "not_judged": [n.to_dict() for n in self.not_judged],
         }
@@ -173,6 +175,9 @@ def check_model(
     Raises:
         GraphError: ``input_shapes`` were given but do not resolve every symbolic dim.
     """
+    model, quantized = dequantized_view(model)
+    if quantized:
+        analysis = None  # the caller's analysis is of another graph
     shapeless = analysis is None and not input_shapes and _symbolic_inputs(model)
     if analysis is None and not shapeless:
         analysis = analyze(model, input_shapes)
@@ -181,17 +186,22 @@ def check_model(
     originals, note = _originals(model, reference)
     frozen = _frozen_layers(analysis) if analysis is not None else _output_layers(model, layers)
     initializers = model.initializers
-    reference_weights = reference.initializers if reference is not None else {}
+    reference_weights = _weights_by_layer(reference) if reference is not None else {}
     results = []
     for layer in layers:
         weight = tensor_to_array(initializers[layer.weight])
-        ref = reference_weights.get(layer.weight)
+        ref = reference_weights.get(layer.name)
         ignore = None
-        if ref is not None and tuple(ref.dims) == weight.shape:
-            ignore = tensor_to_array(ref) == 0
+        if ref is not None and ref.shape == weight.shape:
+            ignore = ref == 0
+        precision = quantized[layer.weight].dtype if layer.weight in quantized else str(weight.dtype)
         results.append(_check_layer(layer, weight, profile, dense.get(layer.name), frozen.get(layer.name),
-                                    originals.get(layer.name), ignore, shapeless=bool(shapeless)))
+                                    originals.get(layer.name), ignore, shapeless=bool(shapeless),
+                                    precision=precision))
     notes = (note,)
+    if quantized:
+        notes += (f"QDQ model: {len(quantized)} weights read from their DequantizeLinear nodes and judged on the "
+                  "integer values (a weight is zero where its integer equals the zero point)",)
     if shapeless:
         notes += (f"no concrete input shapes ({shapeless}): rules were judged from the weights alone; "
                   "those that need activation shapes are listed as not judged",)
@@ -242,12 +252,20 @@ def _symbolic_inputs(model: OnnxModel) -> str:
     return ", ".join(found)
 
 
+def _weights_by_layer(model: OnnxModel) -> dict[str, np.ndarray]:
+    """Prunable layer name -> its weight (a QDQ model's as dequantized integers)."""
+    view, _ = dequantized_view(model)
+    initializers = view.initializers
+    return {lay.name: tensor_to_array(initializers[lay.weight]) for lay in find_prunable_layers(view)}
+
+
 def original_layers(model: OnnxModel) -> dict[str, dict[str, int]]:
-    """Per prunable layer: its output-channel count and the exact zeros its weight holds."""
-    initializers = model.initializers
+    """Per prunable layer: its output-channel count and the exact zeros its weight holds (QDQ weights read)."""
+    view, _ = dequantized_view(model)
+    initializers = view.initializers
     return {lay.name: {"out_channels": lay.out_channels,
                        "zeros": int(np.count_nonzero(tensor_to_array(initializers[lay.weight]) == 0))}
-            for lay in find_prunable_layers(model)}
+            for lay in find_prunable_layers(view)}
 
 
 def record_original(proto: onnx.ModelProto, original: OnnxModel) -> None:
@@ -296,6 +314,7 @@ def _frozen_layers(analysis: Analysis) -> dict[str, str]:
 def _check_layer(
     layer: PrunableLayer, weight: np.ndarray, profile: Profile, dense: str | None, frozen: str | None,
     original: Mapping[str, int] | None, ignore: np.ndarray | None, *, shapeless: bool = False,
+    precision: str = "float32",
 ) -> LayerCheck:
     zero = weight == 0
     zeros = int(np.count_nonzero(zero))
@@ -329,7 +348,7 @@ def _check_layer(
         name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=tuple(weight.shape),
         out_channels=layer.out_channels, sparsity=sparsity, pattern=pattern, dense_only=dense is not None,
         violations=tuple(Violation(layer.name, rule, msg) for rule, msg in problems),
-        not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown),
+        not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown), precision=precision,
     )
 
 

@@ -1,0 +1,89 @@
+"""The quantized model against its float models in onnxruntime: fidelity by output role, size, latency.
+
+The comparison itself is :func:`smart_onnx.eval.evaluate` and :func:`smart_onnx.eval.judge_fidelity`
+(every output judged by its role), once against the float model that was quantized and
+once against the dense original when it is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smart_onnx.data import Dataset
+from smart_onnx.errors import DataError
+from smart_onnx.eval import evaluate, judge_fidelity
+from smart_onnx.graph import OutputInfo, infer_output_roles
+from smart_onnx.graph import label_output as pick_label_output
+from smart_onnx.model import OnnxModel
+
+__all__ = ["QuantizeReport", "evaluate_quantized"]
+
+
+@dataclass
+class QuantizeReport:
+    """INT8 vs float (and vs dense): per-output metrics and verdicts, latency, file sizes."""
+
+    samples: int
+    versus: dict[str, dict[str, Any]] = field(default_factory=dict)  # "float" / "dense" -> EvalReport dict
+    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)  # same keys -> FidelityVerdict dict
+    bytes: dict[str, int] = field(default_factory=dict)  # "int8", "float", "dense" -> serialised size
+
+    @property
+    def passed(self) -> bool:
+        """Every gate held (no gate: always)."""
+        return all(v["passed"] for v in self.fidelity.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "versus": self.versus, "fidelity": self.fidelity, "bytes": self.bytes,
+                "passed": self.passed}
+
+
+def evaluate_quantized(
+    quantized: OnnxModel,
+    float_model: OnnxModel,
+    data: Dataset,
+    *,
+    dense: OnnxModel | None = None,
+    batch_size: int = 32,
+    latency_batches: Sequence[int] = (1, 32),
+    threads: int | None = None,
+    outputs: Sequence[OutputInfo] | None = None,
+    label_output: str | None = None,
+    min_fidelity: float | None = None,
+) -> QuantizeReport:
+    """Compare the INT8 model with the float model it came from, and with the dense original if given.
+
+    Args:
+        quantized: the INT8 QDQ model.
+        float_model: the float model that was quantized (pruned, or the dense model itself).
+        data: held-out evaluation data (labels score accuracy on the labelled class output).
+        dense: the dense original, when ``float_model`` is a pruned version of it.
+        batch_size: evaluation batch size.
+        latency_batches: batch sizes at which median latency is measured ((): none).
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        outputs: output roles (None: inferred from the float model's graph).
+        label_output: the class output the labels belong to (None: the single class output).
+        min_fidelity: the gate each comparison must hold.
+
+    Raises:
+        DataError: no evaluation samples, or onnxruntime rejects the data.
+    """
+    if len(data) == 0:
+        raise DataError(f"{data.source} has no samples to evaluate on")
+    outputs = list(outputs) if outputs is not None else infer_output_roles(float_model)
+    label_output = label_output or pick_label_output(outputs, None, data.labels is not None)
+    batches = [(b.inputs, b.labels) for b in data.batches(batch_size)]
+    latency = tuple(dict.fromkeys(min(b, len(data)) if b > 1 else b for b in latency_batches))
+    report = QuantizeReport(samples=len(data))
+    references = {"float": float_model, **({"dense": dense} if dense is not None else {})}
+    for key, reference in references.items():
+        result = evaluate(reference, quantized, batches, latency_batches=latency, threads=threads, outputs=outputs,
+                          label_output=label_output)
+        report.versus[key] = result.to_dict()
+        report.fidelity[key] = judge_fidelity(result.outputs, min_fidelity).to_dict()
+    report.bytes = {"int8": quantized.proto.ByteSize(), "float": float_model.proto.ByteSize()}
+    if dense is not None:
+        report.bytes["dense"] = dense.proto.ByteSize()
+    return report
