@@ -72,6 +72,9 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--augment/--no-augment", default=None,
               help="Random crops, flips and noise on image inputs while training [default: on below "
                    f"{AUGMENT_BELOW} calibration samples].")
+@click.option("--refit/--no-refit", default=SearchConfig.refit, show_default=True,
+              help="After the mask is fixed, re-fit each pruned layer's kept weights to the dense layer's outputs "
+                   "(ridge least squares, layer by layer); with --finetune-steps 0 a fast path without training.")
 @click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
               help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
 @click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True)
@@ -125,14 +128,14 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               output_roles: tuple[str, ...] = (), label_output: str | None = None,
               min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
               augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
-              quantize: str | None = None, activations: str = "uint8", calibration_method: str = "minmax",
-              calibration_samples: int | None = None) -> None:
+              refit: bool = SearchConfig.refit, quantize: str | None = None, activations: str = "uint8",
+              calibration_method: str = "minmax", calibration_samples: int | None = None) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
-                          time_budget=time_budget, augment=augment, feature_weight=feature_weight)
+                          time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit)
     quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
                             target=target) if quantize else None
     output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))
