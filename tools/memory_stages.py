@@ -3,7 +3,7 @@
     python -m tools.memory_stages OUT.json prune MODEL --data D --sparsity 0.5 ...   # worker (one process)
 
 The worker wraps the functions that start each stage (the CLI's load, the executor, analysis, the
-teacher pass, activation statistics, hardening, export, onnxruntime verify and eval) and runs the CLI
+teacher pass, activation statistics, hardening, refit, export, onnxruntime verify and eval) and runs the CLI
 in-process. At every stage boundary it reads VmHWM (the peak since the last boundary) and VmRSS, then
 resets VmHWM through ``/proc/self/clear_refs`` (Linux), so each stage's peak is exact, not sampled.
 Functions that do not exist in this checkout are skipped, so the tool survives refactors of ``prune``.
@@ -89,6 +89,7 @@ def _install(rec: StageRecorder) -> None:
     rec.wrap(search_mod, "_harden_to_target", "harden",
              lambda: "fine-tune steps" if searched[0] else "search: setup")
     rec.wrap(search_mod, "_joint_search", "search steps", after_search)
+    rec.wrap(search_mod, "refit_layers", "refit", "fine-tune steps")
     rec.wrap(prune_mod, "set_weights", "export: rewrite")
     rec.wrap(prune_mod, "make_session", "export: ORT session")
     rec.wrap(prune_mod, "_verify_export", "export: verify", "report")
