@@ -47,6 +47,13 @@ from tools._bench_common import (
 )
 
 HEADING = "## Per-output fidelity (issue 13)"
+SMALL_DATA_HEADING = "## Small-data fidelity (issue 14)"
+PEER_METHODS = ("sparsegpt", "wanda", "magnitude")  # onnxsim.pruning recipes, unstructured
+ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ablation refit=False", {"refit": False}),
+    ("ablation feature_weight=0", {"feature_weight": 0.0}),
+    ("ablation augment=False", {"augment": False}),
+)
 DEFAULT_CONFIGS = "block:0.3"
 GOAL_COSINE = 0.99  # issue 13: nudenet's output cosine at 30 % blocks
 
@@ -109,6 +116,44 @@ def _fashion_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             load_dataset(ROOT / "models" / "fashion_eval.npz", model.inputs))
 
 
+EFFNET_CALIB, EFFNET_HELD = 64, 64
+MINILM_CALIB, MINILM_HELD = 48, 24
+
+
+def _effnet_path() -> Path:
+    from tools.thirdparty import real_model
+
+    return real_model("efficientnet-lite0").path
+
+
+def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+    from tools.thirdparty import photo_crops, real_model
+
+    rm = real_model("efficientnet-lite0")
+    mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(rm.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    calib = (photo_crops(EFFNET_CALIB, 224, seed=0) - mean) / std
+    held = (photo_crops(EFFNET_HELD, 224, seed=1) - mean) / std
+    return (Dataset({"input": calib.astype(np.float32)}, source=f"photo_crops({EFFNET_CALIB}, 224, seed=0)"),
+            Dataset({"input": held.astype(np.float32)}, source=f"photo_crops({EFFNET_HELD}, 224, seed=1)"))
+
+
+def _minilm_path() -> Path:
+    from tools.thirdparty import real_model
+
+    return real_model("paraphrase-minilm").path
+
+
+def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+    # No tokenizer (and no vocabulary file) is available offline: random token ids as tools/thirdparty.py's
+    # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
+    # but the first), not English sentences.
+    from tools.thirdparty import _minilm_feeds
+
+    return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
+            Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
+
+
 RECIPES: dict[str, Recipe] = {
     "nudenet": Recipe(
         label="nudenet 320n (YOLOv8n detector, 3x320x320)",
@@ -128,6 +173,23 @@ RECIPES: dict[str, Recipe] = {
         path=lambda: ROOT / "models" / "fashion_resnet.onnx",
         data=_fashion_data,
         data_note="`models/fashion_calib.npz` (calibration, with labels) and `models/fashion_eval.npz` (held out)",
+    ),
+    "efficientnet-lite0": Recipe(
+        label="EfficientNet-Lite0 (ImageNet, 3x224x224)",
+        path=_effnet_path,
+        data=_effnet_data,
+        data_note=(f"{EFFNET_CALIB} calibration crops `photo_crops({EFFNET_CALIB}, 224, seed=0)` and {EFFNET_HELD} "
+                   f"held-out crops `photo_crops({EFFNET_HELD}, 224, seed=1)` (the 5 scikit-image photos), "
+                   "normalised with the ImageNet mean/std; no labels (agreement is top-1 vs the dense model)"),
+    ),
+    "minilm": Recipe(
+        label="paraphrase-MiniLM-L3-v2 (sentence encoder)",
+        path=_minilm_path,
+        data=_minilm_data,
+        data_note=(f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} "
+                   f"calibration and {MINILM_HELD} held-out rows of random token ids in the style of "
+                   "tools/thirdparty.py `_minilm_feeds` (seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, "
+                   "the last 4 positions masked on all rows but the first)"),
     ),
 }
 
@@ -210,7 +272,8 @@ def _progress(prefix: str) -> Callable[[StepInfo], None]:
         now = time.perf_counter()
         if now - last[0] >= 10.0 or info.step == info.total:
             last[0] = now
-            sys.stderr.write(f"{prefix}: {info.stage} {info.step}/{info.total} loss {info.loss:.4g} "
+            loss = "-" if info.loss is None else f"{info.loss:.4g}"
+            sys.stderr.write(f"{prefix}: {info.stage} {info.step}/{info.total} loss {loss} "
                              f"({now - t0:.0f} s)\n")
             sys.stderr.flush()
 
@@ -321,6 +384,103 @@ def run_one(name: str, bm: BenchModel, recipe: Recipe, cfg: Config, *, steps: in
     return run
 
 
+# --------------------------------------------------------------------------- peers (onnxsim) and row records
+
+
+def _prunable_weights(bm: BenchModel) -> set[str]:
+    """Initializer names of the layers smart_onnx counts as prunable (the 'prunable weights' of the report)."""
+    from smart_onnx.eval.compare import _layer_sizes
+
+    shapes = {name: (1, *a.shape[1:]) for name, a in bm.eval.arrays.items()}
+    return {row["weight"] for row in _layer_sizes(bm.model, shapes).values()}
+
+
+def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threads: int) -> dict[str, Any] | None:
+    """One onnxsim.pruning recipe (unstructured, per row, at the config's fraction) on the same calibration data,
+    judged by smart_onnx.eval.compare_models on the same held-out data. Only the weights of the layers smart_onnx
+    counts as prunable keep onnxsim's changes (onnxsim also prunes e.g. depthwise or first/last layers; those are
+    restored to the dense weights so both sides prune the same set). None when onnxsim is not installed or the
+    config has no fraction (N:M)."""
+    try:
+        import onnxsim
+        from onnxsim import pruning as peer
+    except ImportError:
+        return None
+    if cfg.sparsity is None:
+        return None
+    from smart_onnx.eval.compare import compare_models
+    from smart_onnx.model import copy_proto, normalize
+
+    proto = copy_proto(bm.model.proto)
+    calib = [dict(b.inputs) for b in bm.calib.batches(8)]
+    start = time.perf_counter()
+    if method == "magnitude":
+        out = peer.apply_magnitude_pruning(proto, sparsity=cfg.sparsity)
+    elif method == "wanda":
+        out = peer.apply_wanda_pruning(proto, calibration_data=calib, sparsity=cfg.sparsity)
+    elif method == "sparsegpt":
+        out = peer.apply_sparsegpt_pruning(proto, calibration_data=calib, sparsity=cfg.sparsity)
+    elif method == "structured-wanda":
+        # Shape-changing: removes the fraction of each matched chain's output channels; nothing is restored.
+        out = peer.apply_structured_wanda_pruning(proto, calibration_data=calib, sparsity=cfg.sparsity)
+    else:
+        raise ValueError(method)
+    wall = time.perf_counter() - start
+    keep = _prunable_weights(bm)
+    dense = {t.name: t for t in bm.model.graph.initializer}
+    restored = 0
+    for t in out.graph.initializer if method != "structured-wanda" else ():
+        if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
+            t.CopyFrom(dense[t.name])
+            restored += 1
+    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size, latency_batch=None,
+                         threads=threads)
+    kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
+    return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
+            "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals, "wall_s": wall,
+            "restored": restored, "steps": "-"}
+
+
+def run_record(name: str, cfg: Config, method: str, run: Run | None = None, peer_row: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    if run is not None:
+        r = run.report
+        return {"model": name, "config": cfg.label, "method": method, "outputs": r["eval"]["outputs"],
+                "totals": r["totals"], "wall_s": run.wall_s, "steps": run.budget,
+                "seconds": r.get("seconds"), "training": r.get("training")}
+    assert peer_row is not None
+    return {"model": name, "config": cfg.label, **peer_row}
+
+
+def _agree_cell(o: dict[str, Any]) -> str:
+    if o.get("top1_agreement") is not None:
+        text = f"{100 * o['top1_agreement']:.2f}%"
+        if o.get("accuracy") is not None:
+            text += f" (acc. {100 * o['reference_accuracy']:.2f}% -> {100 * o['accuracy']:.2f}%)"
+        return text
+    if o.get("decode_agreement") is not None:
+        return f"decode {100 * o['decode_agreement']:.2f}%"
+    return "-"
+
+
+def small_data_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for rec in records:
+        t = rec["totals"]
+        head = [RECIPES[rec["model"]].label if rec["model"] in RECIPES else rec["model"], rec["config"], rec["method"],
+                f"{t['params_after']:,} / {t['params_before']:,} ({t['params_after'] / t['params_before']:.1%})"]
+        for o in rec["outputs"]:
+            if o.get("role") in ("ignore", "ignored"):
+                continue
+            rows.append([*head, o["name"], o.get("role", ""), f"{o['cosine']:.5f}", _fmt(o.get("channel_cosine")),
+                         _agree_cell(o), str(rec.get("steps", "")), f"{rec['wall_s']:.0f}"])
+    return rows
+
+
+SMALL_DATA_HEADER = ["model", "config", "method", "nonzero prunable weights", "output", "role", "cosine",
+                     "channel cosine", "top-1 agreement", "steps / batch", "wall s"]
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -422,6 +582,13 @@ def _value(text: str) -> Any:
     return text
 
 
+def _record(path: Path | None, record: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with path.open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = SearchConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -437,7 +604,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="any other SearchConfig field, e.g. --set time_budget=none --set feature_weight=0")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (and onnxruntime's)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
+    parser.add_argument("--peers", action="store_true",
+                        help=f"also run onnxsim.pruning {', '.join(PEER_METHODS)} (unstructured) at each fraction")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run " + ", ".join(label for label, _ in ABLATIONS))
+    parser.add_argument("--records", type=Path, default=None,
+                        help="append one JSON line per run (ours, ablations, peers) to this file")
+    parser.add_argument("--table-from", type=Path, default=None,
+                        help="print (with --write: write) the small-data section from a --records file and exit")
     args = parser.parse_args(argv)
+    if args.table_from:
+        records = [json.loads(line) for line in args.table_from.read_text().splitlines() if line.strip()]
+        table = markdown_table(SMALL_DATA_HEADER, small_data_rows(records), "lllrllrrlrr")
+        emit(SMALL_DATA_HEADING, table + "\n", args.write)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -476,6 +656,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             sys.stderr.write(f"{name} {cfg.label}: done in {run.wall_s:.0f} s\n")
             sys.stderr.write(json.dumps(run.report["eval"]["outputs"]) + "\n")
+            setting = ", ".join(f"{k}={v}" for k, v in extra.items())
+            _record(args.records, run_record(name, cfg, "smart default" + (f" ({setting})" if setting else ""), run))
+            if args.ablation:
+                for label, override in ABLATIONS:
+                    abl = run_one(name, bm, recipe, cfg, steps=steps, finetune_steps=finetune, batch_size=batch,
+                                  seed=args.seed, threads=threads, extra={**extra, **override})
+                    sys.stderr.write(f"{name} {cfg.label} {label}: done in {abl.wall_s:.0f} s\n")
+                    _record(args.records, run_record(name, cfg, label, abl))
+            if args.peers:
+                for method in PEER_METHODS + (("structured-wanda",) if cfg.mode == "channel" else ()):
+                    try:
+                        row = run_peer(bm, cfg, method, batch_size=batch, threads=threads)
+                    except Exception as e:  # a peer failing must not lose the other rows
+                        sys.stderr.write(f"{name} {cfg.label} onnxsim {method} failed: {type(e).__name__}: {e}\n")
+                        continue
+                    if row is None:
+                        sys.stderr.write("onnxsim is not installed (or no fraction): no peer rows\n")
+                        break
+                    sys.stderr.write(f"{name} {cfg.label} {row['method']}: {json.dumps(row['outputs'])}\n")
+                    _record(args.records, run_record(name, cfg, row["method"], peer_row=row))
 
     header = ["model", "config", "achieved", "steps / batch", "output", "role", "cosine", "rel. error", "agreement",
               "dense, other sample: cosine", "wall s"]
