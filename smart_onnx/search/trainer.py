@@ -62,7 +62,7 @@ class _Teacher:
         parts: dict[str, list[torch.Tensor]] | None = {} if cache else None
         seen = nbytes = 0
         with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget
-            for batch in data.batches(max(batch_size, 64)):
+            for batch in data.batches(batch_size):  # one training batch of activations at a time
                 values = self._run(executor, _to_device(batch.inputs, device))
                 scales.update(values)
                 seen += len(next(iter(batch.inputs.values())))
