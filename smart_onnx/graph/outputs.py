@@ -135,6 +135,24 @@ def _softmax_axis(view: GraphView, value: str, rank: int | None, opset: int) -> 
     return _SCORES[node.op_type], axis
 
 
+# Ops that end a classifier head (logits come out of a linear layer, possibly plus a bias); what
+# they pass through on the way to the output without changing what the values are.
+_LINEAR = frozenset({"Gemm", "MatMul", "Add", "Conv", "Sub"})
+_RESHAPING = frozenset({"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+
+def _linear_source(view: GraphView, value: str) -> str | None:
+    """The producing op when an [N, D] output does not come out of a linear layer (None when it does,
+    or when no node makes it): mean pooling (Div, ReduceMean), a pooler's Tanh, a normalisation,
+    a Concat of such values are embeddings, whose argmax means nothing."""
+    node = view.producer(value)
+    while node is not None and node.op_type in _RESHAPING:
+        node = view.producer(node.input[0])
+    if node is None or node.op_type in _LINEAR:
+        return None
+    return node.op_type
+
+
 def _batch_axis(model: OnnxModel, shape: Sequence[int | str]) -> int:
     """1 for a time-major output whose second dim is the inputs' symbolic batch dim, else 0."""
     batch_names = {s.shape[0] for s in model.inputs if s.shape and isinstance(s.shape[0], str)}
@@ -165,6 +183,10 @@ def _infer(model: OnnxModel, view: GraphView, value: onnx.ValueInfoProto, rank: 
                               scores)
         return OutputInfo(name, OutputRole.REGRESSION, f"{op} over axis {axis} of a rank-{rank} map", rank)
     if rank == 2 and spec.shape[1] != 1:
+        source = _linear_source(view, name)
+        if source is not None:
+            return OutputInfo(name, OutputRole.REGRESSION,
+                              f"[N, D] made by {source}, not a linear head: an embedding or pooled features", rank)
         if softmax_elsewhere is not None:
             return OutputInfo(name, OutputRole.REGRESSION,
                               f"[N, D] without softmax beside the softmax classifier {softmax_elsewhere!r}", rank)

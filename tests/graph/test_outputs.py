@@ -128,3 +128,18 @@ def test_label_output_choice() -> None:
     single = infer_output_roles(m, {"b": "regression"})
     assert label_output(single, None, have_labels=True) == "a"
     assert np.all([o.to_dict()["role"] in {"class", "regression"} for o in single])
+
+
+def test_pooled_embeddings_are_regression_not_class() -> None:
+    """A sentence embedding [N, D] made by mean pooling (Div) or a pooler's Tanh: its argmax means nothing."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=0),
+             helper.make_node("Div", ["m", "two"], ["sentence"]), helper.make_node("Tanh", ["m"], ["pooled"]),
+             helper.make_node("MatMul", ["m", "w"], ["logits"])]
+    m = _model(nodes, [("sentence", TensorProto.FLOAT, ["N", 8]), ("pooled", TensorProto.FLOAT, ["N", 8]),
+                       ("logits", TensorProto.FLOAT, ["N", 3])], inputs=(("x", ["N", 5, 8]),), opset=13,
+               initializers=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+                             helper.make_tensor("w", TensorProto.FLOAT, [8, 3], [0.1] * 24)])
+    r = _roles(m)
+    assert r["sentence"].role is OutputRole.REGRESSION and "Div" in r["sentence"].reason
+    assert r["pooled"].role is OutputRole.REGRESSION and "Tanh" in r["pooled"].reason
+    assert r["logits"].role is OutputRole.CLASS
