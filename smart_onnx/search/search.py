@@ -218,7 +218,7 @@ def run_search(
     transforms = space.transforms(hard)
     if config.refit:
         start = time.perf_counter()
-        result.training["refit"] = _refit(trainer, space, transforms, config, progress)
+        result.training["refit"] = _refit(trainer, space, transforms, config, progress, deadline)
         result.seconds["refit"] = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
@@ -230,16 +230,32 @@ def run_search(
     return result
 
 
+class _OutOfTime(Exception):
+    """Raised from the refit's progress callback to end it at the time budget."""
+
+
 def _refit(trainer: Trainer, space: PruningSpace | NMSpace, transforms: Transforms, config: SearchConfig,
-           progress: Progress | None) -> dict[str, Any]:
-    """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py)."""
+           progress: Progress | None, deadline: float | None) -> dict[str, Any]:
+    """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py).
+
+    At the time budget it ends after the pass in progress: every layer refitted so far keeps its
+    new weights (each is refitted only where that lowers its error), the rest keep theirs.
+    """
+    passes = [0, 0]
+
     def report(done: int, total: int) -> None:
+        passes[:] = [done, total]
         if progress:
             progress(StepInfo("refit", done, total, None, None, config.sparsity))
+        if deadline is not None and time.perf_counter() > deadline and done < total:
+            raise _OutOfTime
 
-    refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
-                         trainer.data, batch_size=config.batch_size, max_samples=config.refit_samples,
-                         ridge=config.refit_ridge, device=config.device, progress=report)
+    try:
+        refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
+                             trainer.data, batch_size=config.batch_size, max_samples=config.refit_samples,
+                             ridge=config.refit_ridge, device=config.device, progress=report)
+    except _OutOfTime:
+        return {"stopped": f"time budget reached after {passes[0]} of {passes[1]} layers"}
     done = [lay for lay in refit.layers if lay.skipped is None]
     return {
         "layers": len(done), "skipped": {lay.name: lay.skipped for lay in refit.layers if lay.skipped},
