@@ -10,7 +10,7 @@ import click
 
 from smart_onnx.cli.options import input_shape_option, json_option, model_argument, parse_input_shapes
 from smart_onnx.cli.table import format_table
-from smart_onnx.hw import DEFAULT_PROFILE, CheckReport, LayerCheck, check_model, load_profile
+from smart_onnx.hw import DEFAULT_PROFILE, CheckReport, LayerCheck, Profile, check_model, load_profile
 from smart_onnx.model import load_model
 
 _MESSAGE_WIDTH = 70
@@ -29,10 +29,12 @@ def target_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="ORIGINAL.onnx",
               help="The model before pruning: channel counts and zeros it already had are accepted.")
 @input_shape_option
+@click.option("--explain", is_flag=True,
+              help="Per layer: does the target accelerate it, and why not (op, channels, precision, pattern)?")
 @json_option
 @click.pass_context
 def check(ctx: click.Context, model: str, target: str, reference: str | None, input_shapes: tuple[str, ...],
-          as_json: bool) -> None:
+          as_json: bool, explain: bool = False) -> None:
     """Check MODEL against a hardware profile; exit 0 when it complies, 1 when it does not."""
     profile = load_profile(target)
     onnx_model = load_model(model)
@@ -42,7 +44,23 @@ def check(ctx: click.Context, model: str, target: str, reference: str | None, in
         click.echo(json.dumps({"model": model, **report.to_dict()}, indent=2))
     else:
         click.echo(render(report))
+        if explain:
+            click.echo("\n" + render_explain(report, profile))
     ctx.exit(0 if report.passed else 1)
+
+
+def render_explain(report: CheckReport, profile: Profile) -> str:
+    """``--explain``: per layer, whether the target runs it faster, and why (not)."""
+    rows = [[lay.name, lay.op_type, lay.precision, lay.pattern, lay.accelerated[0], lay.accelerated[1]]
+            for lay in report.layers]
+    yes = sum(lay.accelerated[0] == "yes" for lay in report.layers)
+    parts = [format_table(["layer", "op", "precision", "pattern", "accelerated", "why"], rows,
+                          title=f"Does {profile.name} accelerate each layer? ({yes} of {len(report.layers)} yes)")]
+    if profile.precisions:
+        parts.append(f"{profile.name} accelerates {', '.join(profile.precisions)} weights.")
+    if profile.references:
+        parts.append("Rules from: " + "; ".join(profile.references))
+    return "\n".join(parts)
 
 
 def render(report: CheckReport) -> str:

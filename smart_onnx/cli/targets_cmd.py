@@ -22,4 +22,6 @@ def targets(as_json: bool) -> None:
     rows = [[p.name + (" (default)" if p.name == DEFAULT_PROFILE else ""), p.mode, ", ".join(p.modes),
              p.description] for p in profiles]
     click.echo(format_table(["name", "mode", "modes", "description"], rows, title="Built-in targets"))
-    click.echo("\nA profile file of your own: --target path/to/profile.toml (format: docs/profiles.md).")
+    click.echo("\nWhere each rule comes from: docs/profiles.md; per layer of a model: "
+               "smart-onnx check MODEL --target NAME --explain.\n"
+               "A profile file of your own: --target path/to/profile.toml (format: docs/profiles.md).")

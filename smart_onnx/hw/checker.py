@@ -41,7 +41,7 @@ from smart_onnx.graph import Analysis, PrunableLayer, analyze, find_prunable_lay
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
 from smart_onnx.hw.qdq import dequantized_view
-from smart_onnx.hw.rules import dense_reasons, fit_rank
+from smart_onnx.hw.rules import dense_reasons, fit_rank, undecided
 from smart_onnx.model import OnnxModel, tensor_to_array
 
 __all__ = [
@@ -101,6 +101,8 @@ class LayerCheck:
     violations: tuple[Violation, ...]
     not_judged: tuple[NotJudged, ...] = ()
     precision: str = "float32"  # the weight's element type: float32, float16, or int8 for a QDQ weight
+    # Whether the target runs this layer faster for what was done to it: (yes|no|depends|not judged, reason).
+    accelerated: tuple[str, str] = ("", "")
 
     @property
     def passed(self) -> bool:
@@ -111,6 +113,7 @@ class LayerCheck:
             "name": self.name, "op_type": self.op_type, "weight": self.weight, "shape": list(self.shape),
             "out_channels": self.out_channels, "sparsity": self.sparsity, "pattern": self.pattern,
             "dense_only": self.dense_only, "passed": self.passed, "precision": self.precision,
+            "accelerated": self.accelerated[0], "why": self.accelerated[1],
             "violations": [v.to_dict() for v in self.violations],
             "not_judged": [n.to_dict() for n in self.not_judged],
         }
@@ -337,6 +340,10 @@ def _check_layer(
         problems.append(("sparsity", f"{what} is {sparsity:.1%} zeros, more than the profile's max_layer_sparsity "
                                      f"{profile.max_layer_sparsity:.1%}"))
     unknown: list[tuple[str, str]] = []
+    open_question = undecided(profile, layer)
+    if open_question and new > allowance:
+        unknown.append(("dense", f"{new} zero weights are allowed only if the target's sparse kernels apply: "
+                                 f"{open_question}"))
     channel_problem = _channel_problem(layer.out_channels, profile, frozen,
                                        original["out_channels"] if original else None)
     if channel_problem and shapeless:
@@ -349,7 +356,42 @@ def _check_layer(
         out_channels=layer.out_channels, sparsity=sparsity, pattern=pattern, dense_only=dense is not None,
         violations=tuple(Violation(layer.name, rule, msg) for rule, msg in problems),
         not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown), precision=precision,
+        accelerated=_accelerated(layer, profile, dense, pattern, precision, open_question),
     )
+
+
+def _accelerated(layer: PrunableLayer, profile: Profile, dense: str | None, pattern: str, precision: str,
+                 open_question: str | None) -> tuple[str, str]:
+    """Does the target accelerate this layer, and why (not)? ``(yes|no|depends|not judged, reason)``."""
+    rule = profile.rule_for(layer.op_type)
+    wanted = profile.precisions
+    if not any(r.allows_sparsity for _, r in profile.ops):
+        align, count = profile.channel_alignment, layer.out_channels
+        if precision not in wanted and wanted:
+            return "no", f"{precision} weights: the target's kernels run {', '.join(wanted)}"
+        if align > 1 and count % align:
+            return "no", (f"dense kernels; {count} output channels are not a multiple of {align}, so the last "
+                          f"block of {align} is padded")
+        return "yes", (f"dense kernels; {count} output channels fill whole blocks of {align}" if align > 1
+                       else "dense kernels")
+    if not rule.allows_sparsity:
+        covered = [op for op, r in profile.ops if r.allows_sparsity]
+        return "no", f"unsupported op: the target's sparse kernels cover {', '.join(covered)}, not {layer.op_type}"
+    if dense is not None:
+        return "no", dense.removeprefix("the target's sparse kernels do not apply: ")
+    if open_question and pattern != "dense":
+        return "not judged", open_question
+    if pattern == "dense":
+        return "no", "dense weights: no zeros to skip"
+    if pattern == "unstructured":
+        return "no", "its zeros fit no pattern the target accelerates"
+    if wanted and precision not in wanted:
+        floats = [p for p in wanted if p.startswith(("float", "bfloat"))]
+        if precision.startswith("float") and floats:
+            return "depends", (f"{pattern} on {precision} weights: the sparse kernels run in {', '.join(wanted)}; "
+                               f"yes when the engine is built in {' or '.join(wanted)}")
+        return "no", f"{precision} weights: the sparse kernels run in {', '.join(wanted)} only"
+    return "yes", f"{pattern}, {precision}"
 
 
 def _pattern(

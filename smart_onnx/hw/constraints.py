@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MODES", "OP_KEYS", "OpRule", "Profile", "format_block"]
+__all__ = ["MODES", "OP_KEYS", "PRECISIONS", "OpRule", "Profile", "format_block"]
 
 # Op types a profile can name (the prunable ops), plus the fallback entry.
 OP_KEYS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "default")
 MODES = ("block", "channel", "nm")
+# Weight precisions a profile may name (an INT8 QDQ weight is int8; float weights by their element type).
+PRECISIONS = ("float32", "float16", "bfloat16", "int8", "uint8", "int4")
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,27 @@ class OpRule:
 
     blocks: tuple[tuple[int, ...], ...] = ()
     nm: tuple[tuple[int, int], ...] = ()
+    # When the sparse kernels apply at all (a layer that misses one runs dense, so it must stay dense):
+    in_channel_multiple: int = 1  # input channels per group (the weight's input axis) a multiple of this
+    out_channel_multiple: int = 1  # output channels a multiple of this
+    min_reduction: int = 1  # input channels per group x kernel positions (each output's sum) at least this
+    min_out_channels: int = 1  # output channels at least this
+    min_macs: int = 0  # multiply-accumulates per sample at least this (needs activation shapes)
 
     @property
     def allows_sparsity(self) -> bool:
         return bool(self.blocks or self.nm)
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"blocks": [format_block(b) for b in self.blocks], "nm": [f"{n}:{m}" for n, m in self.nm]}
+    @property
+    def conditions(self) -> dict[str, int]:
+        """The eligibility fields that differ from their defaults."""
+        defaults = {"in_channel_multiple": 1, "out_channel_multiple": 1, "min_reduction": 1, "min_out_channels": 1,
+                    "min_macs": 0}
+        return {k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"blocks": [format_block(b) for b in self.blocks], "nm": [f"{n}:{m}" for n, m in self.nm],
+                **self.conditions}
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,9 @@ class Profile:
         dense_layers: node names or ``fnmatch`` patterns of layers that must keep every
             weight; ``"first"``/``"last"`` name the first/last prunable layer.
         mode: the pruning mode ``prune`` uses with this target unless told otherwise.
+        precisions: weight precisions the target's kernels accelerate (``float32``,
+            ``float16``, ``int8``...); empty: any.
+        references: where the rules come from (documentation, source code, measurements).
         source: where the profile came from (``built-in`` or a file path).
     """
 
@@ -65,6 +84,8 @@ class Profile:
     dense_ops: tuple[str, ...] = ()
     dense_layers: tuple[str, ...] = ()
     mode: str = "channel"
+    precisions: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
     source: str = "<memory>"
 
     def rule_for(self, op_type: str) -> OpRule:
@@ -86,7 +107,8 @@ class Profile:
             "modes": list(self.modes), "ops": {op: rule.to_dict() for op, rule in self.ops},
             "channel_alignment": self.channel_alignment, "min_channels": self.min_channels,
             "max_layer_sparsity": self.max_layer_sparsity, "dense_ops": list(self.dense_ops),
-            "dense_layers": list(self.dense_layers),
+            "dense_layers": list(self.dense_layers), "precisions": list(self.precisions),
+            "references": list(self.references),
         }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smart_onnx.errors import ProfileError
-from smart_onnx.hw.constraints import MODES, OP_KEYS, OpRule, Profile
+from smart_onnx.hw.constraints import MODES, OP_KEYS, PRECISIONS, OpRule, Profile
 
 try:
     import tomllib
@@ -26,8 +26,9 @@ __all__ = ["DEFAULT_PROFILE", "builtin_names", "list_profiles", "load_profile", 
 
 DEFAULT_PROFILE = "npu-block"
 _TOP_FIELDS = ("name", "description", "mode", "channel_alignment", "min_channels", "max_layer_sparsity",
-               "dense_ops", "dense_layers", "ops")
-_OP_FIELDS = ("blocks", "nm")
+               "dense_ops", "dense_layers", "precisions", "references", "ops")
+_CONDITIONS = ("in_channel_multiple", "out_channel_multiple", "min_reduction", "min_out_channels", "min_macs")
+_OP_FIELDS = ("blocks", "nm", *_CONDITIONS)
 _PRUNABLE = tuple(k for k in OP_KEYS if k != "default")
 _NO_KERNEL = ("Gemm", "MatMul")
 _MAX_BLOCK_RANK = 5  # O x I x up to three kernel dims (Conv3d)
@@ -115,6 +116,10 @@ def profile_from_dict(
                         for i, v in enumerate(r.array(data.get("dense_ops", []), "dense_ops"))),
         dense_layers=tuple(r.text(v, f"dense_layers[{i}]", nonempty=True)
                            for i, v in enumerate(r.array(data.get("dense_layers", []), "dense_layers"))),
+        precisions=tuple(r.choice(v, f"precisions[{i}]", PRECISIONS)
+                         for i, v in enumerate(r.array(data.get("precisions", []), "precisions"))),
+        references=tuple(r.text(v, f"references[{i}]", nonempty=True)
+                         for i, v in enumerate(r.array(data.get("references", []), "references"))),
         source=source,
     )
     modes = profile.modes
@@ -150,6 +155,13 @@ class _Reader:
             raise self.fail(field, f"must be at least 1, got {value}")
         return value
 
+    def count(self, value: Any, field: str) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(field, f"must be an integer, got {value!r}")
+        if value < 0:
+            raise self.fail(field, f"must be at least 0, got {value}")
+        return value
+
     def fraction(self, value: Any, field: str) -> float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(field, f"must be a number, got {value!r}")
@@ -181,7 +193,9 @@ class _Reader:
                            for i, v in enumerate(self.array(entry.get("blocks", []), f"{where}.blocks")))
             nm = tuple(self.nm(v, f"{where}.nm[{i}]") for i, v in enumerate(self.array(entry.get("nm", []),
                                                                                           f"{where}.nm")))
-            out.append((op, OpRule(blocks=blocks, nm=nm)))
+            conditions = {key: self.positive_int(entry[key], f"{where}.{key}") if key != "min_macs"
+                          else self.count(entry[key], f"{where}.{key}") for key in _CONDITIONS if key in entry}
+            out.append((op, OpRule(blocks=blocks, nm=nm, **conditions)))
         return tuple(out)
 
     def block(self, value: Any, field: str, op: str) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ Shared by the checker and the search constraints; numpy/onnx only (no torch).
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable, Sequence
 
 from smart_onnx.errors import ConstraintError
@@ -13,8 +14,8 @@ from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw.constraints import Profile
 
 __all__ = [
-    "block_shape_for", "block_shapes", "dense_layer_names", "dense_reasons", "fit_rank", "mode_for", "nm_for",
-    "nm_layers",
+    "block_shape_for", "block_shapes", "dense_layer_names", "dense_reasons", "fit_rank", "ineligible", "mode_for",
+    "nm_for", "nm_layers", "undecided",
 ]
 
 
@@ -65,17 +66,61 @@ def nm_for(profile: Profile, layer: PrunableLayer) -> tuple[int, int] | None:
     return rule.nm[0] if rule.nm else None
 
 
+def ineligible(profile: Profile, layer: PrunableLayer) -> str | None:
+    """Why the target's sparse kernels do not apply to ``layer`` (None: they do, or its op has no pattern).
+
+    The op's eligibility conditions (``in_channel_multiple``, ``out_channel_multiple``,
+    ``min_reduction``, ``min_out_channels``, ``min_macs``) are read from the weight's shape;
+    ``min_macs`` needs the layer's MACs and is skipped when they are unknown (see
+    :func:`undecided`).
+    """
+    rule = profile.rule_for(layer.op_type)
+    if not rule.allows_sparsity:
+        return None
+    inputs = layer.weight_shape[layer.in_axis]
+    kernel = math.prod(layer.weight_shape[a] for a in layer.kernel_axes)
+    per = " per group" if layer.groups > 1 else ""
+    found = []
+    if inputs % rule.in_channel_multiple:
+        found.append(f"{inputs} input channels{per}, not a multiple of {rule.in_channel_multiple}")
+    if layer.out_channels % rule.out_channel_multiple:
+        found.append(f"{layer.out_channels} output channels, not a multiple of {rule.out_channel_multiple}")
+    if inputs * kernel < rule.min_reduction:
+        found.append(f"each output sums {inputs}{per} x {kernel} = {inputs * kernel} products, fewer than "
+                     f"{rule.min_reduction}")
+    if layer.out_channels < rule.min_out_channels:
+        found.append(f"{layer.out_channels} output channels, fewer than {rule.min_out_channels}")
+    if rule.min_macs and layer.macs is not None and layer.macs < rule.min_macs:
+        found.append(f"{layer.macs:,} MACs per sample, fewer than {rule.min_macs:,}")
+    return "; ".join(found) or None
+
+
+def undecided(profile: Profile, layer: PrunableLayer) -> str | None:
+    """What keeps eligibility open without activation shapes: a ``min_macs`` rule and unknown MACs."""
+    rule = profile.rule_for(layer.op_type)
+    if rule.allows_sparsity and rule.min_macs and layer.macs is None:
+        return (f"whether its MACs reach the {rule.min_macs:,} the target's sparse kernels need is decided on "
+                "activation shapes")
+    return None
+
+
 def dense_reasons(profile: Profile, layers: Sequence[PrunableLayer]) -> dict[str, str]:
     """Layers that must keep every weight, each with the profile rule that says so.
 
     ``"first"``/``"last"`` in ``dense_layers`` are the first/last of ``layers`` (graph
-    order); other entries are node names or ``fnmatch`` patterns. A layer that shares its
-    weight initializer with a dense layer is dense too: it is the same tensor.
+    order); other entries are node names or ``fnmatch`` patterns. A layer the target's
+    sparse kernels do not apply to (:func:`ineligible`) is dense too: zeros there cost
+    accuracy and save nothing. So is a layer that shares its weight initializer with a
+    dense layer: it is the same tensor.
     """
     reasons: dict[str, str] = {}
     for i, layer in enumerate(layers):
         if layer.op_type in profile.dense_ops:
             reasons[layer.name] = f"dense_ops lists {layer.op_type}"
+            continue
+        why = ineligible(profile, layer)
+        if why is not None:
+            reasons[layer.name] = f"the target's sparse kernels do not apply: {why}"
             continue
         for pattern in profile.dense_layers:
             special = (pattern == "first" and i == 0) or (pattern == "last" and i == len(layers) - 1)

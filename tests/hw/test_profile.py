@@ -23,7 +23,8 @@ BASE = {"name": "t", "ops": {"Conv": {"blocks": ["16x8x1x1"]}}}
 
 def test_builtin_profiles_load_with_the_promised_rules() -> None:
     profiles = {p.name: p for p in list_profiles()}
-    assert set(profiles) == {"npu-block", "npu-channel", "npu-2to4"} == set(builtin_names())
+    assert set(profiles) == {"npu-block", "npu-channel", "npu-2to4", "tensorrt-2to4", "ort-cpu"} == set(
+        builtin_names())
     assert builtin_names()[0] == DEFAULT_PROFILE == load_profile().name
     block = profiles["npu-block"]
     assert block.rule_for("Conv").blocks == ((16, 8, 1, 1),)
@@ -37,6 +38,32 @@ def test_builtin_profiles_load_with_the_promised_rules() -> None:
     assert all(nm.rule_for(op).nm == ((2, 4),) for op in ("Gemm", "MatMul", "Conv"))
     assert nm.rule_for("ConvTranspose") == OpRule()
     assert nm.mode == "nm" and all(p.source == "built-in" for p in profiles.values())
+    trt = profiles["tensorrt-2to4"]
+    for op in ("Conv", "Gemm", "MatMul"):
+        rule = trt.rule_for(op)
+        assert rule.nm == ((2, 4),) and not rule.blocks
+        assert (rule.in_channel_multiple, rule.out_channel_multiple, rule.min_reduction, rule.min_out_channels) == (
+            16, 8, 256, 256)
+    assert trt.rule_for("ConvTranspose") == OpRule() and trt.precisions == ("float16", "int8")
+    assert trt.mode == "nm" and trt.references
+    ort = profiles["ort-cpu"]
+    assert ort.modes == ("channel",) and (ort.channel_alignment, ort.min_channels) == (16, 16)
+    assert ort.precisions == ("float32", "int8") and ort.references
+
+
+def test_eligibility_fields_parse_and_are_checked() -> None:
+    p = profile_from_dict({"name": "t", "precisions": ["int8"], "references": ["doc"],
+                           "ops": {"Conv": {"nm": ["2:4"], "in_channel_multiple": 16, "min_macs": 1000}}})
+    rule = p.rule_for("Conv")
+    assert (rule.in_channel_multiple, rule.min_macs, rule.min_reduction) == (16, 1000, 1)
+    assert rule.conditions == {"in_channel_multiple": 16, "min_macs": 1000}
+    assert p.to_dict()["ops"]["Conv"]["in_channel_multiple"] == 16 and p.to_dict()["precisions"] == ["int8"]
+    with pytest.raises(ProfileError, match="field 'ops.Conv.in_channel_multiple' must be at least 1"):
+        profile_from_dict({"name": "t", "ops": {"Conv": {"nm": ["2:4"], "in_channel_multiple": 0}}})
+    with pytest.raises(ProfileError, match="field 'precisions\\[0\\]' is 'fp8'"):
+        profile_from_dict({"name": "t", "precisions": ["fp8"]})
+    with pytest.raises(ProfileError, match="field 'ops.Gemm.min_macs' must be at least 0"):
+        profile_from_dict({"name": "t", "ops": {"Gemm": {"min_macs": -1}}})
 
 
 def test_profile_file_by_path_takes_its_stem_as_default_name(tmp_path: Path) -> None:
