@@ -53,4 +53,7 @@ def test_every_profile_pruned_some_architecture() -> None:
     """The refusals above must not be the whole story: each profile really prunes part of the zoo."""
     if len(_pruned) == 0:
         pytest.skip("run together with test_prune_output_passes_check_for_its_target")
-    assert set(_pruned) == set(PROFILES), _pruned
+    # tensorrt-2to4 accelerates only layers with >= 256 output channels and a reduction of >= 256
+    # (TensorRT's own threshold, docs/profiles.md); no zoo architecture has one, so every prune refuses
+    # (tests/cli/test_rule_packs.py checks that a 256-channel layer is the one it picks).
+    assert set(_pruned) == set(PROFILES) - {"tensorrt-2to4"}, _pruned
