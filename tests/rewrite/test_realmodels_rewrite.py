@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from smart_onnx.eval import weight_counts
 from smart_onnx.graph import analyze
 from smart_onnx.model import load_model
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
@@ -38,6 +39,7 @@ def test_block_masks_on_real_model(realmodels, name: str) -> None:
     model, feeds = load_model(real.path), real.feeds(batch=2)
     masks = random_block_masks(analyze(model, {k: v.shape for k, v in feeds.items()}).layers, 0.8)
     out = apply_block_masks(model, masks)
-    assert out.proto.ByteSize() < model.proto.ByteSize()
+    # Dense storage is the default (what compilers read): the file keeps its size, the zeros are what shrink.
+    assert weight_counts(out)["nonzero"] < weight_counts(model)["nonzero"]
     for a, e in zip(run_ort(out.proto, feeds), run_ort(zeroed_reference(model, masks), feeds), strict=True):
         assert relative_error(a, e) <= 1e-6
