@@ -5,12 +5,14 @@
 Models: the bundled Fashion-MNIST ResNet (64 calibration images from models/fashion_calib.npz,
 accuracy on the 2000 labelled images of models/fashion_eval.npz) and EfficientNet-Lite0
 (tools/thirdparty.py; 64 calibration and 64 evaluation crops of real photos,
-``photo_crops(64, 224, seed)`` with seeds 0 and 1, ImageNet mean/std; no labels, so the metric
+`photo_crops(64, 224, seed)` with seeds 0 and 1, ImageNet mean/std; no labels, so the metric
 is top-1 agreement with the float dense model). The pruned models come from the real CLI,
-``smart-onnx prune MODEL --data CALIB --sparsity S --steps N --finetune-steps F`` (default target
-npu-block, 16x8x1x1 blocks), with a time budget large enough not to cut the steps; the INT8
-models from :func:`smart_onnx.quant.quantize_model` (what ``smart-onnx quantize`` runs) on the
-same 64 calibration samples. Pruned models are cached under ``<cache>/bench/quantize``.
+`smart-onnx prune MODEL --data CALIB --sparsity 0.5 --steps 50 --finetune-steps 50 --threads 2`
+(default target npu-block, 16x8x1x1 blocks; `--time-budget 100000` so that the budget does not cut
+the steps; prune holds out 20 % of the 64 samples for its own report, so it trains on 51); the
+INT8 models from `smart_onnx.quant.quantize_model` (what `smart-onnx quantize` runs, default
+settings: uint8 activations, minmax) on the same 64 calibration samples. Pruned models are
+cached under `<cache>/bench/quantize`.
 
 Per variant: accuracy (or agreement with the float dense model), agreement with the float
 model it was quantized from, prunable weights (non-zero / all), the fraction of 16x8x1x1 blocks

@@ -8,7 +8,8 @@ all. Rules, per prunable layer (rule name in brackets):
   shape, or every group of M along the input axis holds at least M-N zeros for an allowed
   N:M (see :mod:`smart_onnx.hw.patterns`); a weight without zeros always passes, and an op
   with no allowed pattern must have no zeros.
-* [dense] a dense-only layer (``dense_ops``, ``dense_layers``) has no zeros.
+* [dense] a dense-only layer (``dense_ops``, ``dense_layers``, or one the target's sparse
+  kernels do not apply to: :func:`smart_onnx.hw.rules.ineligible`) has no zeros.
 
 Trained models hold exact zeros of their own (a dead channel's weights after BatchNorm
 folding underflow to 0). Given the original model, zeros at positions where its weight of
@@ -25,6 +26,11 @@ when only the metadata is known, a layer may keep as many zeros outside the allo
 The original model's channel counts and zero counts come from ``reference``, else from the
 ``smart_onnx.original_layers`` metadata entry (:func:`record_original`). Without either,
 every zero must be in a pattern and every count of a prunable group must comply.
+
+A QDQ model is judged through :func:`smart_onnx.hw.qdq.dequantized_view`: on its integer
+weights. Without concrete input shapes the rules are judged from the weights, and what needs
+shapes is listed as not judged. Each layer also says whether the target accelerates it
+(``LayerCheck.accelerated``: ``check --explain``).
 """
 
 from __future__ import annotations
