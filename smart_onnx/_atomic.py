@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from smart_onnx.errors import ModelLoadError
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "write_json"]
 
 
 @contextmanager
@@ -34,3 +38,22 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``report`` as indented JSON atomically; numpy scalars and arrays and paths become plain JSON."""
+    out = Path(path)
+    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    with atomic_output(out) as tmp:
+        tmp.write_text(text)
+    return out
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -6,7 +6,6 @@ so scripts and tests get exactly what the CLI does.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from smart_onnx._atomic import atomic_output
+from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.eval.compare import layer_totals
@@ -336,18 +335,4 @@ def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:
 
 def save_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report JSON atomically (temp file in the same directory, then rename)."""
-    out = Path(path)
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"
-    with atomic_output(out) as tmp:
-        tmp.write_text(text)
-    return out
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    return write_json(report, path)

@@ -14,6 +14,16 @@ from smart_onnx.errors import DataError, ModelLoadError
 from smart_onnx.model import OnnxModel
 
 
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    """``"0.485,0.456,0.406"`` -> a tuple of floats (None stays None); ``what`` names the option in the error."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise DataError(f"--{what} {text!r} must be comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+
+
 def parse_input_shapes(values: tuple[str, ...], model: OnnxModel) -> dict[str, tuple[int, ...]] | None:
     """``name:1x3x224x224`` strings -> {name: shape}; a bare ``1x3x224x224`` names a single-input model's input.
 

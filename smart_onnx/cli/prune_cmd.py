@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from smart_onnx.cli.options import check_writable
+from smart_onnx.cli.options import check_writable, parse_floats
 from smart_onnx.cli.progress import ProgressReporter
 from smart_onnx.cli.quantize_cmd import quantize_options, quantize_pruned, render_quantize
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.data.augment import AUGMENT_BELOW
-from smart_onnx.errors import ConstraintError, DataError
+from smart_onnx.errors import ConstraintError
 from smart_onnx.eval.html import write_html
 from smart_onnx.graph import parse_role_overrides
 from smart_onnx.hw import DEFAULT_PROFILE, load_profile
@@ -22,15 +22,6 @@ from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.quant import QuantizeOptions
 from smart_onnx.search import METHODS, SearchConfig, parse_block
-
-
-def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise DataError(f"--{what} {text!r} must be comma-separated numbers, e.g. 0.485,0.456,0.406") from None
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -152,7 +143,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     profile = load_profile(target)
     onnx_model = load_model(model)
     specs = onnx_model.inputs
-    mean_v, std_v = _floats(mean, "mean"), _floats(std, "std")
+    mean_v, std_v = parse_floats(mean, "mean"), parse_floats(std, "std")
     data = load_dataset(data_path, specs, mean=mean_v, std=std_v)
     calibration, held_out = _split(data, eval_data, specs, mean_v, std_v, holdout, seed)
     options = PruneOptions(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Mapping
@@ -10,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
-from smart_onnx._atomic import atomic_output
+from smart_onnx._atomic import write_json
 from smart_onnx._format import percent
-from smart_onnx.cli.options import check_writable, model_argument
+from smart_onnx.cli.options import check_writable, model_argument, parse_floats
 from smart_onnx.cli.table import format_table
 from smart_onnx.data import Dataset, load_dataset
-from smart_onnx.errors import DataError
 from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.hw import Profile, check_model, load_profile
@@ -86,7 +83,7 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
     float_model = load_model(model)
     dense = load_model(reference) if reference else None
     specs = float_model.inputs
-    mean_v, std_v = _floats(mean, "mean"), _floats(std, "std")
+    mean_v, std_v = parse_floats(mean, "mean"), parse_floats(std, "std")
     data = load_dataset(data_path, specs, mean=mean_v, std=std_v)
     if eval_data is not None:
         calib, held_out = data, load_dataset(eval_data, specs, mean=mean_v, std=std_v)
@@ -111,8 +108,7 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
     if profile is not None:
         report["quantize"]["check"] = check_model(outcome.model, profile, reference=dense).to_dict()
     report["provenance"] = read_provenance(outcome.model.proto)
-    with atomic_output(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    write_json(report, report_path)
     try:
         save_model(outcome.model, output)
     except BaseException:
@@ -145,21 +141,6 @@ def quantize_pruned(outcome: Any, dense: OnnxModel, calibration: Dataset, held_o
     outcome.report["quantize"] = info
     outcome.report["provenance"] = read_provenance(result.model.proto)
     return result.model
-
-
-def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise DataError(f"--{what} {text!r} must be comma-separated numbers, e.g. 0.485,0.456,0.406") from None
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def render_quantize(q: dict[str, Any], output: Path | str | None = None, report_path: Path | str | None = None) -> str:
