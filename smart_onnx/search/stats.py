@@ -8,7 +8,7 @@ so a weight that multiplies a large activation counts for more.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -18,9 +18,17 @@ from smart_onnx.graph import PrunableLayer, find_prunable_layers
 
 if TYPE_CHECKING:
     from smart_onnx.data import Dataset
-    from smart_onnx.search.search import SearchConfig
 
-__all__ = ["activation_stats"]
+__all__ = ["StatsConfig", "activation_stats"]
+
+
+class StatsConfig(Protocol):
+    """What the measurement reads of its configuration (``SearchConfig`` has it), so stats needs no search."""
+
+    batch_size: int
+    stats_batches: int
+    seed: int
+    device: str
 
 
 def _activation_of(node_inputs: list[str], weight_input: str, op_type: str) -> tuple[str, int] | None:
@@ -45,7 +53,7 @@ def _mean_square(x: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def activation_stats(
-    executor: Executor, data: Dataset, config: SearchConfig, layers: Sequence[PrunableLayer] | None = None
+    executor: Executor, data: Dataset, config: StatsConfig, layers: Sequence[PrunableLayer] | None = None
 ) -> dict[str, torch.Tensor]:
     """Layer name -> mean square of its input activation per input position (CPU float64).
 
