@@ -15,6 +15,7 @@ from smart_onnx.eval.compare import (
 from smart_onnx.eval.fidelity import (
     COSINE_WARNING,
     FidelityVerdict,
+    OutputComparison,
     OutputMetrics,
     compare_outputs,
     judge_fidelity,
@@ -28,6 +29,7 @@ __all__ = [
     "EvalReport",
     "LatencyResult",
     "ModelComparison",
+    "OutputComparison",
     "OutputMetrics",
     "agreement_gate",
     "check_same_inputs",

@@ -25,6 +25,7 @@ from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
 __all__ = [
     "COSINE_WARNING",
     "FidelityVerdict",
+    "OutputComparison",
     "OutputMetrics",
     "compare_outputs",
     "judge_fidelity",
@@ -80,32 +81,52 @@ def _comparable(value: np.ndarray, info: OutputInfo) -> np.ndarray:
     return value
 
 
-def _channel_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
-    """Cosine over the whole output after standardising each axis-1 channel by the reference's mean and spread.
+class _ChannelSums:
+    """Per-channel sums of reference, candidate, their squares and product, for the standardised cosine.
 
     A raw cosine of boxes in pixels forgives almost anything (their mean offset dominates:
     predicting the average box scores ~0.98), and in an output that mixes box coordinates
-    (~100) with class scores (~1e-4) it sees only the boxes. Standardised, every channel
-    weighs alike and offsets no longer count; the floors match the training loss's.
+    (~100) with class scores (~1e-4) it sees only the boxes. Standardised by the reference's
+    mean and spread per axis-1 channel, every channel weighs alike and offsets no longer count;
+    the floors match the training loss's. Sums (not the values) are kept so the whole set is
+    judged without holding it.
     """
-    axes = tuple(d for d in range(ref.ndim) if d != 1)  # regression outputs are batch-first: axis 1 is the channel
-    r, c = ref.astype(np.float64), cand.astype(np.float64)
-    mean = r.mean(axis=axes, keepdims=True)
-    meansq = (r * r).mean(axis=axes, keepdims=True)
-    floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
-    var = np.maximum(r.var(axis=axes, keepdims=True), floor)
-    zr, zc = ((v - mean) / np.sqrt(var) for v in (r, c))
-    denom = float(np.linalg.norm(zr) * np.linalg.norm(zc))
-    return float(np.sum(zr * zc) / denom) if denom > 0 else float(np.array_equal(zr, zc))
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sums: list[np.ndarray] | None = None  # r, r^2, c, c^2, r*c per channel
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        axes = tuple(d for d in range(ref.ndim) if d != 1)  # regression outputs are batch-first: axis 1 is the channel
+        r, c = ref.astype(np.float64), cand.astype(np.float64)
+        parts = [r.sum(axis=axes), (r * r).sum(axis=axes), c.sum(axis=axes), (c * c).sum(axis=axes),
+                 (r * c).sum(axis=axes)]
+        self.sums = parts if self.sums is None else [a + b for a, b in zip(self.sums, parts)]
+        self.count += ref.size // max(1, ref.shape[1])
+
+    def cosine(self) -> float:
+        assert self.sums is not None
+        n = self.count
+        s_r, s_rr, s_c, s_cc, s_rc = self.sums
+        mean, meansq = s_r / n, s_rr / n
+        floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+        var = np.maximum(meansq - mean * mean, floor)
+        # sum over samples of (r - mean)(c - mean) / var, expanded into the sums
+        dot = float(np.sum((s_rc - mean * (s_r + s_c) + n * mean * mean) / var))
+        norm_r = float(np.sum(np.maximum(s_rr - 2 * mean * s_r + n * mean * mean, 0.0) / var))
+        norm_c = float(np.sum(np.maximum(s_cc - 2 * mean * s_c + n * mean * mean, 0.0) / var))
+        scale = float(np.sum((s_rr + s_cc) / var)) * 1e-12  # what float64 cancellation leaves of exact zeros
+        if norm_r <= scale or norm_c <= scale:
+            return float(norm_r <= scale and norm_c <= scale)
+        return dot / (norm_r * norm_c) ** 0.5
 
 
-def _mean_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
+def _sample_cosines(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     dots = np.einsum("ij,ij->i", ref, cand)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     both_zero = (np.linalg.norm(ref, axis=1) == 0) & (np.linalg.norm(cand, axis=1) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
-    return float(np.mean(cos)) if len(cos) else 1.0
+        return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(np.float64))
 
 
 def _greedy_decode(steps: np.ndarray) -> tuple[int, ...]:
@@ -118,18 +139,100 @@ def _greedy_decode(steps: np.ndarray) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _categorical(m: OutputMetrics, ref: np.ndarray, cand: np.ndarray, info: OutputInfo,
-                 labels: np.ndarray | None) -> None:
-    ref_top, cand_top = ref.argmax(info.class_axis), cand.argmax(info.class_axis)
-    m.top1_agreement = float(np.mean(ref_top == cand_top))
-    if info.role is OutputRole.SEQUENCE:
-        time_axis = 1 - info.batch_axis  # of the argmax paths, which lost the class axis
-        r_paths, c_paths = np.moveaxis(ref_top, time_axis, 1), np.moveaxis(cand_top, time_axis, 1)
-        same = [_greedy_decode(r) == _greedy_decode(c) for r, c in zip(r_paths, c_paths)]
-        m.decode_agreement = float(np.mean(same)) if same else 1.0
-    elif labels is not None and len(labels) == len(ref):
-        m.accuracy = float(np.mean(cand_top == labels))
-        m.reference_accuracy = float(np.mean(ref_top == labels))
+class _Ratio:
+    """Hits over a count, accumulated."""
+
+    def __init__(self) -> None:
+        self.hits = 0.0
+        self.total = 0
+
+    def add(self, hits: np.ndarray) -> None:
+        self.hits += float(np.sum(hits))
+        self.total += hits.size
+
+    def value(self, empty: float | None = None) -> float | None:
+        return self.hits / self.total if self.total else empty
+
+
+class _OutputSums:
+    """Everything the metrics of one output need, summed over batches."""
+
+    def __init__(self, info: OutputInfo) -> None:
+        self.info = info
+        self.samples = 0
+        self.cosines = _Ratio()
+        self.err_sq = self.ref_sq = 0.0
+        self.channels = _ChannelSums() if info.role is OutputRole.REGRESSION else None
+        self.agreement, self.decodes = _Ratio(), _Ratio()
+        self.accuracy, self.reference_accuracy = _Ratio(), _Ratio()
+
+    def add(self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> None:
+        info = self.info
+        r, c = (_per_sample(_comparable(v, info), info.batch_axis) for v in (ref, cand))
+        self.samples += len(r)
+        self.cosines.add(_sample_cosines(r, c))
+        self.err_sq += float(np.sum((c - r) ** 2))
+        self.ref_sq += float(np.sum(r * r))
+        if self.channels is not None and ref.ndim >= 2:
+            self.channels.add(ref, cand)
+        if info.is_categorical:
+            self._categorical(ref, cand, labels)
+
+    def _categorical(self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None) -> None:
+        info = self.info
+        ref_top, cand_top = ref.argmax(info.class_axis), cand.argmax(info.class_axis)
+        self.agreement.add(ref_top == cand_top)
+        if info.role is OutputRole.SEQUENCE:
+            time_axis = 1 - info.batch_axis  # of the argmax paths, which lost the class axis
+            r_paths, c_paths = np.moveaxis(ref_top, time_axis, 1), np.moveaxis(cand_top, time_axis, 1)
+            self.decodes.add(np.array([_greedy_decode(r) == _greedy_decode(c) for r, c in zip(r_paths, c_paths)]))
+        elif labels is not None and len(labels) == len(ref):
+            self.accuracy.add(cand_top == labels)
+            self.reference_accuracy.add(ref_top == labels)
+
+    def metrics(self) -> OutputMetrics:
+        info = self.info
+        rnorm = self.ref_sq ** 0.5
+        rel = self.err_sq ** 0.5 / rnorm if rnorm > 0 else self.err_sq ** 0.5
+        m = OutputMetrics(info.name, info.role.value, self.cosines.value(1.0), rel)
+        if self.channels is not None and self.channels.sums is not None and self.samples > 1:
+            m.channel_cosine = self.channels.cosine()
+        if info.is_categorical:
+            m.top1_agreement = self.agreement.value()
+            if info.role is OutputRole.SEQUENCE:
+                m.decode_agreement = self.decodes.value(1.0)
+            elif self.accuracy.total == self.samples:  # every sample labelled
+                m.accuracy, m.reference_accuracy = self.accuracy.value(), self.reference_accuracy.value()
+        return m
+
+
+class OutputComparison:
+    """Candidate vs reference on every output, fed one batch at a time: memory does not grow with the samples.
+
+    Args:
+        outputs: the roles, from :func:`smart_onnx.graph.infer_output_roles` on the reference
+            (outputs it lacks count as regression; non-float outputs are ignored).
+        label_output: the class output labels are scored on.
+    """
+
+    def __init__(self, outputs: Sequence[OutputInfo], label_output: str | None = None) -> None:
+        self._roles = {o.name: o for o in outputs}
+        self._label_output = label_output
+        self._sums: dict[str, _OutputSums] = {}
+
+    def add(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+            labels: np.ndarray | None = None) -> None:
+        """One batch of both models' outputs by name (samples along each output's batch axis)."""
+        for name, ref in reference.items():
+            if name not in self._sums:
+                info = self._roles.get(name) or OutputInfo(name, OutputRole.REGRESSION, "not in the roles")
+                if not np.issubdtype(ref.dtype, np.floating) and info.role is not OutputRole.IGNORE:
+                    info = OutputInfo(name, OutputRole.IGNORE, "not floating point")
+                self._sums[name] = _OutputSums(info)
+            self._sums[name].add(ref, candidate[name], labels if name == self._label_output else None)
+
+    def metrics(self) -> list[OutputMetrics]:
+        return [s.metrics() for s in self._sums.values()]
 
 
 def compare_outputs(
@@ -139,30 +242,16 @@ def compare_outputs(
     labels: np.ndarray | None = None,
     label_output: str | None = None,
 ) -> list[OutputMetrics]:
-    """Per-output metrics; ``outputs`` gives each output's role (outputs it lacks count as regression).
+    """Per-output metrics of whole-set outputs (one batch of :class:`OutputComparison`).
 
     Args:
-        reference, candidate: whole-set outputs by name (samples along each output's batch axis).
+        reference, candidate: outputs by name (samples along each output's batch axis).
         outputs: the roles, from :func:`smart_onnx.graph.infer_output_roles` on the reference.
         labels: one class per sample, scored on ``label_output`` only.
     """
-    roles = {o.name: o for o in outputs}
-    metrics = []
-    for name, ref in reference.items():
-        info = roles.get(name) or OutputInfo(name, OutputRole.REGRESSION, "not in the roles")
-        cand = candidate[name]
-        if not np.issubdtype(ref.dtype, np.floating) and info.role is not OutputRole.IGNORE:
-            info = OutputInfo(name, OutputRole.IGNORE, "not floating point")
-        r, c = (_per_sample(_comparable(v, info), info.batch_axis) for v in (ref, cand))
-        rnorm = float(np.linalg.norm(r))
-        rel = float(np.linalg.norm(c - r) / rnorm) if rnorm > 0 else float(np.linalg.norm(c))
-        m = OutputMetrics(name, info.role.value, _mean_cosine(r, c), rel)
-        if info.role is OutputRole.REGRESSION and ref.ndim >= 2 and len(ref) > 1:
-            m.channel_cosine = _channel_cosine(ref, cand)
-        if info.is_categorical:
-            _categorical(m, ref, cand, info, labels if name == label_output else None)
-        metrics.append(m)
-    return metrics
+    comparison = OutputComparison(outputs, label_output)
+    comparison.add(reference, candidate, labels)
+    return comparison.metrics()
 
 
 @dataclass

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from smart_onnx.errors import DataError, ModelLoadError
-from smart_onnx.eval.fidelity import OutputMetrics, compare_outputs
+from smart_onnx.eval.fidelity import OutputComparison, OutputMetrics
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.model import MAX_IR_VERSION, OnnxModel, copy_proto, save_model
 
@@ -187,27 +187,16 @@ def evaluate(
     if outputs is None:
         outputs = _roles_of(reference)
     ref_sess, cand_sess = _session(reference, threads), _session(candidate, threads)
-    ref_out: dict[str, list[np.ndarray]] = {}
-    cand_out: dict[str, list[np.ndarray]] = {}
-    labels: list[np.ndarray] = []
+    comparison = OutputComparison(outputs, label_output)
     first: Mapping[str, np.ndarray] | None = None
     samples = 0
-    for feeds, y in batches:
+    for feeds, y in batches:  # compared batch by batch: memory does not grow with the evaluation samples
         first = first or feeds
         samples += len(next(iter(feeds.values())))
-        for name, v in run_model(ref_sess, feeds).items():
-            ref_out.setdefault(name, []).append(v)
-        for name, v in run_model(cand_sess, feeds).items():
-            cand_out.setdefault(name, []).append(v)
-        if y is not None:
-            labels.append(np.asarray(y))
+        comparison.add(run_model(ref_sess, feeds), run_model(cand_sess, feeds), None if y is None else np.asarray(y))
     if first is None:
         raise DataError("no evaluation samples")
-    axis = {o.name: o.batch_axis for o in outputs}
-    ref = {k: np.concatenate(v, axis=axis.get(k, 0)) for k, v in ref_out.items()}
-    cand = {k: np.concatenate(v, axis=axis.get(k, 0)) for k, v in cand_out.items()}
-    y_all = np.concatenate(labels) if labels else None
-    report = EvalReport(samples=samples, outputs=compare_outputs(ref, cand, outputs, y_all, label_output))
+    report = EvalReport(samples=samples, outputs=comparison.metrics())
     for b in latency_batches:
         feeds_b = {k: _resize_batch(v, b) for k, v in first.items()}
         report.latency[str(b)] = {
@@ -219,7 +208,7 @@ def evaluate(
 
 def _roles_of(model: _Runnable) -> list[OutputInfo]:
     if isinstance(model, ort.InferenceSession):
-        return []  # no graph to read: compare_outputs treats every output as regression
+        return []  # no graph to read: OutputComparison treats every output as regression
     return infer_output_roles(model if isinstance(model, OnnxModel) else OnnxModel(model))
 
 

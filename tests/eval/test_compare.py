@@ -9,6 +9,7 @@ from smart_onnx.data import load_dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval import (
     EvalReport,
+    OutputComparison,
     OutputMetrics,
     agreement_gate,
     check_same_inputs,
@@ -168,3 +169,35 @@ def test_compare_models(files) -> None:
     d = result.to_dict()
     assert {"eval", "layers", "weights", "totals", "latency_settings", "macs_note"} <= set(d)
     assert compare_models(ref, ref, data, latency_batch=None).eval.latency == {}
+
+
+def test_batch_by_batch_equals_the_whole_set() -> None:
+    """evaluate() feeds OutputComparison one batch at a time; the metrics must not depend on the split."""
+    rng = np.random.default_rng(1)
+    outputs = [_class("y"), OutputInfo("boxes", OutputRole.REGRESSION, "test"),
+               OutputInfo("seq", OutputRole.SEQUENCE, "test", 3, 2, 0)]
+    ref = {"y": rng.normal(size=(10, 5)), "boxes": 100 + rng.normal(size=(10, 4, 3)),
+           "seq": rng.normal(size=(10, 6, 4))}
+    cand = {k: v + rng.normal(scale=0.5, size=v.shape) for k, v in ref.items()}
+    labels = rng.integers(0, 5, 10)
+    whole = compare_outputs(ref, cand, outputs, labels, "y")
+    comparison = OutputComparison(outputs, "y")
+    for part in (slice(0, 3), slice(3, 4), slice(4, 10)):
+        comparison.add({k: v[part] for k, v in ref.items()}, {k: v[part] for k, v in cand.items()}, labels[part])
+    for a, b in zip(whole, comparison.metrics()):
+        for field in ("cosine", "relative_error", "channel_cosine", "top1_agreement", "decode_agreement",
+                      "accuracy", "reference_accuracy"):
+            expected = getattr(a, field)
+            assert getattr(b, field) == (expected if expected is None else pytest.approx(expected, rel=1e-9)), field
+    boxes = next(m for m in whole if m.name == "boxes")
+    assert 0 < boxes.channel_cosine < boxes.cosine  # the pixel offset cannot hide the noise
+
+
+def test_channel_cosine_matches_the_direct_formula() -> None:
+    rng = np.random.default_rng(2)
+    ref = 50 + 3 * rng.normal(size=(20, 4))
+    cand = ref + rng.normal(size=ref.shape)
+    (m,) = compare_outputs({"y": ref}, {"y": cand}, [OutputInfo("y", OutputRole.REGRESSION, "test")])
+    mean, std = ref.mean(0), ref.std(0)
+    zr, zc = (ref - mean) / std, (cand - mean) / std
+    assert m.channel_cosine == pytest.approx(np.sum(zr * zc) / np.linalg.norm(zr) / np.linalg.norm(zc), rel=1e-9)
