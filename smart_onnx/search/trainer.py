@@ -59,27 +59,36 @@ class _Teacher:
         self.device = device
         regressed = [o for o in outputs if o.role is OutputRole.REGRESSION]
         scales = OutputScales([*regressed, *(OutputInfo(f, OutputRole.REGRESSION, "feature") for f in features)])
-        parts: dict[str, list[torch.Tensor]] | None = {} if cache else None
-        seen = nbytes = 0
+        self.cached: dict[str, torch.Tensor] | None = None
+        seen = 0
         with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget
             for batch in data.batches(batch_size):  # one training batch of activations at a time
                 values = self._run(executor, _to_device(batch.inputs, device))
                 scales.update(values)
-                seen += len(next(iter(batch.inputs.values())))
-                if parts is None:
-                    continue
-                nbytes += sum(v.numel() * v.element_size() for v in values.values())
-                if nbytes * len(data) / seen > TEACHER_CACHE_BYTES:
-                    log.info("dense outputs exceed %d MiB: recomputed per batch", TEACHER_CACHE_BYTES // 2**20)
-                    parts = None
-                    continue
-                for name, v in values.items():
-                    parts.setdefault(name, []).append(v.cpu())
+                n = len(next(iter(batch.inputs.values())))
+                if cache and not seen:
+                    self.cached = self._allocate(values, n, len(data))
+                if self.cached is not None:
+                    for name, v in values.items():
+                        self.cached[name].narrow(self.batch_axis.get(name, 0), seen, n).copy_(v)
+                seen += n
         self.variances = scales.variances()
-        self.cached = None if parts is None else {
-            k: torch.cat(v, dim=self.batch_axis.get(k, 0)) for k, v in parts.items()}
         self._source = executor.model
         self._dense: Executor | None = None
+
+    def _allocate(self, values: Mapping[str, torch.Tensor], n: int, total: int) -> dict[str, torch.Tensor] | None:
+        """Whole-set buffers filled batch by batch (never a list joined at the end: that holds the set twice)."""
+        nbytes = sum(v.numel() * v.element_size() for v in values.values()) * total // n
+        if nbytes > TEACHER_CACHE_BYTES:
+            log.info("dense outputs (%d MiB) exceed %d MiB: recomputed per batch", nbytes // 2**20,
+                     TEACHER_CACHE_BYTES // 2**20)
+            return None
+        buffers = {}
+        for name, v in values.items():
+            shape = list(v.shape)
+            shape[self.batch_axis.get(name, 0)] = total
+            buffers[name] = torch.empty(shape, dtype=v.dtype)
+        return buffers
 
     def dense_executor(self) -> Executor:
         """A frozen copy of the dense model, built on first use."""
