@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 
-from tools.thirdparty import FetchError, RealModel, fashion_mnist, mnist_5k, real_model
+from devkit.thirdparty import FetchError, RealModel, fashion_mnist, mnist_5k, real_model
 
 if TYPE_CHECKING:
-    from tests.zoo import ZooModel
+    from devkit.zoo import ZooModel
 
 T = TypeVar("T")
 
@@ -24,7 +24,7 @@ T = TypeVar("T")
 def zoo_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], ZooModel]:
     """``zoo_export(arch, exporter)``: exports on first use, then returns the cached model (also saved as a file)."""
     # Imported here, not at the top: a broken executor must not stop every other test module from loading.
-    from tests.zoo import ARCHITECTURES, EXPORTERS, ZooModel, export
+    from devkit.zoo import ARCHITECTURES, EXPORTERS, ZooModel, export
 
     root = tmp_path_factory.mktemp("zoo")
     cache: dict[tuple[str, str], ZooModel] = {}

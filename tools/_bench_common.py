@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from devkit.benchdoc import DOC, write_section
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.model import OnnxModel, load_model
 from smart_onnx.prune import PruneOptions, prune
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 MODELS = ("fashion", "mnist")
 
 
@@ -106,7 +105,7 @@ def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps:
 
 def results_path(name: str) -> Path:
     """Where a benchmark keeps its finished runs for reuse: ``<cache>/bench/<name>`` (outside the repository)."""
-    from tools.thirdparty import cache_dir
+    from devkit.thirdparty import cache_dir
 
     folder = cache_dir() / "bench"
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,18 +138,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def write_section(heading: str, body: str, path: Path = DOC) -> None:
-    """Replace the text from ``heading`` up to the next ``## `` heading (or append the section)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{heading}\n\n{body.strip()}\n\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def parse_budgets(models: Sequence[str], steps: int, finetune: int, items: Sequence[str]) -> dict[str, tuple[int, int]]:

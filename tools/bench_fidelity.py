@@ -96,13 +96,13 @@ NUDENET_CALIB, NUDENET_HELD = 64, 32
 
 
 def _nudenet_path() -> Path:
-    from tools.thirdparty import real_model
+    from devkit.thirdparty import real_model
 
     return real_model("nudenet").path
 
 
 def _nudenet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    from tools.thirdparty import photo_crops
+    from devkit.thirdparty import photo_crops
 
     # Pixels in [0, 1], no mean/std: how nudenet's own detector feeds the model.
     calib = photo_crops(NUDENET_CALIB, 320, seed=0)
@@ -121,13 +121,13 @@ MINILM_CALIB, MINILM_HELD = 48, 24
 
 
 def _effnet_path() -> Path:
-    from tools.thirdparty import real_model
+    from devkit.thirdparty import real_model
 
     return real_model("efficientnet-lite0").path
 
 
 def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    from tools.thirdparty import photo_crops, real_model
+    from devkit.thirdparty import photo_crops, real_model
 
     rm = real_model("efficientnet-lite0")
     mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -139,16 +139,16 @@ def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 
 
 def _minilm_path() -> Path:
-    from tools.thirdparty import real_model
+    from devkit.thirdparty import real_model
 
     return real_model("paraphrase-minilm").path
 
 
 def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    # No tokenizer (and no vocabulary file) is available offline: random token ids as tools/thirdparty.py's
+    # No tokenizer (and no vocabulary file) is available offline: random token ids as devkit/thirdparty.py's
     # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
     # but the first), not English sentences.
-    from tools.thirdparty import _minilm_feeds
+    from devkit.thirdparty import _minilm_feeds
 
     return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
             Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
@@ -160,7 +160,7 @@ RECIPES: dict[str, Recipe] = {
         path=_nudenet_path,
         data=_nudenet_data,
         data_note=(f"{NUDENET_CALIB} calibration crops `photo_crops({NUDENET_CALIB}, 320, seed=0)` and "
-                   f"{NUDENET_HELD} held-out crops `photo_crops({NUDENET_HELD}, 320, seed=1)` (tools/thirdparty.py: "
+                   f"{NUDENET_HELD} held-out crops `photo_crops({NUDENET_HELD}, 320, seed=1)` (devkit/thirdparty.py: "
                    "random resized crops of the 5 real photos in the scikit-image 0.26.0 wheel; the held-out "
                    "crops are other crops of the same 5 photos), pixels in [0, 1], no mean/std"),
         # output0 is [N, 4 + 18, 2100]: rows 0-3 box centre x, y, width, height in pixels, rows 4-21 class scores.
@@ -188,7 +188,7 @@ RECIPES: dict[str, Recipe] = {
         data=_minilm_data,
         data_note=(f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} "
                    f"calibration and {MINILM_HELD} held-out rows of random token ids in the style of "
-                   "tools/thirdparty.py `_minilm_feeds` (seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, "
+                   "devkit/thirdparty.py `_minilm_feeds` (seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, "
                    "the last 4 positions masked on all rows but the first)"),
     ),
 }

@@ -68,7 +68,7 @@ def prepare(folder: Path, cases: Sequence[str], crnn_classes: int, split: bool =
         out.append(Case("Fashion ResNet, 10x calibration (tiled)", model, folder / "fashion_calib_x10.npz", n10,
                         evaluation))
     if "crnn" in cases:
-        from tools.crnn import build, export, sample_images
+        from devkit.crnn import build, export, sample_images
 
         model = folder / "crnn.onnx"
         export(build(crnn_classes), model)

@@ -4,7 +4,7 @@
 
 Models: the bundled Fashion-MNIST ResNet (64 calibration images from models/fashion_calib.npz,
 accuracy on the 2000 labelled images of models/fashion_eval.npz) and EfficientNet-Lite0
-(tools/thirdparty.py; 64 calibration and 64 evaluation crops of real photos,
+(devkit/thirdparty.py; 64 calibration and 64 evaluation crops of real photos,
 `photo_crops(64, 224, seed)` with seeds 0 and 1, ImageNet mean/std; no labels, so the metric
 is top-1 agreement with the float dense model). The pruned models come from the real CLI,
 `smart-onnx prune MODEL --data CALIB --sparsity 0.5 --steps 50 --finetune-steps 50 --threads 2`
@@ -57,7 +57,7 @@ def _fashion() -> tuple[Path, Dataset, Dataset, bool]:
 
 
 def _efficientnet() -> tuple[Path, Dataset, Dataset, bool]:
-    from tools.thirdparty import photo_crops, real_model
+    from devkit.thirdparty import photo_crops, real_model
 
     rm = real_model("efficientnet-lite0")
     model = load_model(rm.path)

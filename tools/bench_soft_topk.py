@@ -1,7 +1,7 @@
 """Benchmark SoftTopK: forward and backward time, and peak memory, from 10^3 to 10^6 units.
 
-    python tools/bench_soft_topk.py            # print a markdown table
-    python tools/bench_soft_topk.py --write    # also (re)write the "## Soft top-k" section of docs/benchmarks.md
+    python -m tools.bench_soft_topk            # print a markdown table
+    python -m tools.bench_soft_topk --write    # also (re)write the "## Soft top-k" section of docs/benchmarks.md
 
 Each size runs in a fresh process so that its peak resident memory (ru_maxrss) is its own;
 memory is reported as the rise of the peak over the process's level once the inputs exist,
@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
-import re
 import resource
-import shlex
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from smart_onnx.search.soft_topk import soft_topk
+from tools._bench_common import DOC, command_line, emit, machine
 
 HEADING = "## Soft top-k"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def _measure(job: tuple[int, float, int, int]) -> dict[str, float]:
@@ -65,22 +60,6 @@ def _measure(job: tuple[int, float, int, int]) -> dict[str, float]:
     }
 
 
-def _machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, intra-op threads: {torch.get_num_threads()}; "
-        f"load average before the run {load}"
-    )
-
-
 def _table(rows: list[dict[str, float]]) -> str:
     lines = [
         "| units | tau | forward ms | backward ms | total ms | CPU ms | peak extra MiB | budget rel. error |",
@@ -94,19 +73,6 @@ def _table(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _write_section(body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# smart-onnx benchmarks\n"
-    section = f"{HEADING}\n\n{body.strip()}\n\n"
-    # Only our own section: from our heading up to the next "## " heading (or the end).
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
@@ -116,26 +82,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of {DOC.name}")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    machine = _machine()
+    where = machine()
     jobs = [(n, tau, args.repeats, args.threads) for n in args.sizes for tau in args.taus]
     rows = []
     ctx = multiprocessing.get_context("spawn")
     for job in jobs:
         with ctx.Pool(1) as pool:
             rows.append(pool.apply(_measure, (job,)))
-    command = "python tools/bench_soft_topk.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("tools.bench_soft_topk", argv)
     body = (
         "Forward + backward of `SoftTopK` over all units at once (float32 scores, random costs, budget = half "
         "the total cost; the budget error is that of the float32 output). Medians of "
         f"{args.repeats} runs after a warm-up: ms are wall time; CPU ms is the process's CPU time for forward + "
         "backward, less disturbed when other jobs share the machine; peak extra MiB is the rise of the process's "
         "peak RSS while running (the operator's float64 temporaries).\n\n"
-        f"- command: `{command.strip()}`\n- machine: {machine}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
+        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
         f"{_table(rows)}"
     )
-    print(body)
-    if args.write:
-        _write_section(body)
+    emit(HEADING, body + "\n", args.write)
 
 
 if __name__ == "__main__":

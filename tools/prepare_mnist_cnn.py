@@ -2,8 +2,8 @@
 
     python -m tools.prepare_mnist_cnn          # prints the paths and the CNN's dense accuracy
 
-Everything is written under the cache (``$SMART_ONNX_CACHE/mnist_cnn/``, see :func:`tools.thirdparty.cache_dir`),
-never into the repository: ``mnist_cnn.onnx`` (the CNN exported by :mod:`tools.thirdparty`), ``mnist_calib.npz``
+Everything is written under the cache (``$SMART_ONNX_CACHE/mnist_cnn/``, see :func:`devkit.thirdparty.cache_dir`),
+never into the repository: ``mnist_cnn.onnx`` (the CNN exported by :mod:`devkit.thirdparty`), ``mnist_calib.npz``
 (1000 samples) and ``mnist_eval.npz`` (the other 4000), in the format of ``models/fashion_*.npz``: the graph
 input's name (``input``, float32 N x 1 x 28 x 28) and ``label`` (int64). Inputs are normalised as the package's own
 ``DigitRecognizer`` does it (torchvision ``ToTensor`` then ``Normalize((0.1307,), (0.3081,))``, digits white on black,
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tools.thirdparty import cache_dir, mnist_5k, real_model
+from devkit.thirdparty import cache_dir, mnist_5k, real_model
 from tools.train_fashion_resnet import normalise, ort_logits, save_npz
 
 __all__ = ["MnistCnn", "prepare"]
@@ -45,14 +45,14 @@ def prepare(cache: Path | None = None, seed: int = 0) -> MnistCnn:
     """Export (once) the MNIST CNN and write its calibration/eval sets; idempotent.
 
     Args:
-        cache: cache root; defaults to :func:`tools.thirdparty.cache_dir`.
+        cache: cache root; defaults to :func:`devkit.thirdparty.cache_dir`.
         seed: seed of the shuffle that splits the 5000 samples into 1000 calibration and 4000 eval samples.
 
     Returns:
         The paths under ``<cache>/mnist_cnn/`` and the accuracy measured in onnxruntime.
 
     Raises:
-        tools.thirdparty.FetchError: a wheel could not be fetched.
+        devkit.thirdparty.FetchError: a wheel could not be fetched.
     """
     root = cache or cache_dir()
     out = root / "mnist_cnn"

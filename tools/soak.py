@@ -1,6 +1,6 @@
 """Fuzz soak: run many seeded architecture cases in-process and summarise the failures.
 
-Each case (tests/fuzz/case.py) draws a random architecture, exports it, checks the
+Each case (devkit/fuzz/case.py) draws a random architecture, exports it, checks the
 executor against onnxruntime and prunes it in block, channel and N:M mode.
 
     python -m tools.soak                           # 300 cases from seed 0
@@ -20,12 +20,10 @@ import sys
 import time
 import warnings
 from collections import Counter
-from pathlib import Path
 
-from tests.fuzz.case import OVERSHOOT, FuzzFailure, run_case
-from tools._bench_common import machine
+from devkit.fuzz.case import OVERSHOOT, FuzzFailure, run_case
+from tools._bench_common import emit, machine
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADING = "## Fuzz soak"
 
 
@@ -42,8 +40,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _section(summary: dict, command: str) -> str:
     lines = [
-        HEADING,
-        "",
         "Random architectures (tests/fuzz: odd widths, grouped/depthwise and transposed convs, residuals over "
         "several layers, split/concat at odd offsets, SE gates, token MatMul FFNs, NHWC wrappers, Gemm heads), "
         "exported with the legacy exporter (opset 13/17/20) or dynamo; each case checks the executor against "
@@ -69,18 +65,6 @@ def _section(summary: dict, command: str) -> str:
         lines.append("- refusals (by message):")
         lines += [f"  - {n}x {msg}" for msg, n in summary["refusals"].most_common(8)]
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str, path: Path = DOCS) -> None:
-    """Replace the text from HEADING up to the next ``## `` heading (or append the section)."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = doc.find(HEADING + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(HEADING))
-        doc = doc[:start] + text + (doc[end:] if end >= 0 else "")
-    path.write_text(doc)
 
 
 def soak(first: int, cases: int, time_limit: float, dynamo_fraction: float, verbose: bool) -> dict:
@@ -134,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  refused {n}x: {msg}")
     if args.write:
         command = shlex.join(["python", "-m", "tools.soak", *(argv if argv is not None else sys.argv[1:])])
-        write_section(_section(summary, command))
+        emit(HEADING, _section(summary, command), write=True)
     return 1 if summary["failures"] else 0
 
 

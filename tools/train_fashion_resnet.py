@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tools.thirdparty import fashion_mnist
+from devkit.thirdparty import fashion_mnist
 
 __all__ = [
     "MEAN", "MODELS_DIR", "STD", "SmallResNet", "evaluate", "export_onnx", "load_test", "normalise", "ort_logits",

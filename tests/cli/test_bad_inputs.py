@@ -21,9 +21,9 @@ import torch
 from click.testing import CliRunner
 from onnx import helper
 
+from devkit.zoo import export, mlp_gemm
 from smart_onnx.cli.main import cli
 from tests.helpers import make_model
-from tests.zoo import export, mlp_gemm
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--steps", "2", "--finetune-steps", "1", "--batch-size", "4", "-q", "--no-latency"]

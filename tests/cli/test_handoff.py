@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 import smart_onnx
+from devkit.zoo import export, resnet_like
 from smart_onnx.cli.main import cli
 from smart_onnx.hw.qdq import dequantized_view, is_quantized
 from smart_onnx.model import load_model, tensor_to_array
 from smart_onnx.provenance import PROVENANCE_KEYS
 from smart_onnx.rewrite import read_block_sparsity
-from tests.zoo import export, resnet_like
 
 FAST = ["--steps", "2", "--finetune-steps", "1", "--batch-size", "8", "-q", "--no-latency"]
 

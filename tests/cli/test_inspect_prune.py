@@ -9,8 +9,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from devkit.zoo import export, mlp_gemm
 from smart_onnx.cli.main import cli
-from tests.zoo import export, mlp_gemm
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from devkit.zoo import export, resnet_like
 from smart_onnx.cli.main import cli
 from smart_onnx.hw import check_model, load_profile
 from smart_onnx.model import OnnxModel, load_model
 from tests.hw import magnitude_prune, small_cnn, weight
-from tests.zoo import export, resnet_like
 
 
 def symbolic_width(model: OnnxModel | onnx.ModelProto) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""The generated CRNN recognizer (tools/crnn.py, the memory benchmark's model): conv stack + BiLSTM + Linear,
+"""The generated CRNN recognizer (devkit/crnn.py, the memory benchmark's model): conv stack + BiLSTM + Linear,
 output [N, T, C]. The executor reproduces onnxruntime, every weight trains, and a short prune goes through."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
+from devkit.crnn import build, export, sample_images
+from devkit.zoo import assert_weights_get_gradients
 from smart_onnx.data import Dataset
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 from tests.helpers import assert_matches_ort
-from tests.zoo import assert_weights_get_gradients
-from tools.crnn import build, export, sample_images
 
 
 @pytest.fixture(scope="module")

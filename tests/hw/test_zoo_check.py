@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.zoo import ARCHITECTURES
 from smart_onnx.graph import analyze
 from smart_onnx.hw import block_shapes, check_model, list_profiles, load_profile, nm_layers
 from smart_onnx.model import OnnxModel, normalize, tensor_to_array
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
 from smart_onnx.search import BlockSpace, ChannelSpace, NMSpace, hard_topk, hard_topk_grouped
 from smart_onnx.search_constraints import align_channel_keep, unit_constraints
-from tests.zoo import ARCHITECTURES
 
 EXPORTER = "legacy17"
 

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 import smart_onnx.search.trainer as trainer_module
+from devkit.zoo import export
 from smart_onnx.cli.main import cli
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.graph import infer_output_roles
@@ -18,7 +19,6 @@ from smart_onnx.model import load_model, normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 from tests.multihead import build_multihead
-from tests.zoo import export
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.zoo import export, resnet_like
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from tests.zoo import export, resnet_like
 
 FAST = SearchConfig(steps=6, finetune_steps=3, batch_size=8)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devkit.zoo import ARCHITECTURES
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError
 from smart_onnx.hw import check_model, list_profiles
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from tests.zoo import ARCHITECTURES
 
 PROFILES = [p.name for p in list_profiles()]
 _pruned: dict[str, list[str]] = {}

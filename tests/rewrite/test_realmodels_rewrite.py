@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
+from devkit.thirdparty import REAL_MODELS
 from smart_onnx.eval import weight_counts
 from smart_onnx.graph import analyze
 from smart_onnx.model import load_model
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
 from tests.helpers import relative_error, run_ort
 from tests.rewrite import masked_executor_outputs, random_block_masks, random_keep, zeroed_reference
-from tools.thirdparty import REAL_MODELS
 
 # slow too: the default run (-m "not slow") must stay fast; `pytest -m realmodels` still selects them.
 pytestmark = [pytest.mark.realmodels, pytest.mark.slow]

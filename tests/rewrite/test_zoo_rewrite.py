@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 
+from devkit.zoo import ARCHITECTURES, to_constant_nodes, with_symbolic_batch
 from smart_onnx.graph import analyze
 from smart_onnx.model import OnnxModel, normalize
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks, read_block_sparsity
 from tests.helpers import relative_error, run_ort
 from tests.rewrite import masked_executor_outputs, random_block_masks, random_keep, zeroed_reference
-from tests.zoo import ARCHITECTURES, to_constant_nodes, with_symbolic_batch
 
 STYLES = {"plain": lambda m: m, "symbolic_batch": with_symbolic_batch, "constant_nodes": to_constant_nodes}
 CASES = [

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from devkit.zoo import export, resnet_like
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 from smart_onnx.search.budget import MAX_STEPS, MIN_STEPS, TRAIN_SHARE, plan_steps
-from tests.zoo import export, resnet_like
 
 
 @pytest.mark.parametrize(("samples", "want"), [(64, MIN_STEPS), (1000, 372), (100_000, MAX_STEPS)])

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from devkit.zoo import ARCHITECTURES
 from smart_onnx.graph import analyze
 from smart_onnx.model import iter_graphs, normalize
 from smart_onnx.search import ChannelSpace
-from tests.zoo import ARCHITECTURES
 
 
 def _brute_force_kept(space: ChannelSpace, keep: torch.Tensor) -> tuple[float, float]:

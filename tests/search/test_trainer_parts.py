@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from devkit.zoo import export, mlp_gemm
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.graph import find_prunable_layers
@@ -14,7 +15,6 @@ from smart_onnx.model import InputSpec, load_model, normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 from smart_onnx.search.loss import feature_loss
-from tests.zoo import export, mlp_gemm
 
 
 def test_feature_points_are_residual_merges_spread_along_the_graph() -> None:

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from devkit.zoo import assert_weights_get_gradients
 from smart_onnx.errors import UnsupportedOpError
 from smart_onnx.executor import Executor
 from smart_onnx.model import normalize
 from tests.executor.ops.onenode import C, check, one_node
 from tests.helpers import assert_matches_ort, relative_error, run_executor, run_ort
-from tests.zoo import assert_weights_get_gradients
 
 RNG = np.random.default_rng(7)
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}

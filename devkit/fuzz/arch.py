@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tests.zoo import _finish
+from devkit.zoo import _finish
 
 __all__ = ["Arch", "random_architecture"]
 

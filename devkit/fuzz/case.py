@@ -12,22 +12,21 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 from onnx import shape_inference
 
+from devkit.fuzz.arch import random_architecture
+from devkit.runs import relative_error, run_executor, run_ort
+from devkit.zoo import export
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError, GraphError, UnsupportedOpError
 from smart_onnx.hw import DEFAULT_PROFILE, Profile, check_model, load_profile
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from smart_onnx.search_constraints import unit_constraints
-from tests.fuzz.arch import random_architecture
-from tests.helpers import relative_error, run_executor, run_ort
-from tests.zoo import export
 
 __all__ = ["CaseOutcome", "FuzzFailure", "draw_settings", "reproduce_command", "run_case"]
 
@@ -104,14 +103,10 @@ def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, fee
     model = normalize(_copied(proto))
     cfg = replace(options.search, steps=3, finetune_steps=2, batch_size=4, stats_batches=1, seed=seed)
     opts = PruneOptions(mode=options.mode, block=options.block, nm=options.nm, search=cfg, latency=False)
-    extra = {}
-    if profile is not None and "target" in {f.name for f in fields(PruneOptions)}:
+    if profile is not None:
         opts = replace(opts, target=profile, block=None)
-    elif profile is not None:  # before PruneOptions.target: the profile's block and constraints by hand
-        opts = replace(opts, block=profile.rule_for("Conv").blocks[0])
-        extra["constraints"] = lambda space, analysis: unit_constraints(profile, space, analysis)
     try:
-        outcome = prune(model, data, holdout, opts, **extra)
+        outcome = prune(model, data, holdout, opts)
     except REFUSALS as e:
         if "in rewrite pass" in str(e):  # the rewriter rejecting the search's own mask is a bug, not a refusal
             raise

@@ -22,9 +22,9 @@ from onnx import helper, shape_inference
 from torch import nn
 from torch.nn import functional as F
 
+from devkit.thirdparty import export
 from smart_onnx.executor import Executor
 from smart_onnx.model import iter_graphs, normalize
-from tools.thirdparty import export
 
 __all__ = [
     "ARCHITECTURES",

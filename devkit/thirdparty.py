@@ -5,7 +5,7 @@ network access needed. Wheels are unpacked under the cache directory (env
 ``SMART_ONNX_CACHE``, default ``~/.cache/smart-onnx``); PyTorch checkpoints are
 exported to ONNX there once. Every function is idempotent: a second call reads the cache.
 
-    python -m tools.thirdparty            # fetch and prepare every model, print the paths
+    python -m devkit.thirdparty            # fetch and prepare every model, print the paths
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A CRNN-like text-line recognizer with random weights, exported to ONNX: the memory benchmark's sequence model.
 
-    python -m tools.crnn --out /tmp/crnn                      # crnn.onnx + crnn_calib.npz (51 samples)
-    python -m tools.crnn --out /tmp/crnn --classes 97 --samples 510
+    python -m devkit.crnn --out /tmp/crnn                      # crnn.onnx + crnn_calib.npz (51 samples)
+    python -m devkit.crnn --out /tmp/crnn --classes 97 --samples 510
 
 The shape of the models users prune for OCR (issue 13: a 2.7M-weight CTC recognizer, output [N, T, C]):
 conv + BatchNorm + ReLU blocks on a 1x32xW grayscale line, pooling the height from 32 to 1 while the

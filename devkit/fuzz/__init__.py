@@ -1,0 +1,1 @@
+"""Random architectures and the fuzz case that prunes them (tests/fuzz runs a few, tools/soak many)."""
