@@ -3,6 +3,11 @@
 ``SmartOnnxError`` and its subclasses are user-fixable problems: the CLI prints
 ``str(e)`` as one line and exits 2. ``InternalError`` is a bug in smart-onnx and
 deliberately does not subclass ``SmartOnnxError``, so it keeps its traceback.
+
+The library speaks in parameters, never in command-line flags: a message names the
+parameter at fault in backquotes (``"`std` has a zero value"``) and the error lists
+it in ``parameters``. The CLI turns those names into its flags, in one place
+(``smart_onnx.cli.main.FLAGS``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ __all__ = [
 
 
 class SmartOnnxError(Exception):
-    """A problem the user can fix; ``str(e)`` is one sentence naming what is at fault."""
+    """A problem the user can fix; ``str(e)`` is one sentence naming what is at fault.
+
+    Args:
+        message: the sentence; a parameter it names is written in backquotes, e.g. ```input_shapes```.
+        parameters: the API parameters the message names that way, for the CLI to show as flags.
+    """
+
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.parameters = tuple(parameters)
 
 
 class ModelLoadError(SmartOnnxError):

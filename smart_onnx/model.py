@@ -377,11 +377,12 @@ def resolve_input_shapes(
     specs = {s.name: s for s in model.inputs}
     for name, shape in overrides.items():
         if name not in specs:
-            raise GraphError(f"--input-shape names {name!r}, but the model's inputs are {sorted(specs)}")
+            raise GraphError(f"`input_shapes` names {name!r}, but the model's inputs are {sorted(specs)}",
+                             parameters=("input_shapes",))
         if specs[name].rank and len(shape) != specs[name].rank:
             raise GraphError(
-                f"--input-shape gives {name!r} rank {len(shape)}, but the model declares "
-                f"{list(specs[name].shape)}"
+                f"`input_shapes` gives {name!r} rank {len(shape)}, but the model declares "
+                f"{list(specs[name].shape)}", parameters=("input_shapes",)
             )
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs.values():
@@ -397,8 +398,7 @@ def resolve_input_shapes(
             else:
                 raise GraphError(
                     f"input {spec.name!r} has symbolic dim {d!r} at axis {axis} "
-                    f"(shape {list(spec.shape)}); give it with --input-shape {spec.name}:"
-                    + "x".join(str(x) if isinstance(x, int) and x > 0 else "N" for x in spec.shape)
+                    f"(shape {list(spec.shape)}); give its shape in `input_shapes`", parameters=("input_shapes",)
                 )
         shapes[spec.name] = tuple(dims)
     return shapes

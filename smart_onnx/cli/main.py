@@ -27,6 +27,32 @@ _COMMANDS = {
 }
 
 
+# The library names the parameter at fault (SmartOnnxError.parameters, written `name` in the message);
+# here, and only here, a parameter becomes the flag that sets it. A parameter with no flag keeps its name.
+FLAGS = {
+    "input_shapes": "--input-shape",
+    "mean": "--mean",
+    "std": "--std",
+    "sparsity": "--sparsity",
+    "block": "--block",
+    "nm": "--nm",
+    "mode": "--mode",
+    "target": "--target",
+    "reference": "--reference",
+    "output_roles": "--output-role",
+    "label_output": "--label-output",
+}
+
+
+def user_message(error: SmartOnnxError) -> str:
+    """``str(error)`` on one line, each parameter it names (`name`) shown as the CLI flag that sets it."""
+    message = " ".join(str(error).split())
+    for parameter in getattr(error, "parameters", ()):
+        if parameter in FLAGS:
+            message = message.replace(f"`{parameter}`", FLAGS[parameter])
+    return message
+
+
 class UserError(click.ClickException):
     """A SmartOnnxError shown as ``Error: <one line>`` with exit code 2."""
 
@@ -54,7 +80,7 @@ class SmartOnnxGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SmartOnnxError as e:
-            raise UserError(" ".join(str(e).split())) from e
+            raise UserError(user_message(e)) from e
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing was written.", err=True)
             sys.exit(130)

@@ -46,7 +46,8 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
         return None
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
-        raise DataError(f"image size must be one positive int or (height, width), got {image_size!r}")
+        raise DataError(f"`image_size` must be one positive int or (height, width), got {image_size!r}",
+                        parameters=("image_size",))
     return size  # type: ignore[return-value]
 
 
@@ -73,7 +74,8 @@ def image_layout(spec: InputSpec, image_size: int | Sequence[int] | None = None)
     size = _size(image_size)
     fixed = all(isinstance(d, int) and d > 0 for d in dims)
     if size is None and not fixed:
-        raise DataError(f"{what} has a symbolic height or width; give the image size (--image-size HxW)")
+        raise DataError(f"{what} has a symbolic height or width; give the image size (`image_size`, height x width)",
+                        parameters=("image_size",))
     if size is not None and any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, size)):
         raise DataError(f"{what} fixes height x width, but an image size of {size[0]}x{size[1]} was given")
     height, width = size if size is not None else (int(dims[0]), int(dims[1]))
@@ -85,7 +87,8 @@ def _per_channel(values: Sequence[float] | None, default: float, channels: int, 
         return np.full(channels, default, np.float32)
     array = np.asarray(values, dtype=np.float32).reshape(-1)
     if array.size not in (1, channels):
-        raise DataError(f"--{name} has {array.size} values, expected 1 or {channels} (one per channel)")
+        raise DataError(f"`{name}` has {array.size} values, expected 1 or {channels} (one per channel)",
+                        parameters=(name,))
     return np.broadcast_to(array, (channels,))
 
 
@@ -125,7 +128,7 @@ def load_images(
     mean_c = _per_channel(mean, 0.0, layout.channels, "mean")
     std_c = _per_channel(std, 1.0, layout.channels, "std")
     if not np.all(std_c != 0):
-        raise DataError(f"--std has a zero value ({list(std_c)}), which cannot normalise")
+        raise DataError(f"`std` has a zero value ({list(std_c)}), which cannot normalise", parameters=("std",))
     out = np.empty((len(files), layout.height, layout.width, layout.channels), np.float32)
     for i, path in enumerate(files):
         out[i] = _decode(path, layout)

@@ -133,8 +133,10 @@ def load_dataset(
         raise DataError(f"the model has no runtime inputs, so there is nothing to feed the data in {path} to")
     listing = list_data(path)
     source = str(path)
-    if listing.kind != IMAGE and (mean is not None or std is not None or image_size is not None):
-        raise DataError(f"--mean, --std and --image-size apply to images, but {source} holds {listing.kind} files")
+    given = tuple(n for n, v in (("mean", mean), ("std", std), ("image_size", image_size)) if v is not None)
+    if listing.kind != IMAGE and given:
+        names = " and ".join(f"`{n}`" for n in given)
+        raise DataError(f"{names} apply to images, but {source} holds {listing.kind} files", parameters=given)
     if listing.kind == NPZ:
         dataset = _load_npz(listing, inputs, source)
     elif listing.kind == NPY:

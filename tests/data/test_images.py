@@ -76,7 +76,7 @@ def test_symbolic_size_resizes_to_image_size(tmp_path: Path) -> None:
     [
         (("N", 3, "H", "W"), np.float32, None, "symbolic height or width; give the image size"),
         (("N", 3, 6, 8), np.float32, (6, 9), "fixes height x width, but an image size of 6x9"),
-        (("N", 3, 6, 8), np.float32, (6, 0), "image size must be"),
+        (("N", 3, 6, 8), np.float32, (6, 0), "`image_size` must be"),
         (("N", 3, 6, 8), np.int64, None, "not an image input"),
         (("N", 6, 8), np.float32, None, "not an image input"),
         (("N", 4, 6, 8), np.float32, None, "no channel axis of 1 or 3"),
@@ -103,7 +103,7 @@ def test_images_for_a_multi_input_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("option", "match"),
-    [({"mean": [0.1, 0.2]}, "--mean has 2 values, expected 1 or 3"), ({"std": [1.0, 0.0, 1.0]}, "--std has a zero")],
+    [({"mean": [0.1, 0.2]}, "`mean` has 2 values, expected 1 or 3"), ({"std": [1.0, 0.0, 1.0]}, "`std` has a zero")],
 )
 def test_bad_normalisation(tmp_path: Path, option: dict, match: str) -> None:
     _save(tmp_path / "a.png", (0, 0, 0))
