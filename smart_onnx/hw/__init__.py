@@ -2,7 +2,7 @@
 
 Imports onnx and numpy only: never torch, the search or the rewriter (``smart-onnx check``
 and ``targets`` start without them). How a profile constrains the search lives in
-:mod:`smart_onnx.search_constraints`.
+:mod:`smart_onnx.modes`.
 """
 
 from __future__ import annotations

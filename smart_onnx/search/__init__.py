@@ -1,14 +1,8 @@
 """SMART search: the differentiable top-k, pruning units and spaces, the search loop and baselines."""
 
-from smart_onnx.search.search import (
-    METHODS,
-    SearchConfig,
-    SearchResult,
-    StepInfo,
-    UnitConstraints,
-    achieved_sparsity,
-    run_search,
-)
+from smart_onnx.search.config import METHODS, SearchConfig, UnitConstraints
+from smart_onnx.search.ranking import GlobalRanking, GroupedRanking, Ranking, achieved_sparsity, harden_to_target
+from smart_onnx.search.search import SearchResult, StepInfo, run_search
 from smart_onnx.search.soft_topk import (
     SoftTopK,
     hard_topk,
@@ -25,13 +19,17 @@ __all__ = [
     "BlockSpace",
     "BlockUnits",
     "ChannelSpace",
+    "GlobalRanking",
+    "GroupedRanking",
     "NMSpace",
     "PruningSpace",
+    "Ranking",
     "SearchConfig",
     "SearchResult",
     "StepInfo",
     "UnitConstraints",
     "achieved_sparsity",
+    "harden_to_target",
     "parse_block",
     "run_search",
     "ChannelTarget",

@@ -8,6 +8,9 @@ SMART (``method="smart"``), following DESIGN.md:
 2. harden: the exact top-K of the scores under the costs (and the caller's constraints);
 3. fine-tune: weights trained with the hard mask fixed.
 
+How scores become masks (one global ranking, or N of every M) is the :class:`Ranking`
+the caller passes (see search/ranking.py); this module never asks which mode it runs.
+
 Baselines (``magnitude``, ``uniform``, ``random``) take their hard mask from fixed scores
 and fine-tune for ``steps + finetune_steps``, the same number of weight updates.
 Training is distillation to the dense model's outputs (plus cross-entropy with labels).
@@ -27,21 +30,21 @@ import torch
 
 from smart_onnx.data import Dataset
 from smart_onnx.data.augment import AUGMENT_BELOW, ImageAugmenter
-from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.graph.features import feature_points
 from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps
+from smart_onnx.search.config import SearchConfig
+from smart_onnx.search.ranking import Ranking, SoftMask
 from smart_onnx.search.refit import refit_layers
 from smart_onnx.search.schedule import ExponentialTemperature
-from smart_onnx.search.soft_topk import hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
-from smart_onnx.search.space import NMSpace, PruningSpace
+from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.stats import activation_stats
 from smart_onnx.search.trainer import Trainer
 
-__all__ = ["METHODS", "SearchConfig", "SearchResult", "StepInfo", "UnitConstraints", "achieved_sparsity", "run_search"]
+__all__ = ["SearchResult", "StepInfo", "run_search"]
 
 log = logging.getLogger(__name__)
 
@@ -49,78 +52,6 @@ log = logging.getLogger(__name__)
 REPLAN_AFTER = 5
 # The fewest samples a validation split (and what remains to train on) may have; below, no early stopping.
 MIN_VALIDATION = 8
-
-METHODS = ("smart", "magnitude", "uniform", "random")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Knobs of one search; the defaults are what ``smart-onnx prune`` uses."""
-
-    sparsity: float | None = 0.5  # None: not given (prune then takes the N:M pattern's, or refuses)
-    budget: str = "params"  # or "macs"
-    method: str = "smart"
-    # None: chosen from the data's size and capped by time_budget (see search/budget.py).
-    steps: int | None = None
-    finetune_steps: int | None = None
-    batch_size: int = 32
-    lr: float = 3e-4
-    score_lr: float = 0.05
-    tau_start: float = 1.0
-    tau_end: float = 0.01
-    label_weight: float = 1.0
-    distill_temperature: float = 4.0  # see distillation_loss
-    stats_batches: int = 4
-    score_layer_norm: float = 0.5  # see PruningSpace.initial_scores
-    seed: int = 0
-    device: str = "cpu"
-    time_budget: float | None = 600.0  # seconds for the whole search; None: no cap
-    feature_weight: float = 1.0  # internal-feature distillation (0: outputs only); see Trainer
-    feature_points: int = 8
-    augment: bool | None = None  # None: on for image inputs below data.augment.AUGMENT_BELOW samples
-    validation: float = 0.1  # calibration fraction held out for early stopping of the fine-tune (0: none)
-    refit: bool = True  # closed-form ridge refit of the kept weights after hardening (search/refit.py)
-    refit_ridge: float = 0.01
-    refit_samples: int = 256
-    patience: int = 5  # held-out checks without improvement before the fine-tune stops
-
-    def __post_init__(self) -> None:
-        # Checked here, so a bad option fails before any model is loaded.
-        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
-            raise ConstraintError(f"--sparsity must be in [0, 1), got {self.sparsity}")
-        for name in ("lr", "score_lr", "tau_start", "tau_end", "distill_temperature"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConstraintError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        if self.tau_end > self.tau_start:
-            raise ConstraintError(f"the temperature must decay: tau-end {self.tau_end} > tau-start {self.tau_start}")
-        if self.method not in METHODS:
-            raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
-        if self.budget not in ("params", "macs"):
-            raise ConstraintError(f"unknown budget {self.budget!r}; choose params or macs")
-        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1:
-            raise ConstraintError("steps and fine-tune steps must be >= 0 and the batch size >= 1")
-        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
-            raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
-        if not 0.0 <= self.validation < 1.0 or self.feature_weight < 0 or self.feature_points < 0:
-            raise ConstraintError("the validation fraction must be in [0, 1), feature weight and points >= 0")
-
-
-@dataclass(frozen=True)
-class UnitConstraints:
-    """What the hard mask must respect.
-
-    Attributes:
-        keep: units that must be kept (e.g. layers the target runs dense).
-        group_min_keep: per group (``space.unit_group``) the least cost that must stay.
-        adjust: applied to every hard mask with the scores it came from, e.g. rounding each
-            group's kept channel count to the target's alignment; the sparsity search
-            sees the adjusted masks, so the budget is met after adjustment.
-    """
-
-    keep: torch.Tensor | None = None
-    group_min_keep: torch.Tensor | None = None
-    adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +70,7 @@ class StepInfo:
 class SearchResult:
     """The hard mask, the trained weights and the curves."""
 
-    keep: torch.Tensor | list[torch.Tensor]
+    keep: torch.Tensor  # bool [space.num_units], in every mode
     weights: dict[str, np.ndarray]
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -152,11 +83,10 @@ Progress = Callable[[StepInfo], None]
 
 def run_search(
     executor: Executor,
-    space: PruningSpace | NMSpace,
+    ranking: Ranking,
     data: Dataset,
     config: SearchConfig,
     *,
-    constraints: UnitConstraints | None = None,
     progress: Progress | None = None,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
@@ -165,10 +95,10 @@ def run_search(
 
     Args:
         executor: the model to prune; its weights are trained in place.
-        space: the units (block, channel or N:M).
+        ranking: the units (``ranking.space``: block, channel or N:M) and how their scores
+            become masks, under its constraints (e.g. ``GlobalRanking(space, constraints)``).
         data: calibration data (labels optional).
         config: sparsity, budget kind, method, steps, learning rates, seed, device.
-        constraints: forced keeps and per-group minimums for the hard mask.
         progress: called after every optimisation step.
         outputs: the roles of the model's outputs (None: inferred from the graph).
         label_output: the class output the data's labels belong to (None: the single class
@@ -183,6 +113,7 @@ def run_search(
         DataError: the data has labels and several class outputs could take them.
     """
     begin = time.perf_counter()
+    space = ranking.space
     torch.manual_seed(config.seed)
     executor.to(config.device)
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
@@ -205,17 +136,10 @@ def run_search(
         deadline = begin + config.time_budget * TRAIN_SHARE
         search_share = config.steps / max(1, config.steps + config.finetune_steps) if config.method == "smart" else 0.0
         search_deadline = start + max(0.0, deadline - start) * search_share
-    if isinstance(space, NMSpace):
-        keep = _search_nm(space, trainer, stats, config, result, progress, search_deadline)
-    else:
-        keep = _search_units(space, trainer, stats, config, constraints or UnitConstraints(), result, progress,
-                             search_deadline)
-    result.keep = keep
+    result.keep = _search_mask(ranking, trainer, stats, config, result, progress, search_deadline)
     result.seconds["search"] = time.perf_counter() - start
 
-    device = trainer.device
-    hard = [k.to(device, torch.float32) for k in keep] if isinstance(keep, list) else keep.to(device, torch.float32)
-    transforms = space.transforms(hard)
+    transforms = space.transforms(result.keep.to(trainer.device, torch.float32))
     if config.refit:
         start = time.perf_counter()
         result.training["refit"] = _refit(trainer, space, transforms, config, progress, deadline)
@@ -234,7 +158,7 @@ class _OutOfTime(Exception):
     """Raised from the refit's progress callback to end it at the time budget."""
 
 
-def _refit(trainer: Trainer, space: PruningSpace | NMSpace, transforms: Transforms, config: SearchConfig,
+def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config: SearchConfig,
            progress: Progress | None, deadline: float | None) -> dict[str, Any]:
     """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py).
 
@@ -265,7 +189,7 @@ def _refit(trainer: Trainer, space: PruningSpace | NMSpace, transforms: Transfor
     }
 
 
-def _trainer(executor: Executor, space: PruningSpace | NMSpace, data: Dataset, config: SearchConfig,
+def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,
              outputs: Sequence[OutputInfo], label_output: str | None) -> Trainer:
     """The trainer with this run's features, augmentation and validation split."""
     train, validation = data, None
@@ -347,93 +271,9 @@ def _finetune(trainer: Trainer, transforms: Transforms, steps: int, config: Sear
     return stopped
 
 
-def _fixed_scores(space: PruningSpace, executor: Executor, config: SearchConfig) -> torch.Tensor:
-    weights = dict(executor.weights.named_weights())
-    if config.method == "random":
-        return torch.rand(space.num_units, generator=torch.Generator().manual_seed(config.seed))
-    return space.magnitude_scores(weights)
-
-
-def _harden(
-    space: PruningSpace, scores: torch.Tensor, costs: torch.Tensor, keep_fraction: float, method: str,
-    constraints: UnitConstraints,
-) -> torch.Tensor:
-    """Hard mask keeping ``keep_fraction`` of the unit cost: globally, or per layer/group for ``uniform``."""
-    keep = _harden_unadjusted(space, scores, costs, keep_fraction, method, constraints)
-    return constraints.adjust(keep, scores) if constraints.adjust else keep
-
-
-def _harden_unadjusted(
-    space: PruningSpace, scores: torch.Tensor, costs: torch.Tensor, keep_fraction: float, method: str,
-    constraints: UnitConstraints,
-) -> torch.Tensor:
-    group = space.unit_group if constraints.group_min_keep is not None else None
-    if method != "uniform":
-        return hard_topk(scores.cpu(), costs, keep_fraction * float(costs.sum()), keep=constraints.keep,
-                         group=group, group_min_keep=constraints.group_min_keep)
-    keep = torch.zeros(space.num_units, dtype=torch.bool)
-    for g in range(len(space.group_names)):
-        sel = (space.unit_group == g).nonzero().flatten()
-        one_group = constraints.group_min_keep is not None
-        keep[sel] = hard_topk(
-            scores[sel].cpu(), costs[sel], keep_fraction * float(costs[sel].sum()),
-            keep=None if constraints.keep is None else constraints.keep[sel],
-            group=torch.zeros(len(sel), dtype=torch.long) if one_group else None,
-            group_min_keep=constraints.group_min_keep[g:g + 1] if one_group else None,
-        )
-    return keep
-
-
-def achieved_sparsity(space: PruningSpace, keep: torch.Tensor, budget: str) -> float:
-    """Exact fraction of the prunable weights (or MACs) a hard mask removes."""
-    kept, total = space.kept(keep), space.totals()
-    i = 1 if budget == "macs" else 0
-    return 1.0 - kept[i] / total[i] if total[i] > 0 else 0.0
-
-
-def _harden_to_target(
-    space: PruningSpace, scores: torch.Tensor, costs: torch.Tensor, config: SearchConfig,
-    constraints: UnitConstraints, method: str | None = None,
-) -> tuple[torch.Tensor, float]:
-    """The hard mask, and the keep fraction of unit cost, that removes at least the requested sparsity.
-
-    Unit costs can overlap (channel mode), so the keep fraction that meets the target is
-    found by bisection on the exact achieved sparsity; the result removes the requested
-    fraction or slightly more (by less than one unit's cost, up to the overlap).
-    """
-    method = method or config.method
-    lo, hi = 0.0, 1.0  # keep fractions: lo meets the target, hi does not (or is the dense end)
-    best: torch.Tensor | None = None
-    best_frac = 0.0
-    dense = _harden(space, scores, costs, 1.0, method, constraints)
-    if achieved_sparsity(space, dense, config.budget) >= config.sparsity - 1e-12:
-        return dense, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        try:
-            keep = _harden(space, scores, costs, mid, method, constraints)
-        except ConstraintError:  # constraints need more than this budget: move towards dense
-            lo = mid
-            continue
-        if achieved_sparsity(space, keep, config.budget) >= config.sparsity - 1e-12:
-            best, best_frac, lo = keep, mid, mid
-        else:
-            hi = mid
-        if hi - lo < 1e-9:
-            break
-    if best is None:
-        keep = _harden(space, scores, costs, hi, method, constraints)
-        got = achieved_sparsity(space, keep, config.budget)
-        raise ConstraintError(
-            f"the constraints allow at most {got:.1%} sparsity ({config.budget}), less than the requested "
-            f"{config.sparsity:.1%}; lower --sparsity or relax the profile"
-        )
-    return best, best_frac
-
-
 def _joint_search(
     trainer: Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
-    space: PruningSpace | NMSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
+    space: PruningSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
     result: SearchResult, progress: Progress | None, deadline: float | None,
 ) -> None:
     """SMART's structural search: weights and scores trained jointly while tau decays.
@@ -480,48 +320,18 @@ def _joint_search(
             break
 
 
-def _search_units(
-    space: PruningSpace, trainer: Trainer, stats, config: SearchConfig, constraints: UnitConstraints,
-    result: SearchResult, progress: Progress | None, deadline: float | None,
-) -> torch.Tensor:
-    executor = trainer.executor
-    costs = space.costs(config.budget)
-    total = float(costs.sum())
-    if space.num_units == 0 or total <= 0:
-        raise ConstraintError("the model has no prunable units in this mode (every layer or group is frozen or dense)")
-    if config.method != "smart":
-        return _harden_to_target(space, _fixed_scores(space, executor, config), costs, config, constraints)[0]
-
-    weights = dict(executor.weights.named_weights())
-    initial = space.initial_scores(weights, stats, config.score_layer_norm)
-    # The soft budget that, hardened on the initial scores, removes the requested sparsity.
-    budget = _harden_to_target(space, initial, costs, config, constraints, method="smart")[1] * total
-    scores = torch.nn.Parameter(initial.to(trainer.device))
-    costs_dev = costs.to(trainer.device)
-    _joint_search(
-        trainer, [scores], lambda tau: soft_topk(scores, costs_dev, budget, tau), space,
-        lambda p: 1.0 - float((costs_dev * (p.detach() > 0.5)).sum()) / total, config, result, progress, deadline,
-    )
-    return _harden_to_target(space, scores.detach().cpu(), costs, config, constraints)[0]
-
-
-def _search_nm(
-    space: NMSpace, trainer: Trainer, stats, config: SearchConfig, result: SearchResult,
+def _search_mask(
+    ranking: Ranking, trainer: Trainer, stats, config: SearchConfig, result: SearchResult,
     progress: Progress | None, deadline: float | None,
-) -> list[torch.Tensor]:
-    executor = trainer.executor
-    if not space.layers:
-        raise ConstraintError(f"no layer has an input axis of at least M={space.m} weights for N:M pruning")
-    weights = dict(executor.weights.named_weights())
-    if config.method == "random":
-        gen = torch.Generator().manual_seed(config.seed)
-        return [hard_topk_grouped(torch.rand(s.shape, generator=gen), space.n)
-                for s in space.magnitude_scores(weights)]
-    if config.method != "smart":  # magnitude and uniform coincide: N of every M by |w|
-        return [hard_topk_grouped(s, space.n) for s in space.magnitude_scores(weights)]
-    scores = [torch.nn.Parameter(s.to(trainer.device)) for s in space.initial_scores(weights, stats)]
-    _joint_search(
-        trainer, scores, lambda tau: [soft_topk_grouped(s, space.n, tau) for s in scores], space,
-        lambda _: space.sparsity, config, result, progress, deadline,
-    )
-    return [hard_topk_grouped(s.detach().cpu(), space.n) for s in scores]
+) -> torch.Tensor:
+    """The hard mask: from fixed scores (baselines), or SMART's joint search, then the ranking's hardening."""
+    ranking.check(config)
+    weights = dict(trainer.executor.weights.named_weights())
+    if config.method != "smart":
+        return ranking.fixed_mask(weights, config)
+    initial = ranking.space.initial_scores(weights, stats, config.score_layer_norm)
+    soft: SoftMask = ranking.soft_mask(initial, config, trainer.device)
+    scores = torch.nn.Parameter(initial.to(trainer.device))
+    _joint_search(trainer, [scores], lambda tau: soft.mask(scores, tau), ranking.space, soft.sparsity, config,
+                  result, progress, deadline)
+    return ranking.harden(scores.detach().cpu(), config)

@@ -304,10 +304,13 @@ class ChannelSpace(PruningSpace):
 # --------------------------------------------------------------------------- N:M
 
 
-class NMSpace:
-    """N:M groups along each layer's input axis; every group keeps exactly N of M."""
+class NMSpace(PruningSpace):
+    """N:M groups along each layer's input axis; every group keeps exactly N of M.
 
-    masks_activations = False
+    A unit is one weight of a group. Units are numbered layer after layer, each layer's
+    ``[G, M]`` groups flattened row by row, so a mask is one flat vector as in every space;
+    :meth:`per_layer` gives back each layer's ``[G, M]`` view for the per-group top-k.
+    """
 
     def __init__(self, layers: Sequence[PrunableLayer], n: int, m: int) -> None:
         if not 0 < n < m:
@@ -320,6 +323,11 @@ class NMSpace:
                 continue
             seen.add(layer.weight)
             self.layers.append((layer, NMUnits(layer.weight_shape, n, m, layer.in_axis)))
+        sizes = [units.num_units for _, units in self.layers]
+        self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.num_units = sum(sizes)
+        self.group_names = [layer.name for layer, _ in self.layers]
+        self.unit_group = _unit_groups(sizes)
 
     @property
     def sparsity(self) -> float:
@@ -327,31 +335,55 @@ class NMSpace:
 
     @property
     def scored_layers(self) -> tuple[PrunableLayer, ...]:
-        """The layers whose weights the scores read: those ``activation_stats`` must measure."""
         return tuple(layer for layer, _ in self.layers)
 
-    def initial_scores(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> list[torch.Tensor]:
-        """Per layer [G, M] scores: log of |w| times activation RMS, standardised per layer."""
-        out = []
+    def per_layer(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's ``[G, M]`` view of a flat per-unit vector (views: gradients flow back to ``flat``)."""
+        return [flat[start:start + units.num_units].view(units.num_groups, self.m)
+                for start, (_, units) in zip(self._starts, self.layers)]
+
+    def _flat(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.reshape(-1) for p in parts]) if parts else torch.zeros(0)
+
+    def costs(self, kind: str) -> torch.Tensor:
+        parts = []
         for layer, units in self.layers:
-            imp = _importance(weights[layer.weight], layer, stats)
-            out.append(_standardise(torch.log(units.to_groups(imp) + 1e-30)).float())
-        return out
+            per = (layer.macs or 0) / math.prod(layer.weight_shape) if kind == "macs" else 1.0
+            parts.append(torch.full((units.num_units,), float(per), dtype=torch.float64))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
-    def magnitude_scores(self, weights: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        return [units.to_groups(weights[layer.weight].detach().abs()).float() for layer, units in self.layers]
+    def kept(self, keep: torch.Tensor) -> tuple[float, float]:
+        """(weights, MACs) of the grouped weights a hard mask keeps (a ragged tail, in no group, is not counted)."""
+        k = keep.cpu().bool()
+        return float(self.costs("params")[k].sum()), float(self.costs("macs")[k].sum())
 
-    def transforms(self, masks: Sequence[torch.Tensor]) -> Transforms:
+    def unit_importance(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
+        return self._flat([units.to_groups(_importance(weights[layer.weight], layer, stats))
+                           for layer, units in self.layers]).double()
+
+    def initial_scores(
+        self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None, layer_norm: float = 0.5
+    ) -> torch.Tensor:
+        """Log of |w| times activation RMS, standardised per layer (each group ranks only its own M weights,
+        so ``layer_norm`` has nothing to balance and is not used)."""
+        return self._flat([_standardise(torch.log(units.to_groups(_importance(weights[layer.weight], layer, stats))
+                                                  + 1e-30)).float() for layer, units in self.layers])
+
+    def magnitude_scores(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._flat([units.to_groups(weights[layer.weight].detach().abs()).float()
+                           for layer, units in self.layers])
+
+    def transforms(self, mask: torch.Tensor) -> Transforms:
         out: Transforms = {}
-        for (layer, units), mask in zip(self.layers, masks):
-            element_mask = units.expand(mask)
+        for (layer, units), group_mask in zip(self.layers, self.per_layer(mask)):
+            element_mask = units.expand(group_mask)
             out[layer.weight] = lambda w, em=element_mask: w * em.to(w)
         return out
 
-    def export(self, keeps: Sequence[torch.Tensor]) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
-        """Hard masks -> element-level block masks (block 1x1...) for ``apply_block_masks``."""
+    def export(self, keep: torch.Tensor) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+        """Hard mask -> element-level block masks (block 1x1...) for ``apply_block_masks``."""
         out = {}
-        for (layer, units), keep in zip(self.layers, keeps):
-            grid = units.expand(keep.to(torch.float32)).cpu().numpy() > 0.5
+        for (layer, units), group_keep in zip(self.layers, self.per_layer(keep)):
+            grid = units.expand(group_keep.to(torch.float32)).cpu().numpy() > 0.5
             out[layer.weight] = (grid, (1,) * len(layer.weight_shape))
         return out

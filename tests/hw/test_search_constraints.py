@@ -26,9 +26,10 @@ from smart_onnx.hw import (
     profile_from_dict,
 )
 from smart_onnx.model import OnnxModel
+from smart_onnx.modes.block import block_constraints
+from smart_onnx.modes.channel import align_channel_keep, channel_constraints, min_kept_channels
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
-from smart_onnx.search import BlockSpace, ChannelSpace, NMSpace, hard_topk
-from smart_onnx.search_constraints import align_channel_keep, min_kept_channels, unit_constraints
+from smart_onnx.search import BlockSpace, ChannelSpace, hard_topk
 from tests.hw import INPUT, small_cnn
 
 NPU_BLOCK = load_profile("npu-block")
@@ -86,7 +87,7 @@ def test_block_shapes_and_nm_layers_leave_dense_layers_out() -> None:
 def test_block_constraints_force_dense_units_and_cap_layer_sparsity(kind: str) -> None:
     _, a = _analysis()
     space = BlockSpace(a.layers, (16, 8, 1, 1))  # built over every layer: the dense one gets forced keeps
-    c = unit_constraints(FIRST_DENSE, space, a, kind=kind)
+    c = block_constraints(FIRST_DENSE, space, a, kind=kind)
     assert c.keep is not None and c.keep.tolist() == (space.unit_group == 0).tolist()
     costs = space.costs(kind)
     per_layer = torch.zeros(3, dtype=torch.float64).index_add_(0, space.unit_group, costs)
@@ -101,9 +102,8 @@ def test_block_constraints_empty_when_nothing_is_forced() -> None:
     _, a = _analysis()
     profile = profile_from_dict({"name": "t", "ops": {"default": {"blocks": ["16x8"]}}})
     space = BlockSpace(a.layers, block_shapes(profile, a))
-    c = unit_constraints(profile, space)
+    c = block_constraints(profile, space)
     assert c.keep is None and c.group_min_keep is None
-    assert unit_constraints(load_profile("npu-2to4"), NMSpace(a.layers, 2, 4)) == type(c)()
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_channel_minimum_is_the_cost_of_the_most_expensive_channels() -> None:
     model, a = _analysis()
     space = _channel_space(model, a)
     assert [g.channels for g in space.groups] == [32, 32]  # fc's group feeds the output: frozen, no units
-    c = unit_constraints(NPU_CHANNEL, space)
+    c = channel_constraints(NPU_CHANNEL, space)
     assert c.keep is None
     costs = space.costs("params")
     for i in range(2):
@@ -134,7 +134,7 @@ def test_channel_minimum_takes_the_larger_of_sparsity_cap_and_channel_count() ->
     model, a = _analysis()
     space = _channel_space(model, a)
     capped = profile_from_dict({"name": "t", "max_layer_sparsity": 0.25, "min_channels": 2})
-    c = unit_constraints(capped, space)
+    c = channel_constraints(capped, space)
     totals = torch.zeros(2, dtype=torch.float64).index_add_(0, space.unit_group, space.costs("params"))
     torch.testing.assert_close(c.group_min_keep, 0.75 * totals)
 
@@ -174,7 +174,7 @@ def test_hardened_block_mask_under_npu_block_passes_check() -> None:
     model, a = _analysis()
     shapes = block_shapes(NPU_BLOCK, a)
     space = BlockSpace([lay for lay in a.layers if lay.name in shapes], shapes)
-    c = unit_constraints(NPU_BLOCK, space, a)
+    c = block_constraints(NPU_BLOCK, space, a)
     costs = space.costs("params")
     keep = hard_topk(_scores(space.num_units), costs, 0.3 * float(costs.sum()), keep=c.keep,
                      group=space.unit_group, group_min_keep=c.group_min_keep)
@@ -188,7 +188,7 @@ def test_hardened_block_mask_under_npu_block_passes_check() -> None:
 def test_hardened_aligned_channel_mask_under_npu_channel_passes_check() -> None:
     model, a = _analysis()
     space = _channel_space(model, a)
-    c = unit_constraints(NPU_CHANNEL, space)
+    c = channel_constraints(NPU_CHANNEL, space)
     costs, scores = space.costs("params"), _scores(space.num_units)
     keep = hard_topk(scores, costs, 0.6 * float(costs.sum()), group=space.unit_group, group_min_keep=c.group_min_keep)
     keep = align_channel_keep(NPU_CHANNEL, space, keep, scores)

@@ -12,9 +12,10 @@ from devkit.zoo import ARCHITECTURES
 from smart_onnx.graph import analyze
 from smart_onnx.hw import block_shapes, check_model, list_profiles, load_profile, nm_layers
 from smart_onnx.model import OnnxModel, normalize, tensor_to_array
+from smart_onnx.modes.block import block_constraints
+from smart_onnx.modes.channel import align_channel_keep, channel_constraints
 from smart_onnx.rewrite import apply_block_masks, apply_channel_masks
-from smart_onnx.search import BlockSpace, ChannelSpace, NMSpace, hard_topk, hard_topk_grouped
-from smart_onnx.search_constraints import align_channel_keep, unit_constraints
+from smart_onnx.search import BlockSpace, ChannelSpace, GroupedRanking, NMSpace, SearchConfig, hard_topk
 
 EXPORTER = "legacy17"
 
@@ -51,7 +52,7 @@ def test_block_mask_under_npu_block_passes_check(zoo_export, arch: str) -> None:
     analysis = analyze(model)
     shapes = block_shapes(profile, analysis)
     space = BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
-    c = unit_constraints(profile, space, analysis)
+    c = block_constraints(profile, space, analysis)
     costs = space.costs("params")
     keep = hard_topk(_scores(space.num_units), costs, _budget(space, costs, c.group_min_keep, 0.4), keep=c.keep,
                      group=space.unit_group, group_min_keep=c.group_min_keep)
@@ -69,7 +70,7 @@ def test_channel_mask_under_npu_channel_passes_check(zoo_export, arch: str) -> N
                          {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer})
     if space.num_units == 0:
         pytest.skip(f"{arch} has no prunable channel group")
-    c = unit_constraints(profile, space)
+    c = channel_constraints(profile, space)
     costs, scores = space.costs("params"), _scores(space.num_units)
     keep = hard_topk(scores, costs, _budget(space, costs, c.group_min_keep, 0.6), group=space.unit_group,
                      group_min_keep=c.group_min_keep)
@@ -85,8 +86,8 @@ def test_nm_mask_under_npu_2to4_passes_check(zoo_export, arch: str) -> None:
     (n, m), layers = nm_layers(profile, analyze(model))
     space = NMSpace(layers, n, m)
     weights = {t.name: torch.from_numpy(np.array(tensor_to_array(t))) for t in model.graph.initializer}
-    keeps = [hard_topk_grouped(s, n) for s in space.magnitude_scores(weights)]
-    pruned = apply_block_masks(model, space.export(keeps), sparse_format="dense")
+    keep = GroupedRanking(space).harden(space.magnitude_scores(weights), SearchConfig(sparsity=None))
+    pruned = apply_block_masks(model, space.export(keep), sparse_format="dense")
     report = check_model(pruned, profile, reference=model)
     assert report.passed, report.violations
     assert any(lay.pattern == "2:4" for lay in report.layers) == bool(space.layers)

@@ -11,7 +11,7 @@ from smart_onnx.data import Dataset
 from smart_onnx.executor import Executor
 from smart_onnx.graph import analyze, find_prunable_layers
 from smart_onnx.model import copy_proto, iter_graphs, normalize
-from smart_onnx.search import BlockSpace, ChannelSpace, NMSpace, hard_topk_grouped
+from smart_onnx.search import BlockSpace, ChannelSpace, GroupedRanking, NMSpace, SearchConfig
 from smart_onnx.search.refit import refit_layers
 from tests.helpers import make_model
 
@@ -27,9 +27,8 @@ def _setup(zoo_export, arch: str, mode: str, seed: int = 0, samples: int = 48):
         transforms = space.transforms((torch.rand(space.num_units, generator=gen) < 0.5).float())
     elif mode == "nm":
         space = NMSpace(analysis.layers, 2, 4)
-        weights = dict(Executor(model).weights.named_weights())
-        keeps = [hard_topk_grouped(torch.rand(s.shape, generator=gen), 2) for s in space.magnitude_scores(weights)]
-        transforms = space.transforms([k.float() for k in keeps])
+        keep = GroupedRanking(space).harden(torch.rand(space.num_units, generator=gen), SearchConfig(sparsity=None))
+        transforms = space.transforms(keep.float())
     else:
         shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
         space = ChannelSpace(analysis, analysis.groups, shapes)

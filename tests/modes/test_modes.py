@@ -1,0 +1,99 @@
+"""The pruning-mode protocol: one resolution step, one hard-mask type, the registry matches the profile format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smart_onnx.data import Dataset
+from smart_onnx.errors import ConstraintError
+from smart_onnx.executor import Executor
+from smart_onnx.graph import analyze
+from smart_onnx.hw import RULES, load_profile
+from smart_onnx.hw.constraints import MODES as PROFILE_MODES
+from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
+from smart_onnx.search import NMSpace, SearchConfig, achieved_sparsity, run_search
+from tests.hw import INPUT, small_cnn
+
+REQUESTS = {
+    "block": ModeRequest(mode="block", block=(4, 4, 1, 1), sparsity=0.5),
+    "channel": ModeRequest(mode="channel", sparsity=0.5),
+    "nm": ModeRequest(mode="nm"),
+}
+
+
+def _mode(name: str, **kw):
+    model = small_cnn()
+    request = ModeRequest(**{**REQUESTS[name].__dict__, **kw})
+    return model, build_mode(request, analyze(model, INPUT), model)
+
+
+def test_registered_modes_are_the_ones_a_profile_can_name() -> None:
+    assert set(MODES) == set(PROFILE_MODES)
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_every_mode_states_rules_the_checker_knows(name: str) -> None:
+    _, mode = _mode(name)
+    assert mode.name == name and mode.checker_rules and set(mode.checker_rules) <= set(RULES)
+
+
+@pytest.mark.parametrize("name", MODES)
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_the_hard_mask_is_one_flat_bool_tensor_in_every_mode(name: str, method: str) -> None:
+    model, mode = _mode(name)
+    weights = dict(Executor(model).weights.named_weights())
+    keep = mode.ranking.fixed_mask(weights, SearchConfig(sparsity=mode.sparsity, method=method))
+    assert keep.dtype == torch.bool and keep.shape == (mode.space.num_units,)
+    assert set(mode.space.transforms(keep.float())) <= {t.name for t in model.graph.initializer}
+    assert mode.sparsity_summary(keep, mode.sparsity)["achieved_params"] >= mode.sparsity - 1e-9
+    pruned = mode.rewrite(model, keep, sparse_format="dense")
+    assert pruned.num_weights() <= model.num_weights()
+
+
+def test_nm_flat_mask_is_each_layers_groups_in_order() -> None:
+    model = small_cnn()
+    space = NMSpace(analyze(model, INPUT).layers, 2, 4)
+    flat = torch.arange(space.num_units, dtype=torch.float32)
+    views = space.per_layer(flat)
+    assert [tuple(v.shape) for v in views] == [(u.num_groups, 4) for _, u in space.layers]
+    assert torch.equal(torch.cat([v.reshape(-1) for v in views]), flat)
+    keep = torch.zeros(space.num_units, dtype=torch.bool)
+    keep[::2] = True  # the first and third of every 4
+    assert achieved_sparsity(space, keep, "params") == pytest.approx(space.sparsity)
+
+
+@pytest.mark.parametrize(("request_", "match"), [
+    (ModeRequest(mode="diagonal", sparsity=0.5), "unknown mode 'diagonal'"),
+    (ModeRequest(mode="block"), "sparsity is required in block mode"),
+    (ModeRequest(mode="channel"), "sparsity is required in channel mode"),
+    (ModeRequest(mode="block", target=load_profile("npu-channel"), sparsity=0.5), "allows no block pattern"),
+])
+def test_requests_refused_before_any_model_work(request_: ModeRequest, match: str) -> None:
+    with pytest.raises(ConstraintError, match=match):
+        check_request(request_)
+
+
+def test_the_target_picks_the_mode_and_its_pattern() -> None:
+    assert check_request(ModeRequest(target=load_profile("npu-2to4"))) == "nm"
+    assert check_request(ModeRequest(sparsity=0.5)) == "block"
+    _, mode = _mode("nm", mode=None, target=load_profile("npu-2to4"))
+    assert mode.pattern() == {"block": None, "nm": [2, 4]} and mode.sparsity == 0.5
+    with pytest.raises(ConstraintError, match="contradicts"):
+        _mode("nm", sparsity=0.3)
+    with pytest.raises(ConstraintError, match="not allowed by target"):
+        _mode("block", target=load_profile("npu-block"), block=(3, 3, 1, 1))
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(name: str) -> None:
+    model, mode = _mode(name)
+    data = Dataset({"x": np.random.default_rng(0).standard_normal((16, 8, 6, 6)).astype(np.float32)})
+    config = SearchConfig(sparsity=mode.sparsity, steps=3, finetune_steps=2, batch_size=8, time_budget=None)
+    result = run_search(Executor(model), mode.ranking, data, config)
+    assert result.keep.dtype == torch.bool and result.keep.shape == (mode.space.num_units,)
+    assert mode.sparsity_summary(result.keep, mode.sparsity)["achieved_params"] >= mode.sparsity - 1e-9
+    assert len(result.history["loss"]) == 3 and len(result.history["finetune_loss"]) <= 2
+    assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
+    assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
