@@ -20,10 +20,10 @@ import torch
 
 from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset
-from smart_onnx.errors import RewriteError
 from smart_onnx.eval.compare import layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
-from smart_onnx.eval.ort import evaluate, make_session, run_model
+from smart_onnx.eval.ort import evaluate, make_session
+from smart_onnx.eval.verify import RewriteCheck, check_rewrite
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
 from smart_onnx.hw import Profile, check_model, record_original
@@ -36,9 +36,6 @@ from smart_onnx.search import SearchConfig, StepInfo, run_search
 __all__ = ["MODES", "PruneOptions", "PruneOutcome", "prune", "save_report"]
 
 log = logging.getLogger(__name__)
-
-# Exported model vs the masked torch model it came from (DESIGN: 1e-4 relative).
-EXPORT_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def prune(
     Raises:
         ConstraintError: impossible sparsity or mode, nothing prunable, a bad output-role override.
         DataError: labels that several class outputs could take, or a label output that is not a class output.
-        RewriteError: the exported model does not reproduce the masked torch model.
+        RewriteError: the rewritten model does not reproduce the masked original in onnxruntime.
     """
     cfg = options.search
     request = ModeRequest(mode=options.mode, block=options.block, nm=options.nm, target=options.target,
@@ -126,7 +123,7 @@ def prune(
     pruned = mode.rewrite(trained, result.keep, sparse_format=options.sparse_format)
     session = make_session(pruned)  # one onnxruntime session: export check here, eval below
     transforms = mode.space.transforms(result.keep.float())
-    export_error = _verify_export(executor, transforms, session, holdout or calibration)
+    export_check = _verify_export(executor, transforms, trained, session, holdout or calibration)
     if options.target is not None:
         record_original(pruned.proto, model)
     seconds["export"] = time.perf_counter() - start
@@ -148,7 +145,8 @@ def prune(
                           for g in analysis.frozen_groups],
         "outputs": [o.to_dict() for o in outputs],
         "label_output": labelled,
-        "export_relative_error": export_error,
+        "export_relative_error": export_check.error,
+        "export_check": export_check.to_dict(),
         "history": result.history,
     }
     if options.target is not None:
@@ -177,28 +175,18 @@ def prune(
     return PruneOutcome(pruned, report)
 
 
-def _verify_export(executor: Executor, transforms: Mapping[str, Any], session: Any, data: Dataset) -> float:
-    """onnxruntime on the exported model (``session``) must reproduce the masked executor (else nothing is written)."""
+def _verify_export(executor: Executor, transforms: Mapping[str, Any], trained: OnnxModel, session: Any,
+                   data: Dataset) -> RewriteCheck:
+    """onnxruntime on the rewritten model (``session``) must reproduce onnxruntime on ``trained`` with the mask
+    written in as zeros, within the model's own float sensitivity (see :mod:`smart_onnx.eval.verify`)."""
     sample = data.take(min(8, len(data)))
     feeds = {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
     executor.to("cpu")
     with torch.no_grad():
+        zeroed = {n: fn(executor.weights.get(n)).detach().cpu().numpy() for n, fn in transforms.items()}
         expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
                                                        transforms=transforms).items()}
-    got = run_model(session, feeds)
-    worst = 0.0
-    for name, e in expected.items():
-        if not np.issubdtype(e.dtype, np.floating):
-            continue
-        scale = float(np.max(np.abs(e))) or 1.0
-        err = float(np.max(np.abs(got[name].astype(np.float64) - e))) / scale
-        worst = err if not err <= worst else worst  # a NaN error must win, not vanish in max()
-    if not worst <= EXPORT_TOLERANCE:
-        raise RewriteError(
-            f"the rewritten model differs from the masked torch model by {worst:.2g} (relative), more than "
-            f"{EXPORT_TOLERANCE}; nothing was written (this is a smart-onnx bug: please report it)"
-        )
-    return worst
+    return check_rewrite(set_weights(trained, zeroed, validate=False), session, feeds, expected)
 
 
 def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:

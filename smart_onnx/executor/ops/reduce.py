@@ -14,6 +14,7 @@ import torch
 
 from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
+from smart_onnx.executor.ops._ort_sum import ort_order_sum
 from smart_onnx.executor.registry import register
 
 __all__: list[str] = []  # handlers are reached through the registry
@@ -46,11 +47,21 @@ def _extreme(fn: Callable[..., torch.Tensor], empty: float) -> ReduceFn:
     return reduce
 
 
+def _last_axis_float32(x: torch.Tensor, dims: list[int]) -> bool:
+    """A float32 reduction over the last axis alone: summed in onnxruntime's order (see _ort_sum)."""
+    return x.dtype == torch.float32 and dims == [x.dim() - 1] and x.shape[-1] > 0
+
+
 def _sum(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+    if _last_axis_float32(x, dims):
+        out = ort_order_sum(x)
+        return out if keep else out.squeeze(-1)
     return torch.sum(x, dim=dims, keepdim=keep)
 
 
 def _mean(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
+    if _last_axis_float32(x, dims):
+        return _sum(x, dims, keep) / x.shape[-1]
     if x.is_floating_point():
         return torch.mean(x, dim=dims, keepdim=keep)
     count = 1

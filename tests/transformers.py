@@ -1,0 +1,185 @@
+"""Generated transformer models for the LayerNorm, verification and attention-head tests.
+
+* :func:`moments_layernorm_model`: onnx.helper graph with LayerNorm written as ``E[x^2] - E[x]^2``,
+  Sqrt, Reciprocal, Mul (how TF-style exporters write it) after an embedding whose outputs sit far
+  from zero: float32 rounding differences of the MatMul before it are amplified past 1e-4.
+* :func:`encoder` / :func:`decoder`: small torch modules exported with the legacy exporter; at opset
+  14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from smart_onnx.model import OnnxModel, normalize
+
+__all__ = ["decoder", "encoder", "export", "moments_layernorm_model", "token_batch"]
+
+
+def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list, rng) -> str:
+    p = prefix
+    nodes += [
+        helper.make_node("ReduceMean", [x], [p + "m"], axes=[-1]),
+        helper.make_node("Mul", [x, x], [p + "xx"]),
+        helper.make_node("ReduceMean", [p + "xx"], [p + "m2"], axes=[-1]),
+        helper.make_node("Mul", [p + "m", p + "m"], [p + "mm"]),
+        helper.make_node("Sub", [p + "m2", p + "mm"], [p + "var"]),
+        helper.make_node("Add", [p + "var", p + "eps"], [p + "ve"]),
+        helper.make_node("Sqrt", [p + "ve"], [p + "sd"]),
+        helper.make_node("Reciprocal", [p + "sd"], [p + "inv"]),
+        helper.make_node("Sub", [x, p + "m"], [p + "xc"]),
+        helper.make_node("Mul", [p + "xc", p + "inv"], [p + "n"]),
+        helper.make_node("Mul", [p + "n", p + "g"], [p + "ng"]),
+        helper.make_node("Add", [p + "ng", p + "b"], [p + "out"]),
+    ]
+    inits += [numpy_helper.from_array(np.array(1e-6, np.float32), p + "eps"),
+              numpy_helper.from_array((1 + 0.1 * rng.standard_normal(width)).astype(np.float32), p + "g"),
+              numpy_helper.from_array((0.1 * rng.standard_normal(width)).astype(np.float32), p + "b")]
+    return p + "out"
+
+
+def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, features: int = 16,
+                            offset: float = 200.0) -> OnnxModel:
+    """Embedding (MatMul+Add, outputs near ``offset``), LayerNorm, residual FFN, LayerNorm, linear head.
+
+    Inputs ``x`` [batch, seq, features] in [0, 2); output ``y`` [batch, seq, 8].
+    """
+    rng = np.random.default_rng(0)
+    nodes: list = []
+    inits: list = []
+
+    def linear(name: str, x: str, n_in: int, n_out: int, mean: float = 0.0) -> str:
+        w = mean + rng.standard_normal((n_in, n_out)) * n_in ** -0.5
+        inits.append(numpy_helper.from_array(w.astype(np.float32), name + ".w"))
+        inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(n_out)).astype(np.float32), name + ".b"))
+        nodes.append(helper.make_node("MatMul", [x, name + ".w"], [name + ".mm"], name=name + ".matmul"))
+        nodes.append(helper.make_node("Add", [name + ".mm", name + ".b"], [name + ".y"], name=name + ".add"))
+        return name + ".y"
+
+    h = _moments_layernorm("ln0.", linear("embed", "x", features, width, mean=offset / features), width, nodes,
+                           inits, rng)
+    f = linear("ff1", h, width, hidden)
+    nodes.append(helper.make_node("Relu", [f], ["ff1.relu"]))
+    nodes.append(helper.make_node("Add", [h, linear("ff2", "ff1.relu", hidden, width)], ["res"]))
+    # A shift far from zero again: the second LayerNorm sees the FFN's rounding at the offset's scale.
+    inits.append(numpy_helper.from_array(np.array(offset, np.float32), "shift"))
+    nodes.append(helper.make_node("Add", ["res", "shift"], ["res.shifted"]))
+    h = _moments_layernorm("ln1.", "res.shifted", width, nodes, inits, rng)
+    nodes.append(helper.make_node("Identity", [linear("head", h, width, 8)], ["y"]))
+    graph = helper.make_graph(nodes, "moments_layernorm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, features])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])], inits)
+    return normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, fused: bool, causal: bool) -> None:
+        super().__init__()
+        self.heads, self.fused, self.causal = heads, fused, causal
+        if fused:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        else:
+            self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        hd = d // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, s, self.heads, hd).transpose(1, 2)
+
+        if self.fused:
+            q, k, v = self.qkv(x).split(d, dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(hd)
+        if self.causal:
+            mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+            scores = scores.masked_fill(mask, -1e4)
+        ctx = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, s, d)
+        return self.out(ctx)
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: int, fused: bool, causal: bool, pre_norm: bool) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn = _Attention(dim, heads, fused, causal)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Linear(ffn, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_norm:  # GPT-2
+            x = x + self.attn(self.ln1(x))
+            return x + self.ffn(self.ln2(x))
+        x = self.ln1(x + self.attn(x))  # BERT
+        return self.ln2(x + self.ffn(x))
+
+
+class Encoder(nn.Module):
+    """Token + position embeddings, post-LN blocks, mean-pooled embedding output [batch, dim]."""
+
+    def __init__(self, vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64, layers: int = 2,
+                 fused_qkv: bool = False) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
+        self.ln = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(_Block(dim, heads, ffn, fused_qkv, False, False) for _ in range(layers))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.ln(self.tokens(input_ids) + self.positions.weight[: input_ids.shape[1]])
+        for block in self.blocks:
+            x = block(x)
+        return x.mean(1)
+
+
+class Decoder(nn.Module):
+    """GPT-2-like: learned positions, causal mask, pre-LN blocks, final LN, logits tied to the embedding."""
+
+    def __init__(self, vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64,
+                 layers: int = 2) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
+        self.blocks = nn.ModuleList(_Block(dim, heads, ffn, False, True, True) for _ in range(layers))
+        self.ln = nn.LayerNorm(dim)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(input_ids) + self.positions.weight[: input_ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x) @ self.tokens.weight.t()
+
+
+def token_batch(n: int, seq: int = 8, vocab: int = 50, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, size=(n, seq), dtype=np.int64)
+
+
+def export(module: nn.Module, opset: int, seq: int = 8) -> OnnxModel:
+    """Legacy exporter (LayerNorm decomposed below opset 17), dynamic batch."""
+    module.eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(token_batch(2, seq)),), buf, dynamo=False, opset_version=opset,
+                          input_names=["input_ids"], output_names=["output"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "output": {0: "batch"}})
+    return normalize(onnx.load_from_string(buf.getvalue()))
+
+
+def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0) -> OnnxModel:
+    torch.manual_seed(seed)
+    return export(Encoder(fused_qkv=fused_qkv), opset)
+
+
+def decoder(opset: int = 17, seed: int = 0) -> OnnxModel:
+    torch.manual_seed(seed)
+    return export(Decoder(), opset)
