@@ -1,7 +1,7 @@
 """Export stage: rewrite the original ONNX graph (block-sparse weights or removed channels).
 
-The only package that imports onnx_graphsurgeon. Every rewrite is a sequence of
-small passes (:mod:`smart_onnx.rewrite.passes`) that ends in :class:`Validate`.
+Every rewrite is a sequence of small passes (:mod:`smart_onnx.rewrite.passes`) that ends
+in :class:`Validate`.
 """
 
 from __future__ import annotations
