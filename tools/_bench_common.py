@@ -25,7 +25,8 @@ from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 
 __all__ = [
-    "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "machine", "markdown_table",
+    "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "footer", "machine",
+    "markdown_table",
     "parse_budgets", "results_path", "run_prune", "today", "write_section",
 ]
 
@@ -153,6 +154,13 @@ def parse_budgets(models: Sequence[str], steps: int, finetune: int, items: Seque
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run, for the docs."""
     return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
+def footer(module: str, argv: Sequence[str] | None, where: str | None = None, *, note: str = "") -> str:
+    """A section's closing lines: the command that reproduces it, the machine (``where``, measured now when None)
+    with an optional ``note``, and the date."""
+    return (f"- command: `{command_line(module, argv).strip()}`\n- machine: {where or machine()}{note}\n"
+            f"- date: {today()}\n")
 
 
 def emit(heading: str, body: str, write: bool, path: Path = DOC) -> None:

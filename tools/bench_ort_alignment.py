@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from tools._bench_common import command_line, emit, machine, markdown_table, today
+from tools._bench_common import emit, footer, machine, markdown_table
 
 HEADING = "## onnxruntime CPU: channel alignment"
 CHANNELS = tuple(range(32, 81, 4))
@@ -92,10 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "block boundary save about nothing, which is why the ort-cpu profile aligns kept counts to 16.",
         "",
         f"- onnxruntime {ort.__version__}",
-        f"- command: `{command_line('tools.bench_ort_alignment', argv)}`",
-        f"- machine: {where}",
-        f"- date: {today()}",
-        "",
+        footer("tools.bench_ort_alignment", argv, where),
     ])
     emit(HEADING, body, args.write)
 

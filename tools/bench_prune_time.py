@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools._bench_common import ROOT, command_line, emit, machine, markdown_table, today
+from tools._bench_common import ROOT, emit, footer, machine, markdown_table
 
 HEADING = "## prune run time"
 TARGET_S = 300.0
@@ -70,7 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     search = report["search"]
     verdict = "meets" if median <= TARGET_S else "misses"
     cli = shlex.join(["smart-onnx", "prune", MODEL, "--data", DATA, "--sparsity", "0.5", *args.extra])
-    command = command_line("tools.bench_prune_time", argv)
     body = (
         f"Wall time of `{cli}` (the real CLI in a subprocess, process start and imports included), "
         f"median of {args.repeats} runs: **{median:.0f} s** ({', '.join(f'{w:.0f} s' for w in walls)}); "
@@ -79,9 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(block mode 16x8x1x1, method {search['method']}, {search['steps']} search + {search['finetune_steps']} "
         f"fine-tune steps, batch {search['batch_size']}, evaluation with latency on the held-out 20 %).\n\n"
         f"Per-stage seconds of the median run (`report[\"seconds\"]`):\n\n{table}\n\n"
-        f"- command: `{command.strip()}`\n- machine: {where}; "
-        f"{os.cpu_count()} cores shared with other jobs while measured, so wall times are upper bounds\n"
-        f"- date: {today()}\n"
+        + footer("tools.bench_prune_time", argv, where,
+                 note=f"; {os.cpu_count()} cores shared with other jobs while measured, so wall times are upper bounds")
     )
     emit(HEADING, body, args.write)
     return 0

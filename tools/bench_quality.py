@@ -29,14 +29,13 @@ from smart_onnx.search import SearchConfig
 from tools._bench_common import (
     MODELS,
     bench_model,
-    command_line,
     emit,
+    footer,
     machine,
     markdown_table,
     parse_budgets,
     results_path,
     run_prune,
-    today,
 )
 
 HEADING = "## Pruning quality"
@@ -199,7 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables, verdicts = summarise(rows, args.models, args.seeds, budgets)
     total = sum(r["seconds"] for r in rows.values() if r["model"] in args.models and r["seed"] in args.seeds
                 and r["key"].endswith("|{}|{}".format(*budgets[r["model"]])))
-    command = command_line("tools.bench_quality", argv)
     body = (
         "Top-1 accuracy on the models' eval sets (never the calibration data), measured in onnxruntime on the "
         "exported pruned model. Every method runs through `smart_onnx.prune.prune` with the same weight-update "
@@ -209,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Block mode: 16x8x1x1 blocks; channel mode: coupled "
         "output-channel groups; sparsity = fraction of prunable weights removed.\n\n"
         f"{tables}\n\nTargets (issue 4):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
-        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
-        f"- total prune time of the runs above: {total / 60:.1f} min\n"
+        + footer("tools.bench_quality", argv, where)
+        + f"- total prune time of the runs above: {total / 60:.1f} min\n"
     )
     emit(HEADING, body, args.write)
     return 0

@@ -40,7 +40,7 @@ from smart_onnx.graph import find_prunable_layers
 from smart_onnx.hw.qdq import dequantized_view
 from smart_onnx.model import OnnxModel, load_model, save_model, tensor_to_array
 from smart_onnx.quant import QuantizeOptions, quantize_model
-from tools._bench_common import ROOT, command_line, emit, machine, markdown_table, results_path, today
+from tools._bench_common import ROOT, emit, footer, machine, markdown_table, results_path
 
 HEADING = "## Prune, then quantize (INT8)"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -217,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "",
         *notes,
         "",
-        f"- command: `{command_line('tools.bench_quantize', argv)}`",
-        f"- machine: {where}",
-        f"- date: {today()}",
-        "",
+        footer("tools.bench_quantize", argv, where),
     ])
     emit(HEADING, body, args.write)
 

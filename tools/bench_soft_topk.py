@@ -20,7 +20,7 @@ import time
 import torch
 
 from smart_onnx.search.soft_topk import soft_topk
-from tools._bench_common import DOC, command_line, emit, machine
+from tools._bench_common import DOC, emit, footer, machine
 
 HEADING = "## Soft top-k"
 
@@ -89,14 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     for job in jobs:
         with ctx.Pool(1) as pool:
             rows.append(pool.apply(_measure, (job,)))
-    command = command_line("tools.bench_soft_topk", argv)
     body = (
         "Forward + backward of `SoftTopK` over all units at once (float32 scores, random costs, budget = half "
         "the total cost; the budget error is that of the float32 output). Medians of "
         f"{args.repeats} runs after a warm-up: ms are wall time; CPU ms is the process's CPU time for forward + "
         "backward, less disturbed when other jobs share the machine; peak extra MiB is the rise of the process's "
         "peak RSS while running (the operator's float64 temporaries).\n\n"
-        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {time.strftime('%Y-%m-%d')}\n\n"
+        + footer("tools.bench_soft_topk", argv, where) + "\n"
         f"{_table(rows)}"
     )
     emit(HEADING, body + "\n", args.write)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools._bench_common import ROOT, command_line, emit, machine, markdown_table, today
+from tools._bench_common import ROOT, emit, footer, markdown_table
 
 HEADING = "## Start-up time"
 MODEL = ROOT / "models" / "fashion_resnet.onnx"
@@ -96,10 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         markdown_table(header, rows),
         "",
-        f"- command: `{command_line('tools.bench_startup', argv)}`",
-        f"- machine: {machine()}",
-        f"- date: {today()}",
-        "",
+        footer("tools.bench_startup", argv),
     ])
     emit(HEADING, body, args.write)
 
