@@ -20,6 +20,7 @@ import numpy as np
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval.ort import EvalReport, evaluate
+from smart_onnx.eval.shapes import ort_shape_measure
 from smart_onnx.graph import OutputInfo, analyze, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
@@ -94,7 +95,7 @@ def _layer_sizes(model: OnnxModel, shapes: dict[str, tuple[int, ...]]) -> dict[s
     """Node name -> weight shape, nonzeros, elements, effective MACs (dense MACs times density)."""
     inits = {t.name: t for g in iter_graphs(model.graph) for t in g.initializer}
     out = {}
-    for layer in analyze(model, shapes).layers:
+    for layer in analyze(model, shapes, measure_shapes=ort_shape_measure(model)).layers:
         w = tensor_to_array(inits[layer.weight])
         nonzero = int(np.count_nonzero(w))
         density = nonzero / w.size if w.size else 1.0
