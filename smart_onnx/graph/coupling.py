@@ -36,7 +36,7 @@ import onnx
 from smart_onnx.graph.groups import Role, ShapeEdit
 from smart_onnx.graph.index_map import IdentityMap
 from smart_onnx.graph.layers import PrunableLayer
-from smart_onnx.graph.view import GraphView
+from smart_onnx.graph.view import GraphView, static_dims
 
 __all__ = ["EditRecord", "Layout", "SliceRecord", "Space", "Tracer", "merge_operands"]
 
@@ -93,6 +93,16 @@ class Tracer:
         self.slices: list[SliceRecord] = []
         self.edits: list[EditRecord] = []
         self.missing: set[str] = set()  # values whose unknown shape a rule needed
+        # (node, input index) of shape pieces read at run time that the rewrite replaces with a constant
+        self.replaced: set[tuple[str, int]] = set()
+        self._static: dict[str, tuple[int | None, ...]] | None = None
+
+    def static_dim(self, value: str, axis: int) -> int | None:
+        """Dim ``axis`` of ``value`` when it is the same for every input the model accepts, else None."""
+        if self._static is None:
+            self._static = static_dims(self.view.model)
+        dims = self._static.get(value)
+        return dims[axis] if dims is not None and 0 <= axis < len(dims) else None
 
     # ---------------------------------------------------------------- spaces and ties
     def new_space(self, size: int, layer: str | None = None, frozen: str | None = None) -> np.ndarray:

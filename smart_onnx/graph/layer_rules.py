@@ -15,6 +15,7 @@ import onnx
 
 from smart_onnx.graph.coupling import Layout, Tracer
 from smart_onnx.graph.groups import Role
+from smart_onnx.graph.head_rules import batched_matmul
 from smart_onnx.graph.layers import PrunableLayer
 from smart_onnx.graph.view import attr
 
@@ -23,6 +24,9 @@ __all__ = ["RULES"]
 
 def _layer(t: Tracer, node: onnx.NodeProto) -> None:
     layer = t.layers.get(node.name)
+    if layer is None and node.op_type == "MatMul":
+        batched_matmul(t, node)  # Q @ K^T, P @ V: heads on a batch axis
+        return
     if layer is None:
         if t.input_layouts(node):
             t.freeze_inputs(node, "has no constant weight (it multiplies runtime tensors), "

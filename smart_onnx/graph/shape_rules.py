@@ -3,9 +3,10 @@ Gather, Expand, Tile, reductions. Concat/Split/Slice are in :mod:`smart_onnx.gra
 
 ``Reshape``/``Flatten`` are followed through the inferred input and output shapes: a
 reshape that keeps the channel axis whole (possibly merged with neighbouring dims, as a
-``Flatten`` into a Gemm does, NCHW or NHWC) is followed; one that splits it (attention
-heads) freezes. A Reshape target with the channel count baked in becomes a ShapeEdit: in
-the Reshape's own constant, or in a constant input of the ``Concat`` that builds the target.
+``Flatten`` into a Gemm does, NCHW or NHWC) is followed; one that splits the last axis into
+``[H, D]`` carries attention heads (:mod:`~smart_onnx.graph.head_rules`); other splits freeze.
+A Reshape target with the channel count baked in becomes a ShapeEdit: in the Reshape's own
+constant, or in a constant input of the ``Concat`` that builds the target.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import onnx
 
 from smart_onnx.graph import concat_rules
 from smart_onnx.graph.coupling import Layout, Tracer
+from smart_onnx.graph.head_rules import head_split, tie_heads
 from smart_onnx.graph.shape_trace import follows_channels, locate_piece
 from smart_onnx.graph.view import attr
 
@@ -166,6 +168,9 @@ def _reshape(t: Tracer, node: onnx.NodeProto) -> None:
         t.freeze_inputs(node, "has an input or output of unknown shape")
         return
     moved = regroup(in_shape, out_shape, lay.axis, lay.owners)
+    split = head_split(in_shape, out_shape, lay.axis) if isinstance(moved, str) else None
+    if split is not None:  # [.., H*D] -> [.., H, D]: attention heads, one channel each
+        moved = len(out_shape) - 2, tie_heads(t, lay, *split)
     if isinstance(moved, str):
         t.freeze_inputs(node, moved)
         return
@@ -183,7 +188,13 @@ def _target_edit(t: Tracer, node: onnx.NodeProto, axis: int, owners: np.ndarray,
         producer = t.view.producer(node.input[1])
         located = locate_piece(t, producer, axis) if producer is not None else None
         if located is not None and producer.input[located[0]] not in t.view.initializers:
-            if follows_channels(t, producer.input[located[0]], located[1], owners):
+            piece = producer.input[located[0]]
+            if follows_channels(t, piece, located[1], owners):
+                return True
+            if _fixed_count_piece(t, node, piece, located[1], axis, len(owners)):
+                # Read at run time from a dim the weights fix: the rewriter puts the new count there.
+                t.replaced.add((producer.name, located[0]))
+                t.add_edit(producer, located[0], 0, len(owners), owners)
                 return True
             located = None
         if located is None:
@@ -200,6 +211,17 @@ def _target_edit(t: Tracer, node: onnx.NodeProto, axis: int, owners: np.ndarray,
         return False
     t.add_edit(holder, index, position, value, owners)
     return True
+
+
+def _fixed_count_piece(t: Tracer, reshape: onnx.NodeProto, piece: str, entry: int, axis: int, count: int) -> bool:
+    """A one-entry shape piece computed at run time whose value is ``count`` for every input.
+
+    Shape inference on the model as declared (symbolic batch and sequence) proves it: the
+    Reshape's output has the fixed size ``count`` on that axis. Attention's ``reshape(b, s, d)``
+    reads ``d`` from the residual stream this way.
+    """
+    shape = t.shape(piece)
+    return shape == (1,) and entry == 0 and t.static_dim(reshape.output[0], axis) == count
 
 
 RULES = {

@@ -96,6 +96,8 @@ def _follow(t: Tracer, value: str, entries: set[int], owners: np.ndarray, depth:
         t.freeze(owners, f"the channel count read into {value!r} leaves the graph or a subgraph")
         return
     for consumer, slot in t.view.consumers(value):
+        if (consumer.name, slot) in t.replaced:  # the rewrite puts a constant there
+            continue
         if consumer.op_type == "Reshape" and slot == 1:
             out = t.layout(consumer.output[0])
             if out is None or entries != {out.axis} or not _same_channels(t, out.owners, owners):

@@ -140,6 +140,26 @@ def value_shapes(
     return shapes
 
 
+def static_dims(model: OnnxModel) -> dict[str, tuple[int | None, ...]]:
+    """Shapes from ONNX shape inference on the model as declared: None where a dim depends on the input.
+
+    A dim known here is the same for every input the model accepts (a channel count fixed by the
+    weights), unlike :func:`value_shapes`, whose inputs are pinned to the calibration shapes.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(model.proto), check_type=False,
+                                                     strict_mode=False, data_prop=True)
+    except Exception as e:  # best effort, as in value_shapes
+        log.warning("shape inference failed (%s); no dim is known to be static", str(e).splitlines()[0])
+        return {}
+    dims: dict[str, tuple[int | None, ...]] = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims[value.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else None
+                                     for d in value.type.tensor_type.shape.dim)
+    return dims
+
+
 def output_ranks(model: OnnxModel) -> dict[str, int]:
     """Rank of each graph output: as declared, else from ONNX shape inference (absent when neither knows)."""
     ranks = {o.name: len(o.type.tensor_type.shape.dim) for o in model.graph.output

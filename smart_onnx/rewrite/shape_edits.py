@@ -53,12 +53,17 @@ class ShapeEditor:
             _drop_attribute(node, "num_outputs")  # an explicit sizes input replaces it
         else:
             tensor = self.inits.get(node.input[index])
-            if tensor is None:
+            if tensor is None and node.op_type == "Concat" and set(changes) == {0}:
+                # A one-entry piece of a shape the analysis found read at run time from a dim the
+                # weights fix (attention's reshape(b, s, d)): the new count becomes a constant.
+                values = np.array([changes[0][0]], dtype=np.int64)
+            elif tensor is None:
                 raise RewriteError(
                     f"node {node.name!r} ({node.op_type}) reads input {index} ({node.input[index]!r}) at run time, "
                     "so its shape data cannot be edited; only constant shape inputs are supported"
                 )
-            values = tensor_to_array(tensor).reshape(-1).copy()
+            else:
+                values = tensor_to_array(tensor).reshape(-1).copy()
         values = _changed(values, changes, node, f"input {index}")
         if tensor is not None and self._reads(tensor.name) == 1:
             replace_tensor(tensor, values.astype(tensor_to_array(tensor).dtype))

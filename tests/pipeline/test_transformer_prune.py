@@ -14,7 +14,7 @@ from smart_onnx.executor import Executor
 from smart_onnx.model import save_model
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from tests.transformers import encoder, moments_layernorm_model, token_batch
+from tests.transformers import decoder, encoder, moments_layernorm_model, token_batch
 
 FAST = SearchConfig(steps=6, finetune_steps=3, batch_size=8)
 
@@ -57,3 +57,34 @@ def test_channel_mode_prunes_the_ffn_between_layernorms(opset: int) -> None:
     assert any("ffn" in name for name in shrunk)
     assert out.report["export_check"]["error"] <= out.report["export_check"]["tolerance"]
     assert out.model.num_weights() < model.num_weights()
+
+
+MODELS = {
+    "encoder-decomposed-layernorm": lambda: encoder(opset=14),
+    "encoder-fused-layernorm": lambda: encoder(opset=17),
+    "encoder-fused-qkv": lambda: encoder(opset=17, fused_qkv=True),
+    "causal-decoder": lambda: decoder(opset=14),
+}
+
+
+@pytest.mark.parametrize("mode", ["block", "channel", "nm"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_transformers_prune_in_every_mode(name: str, mode: str, tmp_path) -> None:
+    model = MODELS[name]()
+    calib, hold = dataset_from_arrays({"input_ids": token_batch(48)}, model.inputs).split(0.25, seed=0)
+    search = SearchConfig(**{**FAST.__dict__, "sparsity": None if mode == "nm" else 0.5})
+    extra = {"block": (8, 8)} if mode == "block" else {}
+    out = prune(model, calib, hold, PruneOptions(mode=mode, search=search, latency=False, **extra))
+    check = out.report["export_check"]
+    assert check["error"] <= check["tolerance"]  # onnxruntime: the rewritten model computes the masked one
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    assert onnx.load(str(path)).ir_version <= 13
+    if mode == "channel":
+        rows = {row["name"]: row for row in out.report["layers"]}
+        heads = [row for n, row in rows.items() if "/attn/" in n and "/out/" not in n]
+        cut = [row for row in heads if row["shape_after"][1] < row["shape_before"][1]]
+        assert cut, "no attention head was removed"
+        assert all((row["shape_before"][1] - row["shape_after"][1]) % 8 == 0 for row in cut)  # whole heads
+        out_proj = [row for n, row in rows.items() if "/attn/out/" in n]
+        assert any(row["shape_after"][0] < row["shape_before"][0] for row in out_proj)

@@ -1,0 +1,65 @@
+"""Channel rules for multi-head attention: one attention head is one channel of its group.
+
+Exporters write multi-head attention as projections (separate Q/K/V MatMuls, or one fused
+QKV MatMul and a Split), a Reshape of each ``[B, S, H*D]`` projection to ``[B, S, H, D]``,
+Transposes, ``MatMul(Q, K^T)``, Softmax (a scale and masks on the way), ``MatMul(P, V)``,
+the Transpose back, a Reshape to ``[B, S, H*D]`` and the output projection.
+
+* :func:`head_split` / :func:`tie_heads`: a Reshape that splits the channel (last) axis into ``[H, D]`` ties the
+  ``D`` channels of each head (they go together) and carries the heads on the ``H`` axis;
+  the Reshape target's ``H`` entry becomes a ShapeEdit that drops by one per removed head.
+* :func:`batched_matmul`: a MatMul of two runtime tensors whose channels sit on a batch axis
+  (the heads of Q and K, of the attention weights and V) ties them, head for head, and keeps
+  them on that axis. Channels on one of the two multiplied axes still freeze.
+
+The Reshape back to ``[B, S, H*D]`` needs no rule of its own: merging the ``H`` axis with
+``D`` is a reshape :func:`~smart_onnx.graph.shape_rules.regroup` follows, and its target's
+``H*D`` entry drops by ``D`` per removed head. Removing a head's rows from Q, K and V and its
+columns from the output projection is then what removing any coupled channel is; zeroing
+them (the search's mask) gives the head all-zero scores, so uniform attention over all-zero
+values: exactly what removing it computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
+from smart_onnx.graph.groups import Role
+
+__all__ = ["batched_matmul", "head_split", "tie_heads"]
+
+
+def head_split(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> tuple[int, int] | None:
+    """``(H, D)`` when a reshape splits the last (channel) axis into its last two dims, else None."""
+    if axis != len(in_shape) - 1 or len(out_shape) != len(in_shape) + 1:
+        return None
+    heads, dim = out_shape[-2], out_shape[-1]
+    if heads < 2 or dim < 1 or heads * dim != in_shape[-1] or tuple(out_shape[:-2]) != tuple(in_shape[:-1]):
+        return None
+    return heads, dim
+
+
+def tie_heads(t: Tracer, lay: Layout, heads: int, dim: int) -> np.ndarray:
+    """Tie the ``D`` channels of each head of ``lay`` (split as ``[H, D]``); returns one owner per head."""
+    per_head = lay.owners.reshape(heads, dim)
+    for d in range(1, dim):
+        t.tie(per_head[:, 0], per_head[:, d])
+    return per_head[:, 0].copy()
+
+
+def batched_matmul(t: Tracer, node: onnx.NodeProto) -> None:
+    """A MatMul of runtime tensors: channels on a batch axis (attention heads) are tied and kept there."""
+    layouts = t.input_layouts(node)
+    if not layouts:
+        return
+    rank = t.rank(node.output[0])
+    if rank is None or rank < 3 or any(lay.axis + rank - lay.rank >= rank - 2 for _, lay in layouts):
+        t.freeze_inputs(node, "has no constant weight and multiplies along the traced channel axis, "
+                              "so the channels it reads cannot be traced")
+        return
+    out = merge_operands(t, node, [0, 1], rank, Role.ELEMENTWISE_CONST)
+    if out is not None:
+        t.set_layout(node.output[0], out, node)
+

@@ -1,0 +1,86 @@
+"""Attention heads as coupling-group channels, on encoders and a decoder exported by torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from smart_onnx.eval.ort import make_session, run_model
+from smart_onnx.executor import Executor
+from smart_onnx.graph import Role, analyze
+from smart_onnx.rewrite import apply_channel_masks, set_weights
+from smart_onnx.search.space import ChannelSpace
+from tests.transformers import decoder, encoder, token_batch
+
+HEADS, HEAD_DIM, HIDDEN = 4, 8, 32
+MODELS = {
+    "encoder-decomposed-layernorm": lambda: encoder(opset=14),
+    "encoder-fused-layernorm": lambda: encoder(opset=17),
+    "encoder-fused-qkv": lambda: encoder(opset=17, fused_qkv=True),
+    "causal-decoder": lambda: decoder(opset=14),
+}
+
+
+def _analysis(model):
+    return analyze(model, {"input_ids": (1, 8)}, measure_shapes=Executor(model).value_shapes)
+
+
+def _head_groups(analysis):
+    return [g for g in analysis.groups if any("/attn/" in layer and "/out/" not in layer for layer in g.roots)]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_each_attention_block_is_one_group_of_heads(name: str) -> None:
+    model = MODELS[name]()
+    groups = _head_groups(_analysis(model))
+    assert len(groups) == 2  # one per block
+    for g in groups:
+        assert g.frozen is None
+        assert g.channels == HEADS
+        assert any("/attn/out/" in layer for layer in g.layers)  # the output projection reads the heads
+        producer = [s for s in g.slices if s.role is Role.PRODUCER_WEIGHT]
+        assert all(set(s.per_channel_positions(HEADS)) == {HEAD_DIM * (s.axis_size // HIDDEN)} for s in producer)
+        consumer = [s for s in g.slices if s.role is Role.CONSUMER_WEIGHT]
+        assert [s.axis_size for s in consumer] == [HIDDEN]
+        edits = {(e.op_type, e.old_value, e.per_channel * int(e.index_map.counts(np.arange(1)).sum())) for e in g.edits}
+        assert ("Concat", HEADS, 1) in edits  # the [B, S, H, D] target: one head less per head removed
+        assert ("Concat", HIDDEN, HEAD_DIM) in edits  # the [B, S, H*D] target back: D less per head
+
+
+def _initializer(model, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_removing_heads_matches_zeroing_them_in_onnxruntime(name: str) -> None:
+    model = MODELS[name]()
+    analysis = _analysis(model)
+    groups = _head_groups(analysis)
+    keep = {groups[0].id: [0, 2, 3], groups[1].id: [1]}  # one head less in block 0, three in block 1
+    removed = apply_channel_masks(model, analysis, keep)
+    onnx.checker.check_model(removed.proto, full_check=True)
+
+    space = ChannelSpace(analysis, analysis.groups, {t.name: tuple(t.dims) for t in model.graph.initializer})
+    mask = np.ones(space.num_units, dtype=np.float32)
+    for g, kept in keep.items():
+        offset = space.offsets[[x.id for x in space.groups].index(g)]
+        mask[offset:offset + HEADS] = 0
+        mask[[offset + k for k in kept]] = 1
+    transforms = space.transforms(torch.from_numpy(mask))
+    zeroed = {n: fn(torch.from_numpy(_initializer(model, n).copy())).numpy() for n, fn in transforms.items()}
+    masked = set_weights(model, zeroed)
+    feeds = {"input_ids": token_batch(5, seed=3)}
+    expected = run_model(make_session(masked), feeds)["output"]
+    got = run_model(make_session(removed), feeds)["output"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+    q_rows = {s.tensor: _initializer(removed, s.tensor).shape[s.axis] for s in groups[0].slices
+              if s.role is Role.PRODUCER_WEIGHT}
+    assert set(q_rows.values()) <= {3 * HEAD_DIM, 9 * HEAD_DIM}  # 3 heads left (x3 in a fused QKV weight)
+    # The Reshape targets were rewritten: [.., 3, 8] into the heads, [.., 24] out of them.
+    names = [n.output[0] for n in removed.graph.node if n.op_type == "Reshape" and n.name.startswith("/blocks.0/")]
+    reshaped = Executor(removed).value_shapes({"input_ids": (1, 8)}, names).values()
+    assert (3, HEAD_DIM) in {d[-2:] for d in reshaped} and 3 * HEAD_DIM in {d[-1] for d in reshaped}
