@@ -131,7 +131,7 @@ def mode_builder(name: str) -> ModeBuilder:
 def require_sparsity(name: str, request: ModeRequest) -> None:
     """A mode whose sparsity is free needs one asked for."""
     if request.sparsity is None:
-        raise ConstraintError(f"--sparsity is required in {name} mode")
+        raise ConstraintError(f"`sparsity` is required in {name} mode", parameters=("sparsity",))
 
 
 def least_kept_per_group(space: PruningSpace) -> torch.Tensor:

@@ -75,7 +75,8 @@ def _check_block_allowed(
             names = ", ".join(sorted(format_block(b) for b in allowed))
             raise ConstraintError(
                 f"block {format_block(block)} is not allowed by target {profile.name!r} for {layer.op_type} "
-                f"(layer {layer.name!r} allows {names}); drop --block or pass a --target that allows it"
+                f"(layer {layer.name!r} allows {names}); drop `block` or pass a `target` that allows it",
+                parameters=("block", "target"),
             )
 
 

@@ -45,7 +45,8 @@ class NMMode:
         if request.sparsity is not None and not math.isclose(request.sparsity, space.sparsity, abs_tol=1e-9):
             raise ConstraintError(
                 f"N:M {space.n}:{space.m} prunes exactly {space.sparsity:.0%} of each weight; "
-                f"--sparsity {request.sparsity} contradicts it (leave --sparsity out in nm mode)"
+                f"`sparsity` {request.sparsity} contradicts it (leave `sparsity` out in nm mode)",
+                parameters=("sparsity",),
             )
         self.sparsity = space.sparsity
         self.ranking = GroupedRanking(space)

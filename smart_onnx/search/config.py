@@ -49,13 +49,14 @@ class SearchConfig:
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
-            raise ConstraintError(f"--sparsity must be in [0, 1), got {self.sparsity}")
+            raise ConstraintError(f"`sparsity` must be in [0, 1), got {self.sparsity}", parameters=("sparsity",))
         for name in ("lr", "score_lr", "tau_start", "tau_end", "distill_temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ConstraintError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+                raise ConstraintError(f"`{name}` must be a positive number, got {value}", parameters=(name,))
         if self.tau_end > self.tau_start:
-            raise ConstraintError(f"the temperature must decay: tau-end {self.tau_end} > tau-start {self.tau_start}")
+            raise ConstraintError(f"the temperature must decay: `tau_end` {self.tau_end} > `tau_start` "
+                                  f"{self.tau_start}", parameters=("tau_end", "tau_start"))
         if self.method not in METHODS:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in ("params", "macs"):

@@ -195,6 +195,6 @@ def harden_to_target(
         got = achieved_sparsity(space, keep, config.budget)
         raise ConstraintError(
             f"the constraints allow at most {got:.1%} sparsity ({config.budget}), less than the requested "
-            f"{config.sparsity:.1%}; lower --sparsity or relax the profile"
+            f"{config.sparsity:.1%}; lower `sparsity` or relax the profile", parameters=("sparsity",)
         )
     return best, best_frac

@@ -66,8 +66,8 @@ def test_nm_flat_mask_is_each_layers_groups_in_order() -> None:
 
 @pytest.mark.parametrize(("request_", "match"), [
     (ModeRequest(mode="diagonal", sparsity=0.5), "unknown mode 'diagonal'"),
-    (ModeRequest(mode="block"), "sparsity is required in block mode"),
-    (ModeRequest(mode="channel"), "sparsity is required in channel mode"),
+    (ModeRequest(mode="block"), "`sparsity` is required in block mode"),
+    (ModeRequest(mode="channel"), "`sparsity` is required in channel mode"),
     (ModeRequest(mode="block", target=load_profile("npu-channel"), sparsity=0.5), "allows no block pattern"),
 ])
 def test_requests_refused_before_any_model_work(request_: ModeRequest, match: str) -> None:
