@@ -1,20 +1,23 @@
-"""Atomic file output: what smart-onnx writes appears whole or not at all."""
+"""Atomic file output: what smart-onnx writes appears whole or not at all; and JSON objects read back into records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from smart_onnx.errors import ModelLoadError
 
-__all__ = ["atomic_output", "write_json"]
+__all__ = ["atomic_output", "from_fields", "json_text", "write_json"]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -43,10 +46,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_json(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``report`` as indented JSON atomically; numpy scalars and arrays and paths become plain JSON."""
     out = Path(path)
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    text = json_text(report)
     with atomic_output(out) as tmp:
         tmp.write_text(text)
     return out
+
+
+def json_text(value: Any) -> str:
+    """Indented JSON of ``value``, ending in a newline; numpy scalars and arrays and paths become plain JSON."""
+    return json.dumps(value, indent=2, default=_json_default) + "\n"
 
 
 def _json_default(value: object) -> object:
@@ -57,3 +65,13 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def from_fields(cls: type[T], data: Mapping[str, Any], **override: Any) -> T:
+    """The dataclass ``cls`` from a JSON object written by its ``to_dict``.
+
+    Keys that are not fields (derived values such as ``passed`` or ``fidelity``) are left
+    out; ``override`` gives fields that need converting (nested records, tuples, enums).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{**{k: v for k, v in data.items() if k in names}, **override})

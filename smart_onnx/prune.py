@@ -11,16 +11,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset
-from smart_onnx.eval.compare import layer_totals
+from smart_onnx.eval.compare import LayerRow, layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
 from smart_onnx.eval.ort import evaluate, make_session
 from smart_onnx.eval.verify import RewriteCheck, check_rewrite
@@ -30,6 +29,7 @@ from smart_onnx.hw import Profile, check_model, record_original
 from smart_onnx.model import OnnxModel, copy_proto, normalize, tensor_to_array
 from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
+from smart_onnx.report import FrozenGroup, PruneReport
 from smart_onnx.rewrite import set_weights
 from smart_onnx.search import SearchConfig, StepInfo, run_search
 
@@ -45,6 +45,9 @@ class PruneOptions:
     mode: str | None = None  # None: the target's mode (block without a target)
     block: tuple[int, ...] | None = None  # None: the target's block per op (16x8x1x1 without a target)
     nm: tuple[int, int] | None = None  # None: the target's pattern (2:4 without a target)
+    # None: no target, so nothing constrains the search or checks the result. The CLI's --target defaults to
+    # hw.DEFAULT_PROFILE (npu-block) instead; DEFAULT_BLOCK and DEFAULT_NM are that profile's patterns, so the
+    # two defaults prune the same units (tests/modes checks it).
     target: Profile | None = None
     search: SearchConfig = field(default_factory=SearchConfig)  # its sparsity is the requested one
     sparse_format: str = "dense"  # or "coo" (onnxruntime-only: COO Constant nodes)
@@ -59,7 +62,7 @@ class PruneOutcome:
     """The pruned model and everything the report says about it."""
 
     model: OnnxModel
-    report: dict[str, Any]
+    report: PruneReport
 
 
 def _input_shapes(data: Dataset) -> dict[str, tuple[int, ...]]:
@@ -88,7 +91,7 @@ def prune(
         command: the command line, recorded in the report.
 
     Returns:
-        The pruned model and the report (a JSON-ready dict).
+        The pruned model and the report (``report.to_dict()`` is the JSON ``prune`` writes).
 
     Raises:
         ConstraintError: impossible sparsity or mode, nothing prunable, a bad output-role override.
@@ -128,50 +131,38 @@ def prune(
         record_original(pruned.proto, model)
     seconds["export"] = time.perf_counter() - start
 
-    report: dict[str, Any] = {
-        "command": command,
-        "seed": cfg.seed,
-        "mode": mode.name,
-        "method": cfg.method,
-        "budget": cfg.budget,
-        "target": options.target.name if options.target else None,
-        **mode.pattern(),
-        "search": asdict(replace(cfg, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)),
-        "steps": result.plan.to_dict(),
-        "training": result.training,
-        "sparsity": mode.sparsity_summary(result.keep, cfg.sparsity),
-        "layers": _layer_report(analysis, pruned),
-        "frozen_groups": [{"id": g.id, "layers": list(g.layers), "channels": g.channels, "reason": g.frozen}
-                          for g in analysis.frozen_groups],
-        "outputs": [o.to_dict() for o in outputs],
-        "label_output": labelled,
-        "export_relative_error": export_check.error,
-        "export_check": export_check.to_dict(),
-        "history": result.history,
-    }
+    report = PruneReport(
+        command=command, seed=cfg.seed, mode=mode.name, method=cfg.method, budget=cfg.budget,
+        target=options.target.name if options.target else None, **mode.pattern(),
+        search=replace(cfg, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps),
+        steps=result.plan, training=result.training,
+        sparsity=mode.sparsity_summary(result.keep, cfg.sparsity),
+        layers=_layer_report(analysis, pruned),
+        frozen_groups=[FrozenGroup(g.id, list(g.layers), g.channels, g.frozen) for g in analysis.frozen_groups],
+        outputs=list(outputs), label_output=labelled,
+        export_relative_error=export_check.error, export_check=export_check, history=result.history,
+    )
     if options.target is not None:
         start = time.perf_counter()
-        check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
-                            input_shapes=_input_shapes(calibration))
-        report["check"] = check.to_dict()
+        report.check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
+                                   input_shapes=_input_shapes(calibration))
         seconds["check"] = time.perf_counter() - start
     start = time.perf_counter()
     if holdout is not None:
         batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
         latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
-        evaluation = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
-                              label_output=labelled)
-        report["eval"] = evaluation.to_dict()
-        report["fidelity"] = judge_fidelity(evaluation.outputs, options.min_fidelity).to_dict()
+        report.eval = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
+                               label_output=labelled)
+        report.fidelity = judge_fidelity(report.eval.outputs, options.min_fidelity)
     seconds["eval"] = time.perf_counter() - start
-    report["seconds"] = seconds
-    report["totals"] = layer_totals(report["layers"])
-    sp = report["sparsity"]
+    report.seconds = seconds
+    report.totals = layer_totals(report.layers)
+    sp = report.sparsity
     stamp_provenance(pruned.proto, {
         "mode": mode.name, "sparsity_requested": cfg.sparsity, "sparsity_budget": cfg.budget,
-        "sparsity_achieved": sp["achieved_macs"] if cfg.budget == "macs" else sp["achieved_params"],
-        "target": report["target"], "source_sha256": source_sha256(model), "quantized": "no"})
-    report["provenance"] = read_provenance(pruned.proto)
+        "sparsity_achieved": sp.achieved_macs if cfg.budget == "macs" else sp.achieved_params,
+        "target": report.target, "source_sha256": source_sha256(model), "quantized": "no"})
+    report.provenance = read_provenance(pruned.proto)
     return PruneOutcome(pruned, report)
 
 
@@ -189,7 +180,7 @@ def _verify_export(executor: Executor, transforms: Mapping[str, Any], trained: O
     return check_rewrite(set_weights(trained, zeroed, validate=False), session, feeds, expected)
 
 
-def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:
+def _layer_report(analysis: Analysis, after: OnnxModel) -> list[LayerRow]:
     """Per prunable layer: weight shape before/after, nonzeros, sparsity (of the original size), MACs after."""
     new = {t.name: t for t in normalize(copy_proto(after.proto)).graph.initializer}  # COO Constants as weights
     rows = []
@@ -200,15 +191,14 @@ def _layer_report(analysis: Analysis, after: OnnxModel) -> list[dict[str, Any]]:
         w = tensor_to_array(new[layer.weight])
         shape_after, nonzero = list(w.shape), int(np.count_nonzero(w))
         density = nonzero / numel if numel else 1.0
-        rows.append({
-            "name": layer.name, "op": layer.op_type, "weight": layer.weight,
-            "shape_before": list(layer.weight_shape), "shape_after": shape_after,
-            "params_before": numel, "params_after": nonzero, "sparsity": 1.0 - density,
-            "macs_before": layer.macs, "macs_after": None if layer.macs is None else int(round(layer.macs * density)),
-        })
+        rows.append(LayerRow(
+            name=layer.name, op=layer.op_type, weight=layer.weight, shape_before=list(layer.weight_shape),
+            shape_after=shape_after, params_before=numel, params_after=nonzero, sparsity=1.0 - density,
+            macs_before=layer.macs, macs_after=None if layer.macs is None else int(round(layer.macs * density)),
+        ))
     return rows
 
 
-def save_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+def save_report(report: PruneReport, path: str | os.PathLike[str]) -> Path:
     """Write the report JSON atomically (temp file in the same directory, then rename)."""
-    return write_json(report, path)
+    return report.save(path)

@@ -22,6 +22,7 @@ from devkit.benchdoc import DOC, write_section
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.model import OnnxModel, load_model
 from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.report import PruneReport
 from smart_onnx.search import SearchConfig
 
 __all__ = [
@@ -70,27 +71,27 @@ class PruneRun:
     """One pruned model and the numbers the benchmarks print."""
 
     model: OnnxModel
-    report: dict[str, Any]
+    report: PruneReport
 
     @property
     def accuracy(self) -> float:
-        return float(self.report["eval"]["outputs"][0]["accuracy"])
+        return float(self.report.eval.outputs[0].accuracy)
 
     @property
     def dense_accuracy(self) -> float:
-        return float(self.report["eval"]["outputs"][0]["reference_accuracy"])
+        return float(self.report.eval.outputs[0].reference_accuracy)
 
     @property
     def agreement(self) -> float:
-        return float(self.report["eval"]["outputs"][0]["top1_agreement"])
+        return float(self.report.eval.outputs[0].top1_agreement)
 
     @property
     def achieved(self) -> float:
-        return float(self.report["sparsity"]["achieved_params"])
+        return float(self.report.sparsity.achieved_params)
 
     @property
     def seconds(self) -> float:
-        return float(sum(self.report["seconds"].values()))
+        return float(sum(self.report.seconds.values()))
 
 
 def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int, finetune_steps: int,

@@ -227,16 +227,17 @@ def measure(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 PROFILES.append(f"- {b.label}, align {align}, {s:.0%}: refused: {e}")
                 continue
             variants.append(pruned)
-            totals = report["totals"]
-            infos.append({"align": align, "requested": s, "achieved": report["sparsity"][f"achieved_{args.budget}"],
-                          "achieved_params": report["sparsity"]["achieved_params"],
-                          "macs_ratio": totals["macs_ratio"], "macs": totals["macs_after"],
-                          "dense_macs": totals["macs_before"]})
+            totals = report.totals
+            infos.append({"align": align, "requested": s,
+                          "achieved": getattr(report.sparsity, f"achieved_{args.budget}"),
+                          "achieved_params": report.sparsity.achieved_params,
+                          "macs_ratio": totals.macs_ratio, "macs": totals.macs_after,
+                          "dense_macs": totals.macs_before})
             if args.profile and s == max(args.sparsities):
                 feeds = b.feeds(32)
                 dense_profile = dense_profile or op_profile(b.model, feeds)
                 PROFILES.append(profile_line(b.label, dense_profile, op_profile(pruned, feeds), s, align))
-            print(f"{name}: align {align} pruned {s:.0%} -> macs ratio {totals['macs_ratio']:.3f}",
+            print(f"{name}: align {align} pruned {s:.0%} -> macs ratio {totals.macs_ratio:.3f}",
                   file=sys.stderr, flush=True)
     for threads in args.threads:
         sessions = [make_session(v, threads=threads) for v in variants]

@@ -7,7 +7,7 @@
 For every model of :data:`RECIPES` and every configuration (``block:0.3`` = block mode 16x8x1x1 at 30 %
 of the prunable weights, ``channel:0.3``, ``nm:2:4``) runs the library ``smart_onnx.prune.prune`` on the
 model's calibration data and evaluates on its held-out data, then prints one row per graph output: its role
-(``report["outputs"]``), cosine, relative error and agreement (``report["eval"]["outputs"]``), the achieved
+(``report.outputs``), cosine, relative error and agreement (``report.eval.outputs``), the achieved
 sparsity, the steps and batch used and the wall time of the ``prune`` call. Recipes may add diagnostic rows
 for parts of an output (nudenet: the box rows and the class-score rows of its single output), measured in
 onnxruntime on the same held-out data; these are read-outs, not what ``prune`` judges.
@@ -30,10 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.eval.fidelity import OutputMetrics
 from smart_onnx.eval.ort import make_session, run_model
 from smart_onnx.model import OnnxModel, load_model, save_model
-from smart_onnx.prune import PruneOptions, prune, save_report
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.report import PruneReport
 from smart_onnx.search import SearchConfig, StepInfo
 from tools._bench_common import (
     ROOT,
@@ -290,31 +293,31 @@ class Run:
     finetune_steps: int | None
     batch_size: int
     wall_s: float
-    report: dict[str, Any]
+    report: PruneReport
     parts: list[dict[str, Any]]
     detections: dict[str, Any] | None = None
 
     @property
     def achieved(self) -> float:
-        return float(self.report["sparsity"]["achieved_params"])
+        return float(self.report.sparsity.achieved_params)
 
     @property
     def steps_run(self) -> tuple[int, int]:
         """Search and fine-tune steps actually run (the loss curves' lengths: a time budget or early
         stopping may end a phase before the steps asked for)."""
-        history = self.report.get("history", {})
+        history = self.report.history
         return len(history.get("loss", [])), len(history.get("finetune_loss", []))
 
     @property
     def budget(self) -> str:
         s, f = self.steps_run
-        stopped = (self.report.get("training") or {}).get("stopped")
+        stopped = self.report.training.get("stopped")
         return f"{s}+{f} / {self.batch_size}" + (" (stopped early)" if stopped else "")
 
     @property
     def step_seconds(self) -> tuple[float | None, float | None]:
-        """Seconds per search step and per fine-tune step (report["seconds"] / steps run)."""
-        sec, (s, f) = self.report["seconds"], self.steps_run
+        """Seconds per search step and per fine-tune step (report.seconds / steps run)."""
+        sec, (s, f) = self.report.seconds, self.steps_run
         return (sec.get("search", 0.0) / s if s else None), (sec.get("finetune", 0.0) / f if f else None)
 
 
@@ -431,8 +434,8 @@ def run_one(name: str, bm: BenchModel, recipe: Recipe, cfg: Config, *, steps: in
     tag = f"{name}-{config}-{ran[0]}+{ran[1]}b{batch_size}"
     folder = results_path("fidelity")
     folder.mkdir(parents=True, exist_ok=True)
-    save_report({**report, "bench_parts": parts, "bench_detections": detections, "bench_wall_s": wall},
-                folder / f"{tag}.json")
+    write_json({**report.to_dict(), "bench_parts": parts, "bench_detections": detections, "bench_wall_s": wall},
+               folder / f"{tag}.json")
     save_model(pruned, folder / f"{tag}.onnx")
     return run
 
@@ -490,7 +493,7 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
                          threads=threads)
     kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
-            "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals, "wall_s": wall,
+            "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals.to_dict(), "wall_s": wall,
             "restored": restored, "steps": "-"}
 
 
@@ -498,9 +501,9 @@ def run_record(name: str, cfg: Config, method: str, run: Run | None = None, peer
                ) -> dict[str, Any]:
     if run is not None:
         r = run.report
-        return {"model": name, "config": cfg.label, "method": method, "outputs": r["eval"]["outputs"],
-                "totals": r["totals"], "wall_s": run.wall_s, "steps": run.budget,
-                "seconds": r.get("seconds"), "training": r.get("training")}
+        return {"model": name, "config": cfg.label, "method": method, "outputs": [m.to_dict() for m in r.eval.outputs],
+                "totals": r.totals.to_dict(), "wall_s": run.wall_s, "steps": run.budget,
+                "seconds": r.seconds, "training": r.training}
     assert peer_row is not None
     return {"model": name, "config": cfg.label, **peer_row}
 
@@ -537,26 +540,26 @@ SMALL_DATA_HEADER = ["model", "config", "method", "nonzero prunable weights", "o
 # --------------------------------------------------------------------------- table
 
 
-def _agreement(o: dict[str, Any]) -> str:
+def _agreement(o: OutputMetrics) -> str:
     parts = []
-    if o.get("top1_agreement") is not None:
-        parts.append(f"top-1 {100 * o['top1_agreement']:.2f}%")
-    if o.get("decode_agreement") is not None:
-        parts.append(f"decode {100 * o['decode_agreement']:.2f}%")
-    if o.get("accuracy") is not None:
-        parts.append(f"accuracy {100 * o['reference_accuracy']:.2f}% -> {100 * o['accuracy']:.2f}%")
+    if o.top1_agreement is not None:
+        parts.append(f"top-1 {100 * o.top1_agreement:.2f}%")
+    if o.decode_agreement is not None:
+        parts.append(f"decode {100 * o.decode_agreement:.2f}%")
+    if o.accuracy is not None:
+        parts.append(f"accuracy {100 * o.reference_accuracy:.2f}% -> {100 * o.accuracy:.2f}%")
     return ", ".join(parts) or "-"
 
 
 def table_rows(runs: Sequence[Run]) -> list[list[str]]:
     rows = []
     for r in runs:
-        roles = {o["name"]: o["role"] for o in r.report["outputs"]}
+        roles = {o.name: o.role.value for o in r.report.outputs}
         chance = {p["output"]: p["chance_cosine"] for p in r.parts if p["part"] == "whole"}
         head = [RECIPES[r.model].label, r.config.label, f"{r.achieved:.1%}", r.budget]
-        for o in r.report["eval"]["outputs"]:
-            rows.append([*head, o["name"], roles.get(o["name"], o.get("role", "")), f"{o['cosine']:.5f}",
-                         f"{o['relative_error']:.4f}", _agreement(o), _fmt(chance.get(o["name"])), f"{r.wall_s:.0f}"])
+        for o in r.report.eval.outputs:
+            rows.append([*head, o.name, roles.get(o.name, o.role), f"{o.cosine:.5f}",
+                         f"{o.relative_error:.4f}", _agreement(o), _fmt(chance.get(o.name)), f"{r.wall_s:.0f}"])
         for p in r.parts:
             if p["part"] == "whole":
                 continue
@@ -573,7 +576,7 @@ def step_lines(runs: Sequence[Run]) -> list[str]:
     lines = []
     for r in runs:
         s, f = r.step_seconds
-        sec = r.report["seconds"]
+        sec = r.report.seconds
         stages = ", ".join(f"{k} {v:.1f}" for k, v in sec.items())
         per = []
         if s is not None:
@@ -611,14 +614,14 @@ def verdict_lines(runs: Sequence[Run]) -> list[str]:
         if r.model != "nudenet" or r.config.mode != "block" or not r.config.sparsity \
                 or abs(r.config.sparsity - 0.3) > 1e-9:
             continue
-        for o in r.report["eval"]["outputs"]:
-            if o["role"] != "regression":
+        for o in r.report.eval.outputs:
+            if o.role != "regression":
                 continue
-            ok = o["cosine"] >= GOAL_COSINE
+            ok = o.cosine >= GOAL_COSINE
             lines.append(
                 f"- {'REACHED' if ok else 'NOT REACHED'}: nudenet, block 16x8 30 % "
-                f"({r.budget.replace(' / ', ' steps, batch ')}): output {o['name']!r} cosine "
-                f"{o['cosine']:.5f} {'>=' if ok else '<'} {GOAL_COSINE} (relative error {o['relative_error']:.4f})")
+                f"({r.budget.replace(' / ', ' steps, batch ')}): output {o.name!r} cosine "
+                f"{o.cosine:.5f} {'>=' if ok else '<'} {GOAL_COSINE} (relative error {o.relative_error:.4f})")
     return lines
 
 
@@ -708,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           seed=args.seed, threads=threads, extra=extra)
             runs.append(run)
             sys.stderr.write(f"{name} {cfg.label}: done in {run.wall_s:.0f} s\n")
-            sys.stderr.write(json.dumps(run.report["eval"]["outputs"]) + "\n")
+            sys.stderr.write(json.dumps([m.to_dict() for m in run.report.eval.outputs]) + "\n")
             setting = ", ".join(f"{k}={v}" for k, v in extra.items())
             _record(args.records, run_record(name, cfg, "smart default" + (f" ({setting})" if setting else ""), run))
             if args.ablation:
@@ -738,8 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     detections = detection_lines(runs)
     body = (
         "Fidelity of each graph output of the pruned model to the dense model on held-out data: the role "
-        "`prune` gives the output (`report[\"outputs\"]`), cosine (mean over samples), relative L2 error and, for "
-        "class and sequence outputs, agreement (`report[\"eval\"][\"outputs\"]`). One library `prune` call per row "
+        "`prune` gives the output (`report.outputs`), cosine (mean over samples), relative L2 error and, for "
+        "class and sequence outputs, agreement (`report.eval.outputs`). One library `prune` call per row "
         "group (method smart, no target; block mode 16x8x1x1), seed "
         f"{args.seed}; 'achieved' is the achieved sparsity of the prunable weights, 'steps / batch' is search + "
         "fine-tune steps / batch size, 'wall s' the wall time of the `prune` call (search, export, verification "
@@ -753,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("Candidate detections (read-out; anchors before NMS, dense vs pruned on the held-out data):\n\n"
            + "\n".join(detections) + "\n\n" if detections else "")
         + "Data:\n\n" + data_lines + "\n\n"
-        + "Time per optimisation step (report[\"seconds\"] / steps):\n\n" + "\n".join(step_lines(runs)) + "\n\n"
+        + "Time per optimisation step (report.seconds / steps):\n\n" + "\n".join(step_lines(runs)) + "\n\n"
         + f"- command: `{command_line('tools.bench_fidelity', argv).strip()}`\n"
         + f"- machine: {where}; 2 cores shared with other jobs, so times are upper bounds\n"
         + f"- date: {started}\n"

@@ -213,8 +213,8 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
     options = PruneOptions(mode="block", search=cfg, latency=False)
     torch.manual_seed(0)
     outcome = prune(model, calib_data, holdout_data, options, progress=progress)
-    return {"memory": memory.stop(), "steps": steps_log, "seconds": outcome.report["seconds"],
-            "achieved": outcome.report["sparsity"]["achieved_params"]}
+    return {"memory": memory.stop(), "steps": steps_log, "seconds": outcome.report.seconds,
+            "achieved": outcome.report.sparsity.achieved_params}
 
 
 def work_steps(name: str, onnx_path: Path, batch: int, repeats: int, **_: Any) -> dict[str, Any]:

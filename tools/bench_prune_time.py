@@ -10,7 +10,6 @@ seconds of the report JSON (``report["seconds"]``) of the median run. Target: <=
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shlex
@@ -22,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from smart_onnx.report import PruneReport
 from tools._bench_common import ROOT, emit, footer, machine, markdown_table
 
 HEADING = "## prune run time"
@@ -40,7 +40,7 @@ def run_once(extra: Sequence[str]) -> tuple[float, float, dict]:
         start = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        return wall, _children_cpu() - cpu0, json.loads(report.read_text())
+        return wall, _children_cpu() - cpu0, PruneReport.load(report)
 
 
 def _children_cpu() -> float:
@@ -64,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     median = statistics.median(walls)
     cpu = statistics.median(c for _, c, _ in runs)
     _, _, report = min(runs, key=lambda r: abs(r[0] - median))
-    stages = report["seconds"]
+    stages = report.seconds
     table = markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in stages.items()]
                            + [["total (report)", f"{sum(stages.values()):.1f}"]])
-    search = report["search"]
+    search = report.search
     verdict = "meets" if median <= TARGET_S else "misses"
     cli = shlex.join(["smart-onnx", "prune", MODEL, "--data", DATA, "--sparsity", "0.5", *args.extra])
     body = (
@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"median of {args.repeats} runs: **{median:.0f} s** ({', '.join(f'{w:.0f} s' for w in walls)}); "
         f"it {verdict} the target of {TARGET_S / 60:.0f} minutes on 2 CPU cores. CPU time of the process (median): "
         f"{cpu:.0f} s, i.e. at least {cpu / 2:.0f} s of wall time on 2 otherwise idle cores. Settings: the defaults "
-        f"(block mode 16x8x1x1, method {search['method']}, {search['steps']} search + {search['finetune_steps']} "
-        f"fine-tune steps, batch {search['batch_size']}, evaluation with latency on the held-out 20 %).\n\n"
+        f"(block mode 16x8x1x1, method {search.method}, {search.steps} search + {search.finetune_steps} "
+        f"fine-tune steps, batch {search.batch_size}, evaluation with latency on the held-out 20 %).\n\n"
         f"Per-stage seconds of the median run (`report[\"seconds\"]`):\n\n{table}\n\n"
         + footer("tools.bench_prune_time", argv, where,
                  note=f"; {os.cpu_count()} cores shared with other jobs while measured, so wall times are upper bounds")

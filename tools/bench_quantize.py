@@ -24,7 +24,6 @@ round-robin so they share the machine's load).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from smart_onnx.graph import find_prunable_layers
 from smart_onnx.hw.qdq import dequantized_view
 from smart_onnx.model import OnnxModel, load_model, save_model, tensor_to_array
 from smart_onnx.quant import QuantizeOptions, quantize_model
+from smart_onnx.report import PruneReport
 from tools._bench_common import ROOT, emit, footer, machine, markdown_table, results_path
 
 HEADING = "## Prune, then quantize (INT8)"
@@ -91,7 +91,7 @@ def prune_cli(name: str, path: Path, calib: Dataset, sparsity: float, steps: int
                "--threads", "2", "--no-latency", "-q", "-o", str(out), "--report", str(report)]
         sys.stderr.write("running " + " ".join(cmd[2:]) + "\n")
         subprocess.run(cmd, cwd=ROOT, check=True)
-    return out, json.loads(report.read_text())
+    return out, PruneReport.load(report)
 
 
 def zero_block_fraction(model: OnnxModel) -> float:
@@ -172,11 +172,11 @@ def bench(key: str, args: argparse.Namespace) -> tuple[list[list[str]], dict]:
         agree = f"{100 * np.mean(preds[name] == preds[parent]):.2f}" if parent else "-"
         rows.append([label, name, quality, agree, f"{nz:,} / {total:,}", f"{100 * zero_block_fraction(model):.1f}",
                      f"{files[name].stat().st_size / 1e6:.2f}", f"{lat1[name]:.2f}", f"{lat32[name]:.1f}"])
-    info = {"label": label, "samples": len(evaluation), "labelled": labelled, "steps": report.get("steps"),
-            "sparsity": report["sparsity"], "zeros_kept": int8_pruned.info["zeros"]["kept"],
+    info = {"label": label, "samples": len(evaluation), "labelled": labelled, "steps": report.steps.to_dict(),
+            "sparsity": report.sparsity.to_dict(), "zeros_kept": int8_pruned.info["zeros"]["kept"],
             "restored": int8_pruned.info["zeros"]["restored"], "quantize_s": quant_s,
             "int8_vs_float_pruned": float(np.mean(preds["INT8 pruned"] == preds["float pruned"])),
-            "prune_seconds": sum(report["seconds"].values())}
+            "prune_seconds": sum(report.seconds.values())}
     return rows, info
 
 

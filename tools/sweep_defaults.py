@@ -42,9 +42,9 @@ def main() -> None:
         start = time.perf_counter()
         out = prune(model, calib, held, PruneOptions(target=load_profile("npu-block"), latency=False,
                                                      search=SearchConfig(sparsity=args.sparsity, **_config(text))))
-        acc = next(o for o in out.report["eval"]["outputs"] if o["accuracy"] is not None)
-        print(f"| {text or 'defaults'} | {100 * acc['accuracy']:.2f} | {100 * acc['reference_accuracy']:.2f} | "
-              f"{out.report['sparsity']['achieved_params']:.1%} | {out.report['check']['passed']} | "
+        acc = next(o for o in out.report.eval.outputs if o.accuracy is not None)
+        print(f"| {text or 'defaults'} | {100 * acc.accuracy:.2f} | {100 * acc.reference_accuracy:.2f} | "
+              f"{out.report.sparsity.achieved_params:.1%} | {out.report.check.passed} | "
               f"{time.perf_counter() - start:.0f} |", flush=True)
 
 

@@ -112,9 +112,9 @@ def _prune_one(proto: onnx.ModelProto, options: PruneOptions, data, holdout, fee
             raise
         return f"refused: {type(e).__name__}: {e}"
     report = outcome.report
-    if not report["export_relative_error"] <= 1e-4:
-        raise AssertionError(f"export error {report['export_relative_error']}")
-    requested, achieved = report["sparsity"]["requested"], report["sparsity"]["achieved_params"]
+    if not report.export_relative_error <= 1e-4:
+        raise AssertionError(f"export error {report.export_relative_error}")
+    requested, achieved = report.sparsity.requested, report.sparsity.achieved_params
     if not achieved >= requested - 1e-6:
         raise AssertionError(f"achieved sparsity {achieved:.4f} is below the requested {requested}")
     _check_pruned(outcome.model.proto, feeds, options.mode)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -19,34 +17,34 @@ from smart_onnx.eval.html import write_html
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.graph import label_output as pick_label_output
 from smart_onnx.model import load_model
+from smart_onnx.report import AgreementGate, EvalResult
 
 
 def _ratio(a: float, b: float) -> str:
     return f"x{b / a:.3f}" if a else "-"
 
 
-def render_eval(result: dict[str, Any]) -> str:
+def render_eval(result: EvalResult) -> str:
     """The people-facing tables of ``smart-onnx eval``."""
-    ev, w, t = result["eval"], result["weights"], result["totals"]
+    ev, w, t = result.eval, result.weights, result.totals
     rows = [
         ["float weights (nonzero)", f"{w['reference']['nonzero']:,}", f"{w['candidate']['nonzero']:,}",
          _ratio(w["reference"]["nonzero"], w["candidate"]["nonzero"])],
         ["float weights (total)", f"{w['reference']['total']:,}", f"{w['candidate']['total']:,}",
          _ratio(w["reference"]["total"], w["candidate"]["total"])],
-        ["prunable MACs (effective)", human(t["macs_before"]), human(t["macs_after"]), f"x{t['macs_ratio']:.3f}"],
+        ["prunable MACs (effective)", human(t.macs_before), human(t.macs_after), f"x{t.macs_ratio:.3f}"],
     ]
-    for batch, lat in ev["latency"].items():
-        ref, cand = lat["reference"]["median_ms"], lat["candidate"]["median_ms"]
+    for batch, lat in ev.latency.items():
+        ref, cand = lat["reference"].median_ms, lat["candidate"].median_ms
         rows.append([f"median latency, batch {batch}", f"{ref:.3f} ms", f"{cand:.3f} ms", _ratio(ref, cand)])
     size = format_table(["", "reference", "candidate", "ratio"], rows)
-    fidelity = result.get("fidelity")
-    outputs = format_table(*output_table(ev["outputs"], (fidelity or {}).get("degraded", ())))
-    notes = [f"{ev['samples']} samples; {MACS_NOTE}."]
-    s = result.get("latency_settings")
+    outputs = format_table(*output_table(ev.outputs, result.fidelity.degraded))
+    notes = [f"{ev.samples} samples; {MACS_NOTE}."]
+    s = result.latency_settings
     if s and s["batches"]:
         notes.append(f"Latency: median of {s['repeats']} runs after {s['warmup']} warm-up runs, "
                      f"threads: {s['threads']}.")
-    return "\n\n".join([size, outputs, "\n".join(notes), "\n".join(verdict_lines(fidelity))])
+    return "\n\n".join([size, outputs, "\n".join(notes), "\n".join(verdict_lines(result.fidelity))])
 
 
 @click.command("eval")
@@ -94,15 +92,11 @@ def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min
     # The gate is checked before anything is written, so a bad --min-agreement input costs nothing.
     gate = agreement_gate(comparison.eval, min_agreement) if min_agreement is not None else None
     command = shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]])
-    result = {"reference": reference, "candidate": candidate, "data": str(data_path), "command": command,
-              **comparison.to_dict()}
-    result["outputs"] = [o.to_dict() for o in outputs]
-    result["fidelity"] = verdict.to_dict()
-    if gate is not None:
-        result["gate"] = {"min_agreement": min_agreement, "agreement": gate[1], "passed": gate[0]}
+    result = EvalResult(reference, candidate, str(data_path), command, comparison, list(outputs), verdict,
+                        None if gate is None else AgreementGate(min_agreement, gate[1], gate[0]))
     if html_path is not None:
         write_html(result, html_path, title=f"smart-onnx eval: {Path(candidate).name} vs {Path(reference).name}")
-    click.echo(json.dumps(result, indent=2) if as_json else render_eval(result))
+    click.echo(result.to_json().rstrip("\n") if as_json else render_eval(result))
     if html_path is not None and not as_json:
         click.echo(f"wrote {html_path}")
     failed = False

@@ -49,9 +49,9 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--block", "block_text", default=None,
               help="Block shape OxIxKhxKw for every layer [default: the target's block per op type].")
 @click.option("--nm", "nm_text", default=None, help="N:M pattern [default: the target's].")
-@click.option("--budget", type=click.Choice(["params", "macs"]), default="params", show_default=True,
+@click.option("--budget", type=click.Choice(["params", "macs"]), default=SearchConfig.budget, show_default=True,
               help="What --sparsity counts.")
-@click.option("--method", type=click.Choice(METHODS), default="smart", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default=SearchConfig.method, show_default=True,
               help="smart, or a baseline with the same fine-tune budget.")
 @click.option("--steps", type=click.IntRange(0), default=None,
               help="Structural-search steps [default: from the data's size, capped by --time-budget].")
@@ -74,8 +74,8 @@ def _nm(text: str) -> tuple[int, int]:
               help="Mask-score learning rate.")
 @click.option("--distill-temperature", type=float, default=SearchConfig.distill_temperature, show_default=True,
               help="Softmax temperature of the distillation to the dense model's class outputs.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=SearchConfig.seed, show_default=True)
+@click.option("--device", default=SearchConfig.device, show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for torch [default: torch's choice]. On a busy machine 1 is often fastest: "
                    "idle intra-op threads spin while they wait for a core.")
@@ -85,7 +85,8 @@ def _nm(text: str) -> tuple[int, int]:
               help="Fraction of --data held out for evaluation when --eval-data is not given.")
 @click.option("--mean", default=None, help="Image normalisation mean, comma-separated (images only).")
 @click.option("--std", default=None, help="Image normalisation std, comma-separated (images only).")
-@click.option("--sparse-format", type=click.Choice(["dense", "coo"]), default="dense", show_default=True,
+@click.option("--sparse-format", type=click.Choice(["dense", "coo"]), default=PruneOptions.sparse_format,
+              show_default=True,
               help="Block/N:M mode: dense stores zeroed weights as plain initializers (what every compiler reads); "
                    "coo as COO Constant nodes, smaller but for onnxruntime only.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
@@ -168,7 +169,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     result = outcome.model if quant is None else quantize_pruned(
         outcome, onnx_model, calibration, held_out, quant, profile=profile, latency=not no_latency,
         min_fidelity=min_fidelity, output_roles=options.output_roles)
-    outcome.report["output"] = str(output)
+    outcome.report.output = str(output)
     # The model goes last; if anything fails, what was written for this run is removed again.
     written: list[Path] = []
     try:
@@ -184,15 +185,15 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         raise
     click.echo(render_summary(outcome.report, output, report_path))
     if quant is not None:
-        click.echo("\n" + render_quantize(outcome.report["quantize"]))
+        click.echo("\n" + render_quantize(outcome.report.quantize))
     if html_path is not None:
         click.echo(f"wrote {html_path}")
-    fidelity = outcome.report.get("fidelity")
-    if fidelity is not None and not fidelity["passed"]:
-        click.echo(f"FAIL: output {fidelity['worst']!r} fidelity {fidelity['worst_fidelity']:.4f} is below "
+    fidelity = outcome.report.fidelity
+    if fidelity is not None and not fidelity.passed:
+        click.echo(f"FAIL: output {fidelity.worst!r} fidelity {fidelity.worst_fidelity:.4f} is below "
                    f"--min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
-    if quant is not None and not outcome.report["quantize"].get("eval", {}).get("passed", True):
+    if quant is not None and not outcome.report.quantize.get("eval", {}).get("passed", True):
         click.echo(f"FAIL: an output of the INT8 model is below --min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
 

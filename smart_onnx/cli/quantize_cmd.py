@@ -6,21 +6,24 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from smart_onnx._atomic import write_json
+from smart_onnx._atomic import from_fields, write_json
 from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, model_argument, parse_floats
 from smart_onnx.cli.table import format_table
 from smart_onnx.data import Dataset, load_dataset
-from smart_onnx.eval.fidelity import output_table, verdict_lines
+from smart_onnx.eval.fidelity import FidelityVerdict, OutputMetrics, output_table, verdict_lines
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.hw import Profile, check_model, load_profile
 from smart_onnx.model import OnnxModel, load_model, save_model
 from smart_onnx.provenance import read_provenance
 from smart_onnx.quant import ACTIVATION_TYPES, CALIBRATION_METHODS, QuantizeOptions, evaluate_quantized, quantize_model
+
+if TYPE_CHECKING:  # the quantize command itself needs no torch
+    from smart_onnx.prune import PruneOutcome
 
 
 def quantize_options(func: Any) -> Any:
@@ -120,26 +123,26 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
         sys.exit(1)
 
 
-def quantize_pruned(outcome: Any, dense: OnnxModel, calibration: Dataset, held_out: Dataset | None,
+def quantize_pruned(outcome: PruneOutcome, dense: OnnxModel, calibration: Dataset, held_out: Dataset | None,
                     options: QuantizeOptions, *, profile: Profile | None, latency: bool,
                     min_fidelity: float | None, output_roles: Mapping[str, str]) -> OnnxModel:
     """``prune --quantize int8``: quantize the pruned model, compare it with the float pruned and the dense model.
 
-    Adds ``report["quantize"]`` (settings, zeros, comparison, the check of the INT8 model)
-    and INT8 provenance to ``outcome``'s report; returns the INT8 model.
+    Sets the report's ``quantize`` (settings, zeros, comparison, the check of the INT8 model)
+    and INT8 provenance in ``outcome``'s report; returns the INT8 model.
     """
     result = quantize_model(outcome.model, calibration, options, original=dense)
     info = result.info
     if held_out is not None:
         roles = infer_output_roles(dense, output_roles)
         info["eval"] = evaluate_quantized(result.model, outcome.model, held_out, dense=dense, outputs=roles,
-                                          label_output=outcome.report.get("label_output"),
-                                          latency_batches=(1, outcome.report["search"]["batch_size"]) if latency
+                                          label_output=outcome.report.label_output,
+                                          latency_batches=(1, outcome.report.search.batch_size) if latency
                                           else (), min_fidelity=min_fidelity).to_dict()
     if profile is not None:
         info["check"] = check_model(result.model, profile, reference=dense).to_dict()
-    outcome.report["quantize"] = info
-    outcome.report["provenance"] = read_provenance(result.model.proto)
+    outcome.report.quantize = info
+    outcome.report.provenance = read_provenance(result.model.proto)
     return result.model
 
 
@@ -166,8 +169,9 @@ def render_quantize(q: dict[str, Any], output: Path | str | None = None, report_
     for key, label in (("float", "the float model"), ("dense", "the dense original")):
         if key not in ev["versus"]:
             continue
-        verdict = ev["fidelity"][key]
-        header, out_rows = output_table(ev["versus"][key]["outputs"], verdict.get("degraded", ()))
+        verdict = from_fields(FidelityVerdict, ev["fidelity"][key])  # the quantize report is still JSON-shaped
+        metrics = [from_fields(OutputMetrics, o) for o in ev["versus"][key]["outputs"]]
+        header, out_rows = output_table(metrics, verdict.degraded)
         header = [h.replace("ref -> pruned", "ref -> int8") for h in header]
         parts.append(format_table(header, out_rows, title=f"INT8 vs {label} ({ev['samples']} held-out samples)"))
         parts.append("\n".join(verdict_lines(verdict)))

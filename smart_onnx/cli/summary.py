@@ -3,38 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from smart_onnx._format import percent
 from smart_onnx.cli.table import format_table, human
 from smart_onnx.eval.fidelity import output_table, verdict_lines
+from smart_onnx.report import PruneReport
 
 
-def render_summary(report: dict[str, Any], output: Path | str, report_path: Path | str) -> str:
-    totals, sp = report["totals"], report["sparsity"]
+def render_summary(report: PruneReport, output: Path | str, report_path: Path | str) -> str:
+    totals, sp = report.totals, report.sparsity
     rows = [
-        ["prunable weights", f"{totals['params_before']:,}", f"{totals['params_after']:,}",
-         f"x{totals['params_ratio']:.3f}"],
-        ["prunable MACs", human(totals["macs_before"]), human(totals["macs_after"]), f"x{totals['macs_ratio']:.3f}"],
-        ["sparsity (weights)", "", percent(sp["achieved_params"]), f"requested {percent(sp['requested'])}"],
-        ["sparsity (MACs)", "", percent(sp["achieved_macs"]), ""],
+        ["prunable weights", f"{totals.params_before:,}", f"{totals.params_after:,}", f"x{totals.params_ratio:.3f}"],
+        ["prunable MACs", human(totals.macs_before), human(totals.macs_after), f"x{totals.macs_ratio:.3f}"],
+        ["sparsity (weights)", "", percent(sp.achieved_params), f"requested {percent(sp.requested)}"],
+        ["sparsity (MACs)", "", percent(sp.achieved_macs), ""],
     ]
-    ev = report.get("eval")
+    ev = report.eval
     if ev:
-        for batch, lat in ev.get("latency", {}).items():
-            ref, cand = lat["reference"]["median_ms"], lat["candidate"]["median_ms"]
+        for batch, lat in ev.latency.items():
+            ref, cand = lat["reference"].median_ms, lat["candidate"].median_ms
             rows.append([f"latency batch {batch}", f"{ref:.2f} ms", f"{cand:.2f} ms", f"x{cand / ref:.2f}"])
-    check = report.get("check")
-    if check is not None:
-        rows.append(["profile check", report.get("target", ""), "pass" if check.get("passed") else "FAIL",
+    if report.check is not None:
+        rows.append(["profile check", report.target or "", "pass" if report.check.passed else "FAIL",
                      "hardware rules"])
-    seconds = report.get("seconds", {})
+    seconds = report.seconds
     rows.append(["time", "", f"{sum(seconds.values()):.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
     parts = [format_table(["", "dense", "pruned", ""], rows)]
-    fidelity = report.get("fidelity")
+    fidelity = report.fidelity
     if ev:
-        header, out_rows = output_table(ev["outputs"], (fidelity or {}).get("degraded", ()))
-        parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev['samples']} held-out "
+        header, out_rows = output_table(ev.outputs, fidelity.degraded if fidelity else ())
+        parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev.samples} held-out "
                                                           f"samples)"))
     parts.append("\n".join(verdict_lines(fidelity)))
     parts.append(f"wrote {output}\nwrote {report_path}")

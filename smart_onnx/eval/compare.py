@@ -11,12 +11,13 @@ NPU with block-sparse support skips them; a dense runtime such as onnxruntime on
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from smart_onnx._atomic import from_fields
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval.ort import EvalReport, evaluate
@@ -27,7 +28,9 @@ from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_
 
 __all__ = [
     "MACS_NOTE",
+    "LayerRow",
     "ModelComparison",
+    "Totals",
     "agreement_gate",
     "check_same_inputs",
     "compare_layers",
@@ -40,6 +43,58 @@ log = logging.getLogger(__name__)
 
 MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times the density of its weight "
              "(zeroed blocks count as skipped; a dense CPU runtime still computes them)")
+
+
+@dataclass
+class LayerRow:
+    """One prunable layer before and after: weight shape, nonzero weights, sparsity, effective MACs.
+
+    Attributes:
+        sparsity: the fraction of the original weight's elements that are zero or removed.
+        macs_after: the dense MACs times the weight's density (None where the MACs are unknown).
+        sparsity_before: zeros the reference already had (``eval`` only; None in a prune report).
+    """
+
+    name: str
+    op: str
+    weight: str
+    shape_before: list[int]
+    shape_after: list[int]
+    params_before: int
+    params_after: int
+    sparsity: float
+    macs_before: int | None
+    macs_after: int | None
+    sparsity_before: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        if self.sparsity_before is None:
+            del row["sparsity_before"]
+        return row
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerRow:
+        return from_fields(cls, data)
+
+
+@dataclass
+class Totals:
+    """Sums over the prunable layers: weights and MACs before and after, and after / before."""
+
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    params_ratio: float
+    macs_ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Totals:
+        return from_fields(cls, data)
 
 
 @dataclass
@@ -56,14 +111,20 @@ class ModelComparison:
     """
 
     eval: EvalReport
-    layers: list[dict[str, Any]]
+    layers: list[LayerRow]
     weights: dict[str, dict[str, int]]
-    totals: dict[str, Any]
+    totals: Totals
     latency: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eval": self.eval.to_dict(), "layers": self.layers, "weights": self.weights,
-                "totals": self.totals, "latency_settings": self.latency, "macs_note": MACS_NOTE}
+        return {"eval": self.eval.to_dict(), "layers": [r.to_dict() for r in self.layers], "weights": self.weights,
+                "totals": self.totals.to_dict(), "latency_settings": self.latency, "macs_note": MACS_NOTE}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelComparison:
+        """The inverse of :meth:`to_dict` (``macs_note`` is the constant :data:`MACS_NOTE`)."""
+        return cls(EvalReport.from_dict(data["eval"]), [LayerRow.from_dict(r) for r in data["layers"]],
+                   data["weights"], Totals.from_dict(data["totals"]), data["latency_settings"])
 
 
 def check_same_inputs(reference: OnnxModel, candidate: OnnxModel) -> None:
@@ -106,7 +167,7 @@ def _layer_sizes(model: OnnxModel, shapes: dict[str, tuple[int, ...]]) -> dict[s
 
 
 def compare_layers(reference: OnnxModel, candidate: OnnxModel,
-                   shapes: dict[str, tuple[int, ...]]) -> list[dict[str, Any]]:
+                   shapes: dict[str, tuple[int, ...]]) -> list[LayerRow]:
     """Per prunable layer of the reference: weights and effective MACs in both models.
 
     ``sparsity`` is the fraction of the reference layer's weights the candidate lacks
@@ -119,24 +180,23 @@ def compare_layers(reference: OnnxModel, candidate: OnnxModel,
         if c is None:
             log.warning("layer %s of the reference is not a prunable layer of the candidate", name)
             continue
-        rows.append({
-            "name": name, "op": r["op"], "weight": r["weight"], "shape_before": r["shape"], "shape_after": c["shape"],
-            "params_before": r["nonzero"], "params_after": c["nonzero"],
-            "sparsity_before": 1.0 - r["nonzero"] / r["size"] if r["size"] else 0.0,
-            "sparsity": 1.0 - c["nonzero"] / r["size"] if r["size"] else 0.0,
-            "macs_before": r["macs"], "macs_after": c["macs"],
-        })
+        rows.append(LayerRow(
+            name=name, op=r["op"], weight=r["weight"], shape_before=r["shape"], shape_after=c["shape"],
+            params_before=r["nonzero"], params_after=c["nonzero"],
+            sparsity=1.0 - c["nonzero"] / r["size"] if r["size"] else 0.0,
+            macs_before=r["macs"], macs_after=c["macs"],
+            sparsity_before=1.0 - r["nonzero"] / r["size"] if r["size"] else 0.0,
+        ))
     return rows
 
 
-def layer_totals(layers: list[dict[str, Any]]) -> dict[str, Any]:
+def layer_totals(layers: Sequence[LayerRow]) -> Totals:
     """Sums of the per-layer rows: params and MACs before/after and their ratios."""
-    pb = sum(r["params_before"] for r in layers)
-    pa = sum(r["params_after"] for r in layers)
-    mb = sum(r["macs_before"] or 0 for r in layers)
-    ma = sum(r["macs_after"] or 0 for r in layers)
-    return {"params_before": pb, "params_after": pa, "macs_before": mb, "macs_after": ma,
-            "params_ratio": pa / pb if pb else 1.0, "macs_ratio": ma / mb if mb else 1.0}
+    pb = sum(r.params_before for r in layers)
+    pa = sum(r.params_after for r in layers)
+    mb = sum(r.macs_before or 0 for r in layers)
+    ma = sum(r.macs_after or 0 for r in layers)
+    return Totals(pb, pa, mb, ma, params_ratio=pa / pb if pb else 1.0, macs_ratio=ma / mb if mb else 1.0)
 
 
 def compare_models(

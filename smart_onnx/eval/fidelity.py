@@ -298,36 +298,36 @@ def judge_fidelity(metrics: Sequence[OutputMetrics], min_fidelity: float | None 
     return verdict
 
 
-def output_table(outputs: Sequence[Mapping[str, Any]], degraded: Sequence[str] = ()) -> tuple[list[str], list[list]]:
+def output_table(outputs: Sequence[OutputMetrics], degraded: Sequence[str] = ()) -> tuple[list[str], list[list]]:
     """Header and rows of the per-output table that ``prune``, ``eval`` and the HTML page show.
 
     Args:
-        outputs: :meth:`OutputMetrics.to_dict` of each output.
+        outputs: the metrics of each output.
         degraded: names of the outputs :func:`judge_fidelity` flagged.
     """
     header = ["output", "role", "cosine", "channel cos.", "rel. error", "agreement", "decode agr.",
               "accuracy ref -> pruned", "status"]
     rows = []
     for o in outputs:
-        acc = "" if o.get("accuracy") is None else f"{percent(o['reference_accuracy'])} -> {percent(o['accuracy'])}"
-        status = "ignored" if o.get("fidelity") is None else ("DEGRADED" if o["name"] in degraded else "ok")
-        chan = "-" if o.get("channel_cosine") is None else f"{o['channel_cosine']:.5f}"
-        rows.append([o["name"], o.get("role", ""), f"{o['cosine']:.5f}", chan, f"{o['relative_error']:.3g}",
-                     percent(o.get("top1_agreement")), percent(o.get("decode_agreement")), acc, status])
+        acc = "" if o.accuracy is None else f"{percent(o.reference_accuracy)} -> {percent(o.accuracy)}"
+        status = "ignored" if o.fidelity is None else ("DEGRADED" if o.name in degraded else "ok")
+        chan = "-" if o.channel_cosine is None else f"{o.channel_cosine:.5f}"
+        rows.append([o.name, o.role, f"{o.cosine:.5f}", chan, f"{o.relative_error:.3g}",
+                     percent(o.top1_agreement), percent(o.decode_agreement), acc, status])
     return header, rows
 
 
-def verdict_lines(fidelity: Mapping[str, Any] | None) -> list[str]:
+def verdict_lines(fidelity: FidelityVerdict | None) -> list[str]:
     """WARNING lines for degraded outputs, then the verdict: never 'pass' beside a degraded output."""
     if fidelity is None:
         return ["result: not judged (no evaluation data)"]
-    lines = [f"WARNING: {w}" for w in fidelity["warnings"]]
-    if not fidelity["passed"]:
-        lines.append(f"result: FAIL (output {fidelity['worst']!r} below the minimum {fidelity['min_fidelity']})")
-    elif fidelity["degraded"]:
-        lines.append(f"result: DEGRADED ({', '.join(fidelity['degraded'])}): check these outputs before use")
+    lines = [f"WARNING: {w}" for w in fidelity.warnings]
+    if not fidelity.passed:
+        lines.append(f"result: FAIL (output {fidelity.worst!r} below the minimum {fidelity.min_fidelity})")
+    elif fidelity.degraded:
+        lines.append(f"result: DEGRADED ({', '.join(fidelity.degraded)}): check these outputs before use")
     else:
-        worst = fidelity.get("worst")
+        worst = fidelity.worst
         lines.append("result: every output faithful" + (
-            f" (worst: {worst!r} at {fidelity['worst_fidelity']:.4f})" if worst is not None else ""))
+            f" (worst: {worst!r} at {fidelity.worst_fidelity:.4f})" if worst is not None else ""))
     return lines

@@ -1,8 +1,8 @@
 """A self-contained HTML page for a prune report or an eval result (plots embedded as base64 PNG).
 
-Both inputs are the JSON-ready dicts the tools write: ``prune``'s report (``sparsity``,
-``layers``, ``history``, ``eval``, optional ``check``) and ``eval``'s result (``weights``,
-``layers``, ``eval``, optional ``gate``). Sections whose keys are absent are left out. The
+The input is ``prune``'s :class:`~smart_onnx.report.PruneReport` (sparsity, layers, history,
+eval, optional check) or ``eval``'s :class:`~smart_onnx.report.EvalResult` (weights, layers,
+eval, optional gate). Sections a report does not have are left out. The
 page loads nothing from outside: no scripts, fonts or stylesheets.
 """
 
@@ -14,11 +14,18 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smart_onnx._atomic import atomic_output
 from smart_onnx._format import format_value, percent
 from smart_onnx.eval.fidelity import output_table, verdict_lines
+
+if TYPE_CHECKING:
+    from smart_onnx.eval.compare import LayerRow
+    from smart_onnx.eval.fidelity import FidelityVerdict
+    from smart_onnx.eval.ort import EvalReport
+    from smart_onnx.hw import CheckReport
+    from smart_onnx.report import EvalResult, PruneReport
 
 __all__ = ["render_html", "write_html"]
 
@@ -80,51 +87,51 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _run(r: Mapping[str, Any]) -> str:
+def _run(r: PruneReport | EvalResult) -> str:
     keys = ("reference", "candidate", "data", "output", "mode", "method", "budget", "block", "nm", "seed")
-    rows = [[k, _text(format_value(r[k]))] for k in keys if r.get(k) is not None]
+    rows = [[k, _text(format_value(getattr(r, k)))] for k in keys if getattr(r, k, None) is not None]
     return _table(["setting", "value"], rows) if rows else ""
 
 
-def _summary(r: Mapping[str, Any], names: tuple[str, str]) -> str:
+def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
     rows: list[list[object]] = []
-    sp = r.get("sparsity")
+    sp = getattr(r, "sparsity", None)
     if sp:
-        requested = percent(sp["requested"])
-        rows.append([f"sparsity of weights (requested {requested})", "", percent(sp["achieved_params"]), ""])
-        rows.append(["sparsity of MACs", "", percent(sp["achieved_macs"]), ""])
-    w = r.get("weights")
+        requested = percent(sp.requested)
+        rows.append([f"sparsity of weights (requested {requested})", "", percent(sp.achieved_params), ""])
+        rows.append(["sparsity of MACs", "", percent(sp.achieved_macs), ""])
+    w = getattr(r, "weights", None)
     if w:
         for k in ("nonzero", "total"):
             ref, cand = w["reference"][k], w["candidate"][k]
             rows.append([f"float weights ({k})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
-    t = r.get("totals")
+    t = r.totals
     if t:
-        rows.append(["prunable-layer weights", t["params_before"], t["params_after"], f"x{t['params_ratio']:.3f}"])
-        rows.append(["prunable-layer MACs", t["macs_before"], t["macs_after"], f"x{t['macs_ratio']:.3f}"])
-    gate = r.get("gate")
+        rows.append(["prunable-layer weights", t.params_before, t.params_after, f"x{t.params_ratio:.3f}"])
+        rows.append(["prunable-layer MACs", t.macs_before, t.macs_after, f"x{t.macs_ratio:.3f}"])
+    gate = getattr(r, "gate", None)
     if gate:
-        rows.append(["top-1 agreement gate", f"min {percent(gate['min_agreement'])}", percent(gate["agreement"]),
-                     _verdict(gate["passed"])])
-    note = f'<p class="note">{_e(r["macs_note"])}.</p>' if r.get("macs_note") else ""
+        rows.append(["top-1 agreement gate", f"min {percent(gate.min_agreement)}", percent(gate.agreement),
+                     _verdict(gate.passed)])
+    macs_note = getattr(r, "macs_note", None)
+    note = f'<p class="note">{_e(macs_note)}.</p>' if macs_note else ""
     return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
 
 
-def _eval(ev: Mapping[str, Any] | None, fidelity: Mapping[str, Any] | None, settings: Mapping[str, Any] | None,
+def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: Mapping[str, Any] | None,
           candidate: str) -> str:
     if not ev:
         return ""
-    out = [f"<h2>Evaluation ({ev['samples']} samples, onnxruntime)</h2>"]
-    out.append(_table(*output_table(ev["outputs"], (fidelity or {}).get("degraded", ()))))
+    out = [f"<h2>Evaluation ({ev.samples} samples, onnxruntime)</h2>"]
+    out.append(_table(*output_table(ev.outputs, fidelity.degraded if fidelity else ())))
     out.append("".join(f"<p><b>{_e(line)}</b></p>" for line in verdict_lines(fidelity)))
-    lat = ev.get("latency") or {}
-    if lat:
+    if ev.latency:
         rows = []
-        for batch, pair in lat.items():
+        for batch, pair in ev.latency.items():
             ref, cand = pair["reference"], pair["candidate"]
-            rows.append([int(batch), f"{ref['median_ms']:.3f}", f"{cand['median_ms']:.3f}",
-                         f"x{cand['median_ms'] / ref['median_ms']:.2f}" if ref["median_ms"] else "-",
-                         ref["repeats"], ref["threads"]])
+            rows.append([int(batch), f"{ref.median_ms:.3f}", f"{cand.median_ms:.3f}",
+                         f"x{cand.median_ms / ref.median_ms:.2f}" if ref.median_ms else "-",
+                         ref.repeats, ref.threads])
         out.append(_table(["batch", "reference (ms)", f"{candidate} (ms)", "ratio", "repeats", "threads"], rows))
         if settings:
             out.append(f'<p class="note">Median of {_e(settings["repeats"])} runs after {_e(settings["warmup"])} '
@@ -132,33 +139,33 @@ def _eval(ev: Mapping[str, Any] | None, fidelity: Mapping[str, Any] | None, sett
     return "".join(out)
 
 
-def _check(check: Mapping[str, Any] | None, target: object) -> str:
+def _check(check: CheckReport | None, target: object) -> str:
     if not check:
         return ""
-    title = f"Profile check: {_e(check.get('profile') or target or '')} "
-    rows = [[i, lay["name"], lay.get("op_type"), lay.get("pattern"), percent(lay.get("sparsity")),
-             _verdict(lay.get("passed")), "; ".join(v["message"] for v in lay.get("violations", []))]
-            for i, lay in enumerate(check.get("layers", []))]
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in check.get("notes", []))
-    return (f"<h2>{title}{_verdict(check.get('passed'))}</h2>"
+    title = f"Profile check: {_e(check.profile or target or '')} "
+    rows = [[i, lay.name, lay.op_type, lay.pattern, percent(lay.sparsity), _verdict(lay.passed),
+             "; ".join(v.message for v in lay.violations)]
+            for i, lay in enumerate(check.layers)]
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in check.notes)
+    return (f"<h2>{title}{_verdict(check.passed)}</h2>"
             + _table(["#", "layer", "op", "pattern", "sparsity", "verdict", "violations"], rows) + notes)
 
 
-def _layers(layers: Sequence[Mapping[str, Any]], overall: float | None) -> str:
+def _layers(layers: Sequence[LayerRow], overall: float | None) -> str:
     if not layers:
         return ""
     from smart_onnx.eval.plots import layer_size_plot, sparsity_plot  # matplotlib: only when a page is drawn
 
-    with_before = any(r.get("sparsity_before") for r in layers)
+    with_before = any(r.sparsity_before for r in layers)
     headers = ["#", "layer", "op", "shape before", "shape after", "weights before", "weights after"]
     headers += ["sparsity before"] if with_before else []
     headers += ["sparsity", "MACs before", "MACs after"]
     rows = []
     for i, r in enumerate(layers):
-        row = [i, r["name"], r["op"], format_value(r["shape_before"]), format_value(r["shape_after"]),
-               r["params_before"], r["params_after"]]
-        row += [percent(r.get("sparsity_before"))] if with_before else []
-        rows.append(row + [percent(r["sparsity"]), r["macs_before"], r["macs_after"]])
+        row = [i, r.name, r.op, format_value(r.shape_before), format_value(r.shape_after),
+               r.params_before, r.params_after]
+        row += [percent(r.sparsity_before)] if with_before else []
+        rows.append(row + [percent(r.sparsity), r.macs_before, r.macs_after])
     return ("<h2>Layers</h2><h3>Sparsity per layer (graph order, colored by op type)</h3>"
             + _img(sparsity_plot(layers, overall), "per-layer sparsity")
             + "<h3>Weights and MACs per layer, before and after (log scale)</h3>"
@@ -172,41 +179,41 @@ def _history(history: Mapping[str, Any] | None) -> str:
     return "<h2>Search and fine-tune</h2>" + _img(png, "loss and temperature curves") if png else ""
 
 
-def _footer(r: Mapping[str, Any]) -> str:
+def _footer(r: PruneReport | EvalResult) -> str:
     out = []
-    frozen = r.get("frozen_groups")
+    frozen = getattr(r, "frozen_groups", None)
     if frozen:
         out.append("<h2>Frozen channel groups</h2>" + _table(
             ["group", "layers", "channels", "reason"],
-            [[g["id"], ", ".join(g["layers"]), g["channels"], g["reason"]] for g in frozen]))
-    seconds = r.get("seconds")
+            [[g.id, ", ".join(g.layers), g.channels, g.reason] for g in frozen]))
+    seconds = getattr(r, "seconds", None)
     if seconds:
         out.append("<h2>Time</h2>" + _table(["stage", "seconds"], [[k, round(v, 2)] for k, v in seconds.items()]))
     return "".join(out)
 
 
-def render_html(report: Mapping[str, Any], *, title: str = "smart-onnx report") -> str:
+def render_html(report: PruneReport | EvalResult, *, title: str = "smart-onnx report") -> str:
     """The whole page as one string (plots base64-embedded)."""
-    sp = report.get("sparsity") or {}
-    totals = report.get("totals") or {}
-    overall = sp.get("achieved_params")
-    if overall is None and totals.get("params_before"):
-        overall = 1.0 - totals["params_ratio"]
+    sp = getattr(report, "sparsity", None)
+    overall = sp.achieved_params if sp else None
+    if overall is None and report.totals and report.totals.params_before:
+        overall = 1.0 - report.totals.params_ratio
     # eval compares two given models; prune shows one model before and after.
-    names = ("reference", "candidate") if "weights" in report else ("before", "after")
-    command = f"<pre>{_e(report['command'])}</pre>" if report.get("command") else ""
+    names = ("reference", "candidate") if getattr(report, "weights", None) is not None else ("before", "after")
+    command = f"<pre>{_e(report.command)}</pre>" if report.command else ""
     body = "".join([
         f"<h1>{_e(title)}</h1>", command, _summary(report, names),
-        _eval(report.get("eval"), report.get("fidelity"), report.get("latency_settings"),
+        _eval(report.eval, report.fidelity, getattr(report, "latency_settings", None),
               "candidate" if names[1] == "candidate" else "pruned"),
-        _check(report.get("check"), report.get("target")),
-        _layers(report.get("layers") or [], overall), _history(report.get("history")), _footer(report),
+        _check(getattr(report, "check", None), getattr(report, "target", None)),
+        _layers(report.layers, overall), _history(getattr(report, "history", None)), _footer(report),
     ])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{_CSS}</style></head><body><main>{body}</main></body></html>\n")
 
 
-def write_html(report: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = "smart-onnx report") -> Path:
+def write_html(report: PruneReport | EvalResult, path: str | os.PathLike[str], *,
+               title: str = "smart-onnx report") -> Path:
     """Render and write the page atomically (temp file in the same directory, then rename)."""
     out = Path(path)
     page = render_html(report, title=title)

@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from smart_onnx._atomic import from_fields
 from smart_onnx.errors import DataError, ModelLoadError
 from smart_onnx.eval.fidelity import OutputComparison, OutputMetrics
 from smart_onnx.graph import OutputInfo, infer_output_roles
@@ -148,6 +150,12 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {"samples": self.samples, "outputs": [m.to_dict() for m in self.outputs],
                 "latency": {b: {k: asdict(v) for k, v in lat.items()} for b, lat in self.latency.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        """The inverse of :meth:`to_dict` (each output's ``fidelity`` is derived)."""
+        latency = {b: {k: from_fields(LatencyResult, v) for k, v in lat.items()} for b, lat in data["latency"].items()}
+        return cls(data["samples"], [from_fields(OutputMetrics, m) for m in data["outputs"]], latency)
 
 
 _Runnable = OnnxModel | onnx.ModelProto | ort.InferenceSession

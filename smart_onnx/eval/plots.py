@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -14,6 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+
+if TYPE_CHECKING:
+    from smart_onnx.eval.compare import LayerRow
 
 __all__ = ["history_plot", "layer_size_plot", "sparsity_plot"]
 
@@ -35,11 +38,11 @@ def _width(n: int) -> float:
     return min(11.0, max(8.0, 0.25 * n + 3))
 
 
-def sparsity_plot(layers: Sequence[Mapping[str, Any]], overall: float | None = None) -> bytes:
+def sparsity_plot(layers: Sequence[LayerRow], overall: float | None = None) -> bytes:
     """Per-layer sparsity bars (x: layer index in graph order), colored by op type."""
     fig, ax = plt.subplots(figsize=(_width(len(layers)), 3.6))
-    ops = [r["op"] for r in layers]
-    ax.bar(range(len(layers)), [r["sparsity"] for r in layers], color=[_OP_COLORS.get(o, _FALLBACK) for o in ops],
+    ops = [r.op for r in layers]
+    ax.bar(range(len(layers)), [r.sparsity for r in layers], color=[_OP_COLORS.get(o, _FALLBACK) for o in ops],
            width=0.8)
     handles = [Patch(color=_OP_COLORS.get(op, _FALLBACK), label=op) for op in dict.fromkeys(ops)]
     if overall is not None:
@@ -55,13 +58,13 @@ def sparsity_plot(layers: Sequence[Mapping[str, Any]], overall: float | None = N
     return _png(fig)
 
 
-def layer_size_plot(layers: Sequence[Mapping[str, Any]]) -> bytes:
+def layer_size_plot(layers: Sequence[LayerRow]) -> bytes:
     """Weights and MACs per layer, before and after, as grouped bars on a log scale."""
     fig, axes = plt.subplots(2, 1, figsize=(_width(len(layers)), 5.6), sharex=True)
     x = range(len(layers))
     for ax, key, label in ((axes[0], "params", "weights"), (axes[1], "macs", "MACs")):
-        before = [r[f"{key}_before"] or 0 for r in layers]
-        after = [r[f"{key}_after"] or 0 for r in layers]
+        before = [getattr(r, f"{key}_before") or 0 for r in layers]
+        after = [getattr(r, f"{key}_after") or 0 for r in layers]
         ax.bar([i - 0.2 for i in x], before, width=0.4, color=_BEFORE, label="before")
         ax.bar([i + 0.2 for i in x], after, width=0.4, color=_AFTER, label="after")
         if any(before):

@@ -25,6 +25,7 @@ from typing import Any
 
 import onnx
 
+from smart_onnx._atomic import from_fields
 from smart_onnx.errors import ConstraintError, DataError
 from smart_onnx.graph.view import GraphView, attr, output_ranks
 from smart_onnx.model import OnnxModel
@@ -86,6 +87,11 @@ class OutputInfo:
         return {"name": self.name, "role": self.role.value, "reason": self.reason, "rank": self.rank,
                 "class_axis": self.class_axis, "batch_axis": self.batch_axis,
                 "scores": self.scores if self.is_categorical else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OutputInfo:
+        """The inverse of :meth:`to_dict` (``scores`` is written for class and sequence outputs only)."""
+        return from_fields(cls, data, role=OutputRole(data["role"]), scores=data["scores"] or "logits")
 
 
 # Name tokens that mean "not class scores". Matched as whole tokens of the name (split at

@@ -39,10 +39,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 
+from smart_onnx._atomic import from_fields
 from smart_onnx.graph import Analysis, PrunableLayer, analyze, find_prunable_layers
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
@@ -72,6 +74,10 @@ class Violation:
     def to_dict(self) -> dict[str, str]:
         return {"layer": self.layer, "rule": self.rule, "message": self.message}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Violation:
+        return from_fields(cls, data)
+
 
 @dataclass(frozen=True)
 class NotJudged:
@@ -83,6 +89,10 @@ class NotJudged:
 
     def to_dict(self) -> dict[str, str]:
         return {"layer": self.layer, "rule": self.rule, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NotJudged:
+        return from_fields(cls, data)
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,13 @@ class LayerCheck:
             "not_judged": [n.to_dict() for n in self.not_judged],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerCheck:
+        """The inverse of :meth:`to_dict`."""
+        return from_fields(cls, data, shape=tuple(data["shape"]), accelerated=(data["accelerated"], data["why"]),
+                           violations=tuple(Violation.from_dict(v) for v in data["violations"]),
+                           not_judged=tuple(NotJudged.from_dict(n) for n in data["not_judged"]))
+
 
 @dataclass(frozen=True)
 class CheckReport:
@@ -152,6 +169,11 @@ class CheckReport:
             "violations": [v.to_dict() for v in self.violations],
             "not_judged": [n.to_dict() for n in self.not_judged], "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckReport:
+        """The inverse of :meth:`to_dict` (``passed``, ``violations`` and ``not_judged`` are derived)."""
+        return cls(data["profile"], tuple(LayerCheck.from_dict(lay) for lay in data["layers"]), tuple(data["notes"]))
 
 
 def check_model(

@@ -18,6 +18,7 @@ from smart_onnx.errors import ConstraintError, InternalError
 from smart_onnx.graph import Analysis
 from smart_onnx.hw import Profile
 from smart_onnx.model import OnnxModel
+from smart_onnx.report import SparsitySummary
 from smart_onnx.search import PruningSpace, Ranking, achieved_sparsity
 
 __all__ = [
@@ -72,7 +73,7 @@ class PruningMode(Protocol):
         """The report's ``block`` and ``nm`` entries (None where the mode has none)."""
         ...
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> dict[str, Any]:
+    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
         """The report's ``sparsity``: requested, achieved in weights and MACs (and the budget kind)."""
         ...
 
@@ -140,11 +141,7 @@ def least_kept_per_group(space: PruningSpace) -> torch.Tensor:
     return least.scatter_reduce_(0, space.unit_group, space.costs("params"), "amin", include_self=False)
 
 
-def ranked_sparsity(space: PruningSpace, keep: torch.Tensor, requested: float, budget: str) -> dict[str, Any]:
+def ranked_sparsity(space: PruningSpace, keep: torch.Tensor, requested: float, budget: str) -> SparsitySummary:
     """The report's ``sparsity`` of a globally ranked mode: exact, in weights and MACs, and what the budget counted."""
-    return {
-        "requested": requested,
-        "achieved_params": achieved_sparsity(space, keep, "params"),
-        "achieved_macs": achieved_sparsity(space, keep, "macs"),
-        "budget": budget,
-    }
+    return SparsitySummary(requested, achieved_sparsity(space, keep, "params"), achieved_sparsity(space, keep, "macs"),
+                           budget)

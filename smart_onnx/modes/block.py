@@ -18,6 +18,7 @@ from smart_onnx.hw import Profile, block_shapes, dense_reasons, format_block
 from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel
 from smart_onnx.modes.base import ModeRequest, least_kept_per_group, ranked_sparsity, register_mode, require_sparsity
+from smart_onnx.report import SparsitySummary
 from smart_onnx.rewrite import apply_block_masks
 from smart_onnx.search import BlockSpace, GlobalRanking, UnitConstraints
 
@@ -58,7 +59,7 @@ class BlockMode:
         blocks = {lb.layer.name: [lb.units.block_shape[a] for a in lb.layer.canonical_axes] for lb in self.space.layers}
         return {"block": blocks, "nm": None}
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> dict[str, Any]:
+    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
         return ranked_sparsity(self.space, keep, requested, self.budget)
 
 

@@ -17,6 +17,7 @@ from smart_onnx.graph import Analysis
 from smart_onnx.hw import Profile
 from smart_onnx.model import OnnxModel, iter_graphs
 from smart_onnx.modes.base import ModeRequest, least_kept_per_group, ranked_sparsity, register_mode, require_sparsity
+from smart_onnx.report import SparsitySummary
 from smart_onnx.rewrite import apply_channel_masks, round_channels
 from smart_onnx.search import ChannelSpace, GlobalRanking, UnitConstraints
 
@@ -57,7 +58,7 @@ class ChannelMode:
     def pattern(self) -> dict[str, Any]:
         return {"block": None, "nm": None}
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> dict[str, Any]:
+    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
         return ranked_sparsity(self.space, keep, requested, self.budget)
 
 

@@ -16,6 +16,7 @@ from smart_onnx.graph import Analysis
 from smart_onnx.hw import nm_layers
 from smart_onnx.model import OnnxModel
 from smart_onnx.modes.base import ModeRequest, register_mode
+from smart_onnx.report import SparsitySummary
 from smart_onnx.rewrite import apply_block_masks
 from smart_onnx.search import GroupedRanking, NMSpace
 
@@ -57,9 +58,9 @@ class NMMode:
     def pattern(self) -> dict[str, Any]:
         return {"block": None, "nm": [self.space.n, self.space.m]}
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> dict[str, Any]:
+    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
         """The pattern's sparsity: every group keeps exactly N of M (a ragged tail is not a prunable weight)."""
-        return {"requested": requested, "achieved_params": self.space.sparsity, "achieved_macs": self.space.sparsity}
+        return SparsitySummary(requested, self.space.sparsity, self.space.sparsity)
 
 
 register_mode("nm", NMMode)  # nothing to refuse before the analysis: the pattern may be the target's

@@ -124,7 +124,7 @@ def test_verdict_warns_on_degraded_outputs_and_gates() -> None:
     strict = judge_fidelity([good], 0.995)
     assert not strict.passed and strict.degraded == ["cls"]
     assert judge_fidelity([good], 0.98).faithful
-    lines = verdict_lines(judge_fidelity([good, boxes]).to_dict())
+    lines = verdict_lines(judge_fidelity([good, boxes]))
     assert lines[-1].startswith("result: DEGRADED") and not any("pass" in line for line in lines)
 
 
@@ -150,12 +150,12 @@ def test_weight_counts_and_layers(files) -> None:
     assert weight_counts(ref) == {"nonzero": 36 + 4 + 320, "total": 36 + 4 + 320 + 5}
     assert weight_counts(half) == {"nonzero": 36 + 4 + 160, "total": 365}
     rows = compare_layers(ref, half, {"x": (1, 1, 6, 6)})
-    by = {r["name"]: r for r in rows}
-    assert by["conv"]["sparsity"] == 0.0 and by["conv"]["macs_after"] == by["conv"]["macs_before"] == 64 * 9
+    by = {r.name: r for r in rows}
+    assert by["conv"].sparsity == 0.0 and by["conv"].macs_after == by["conv"].macs_before == 64 * 9
     # Effective MACs scale with the weight's density: half the Gemm weight is zero.
-    assert by["fc"]["sparsity"] == 0.5 and by["fc"]["macs_after"] == by["fc"]["macs_before"] // 2 == 160
+    assert by["fc"].sparsity == 0.5 and by["fc"].macs_after == by["fc"].macs_before // 2 == 160
     totals = layer_totals(rows)
-    assert (totals["params_before"], totals["params_after"]) == (356, 196)
+    assert (totals.params_before, totals.params_after) == (356, 196)
 
 
 def test_compare_models(files) -> None:

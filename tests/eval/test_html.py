@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from smart_onnx.eval.html import render_html, write_html
+from smart_onnx.report import PruneReport
 
 _TOOL = Path(__file__).resolve().parents[2] / "tools" / "screenshot_report.py"
 
@@ -28,32 +30,43 @@ def _layer(i: int, op: str, sparsity: float) -> dict:
             "macs_before": 100 * before, "macs_after": 100 * after}
 
 
-def prune_report() -> dict:
-    """A report shaped like ``smart-onnx prune``'s JSON, with a profile check."""
+def prune_report() -> PruneReport:
+    """A report as ``smart-onnx prune`` writes it (read back from its JSON), with a profile check."""
     latency = {"reference": {"batch": 1, "median_ms": 1.25, "p90_ms": 1.5, "repeats": 20, "threads": 2},
                "candidate": {"batch": 1, "median_ms": 0.75, "p90_ms": 0.9, "repeats": 20, "threads": 2}}
     layers = [_layer(i, op, s) for i, (op, s) in enumerate([("Conv", 0.0), ("Conv", 0.625), ("MatMul", 0.5),
                                                               ("Gemm", 0.25)])]
-    return {
+    check_layer = {"name": "/block1/Conv", "op_type": "Conv", "weight": "w1", "shape": [8, 16], "out_channels": 8,
+                   "pattern": "unstructured", "sparsity": 0.625, "dense_only": False, "precision": "float32",
+                   "accelerated": "no", "why": "not a block pattern", "not_judged": [],
+                   "violations": [{"layer": "/block1/Conv", "rule": "pattern",
+                                   "message": "zeros are not 16x8x1x1 blocks"}]}
+    return PruneReport.from_dict({
         "command": "smart-onnx prune m.onnx --data calib.npz --sparsity 0.5 --html <r.html>",
-        "seed": 0, "mode": "block", "method": "smart", "budget": "params", "block": [16, 8, 1, 1],
-        "sparsity": {"requested": 0.5, "achieved_params": 0.4321, "achieved_macs": 0.3579},
+        "seed": 0, "mode": "block", "method": "smart", "budget": "params", "target": "npu-a",
+        "block": {"/block0/Conv": [16, 8, 1, 1]}, "nm": None, "search": {"sparsity": 0.5},
+        "steps": {"steps": 4, "finetune_steps": 3, "step_seconds": None, "reason": "given"}, "training": {},
+        "sparsity": {"requested": 0.5, "achieved_params": 0.4321, "achieved_macs": 0.3579, "budget": "params"},
         "layers": layers,
         "frozen_groups": [{"id": 3, "layers": ["/fc/Gemm"], "channels": 10, "reason": "its channels reach output"}],
+        "outputs": [{"name": "logits", "role": "class", "reason": "test", "rank": 2, "class_axis": 1,
+                     "batch_axis": 0, "scores": "logits"}],
+        "label_output": "logits", "export_relative_error": 0.0,
+        "export_check": {"error": 0.0, "executor_error": 0.0, "tolerance": 1e-4},
         "history": {"loss": [1.0, 0.5, 0.25, 0.2], "tau": [1.0, 0.3, 0.1, 0.03], "sparsity": [0.5] * 4,
                     "finetune_loss": [0.2, 0.15, 0.1]},
         "eval": {"samples": 40, "outputs": [{"name": "logits", "cosine": 0.987654, "relative_error": 0.0123,
                                              "top1_agreement": 0.925, "accuracy": 0.8, "reference_accuracy": 0.825,
                                              "role": "class", "fidelity": 0.925}],
                  "latency": {"1": latency}},
-        "check": {"profile": "npu-a", "passed": False, "notes": ["grouped convs stay dense"],
-                  "layers": [{"name": "/block1/Conv", "op_type": "Conv", "pattern": "unstructured", "sparsity": 0.625,
-                              "passed": False, "violations": [{"layer": "/block1/Conv", "rule": "block",
-                                                               "message": "zeros are not 16x8x1x1 blocks"}]}]},
+        "fidelity": {"min_fidelity": None, "passed": True, "degraded": [], "warnings": [], "worst": "logits",
+                     "worst_fidelity": 0.925},
+        "check": {"profile": "npu-a", "passed": False, "notes": ["grouped convs stay dense"], "layers": [check_layer]},
         "seconds": {"search": 12.5, "finetune": 3.25},
         "totals": {"params_before": 640, "params_after": 400, "macs_before": 64000, "macs_after": 40000,
                    "params_ratio": 0.625, "macs_ratio": 0.625},
-    }
+        "provenance": {},
+    })
 
 
 def test_page_is_self_contained_with_numbers() -> None:
@@ -68,9 +81,12 @@ def test_page_is_self_contained_with_numbers() -> None:
     assert "prune &lt;m.onnx&gt;" in page and "&lt;r.html&gt;" in page  # escaped, not markup
 
 
-def test_sections_follow_the_keys() -> None:
-    page = render_html({"command": "smart-onnx eval a b", "layers": [], "eval": None})
-    assert "data:image/png" not in page and "Profile check" not in page and "smart-onnx eval a b" in page
+def test_sections_follow_what_the_report_has() -> None:
+    bare = replace(prune_report(), command="smart-onnx prune a", layers=[], eval=None, fidelity=None, check=None,
+                   history={})
+    page = render_html(bare)
+    assert "data:image/png" not in page and "Profile check" not in page and "smart-onnx prune a" in page
+    assert "not judged (no evaluation data)" not in page  # no evaluation section at all
 
 
 def test_write_is_atomic(tmp_path) -> None:

@@ -41,8 +41,8 @@ def test_short_prune(crnn: onnx.ModelProto) -> None:
     options = PruneOptions(mode="block", search=SearchConfig(sparsity=0.3, steps=2, finetune_steps=2, batch_size=4),
                            latency=False)
     outcome = prune(model, calib, holdout, options)
-    assert outcome.report["export_relative_error"] <= 1e-4
-    assert outcome.report["sparsity"]["achieved_params"] >= 0.3 - 1e-9
+    assert outcome.report.export_relative_error <= 1e-4
+    assert outcome.report.sparsity.achieved_params >= 0.3 - 1e-9
     before = {t.name: onnx.numpy_helper.to_array(t) for t in crnn.graph.initializer}
     lstm = next(n for n in outcome.model.graph.node if n.op_type == "LSTM")
     after = {t.name: onnx.numpy_helper.to_array(t) for t in outcome.model.graph.initializer}

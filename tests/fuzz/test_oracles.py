@@ -68,7 +68,7 @@ def test_prune_does_not_empty_every_layer() -> None:
         outcome = prune(model, data, None, options)
     except ConstraintError:
         return  # refusing is fine
-    assert outcome.report["sparsity"]["achieved_params"] < 1.0
+    assert outcome.report.sparsity.achieved_params < 1.0
 
 
 def test_fuzzer_relative_error_flags_nan() -> None:

@@ -10,9 +10,9 @@ from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
 from smart_onnx.graph import analyze
-from smart_onnx.hw import RULES, load_profile
+from smart_onnx.hw import DEFAULT_PROFILE, RULES, load_profile
 from smart_onnx.hw.constraints import MODES as PROFILE_MODES
-from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
+from smart_onnx.modes import DEFAULT_BLOCK, DEFAULT_NM, MODES, ModeRequest, build_mode, check_request
 from smart_onnx.search import NMSpace, SearchConfig, achieved_sparsity, run_search
 from tests.hw import INPUT, small_cnn
 
@@ -33,6 +33,13 @@ def test_registered_modes_are_the_ones_a_profile_can_name() -> None:
     assert set(MODES) == set(PROFILE_MODES)
 
 
+def test_the_defaults_without_a_target_are_the_clis_default_targets_patterns() -> None:
+    """prune() without a target and the CLI (--target npu-block) block the same way; nm as npu-2to4 does."""
+    default = load_profile(DEFAULT_PROFILE)
+    assert default.mode == "block" and default.rule_for("Conv").blocks[0] == DEFAULT_BLOCK
+    assert load_profile("npu-2to4").rule_for("Conv").nm[0] == DEFAULT_NM
+
+
 @pytest.mark.parametrize("name", MODES)
 def test_every_mode_states_rules_the_checker_knows(name: str) -> None:
     _, mode = _mode(name)
@@ -47,7 +54,7 @@ def test_the_hard_mask_is_one_flat_bool_tensor_in_every_mode(name: str, method: 
     keep = mode.ranking.fixed_mask(weights, SearchConfig(sparsity=mode.sparsity, method=method))
     assert keep.dtype == torch.bool and keep.shape == (mode.space.num_units,)
     assert set(mode.space.transforms(keep.float())) <= {t.name for t in model.graph.initializer}
-    assert mode.sparsity_summary(keep, mode.sparsity)["achieved_params"] >= mode.sparsity - 1e-9
+    assert mode.sparsity_summary(keep, mode.sparsity).achieved_params >= mode.sparsity - 1e-9
     pruned = mode.rewrite(model, keep, sparse_format="dense")
     assert pruned.num_weights() <= model.num_weights()
 
@@ -93,7 +100,7 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     config = SearchConfig(sparsity=mode.sparsity, steps=3, finetune_steps=2, batch_size=8, time_budget=None)
     result = run_search(Executor(model), mode.ranking, data, config)
     assert result.keep.dtype == torch.bool and result.keep.shape == (mode.space.num_units,)
-    assert mode.sparsity_summary(result.keep, mode.sparsity)["achieved_params"] >= mode.sparsity - 1e-9
+    assert mode.sparsity_summary(result.keep, mode.sparsity).achieved_params >= mode.sparsity - 1e-9
     assert len(result.history["loss"]) == 3 and len(result.history["finetune_loss"]) <= 2
     assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)

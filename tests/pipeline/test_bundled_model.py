@@ -36,9 +36,9 @@ def _accuracy(bundled, method: str, mode: str, target: str | None) -> tuple[floa
                           time_budget=None)
     options = PruneOptions(mode=mode, target=target and load_profile(target), search=search, latency=False)
     report = prune(model, calib, held, options).report
-    out = next(o for o in report["eval"]["outputs"] if o["accuracy"] is not None)
-    assert target is None or report["check"]["passed"]
-    return out["accuracy"], out["reference_accuracy"]
+    out = next(o for o in report.eval.outputs if o.accuracy is not None)
+    assert target is None or report.check.passed
+    return out.accuracy, out.reference_accuracy
 
 
 # Channel mode without a target, as in the quality benchmark: global magnitude may empty a layer there.

@@ -132,9 +132,9 @@ def test_sequence_output_is_distilled_per_step_and_judged_by_decoding() -> None:
     outcome = prune(model, calib, held, PruneOptions(
         mode="block", block=(8, 8, 1, 1), latency=False,
         search=SearchConfig(sparsity=0.3, steps=10, finetune_steps=10, batch_size=8)))
-    (metrics,) = outcome.report["eval"]["outputs"]
-    assert metrics["role"] == "sequence" and metrics["decode_agreement"] is not None
-    assert metrics["top1_agreement"] is not None and metrics["fidelity"] == metrics["decode_agreement"]
+    (metrics,) = outcome.report.eval.outputs
+    assert metrics.role == "sequence" and metrics.decode_agreement is not None
+    assert metrics.top1_agreement is not None and metrics.fidelity == metrics.decode_agreement
 
 
 def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> None:
@@ -145,8 +145,8 @@ def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> N
     data = dataset_from_arrays(arrays, model.inputs, labels=labels).take(32)
     options = PruneOptions(mode="block", latency=False, search=SearchConfig(
         sparsity=0.3, steps=2, finetune_steps=2, batch_size=8, augment=False, time_budget=None))
-    cached = prune(model, data, None, options).report["history"]
+    cached = prune(model, data, None, options).report.history
     monkeypatch.setattr(trainer_module, "TEACHER_CACHE_BYTES", 0)
-    streamed = prune(model, data, None, options).report["history"]
+    streamed = prune(model, data, None, options).report.history
     assert np.allclose(cached["loss"], streamed["loss"], rtol=1e-4)
     assert np.allclose(cached["finetune_loss"], streamed["finetune_loss"], rtol=1e-4)

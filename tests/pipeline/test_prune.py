@@ -44,12 +44,12 @@ def test_every_mode_and_method_meets_the_budget(model_and_data, mode, extra, met
     out = _run(model_and_data, mode=mode, sparsity=sparsity,
                search=SearchConfig(**{**FAST.__dict__, "method": method}), latency=False, **extra)
     r = out.report
-    achieved = r["sparsity"]["achieved_params"]
+    achieved = r.sparsity.achieved_params
     assert achieved >= 0.5 - 1e-9
     assert achieved <= 0.5 + (0.06 if mode == "channel" else 0.02)  # one unit's cost (a channel is coarse)
-    assert r["export_relative_error"] <= 1e-4
-    assert r["eval"]["samples"] == len(model_and_data[2])
-    assert r["totals"]["params_after"] < r["totals"]["params_before"]
+    assert r.export_relative_error <= 1e-4
+    assert r.eval.samples == len(model_and_data[2])
+    assert r.totals.params_after < r.totals.params_before
     if mode == "channel":
         assert out.model.num_weights() < model_and_data[0].num_weights()
 
@@ -60,19 +60,19 @@ def test_same_seed_same_mask_and_report(model_and_data) -> None:
     wa = {t.name: t.raw_data for t in a.model.graph.initializer}
     wb = {t.name: t.raw_data for t in b.model.graph.initializer}
     assert wa == wb
-    assert a.report["history"]["loss"] == b.report["history"]["loss"]
+    assert a.report.history["loss"] == b.report.history["loss"]
 
 
 def test_macs_budget_counts_macs(model_and_data) -> None:
     r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1),
              search=SearchConfig(**{**FAST.__dict__, "budget": "macs"}), latency=False).report
-    assert abs(r["sparsity"]["achieved_macs"] - 0.5) < 0.03
+    assert abs(r.sparsity.achieved_macs - 0.5) < 0.03
 
 
 def test_zero_sparsity_changes_no_weight_shape(model_and_data) -> None:
     out = _run(model_and_data, mode="channel", sparsity=0.0, latency=False)
-    assert out.report["sparsity"]["achieved_params"] == 0.0
-    assert all(row["shape_before"] == row["shape_after"] for row in out.report["layers"])
+    assert out.report.sparsity.achieved_params == 0.0
+    assert all(row.shape_before == row.shape_after for row in out.report.layers)
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -102,16 +102,16 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     monkeypatch.setattr(prune_mod, "make_session", counting)
     r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
     assert len(built) == 2  # the pruned model's session checks the export and is evaluated; the reference's
-    assert r["eval"]["samples"] == len(model_and_data[2]) and r["export_relative_error"] <= 1e-4
+    assert r.eval.samples == len(model_and_data[2]) and r.export_relative_error <= 1e-4
 
 
 def test_report_records_curves_and_stages(model_and_data) -> None:
     r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
-    assert len(r["history"]["loss"]) == FAST.steps and len(r["history"]["tau"]) == FAST.steps
-    assert r["history"]["tau"][0] > r["history"]["tau"][-1]
-    assert len(r["history"]["finetune_loss"]) == FAST.finetune_steps
-    assert {"analysis", "search", "finetune", "export", "eval"} <= set(r["seconds"])
-    assert set(r["eval"]["latency"]) == {"1", "8"}
+    assert len(r.history["loss"]) == FAST.steps and len(r.history["tau"]) == FAST.steps
+    assert r.history["tau"][0] > r.history["tau"][-1]
+    assert len(r.history["finetune_loss"]) == FAST.finetune_steps
+    assert {"analysis", "search", "finetune", "export", "eval"} <= set(r.seconds)
+    assert set(r.eval.latency) == {"1", "8"}
 
 
 # CI has no GPU; on a machine with one this proves the search, masks and statistics stay on the device.
@@ -121,5 +121,5 @@ def test_prune_on_cuda(model_and_data, mode, extra) -> None:
     sparsity = None if mode == "nm" else 0.5
     out = _run(model_and_data, mode=mode, sparsity=sparsity, search=replace(FAST, device="cuda"),
                latency=False, **extra)
-    assert out.report["sparsity"]["achieved_params"] >= 0.5 - 1e-9
-    assert out.report["export_relative_error"] <= 1e-4
+    assert out.report.sparsity.achieved_params >= 0.5 - 1e-9
+    assert out.report.export_relative_error <= 1e-4

@@ -43,7 +43,7 @@ def test_prune_output_passes_check_for_its_target(zoo_export, arch: str, profile
         # Tiny zoo layers can be below a profile's minimum channels or block size: a clear refusal is right.
         assert "allow" in str(e) or "no prunable units" in str(e), str(e)
         return
-    assert out.report["check"]["passed"], out.report["check"]
+    assert out.report.check.passed, out.report.check.violations
     assert check_model(normalize(out.model.proto), target, reference=model).passed
     _pruned.setdefault(profile, []).append(arch)
 

@@ -45,8 +45,8 @@ def test_time_budget_bounds_a_run() -> None:
     search = SearchConfig(sparsity=0.5, steps=100_000, finetune_steps=100_000, batch_size=8, time_budget=3.0)
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
     wall = time.perf_counter() - start
-    steps = outcome.report["steps"]
-    assert steps["steps"] + steps["finetune_steps"] < 200_000 and "budget" in steps["reason"]
-    ran = len(outcome.report["history"]["loss"]) + len(outcome.report["history"]["finetune_loss"])
-    assert ran <= steps["steps"] + steps["finetune_steps"]
+    steps = outcome.report.steps
+    assert steps.steps + steps.finetune_steps < 200_000 and "budget" in steps.reason
+    ran = len(outcome.report.history["loss"]) + len(outcome.report.history["finetune_loss"])
+    assert ran <= steps.steps + steps.finetune_steps
     assert wall < 60  # 100k + 100k steps would take hours; the budget (3 s) plus the fixed stages is what runs

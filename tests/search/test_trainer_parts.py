@@ -65,6 +65,6 @@ def test_early_stopping_restores_the_best_held_out_weights() -> None:
     # A learning rate that makes the fine-tune diverge: the held-out loss stops improving at once.
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4), latency=False, search=SearchConfig(
         sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2)))
-    training, history = outcome.report["training"], outcome.report["history"]
+    training, history = outcome.report.training, outcome.report.history
     assert training["validation_samples"] == 20 and "did not improve" in (training["stopped"] or "")
     assert len(history["finetune_loss"]) < 400 and len(history["validation_loss"]) >= 3

@@ -1,0 +1,261 @@
+"""The reports of ``prune`` and ``eval`` as typed records, and their JSON forms.
+
+``prune()`` returns a :class:`PruneReport` (written as ``MODEL.pruned.json``); ``smart-onnx eval``
+builds an :class:`EvalResult` (``--json``); the CLI's summaries, the HTML page and the scripts
+read their attributes. :meth:`PruneReport.to_dict` writes the keys the JSON has always had, plus
+``schema_version`` (:data:`SCHEMA_VERSION`, raised when a key changes meaning or goes away);
+:meth:`PruneReport.from_dict` reads them back, so ``from_json(to_json(r)) == r``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smart_onnx._atomic import from_fields, json_text, write_json
+from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals
+from smart_onnx.eval.fidelity import FidelityVerdict
+from smart_onnx.eval.ort import EvalReport
+from smart_onnx.eval.verify import RewriteCheck
+from smart_onnx.graph import OutputInfo
+from smart_onnx.hw import CheckReport
+
+if TYPE_CHECKING:  # smart_onnx.search imports torch, which ``eval`` (an EvalResult) does not need
+    from smart_onnx.search import SearchConfig
+    from smart_onnx.search.budget import StepPlan
+
+__all__ = ["SCHEMA_VERSION", "AgreementGate", "EvalResult", "FrozenGroup", "PruneReport", "SparsitySummary"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SparsitySummary:
+    """Requested and achieved sparsity; ``budget`` says what was counted (None in N:M mode: the pattern's)."""
+
+    requested: float
+    achieved_params: float
+    achieved_macs: float
+    budget: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.budget is None:
+            del out["budget"]
+        return out
+
+
+@dataclass
+class FrozenGroup:
+    """A channel-coupling group that channel mode may not prune, and why."""
+
+    id: int
+    layers: list[str]
+    channels: int
+    reason: str
+
+
+@dataclass
+class PruneReport:
+    """Everything one ``prune`` run decided and measured.
+
+    Attributes:
+        command: the command line (None from the library).
+        mode, method, budget, target: what ran (``target``: the profile's name, None without one).
+        block: block shape per layer, canonical O x I x k (block mode, else None).
+        nm: ``[N, M]`` (N:M mode, else None).
+        search: the settings, with the step counts the plan chose.
+        steps: the step plan and why.
+        training: what the trainer used and why it stopped (features, augmentation, refit, early stop).
+        sparsity: requested and achieved.
+        layers: per prunable layer, before and after.
+        frozen_groups: channel groups left whole, and why.
+        outputs: every graph output's role and why.
+        label_output: the class output the labels trained (None: none).
+        export_relative_error, export_check: onnxruntime, rewritten vs masked model.
+        history: loss, temperature, sparsity and validation curves.
+        check: the profile check of the pruned model (with a target).
+        eval, fidelity: onnxruntime on the held-out data, and the verdict (with held-out data).
+        seconds: wall time per stage.
+        totals: the layers' sums.
+        provenance: what was written into the model's metadata.
+        quantize: ``prune --quantize``: the INT8 model's settings, zeros, comparison and check.
+        output: the path the model was written to (set by the CLI).
+    """
+
+    command: str | None
+    seed: int
+    mode: str
+    method: str
+    budget: str
+    target: str | None
+    block: dict[str, list[int]] | None
+    nm: list[int] | None
+    search: SearchConfig
+    steps: StepPlan
+    training: dict[str, Any]
+    sparsity: SparsitySummary
+    layers: list[LayerRow]
+    frozen_groups: list[FrozenGroup]
+    outputs: list[OutputInfo]
+    label_output: str | None
+    export_relative_error: float
+    export_check: RewriteCheck
+    history: dict[str, list[float]]
+    check: CheckReport | None = None
+    eval: EvalReport | None = None
+    fidelity: FidelityVerdict | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    totals: Totals | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    quantize: dict[str, Any] | None = None
+    output: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: the keys of every earlier report, in their order; optional ones only when set."""
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version, "command": self.command, "seed": self.seed, "mode": self.mode,
+            "method": self.method, "budget": self.budget, "target": self.target, "block": self.block, "nm": self.nm,
+            "search": asdict(self.search), "steps": self.steps.to_dict(), "training": self.training,
+            "sparsity": self.sparsity.to_dict(), "layers": [r.to_dict() for r in self.layers],
+            "frozen_groups": [asdict(g) for g in self.frozen_groups], "outputs": [o.to_dict() for o in self.outputs],
+            "label_output": self.label_output, "export_relative_error": self.export_relative_error,
+            "export_check": self.export_check.to_dict(), "history": self.history,
+        }
+        for key in ("check", "eval", "fidelity"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_dict()
+        out["seconds"] = self.seconds
+        out["totals"] = None if self.totals is None else self.totals.to_dict()
+        out["provenance"] = self.provenance
+        for key in ("quantize", "output"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruneReport:
+        """The report from its JSON object (a report without ``schema_version`` is version 1)."""
+        from smart_onnx.search import SearchConfig
+        from smart_onnx.search.budget import StepPlan
+
+        def optional(key: str, read: Any) -> Any:
+            return None if data.get(key) is None else read(data[key])
+
+        return from_fields(
+            cls, data,
+            schema_version=data.get("schema_version", 1),
+            search=from_fields(SearchConfig, data["search"]),
+            steps=from_fields(StepPlan, data["steps"]),
+            sparsity=from_fields(SparsitySummary, data["sparsity"]),
+            layers=[LayerRow.from_dict(r) for r in data["layers"]],
+            frozen_groups=[from_fields(FrozenGroup, g) for g in data["frozen_groups"]],
+            outputs=[OutputInfo.from_dict(o) for o in data["outputs"]],
+            export_check=from_fields(RewriteCheck, data["export_check"]),
+            check=optional("check", CheckReport.from_dict),
+            eval=optional("eval", EvalReport.from_dict),
+            fidelity=optional("fidelity", lambda d: from_fields(FidelityVerdict, d)),
+            totals=optional("totals", Totals.from_dict),
+        )
+
+    def to_json(self) -> str:
+        return json_text(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> PruneReport:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (temp file in the same directory, then rename)."""
+        return write_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PruneReport:
+        return cls.from_json(Path(path).read_text())
+
+
+@dataclass
+class AgreementGate:
+    """``eval --min-agreement``: the lowest top-1 agreement over the class outputs against the minimum."""
+
+    min_agreement: float
+    agreement: float
+    passed: bool
+
+
+@dataclass
+class EvalResult:
+    """What ``smart-onnx eval`` reports: the comparison of two models, the outputs' roles, the verdict.
+
+    Attributes:
+        reference, candidate, data: the paths given.
+        command: the command line.
+        comparison: onnxruntime metrics, weights, per-layer sizes and latency settings.
+        outputs: every output's role and why.
+        fidelity: the verdict over the outputs (and the ``--min-fidelity`` gate).
+        gate: the ``--min-agreement`` gate, when one was given.
+    """
+
+    reference: str
+    candidate: str
+    data: str
+    command: str | None
+    comparison: ModelComparison
+    outputs: list[OutputInfo]
+    fidelity: FidelityVerdict
+    gate: AgreementGate | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def eval(self) -> EvalReport:
+        return self.comparison.eval
+
+    @property
+    def layers(self) -> list[LayerRow]:
+        return self.comparison.layers
+
+    @property
+    def totals(self) -> Totals:
+        return self.comparison.totals
+
+    @property
+    def weights(self) -> dict[str, dict[str, int]]:
+        return self.comparison.weights
+
+    @property
+    def latency_settings(self) -> dict[str, Any]:
+        return self.comparison.latency
+
+    @property
+    def macs_note(self) -> str:
+        return MACS_NOTE
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"schema_version": self.schema_version, "reference": self.reference, "candidate": self.candidate,
+               "data": self.data, "command": self.command, **self.comparison.to_dict(),
+               "outputs": [o.to_dict() for o in self.outputs], "fidelity": self.fidelity.to_dict()}
+        if self.gate is not None:
+            out["gate"] = asdict(self.gate)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        return from_fields(
+            cls, data, schema_version=data.get("schema_version", 1), comparison=ModelComparison.from_dict(data),
+            outputs=[OutputInfo.from_dict(o) for o in data["outputs"]],
+            fidelity=from_fields(FidelityVerdict, data["fidelity"]),
+            gate=None if data.get("gate") is None else from_fields(AgreementGate, data["gate"]),
+        )
+
+    def to_json(self) -> str:
+        return json_text(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> EvalResult:
+        return cls.from_dict(json.loads(text))
