@@ -24,10 +24,8 @@ convs, so its rebuild is ``SmallResNet`` with Identity for BatchNorm and biased 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,24 +36,15 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from devkit.thirdparty import export as export_module
 from smart_onnx.data import Dataset
-from smart_onnx.eval.ort import evaluate
-from smart_onnx.graph import analyze
-from smart_onnx.model import normalize
-from smart_onnx.search.loss import classify_outputs, distillation_loss
-from tools._bench_common import (
-    MODELS,
-    BenchModel,
-    bench_model,
-    command_line,
-    emit,
-    machine,
-    markdown_table,
-    parse_budgets,
-    results_path,
-    run_prune,
-    today,
-)
+from smart_onnx.eval.compare import Totals, compare_layers, layer_totals
+from smart_onnx.eval.ort import evaluate, make_session, measure_latency, run_model
+from smart_onnx.graph import OutputInfo, infer_output_roles, label_output
+from smart_onnx.model import copy_proto, normalize
+from smart_onnx.search import SearchConfig
+from smart_onnx.search.loss import distillation_loss
+from tools import _bench_common as bench
 
 HEADING = "## Peer comparison"
 REDUCTION = 0.5
@@ -163,14 +152,22 @@ def _bisect(attempt: Callable[[float], tuple[Any, float]], target: float, lo: fl
     return best
 
 
-def finetune(student: nn.Module, teacher: nn.Module, data: Dataset, steps: int, *, lr: float, batch: int,
-             seed: int) -> None:
-    """What smart-onnx's fine-tune does: Adam on all weights, distillation (KL) to the dense model + CE."""
+def finetune(student: nn.Module, teacher: nn.Module, dense: onnx.ModelProto, data: Dataset, steps: int, *,
+             lr: float, batch: int, seed: int) -> None:
+    """Adam on all weights with smart-onnx's loss: the library's ``distillation_loss`` by the role of ``dense``'s
+    output (KL at the default temperature for class logits) + cross-entropy on the labels.
+
+    The loop stays here: the library's fine-tune (``search.trainer.Trainer``) takes its teacher from the model it
+    trains, while Torch-Pruning's student has other shapes than the dense teacher.
+    """
     if steps == 0:
         return
+    outputs, label = _roles(dense, data)
+    name = outputs[0].name
+    config = SearchConfig()
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(next(iter(data.arrays.values())))
-    y = torch.from_numpy(data.labels) if data.labels is not None else None
+    y = torch.from_numpy(data.labels).long() if data.labels is not None else None
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     teacher.eval()
     student.train()
@@ -181,29 +178,31 @@ def finetune(student: nn.Module, teacher: nn.Module, data: Dataset, steps: int, 
         idx = order[pos:pos + batch]
         pos += batch
         with torch.no_grad():
-            t = {"out": teacher(x[idx])}
-        s = {"out": student(x[idx])}
-        loss = distillation_loss(s, t, classify_outputs(t), None if y is None else y[idx])
+            t = {name: teacher(x[idx])}
+        s = {name: student(x[idx])}
+        loss = distillation_loss(s, t, outputs, labels=None if y is None else y[idx], label_output=label,
+                                 label_weight=config.label_weight, temperature=config.distill_temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     student.eval()
 
 
+def _roles(dense: onnx.ModelProto, data: Dataset) -> tuple[list[OutputInfo], str | None]:
+    """The dense model's output roles and the output ``data``'s labels belong to, as ``prune`` finds them."""
+    outputs = infer_output_roles(normalize(copy_proto(dense)))
+    return outputs, label_output(outputs, None, data.labels is not None)
+
+
 def export(net: nn.Module, example: torch.Tensor, input_name: str, output_name: str) -> onnx.ModelProto:
-    """Legacy export at opset 17 with a dynamic batch, like the bundled model."""
-    buf = io.BytesIO()
-    # TorchScript rejects numeric names such as the MNIST CNN's output "32": export under fixed names, then rename.
-    torch.onnx.export(net.eval(), (example,), buf, dynamo=False, opset_version=17, input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
-    renames = {"input": input_name, "output": output_name}
+    """Legacy export at opset 17 with a dynamic batch, like the bundled model, under the dense model's names."""
+    proto = export_module(net, example, opset=17)
+    renames = {proto.graph.input[0].name: input_name, proto.graph.output[0].name: output_name}
     for value in (*proto.graph.input, *proto.graph.output):
         value.name = renames.get(value.name, value.name)
     for node in proto.graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
-    proto.ir_version = min(proto.ir_version, 8)
     return proto
 
 
@@ -231,8 +230,6 @@ def onnxsim_magnitude(proto: onnx.ModelProto, sparsity: float, nm: tuple[int, in
 
 
 def ort_diff(proto: onnx.ModelProto, net: nn.Module, x: np.ndarray) -> float:
-    from smart_onnx.eval.ort import make_session, run_model
-
     sess = make_session(proto)
     got = next(iter(run_model(sess, {sess.get_inputs()[0].name: x}).values()))
     with torch.no_grad():
@@ -240,20 +237,11 @@ def ort_diff(proto: onnx.ModelProto, net: nn.Module, x: np.ndarray) -> float:
     return float(np.abs(got - want).max())
 
 
-def _prunable_nonzeros(proto: onnx.ModelProto) -> int:
-    names = {n.input[1] for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
-    return sum(int(np.count_nonzero(numpy_helper.to_array(t))) for t in proto.graph.initializer if t.name in names)
-
-
-def _macs(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> int:
-    model = normalize(onnx.ModelProto.FromString(proto.SerializeToString()))
-    inits = model.initializers
-    total = 0
-    for layer in analyze(model, shapes).layers:
-        w = numpy_helper.to_array(inits[layer.weight]) if not isinstance(inits[layer.weight], np.ndarray) \
-            else inits[layer.weight]
-        total += int(round((layer.macs or 0) * np.count_nonzero(w) / max(w.size, 1)))
-    return total
+def _totals(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Totals:
+    """The library's own count of ``proto``'s prunable layers (``*_after``): nonzero weights, and MACs as each
+    layer's dense MACs x its weight density (what ``smart-onnx eval`` reports)."""
+    model = normalize(copy_proto(proto))
+    return layer_totals(compare_layers(model, model, shapes))
 
 
 def _profile_check(proto: onnx.ModelProto, dense: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> str:
@@ -270,54 +258,50 @@ def _profile_check(proto: onnx.ModelProto, dense: onnx.ModelProto, shapes: dict[
     return "yes" if report.passed else "no"
 
 
-def _row(bm: BenchModel, dense: onnx.ModelProto, name: str, proto: onnx.ModelProto, achieved: float) -> dict:
-    shapes = {k: (1, *v.shape[1:]) for k, v in bm.eval.arrays.items()}
+def _row(bm: bench.BenchModel, dense: onnx.ModelProto, name: str, proto: onnx.ModelProto,
+         achieved: float | None = None) -> dict:
+    """One table row; ``achieved`` (the weight reduction) defaults to 1 - nonzero prunable weights / the dense's."""
+    shapes = _shapes(bm)
+    totals = _totals(proto, shapes)
+    if achieved is None:
+        achieved = 1 - totals.params_after / _totals(dense, shapes).params_after
     batches = [(b.inputs, b.labels) for b in bm.eval.batches(256)]
-    ev = evaluate(dense, proto, batches)
+    outputs, label = _roles(dense, bm.eval)
+    ev = evaluate(dense, proto, batches, outputs=outputs, label_output=label)
     x = next(iter(bm.eval.arrays.values()))
     lat = {b: _latency_ms(proto, x[:b]) for b in (1, 32)}
     sys.stderr.write(f"{bm.name} {name}: acc {ev.accuracy:.4f} reduction {achieved:.3f}\n")
     return {"method": name, "accuracy": ev.accuracy, "agreement": ev.top1_agreement, "dense": ev.reference_accuracy,
-            "weights": _prunable_nonzeros(proto), "reduction": achieved, "macs": _macs(proto, shapes),
+            "weights": totals.params_after, "reduction": achieved, "macs": totals.macs_after,
             "lat1": lat[1], "lat32": lat[32], "valid": _profile_check(proto, dense, shapes)}
 
 
+def _shapes(bm: bench.BenchModel) -> dict[str, tuple[int, ...]]:
+    return {k: (1, *v.shape[1:]) for k, v in bm.eval.arrays.items()}
+
+
 def _latency_ms(proto: onnx.ModelProto, x: np.ndarray, repeats: int = 50) -> float:
-    """Fastest of ``repeats`` single-thread onnxruntime runs: on a shared machine the minimum is the stable
-    estimate (a median measures the other jobs as much as the model)."""
-    from smart_onnx.eval.ort import make_session
-
+    """Median of ``repeats`` single-thread onnxruntime runs after 5 warm-ups (the library's measurement)."""
     sess = make_session(proto, threads=1)
-    feeds = {sess.get_inputs()[0].name: x}
-    for _ in range(5):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return measure_latency(sess, {sess.get_inputs()[0].name: x}, warmup=5, repeats=repeats, threads=1).median_ms
 
 
-def compare(bm: BenchModel, steps: int, ft: int, seed: int) -> list[dict]:
+def compare(bm: bench.BenchModel, steps: int, ft: int, seed: int) -> list[dict]:
     """Every peer row for one benchmark model."""
     name = bm.name
     dense = onnx.load(str(bm.path))
-    total = _prunable_nonzeros(dense)
+    shapes = _shapes(bm)
     rows = [_row(bm, dense, "dense", dense, 0.0)]
     for mode in ("channel", "block"):
         for method, budgets in (("smart", ((steps, ft), (0, 0))), ("magnitude", ((steps, ft), (0, 0)))):
             for s, f in budgets:
-                run = run_prune(bm, mode, REDUCTION, method, steps=s, finetune_steps=f, seed=seed)
+                run = bench.run_prune(bm, mode, REDUCTION, method, steps=s, finetune_steps=f, seed=seed)
                 label = f"smart-onnx {method} {mode}" + (f" ({s}+{f} steps)" if s + f else " (no fine-tune)")
-                rows.append(_row(bm, dense, label, run.model.proto, 1 - _prunable_nonzeros(run.model.proto) / total))
-    structured, got = onnxsim_structured(dense, REDUCTION, _prunable_nonzeros)
+                rows.append(_row(bm, dense, label, run.model.proto))
+    structured, got = onnxsim_structured(dense, REDUCTION, lambda p: _totals(p, shapes).params_after)
     rows.append(_row(bm, dense, "onnxsim structured (global L2 channels)", structured, got))
-    unstructured = onnxsim_magnitude(dense, REDUCTION)
-    rows.append(_row(bm, dense, "onnxsim magnitude (global unstructured)", unstructured,
-                     1 - _prunable_nonzeros(unstructured) / total))
-    nm = onnxsim_magnitude(dense, REDUCTION, (2, 4))
-    rows.append(_row(bm, dense, "onnxsim magnitude 2:4", nm, 1 - _prunable_nonzeros(nm) / total))
+    rows.append(_row(bm, dense, "onnxsim magnitude (global unstructured)", onnxsim_magnitude(dense, REDUCTION)))
+    rows.append(_row(bm, dense, "onnxsim magnitude 2:4", onnxsim_magnitude(dense, REDUCTION, (2, 4))))
     x = next(iter(bm.eval.arrays.values()))
     net = rebuild(name, dense, lambda n: ort_diff(dense, n, x[:64]))
     example = torch.from_numpy(x[:1])
@@ -325,10 +309,10 @@ def compare(bm: BenchModel, steps: int, ft: int, seed: int) -> list[dict]:
     for s in (steps + ft, 0):
         torch.manual_seed(seed)
         pruned, got = torch_pruning_channels(net, example, REDUCTION)
-        finetune(pruned, net, bm.calib, s, lr=1e-4, batch=32, seed=seed)
+        finetune(pruned, net, dense, bm.calib, s, lr=1e-4, batch=32, seed=seed)
         proto = export(pruned, example, input_name, output_name)
         label = "Torch-Pruning global magnitude channels" + (f" ({s} steps)" if s else " (no fine-tune)")
-        rows.append(_row(bm, dense, label, proto, 1 - _prunable_nonzeros(proto) / total))
+        rows.append(_row(bm, dense, label, proto))
     return rows
 
 
@@ -338,7 +322,7 @@ def table(rows: list[dict]) -> str:
     body = [[r["method"], f"{100 * r['reduction']:.1f}%", f"{100 * r['accuracy']:.2f}", f"{100 * r['agreement']:.2f}",
              f"{r['weights']:,}", f"{r['macs'] / 1e6:.2f} M", f"{r['lat1']:.3f}", f"{r['lat32']:.2f}", r["valid"]]
             for r in rows]
-    return markdown_table(header, body, "lrrrrrrrl")
+    return bench.markdown_table(header, body, "lrrrrrrrl")
 
 
 def verdict(label: str, rows: list[dict]) -> str:
@@ -353,27 +337,27 @@ def verdict(label: str, rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=bench.MODELS, default=list(bench.MODELS))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--finetune-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", nargs="+", default=[], metavar="MODEL=STEPS:FINETUNE",
                         help="per-model step budget overriding --steps/--finetune-steps, e.g. fashion=10:10")
-    parser.add_argument("--results", type=Path, default=results_path("peers.json"),
+    parser.add_argument("--results", type=Path, default=bench.results_path("peers.json"),
                         help="finished models' rows (reused for the same model, steps and seed)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    where = machine()
+    where = bench.machine()
     cache = json.loads(args.results.read_text()) if args.results.exists() else {}
     parts, verdicts = [], []
-    budgets = parse_budgets(args.models, args.steps, args.finetune_steps, args.budget)
+    budgets = bench.parse_budgets(args.models, args.steps, args.finetune_steps, args.budget)
     for name in args.models:
         steps, ft = budgets[name]
         key = f"{name}|{steps}|{ft}|{args.seed}"
         if key not in cache:
-            bm = bench_model(name)
+            bm = bench.bench_model(name)
             cache[key] = {"label": bm.label, "rows": compare(bm, steps, ft, args.seed)}
             args.results.write_text(json.dumps(cache, indent=1))
         label, rows = cache[key]["label"], cache[key]["rows"]
@@ -382,7 +366,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxsim
     import torch_pruning
 
-    command = command_line("tools.bench_peers", argv)
     body = (
         "At equal weight reduction (50 % of the Conv/Gemm weights). onnxsim "
         f"{getattr(onnxsim, '__version__', '?')} does ship a pruning module (`onnxsim.pruning`); its functions are "
@@ -390,12 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{torch_pruning.__version__} prunes a torch rebuild of the same network (weights loaded from the ONNX "
         "initializers, checked against onnxruntime) and is fine-tuned with smart-onnx's step budget, Adam lr 1e-4, "
         "batch 32 and distillation + cross-entropy loss. Weights = nonzero prunable weights; MACs = per-layer dense "
-        "MACs x weight density (a sparse-kernel view for block/unstructured rows); ORT latency = fastest of 50 "
-        "runs in ms, 1 thread; default profile = `smart_onnx.hw.check_model` against the built-in default profile.\n\n"
+        "MACs x weight density (a sparse-kernel view for block/unstructured rows; both as `smart-onnx eval` counts "
+        "them); ORT latency = median of 50 runs in ms after 5 warm-ups, 1 thread; default profile = "
+        "`smart_onnx.hw.check_model` against the built-in default profile.\n\n"
         + "\n\n".join(parts) + "\n\nTarget (issue 6):\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\n"
-        f"- command: `{command.strip()}`\n- machine: {where}\n- date: {today()}\n"
+        + bench.footer("tools.bench_peers", argv, where)
     )
-    emit(HEADING, body, args.write)
+    bench.emit(HEADING, body, args.write)
     return 0
 
 
