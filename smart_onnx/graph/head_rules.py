@@ -5,9 +5,10 @@ QKV MatMul and a Split), a Reshape of each ``[B, S, H*D]`` projection to ``[B, S
 Transposes, ``MatMul(Q, K^T)``, Softmax (a scale and masks on the way), ``MatMul(P, V)``,
 the Transpose back, a Reshape to ``[B, S, H*D]`` and the output projection.
 
-* :func:`head_split` / :func:`tie_heads`: a Reshape that splits the channel (last) axis into ``[H, D]`` ties the
-  ``D`` channels of each head (they go together) and carries the heads on the ``H`` axis;
-  the Reshape target's ``H`` entry becomes a ShapeEdit that drops by one per removed head.
+* :func:`head_split` / :func:`tie_heads`: a Reshape that splits the channel (last) axis into ``[H, D]``
+  (or a fused QKV's ``[3, H, D]``) ties the channels of each head (they go together) and carries the
+  heads on the ``H`` axis; the Reshape target's ``H`` entry becomes a ShapeEdit that drops by one per
+  removed head.
 * :func:`batched_matmul`: a MatMul of two runtime tensors whose channels sit on a batch axis
   (the heads of Q and K, of the attention weights and V) ties them, head for head, and keeps
   them on that axis. Channels on one of the two multiplied axes still freeze.
@@ -31,21 +32,23 @@ from smart_onnx.graph.groups import Role
 __all__ = ["batched_matmul", "head_split", "tie_heads"]
 
 
-def head_split(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> tuple[int, int] | None:
-    """``(H, D)`` when a reshape splits the last (channel) axis into its last two dims, else None."""
-    if axis != len(in_shape) - 1 or len(out_shape) != len(in_shape) + 1:
+def head_split(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> tuple[int, ...] | None:
+    """The trailing dims ``(H, D)`` or ``(G, H, D)`` (a fused QKV: G = 3) when a reshape splits the last
+    (channel) axis into them, else None. Heads are on the second-to-last output axis either way."""
+    trailing = tuple(out_shape[len(in_shape) - 1:])
+    if axis != len(in_shape) - 1 or len(trailing) not in (2, 3) or tuple(out_shape[:axis]) != tuple(in_shape[:-1]):
         return None
-    heads, dim = out_shape[-2], out_shape[-1]
-    if heads < 2 or dim < 1 or heads * dim != in_shape[-1] or tuple(out_shape[:-2]) != tuple(in_shape[:-1]):
+    if trailing[-2] < 2 or min(trailing) < 1 or int(np.prod(trailing)) != in_shape[-1]:
         return None
-    return heads, dim
+    return trailing
 
 
-def tie_heads(t: Tracer, lay: Layout, heads: int, dim: int) -> np.ndarray:
-    """Tie the ``D`` channels of each head of ``lay`` (split as ``[H, D]``); returns one owner per head."""
-    per_head = lay.owners.reshape(heads, dim)
-    for d in range(1, dim):
-        t.tie(per_head[:, 0], per_head[:, d])
+def tie_heads(t: Tracer, lay: Layout, split: tuple[int, ...]) -> np.ndarray:
+    """Tie every channel of each head of ``lay`` (split as ``[H, D]`` or ``[G, H, D]``); one owner per head."""
+    grid = lay.owners.reshape(split)
+    per_head = grid.reshape(split[-2], -1) if len(split) == 2 else grid.transpose(1, 0, 2).reshape(split[-2], -1)
+    for j in range(1, per_head.shape[1]):
+        t.tie(per_head[:, 0], per_head[:, j])
     return per_head[:, 0].copy()
 
 
@@ -62,4 +65,3 @@ def batched_matmul(t: Tracer, node: onnx.NodeProto) -> None:
     out = merge_operands(t, node, [0, 1], rank, Role.ELEMENTWISE_CONST)
     if out is not None:
         t.set_layout(node.output[0], out, node)
-

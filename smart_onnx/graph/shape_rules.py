@@ -169,8 +169,8 @@ def _reshape(t: Tracer, node: onnx.NodeProto) -> None:
         return
     moved = regroup(in_shape, out_shape, lay.axis, lay.owners)
     split = head_split(in_shape, out_shape, lay.axis) if isinstance(moved, str) else None
-    if split is not None:  # [.., H*D] -> [.., H, D]: attention heads, one channel each
-        moved = len(out_shape) - 2, tie_heads(t, lay, *split)
+    if split is not None:  # [.., H*D] -> [.., H, D] (or [.., 3, H, D]): attention heads, one channel each
+        moved = len(out_shape) - 2, tie_heads(t, lay, split)
     if isinstance(moved, str):
         t.freeze_inputs(node, moved)
         return

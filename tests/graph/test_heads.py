@@ -8,9 +8,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from devkit.zoo import export, vit_block
 from smart_onnx.eval.ort import make_session, run_model
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Role, analyze
+from smart_onnx.model import normalize
 from smart_onnx.rewrite import apply_channel_masks, set_weights
 from smart_onnx.search.space import ChannelSpace
 from tests.transformers import decoder, encoder, token_batch
@@ -54,29 +56,33 @@ def _initializer(model, name: str) -> np.ndarray:
     return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
 
 
+def _removed_and_masked(model, analysis, keep, feeds):
+    """onnxruntime outputs of the model with channels removed and with them zeroed (the search's mask)."""
+    removed = apply_channel_masks(model, analysis, keep)
+    onnx.checker.check_model(removed.proto, full_check=True)
+    space = ChannelSpace(analysis, analysis.groups, {t.name: tuple(t.dims) for t in model.graph.initializer})
+    mask = np.ones(space.num_units, dtype=np.float32)
+    for gid, kept in keep.items():
+        group = next(g for g in space.groups if g.id == gid)
+        offset = space.offsets[space.groups.index(group)]
+        mask[offset:offset + group.channels] = 0
+        mask[[offset + k for k in kept]] = 1
+    transforms = space.transforms(torch.from_numpy(mask))
+    zeroed = {n: fn(torch.from_numpy(_initializer(model, n).copy())).numpy() for n, fn in transforms.items()}
+    expected = run_model(make_session(set_weights(model, zeroed)), feeds)
+    got = run_model(make_session(removed), feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5 * float(np.abs(value).max()))
+    return removed
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_removing_heads_matches_zeroing_them_in_onnxruntime(name: str) -> None:
     model = MODELS[name]()
     analysis = _analysis(model)
     groups = _head_groups(analysis)
     keep = {groups[0].id: [0, 2, 3], groups[1].id: [1]}  # one head less in block 0, three in block 1
-    removed = apply_channel_masks(model, analysis, keep)
-    onnx.checker.check_model(removed.proto, full_check=True)
-
-    space = ChannelSpace(analysis, analysis.groups, {t.name: tuple(t.dims) for t in model.graph.initializer})
-    mask = np.ones(space.num_units, dtype=np.float32)
-    for g, kept in keep.items():
-        offset = space.offsets[[x.id for x in space.groups].index(g)]
-        mask[offset:offset + HEADS] = 0
-        mask[[offset + k for k in kept]] = 1
-    transforms = space.transforms(torch.from_numpy(mask))
-    zeroed = {n: fn(torch.from_numpy(_initializer(model, n).copy())).numpy() for n, fn in transforms.items()}
-    masked = set_weights(model, zeroed)
-    feeds = {"input_ids": token_batch(5, seed=3)}
-    expected = run_model(make_session(masked), feeds)["output"]
-    got = run_model(make_session(removed), feeds)["output"]
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
-
+    removed = _removed_and_masked(model, analysis, keep, {"input_ids": token_batch(5, seed=3)})
     q_rows = {s.tensor: _initializer(removed, s.tensor).shape[s.axis] for s in groups[0].slices
               if s.role is Role.PRODUCER_WEIGHT}
     assert set(q_rows.values()) <= {3 * HEAD_DIM, 9 * HEAD_DIM}  # 3 heads left (x3 in a fused QKV weight)
@@ -84,3 +90,14 @@ def test_removing_heads_matches_zeroing_them_in_onnxruntime(name: str) -> None:
     names = [n.output[0] for n in removed.graph.node if n.op_type == "Reshape" and n.name.startswith("/blocks.0/")]
     reshaped = Executor(removed).value_shapes({"input_ids": (1, 8)}, names).values()
     assert (3, HEAD_DIM) in {d[-2:] for d in reshaped} and 3 * HEAD_DIM in {d[-1] for d in reshaped}
+
+
+def test_a_timm_style_fused_qkv_reshaped_to_3_heads_dim_is_a_group_of_heads() -> None:
+    module, example = vit_block()  # qkv(x).reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4); q, k, v = qkv[i]
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    analysis = analyze(model, {model.inputs[0].name: (1, 3, 16, 16)}, measure_shapes=Executor(model).value_shapes)
+    heads = next(g for g in analysis.groups if any("qkv" in layer for layer in g.roots))
+    assert heads.frozen is None and heads.channels == 2
+    removed = _removed_and_masked(model, analysis, {heads.id: [1]}, {model.inputs[0].name: example.numpy()})
+    qkv = next(s.tensor for s in heads.slices if s.role is Role.PRODUCER_WEIGHT)
+    assert _initializer(removed, qkv).shape == (32, 48)  # 3 x 2 heads x 16 -> 3 x 1 head x 16
