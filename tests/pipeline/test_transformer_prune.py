@@ -33,11 +33,11 @@ def test_a_model_whose_executor_and_onnxruntime_differ_past_1e4_is_still_written
     calib, hold = dataset_from_arrays({"x": x}, model.inputs).split(0.25, seed=0)
     search = SearchConfig(sparsity=0.1, steps=6, finetune_steps=6, batch_size=8)
     out = prune(model, calib, hold, PruneOptions(mode="block", block=(8, 8), search=search, latency=False))
-    check = out.report["export_check"]
-    assert check["executor_error"] > 1e-4  # a fixed 1e-4 against the executor would have refused this model
-    assert check["error"] <= check["tolerance"]
-    assert check["tolerance"] >= TOLERANCE_FLOOR
-    assert out.report["sparsity"]["achieved_params"] >= 0.1 - 1e-9
+    check = out.report.export_check
+    assert check.executor_error > 1e-4  # a fixed 1e-4 against the executor would have refused this model
+    assert check.error <= check.tolerance
+    assert check.tolerance >= TOLERANCE_FLOOR
+    assert out.report.sparsity.achieved_params >= 0.1 - 1e-9
     path = save_model(out.model, tmp_path / "pruned.onnx")
     onnx.checker.check_model(str(path), full_check=True)
     assert onnx.load(str(path)).ir_version <= 13
@@ -53,9 +53,9 @@ def test_channel_mode_prunes_the_ffn_between_layernorms(opset: int) -> None:
     calib, hold = dataset_from_arrays({"input_ids": ids}, model.inputs).split(0.25, seed=0)
     search = SearchConfig(**{**FAST.__dict__, "sparsity": 0.2})
     out = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False))
-    shrunk = {row["name"] for row in out.report["layers"] if row["shape_after"] != row["shape_before"]}
+    shrunk = {row.name for row in out.report.layers if row.shape_after != row.shape_before}
     assert any("ffn" in name for name in shrunk)
-    assert out.report["export_check"]["error"] <= out.report["export_check"]["tolerance"]
+    assert out.report.export_check.error <= out.report.export_check.tolerance
     assert out.model.num_weights() < model.num_weights()
 
 
@@ -75,16 +75,16 @@ def test_transformers_prune_in_every_mode(name: str, mode: str, tmp_path) -> Non
     search = SearchConfig(**{**FAST.__dict__, "sparsity": None if mode == "nm" else 0.5})
     extra = {"block": (8, 8)} if mode == "block" else {}
     out = prune(model, calib, hold, PruneOptions(mode=mode, search=search, latency=False, **extra))
-    check = out.report["export_check"]
-    assert check["error"] <= check["tolerance"]  # onnxruntime: the rewritten model computes the masked one
+    check = out.report.export_check
+    assert check.error <= check.tolerance  # onnxruntime: the rewritten model computes the masked one
     path = save_model(out.model, tmp_path / "pruned.onnx")
     onnx.checker.check_model(str(path), full_check=True)
     assert onnx.load(str(path)).ir_version <= 13
     if mode == "channel":
-        rows = {row["name"]: row for row in out.report["layers"]}
+        rows = {row.name: row for row in out.report.layers}
         heads = [row for n, row in rows.items() if "/attn/" in n and "/out/" not in n]
-        cut = [row for row in heads if row["shape_after"][1] < row["shape_before"][1]]
+        cut = [row for row in heads if row.shape_after[1] < row.shape_before[1]]
         assert cut, "no attention head was removed"
-        assert all((row["shape_before"][1] - row["shape_after"][1]) % 8 == 0 for row in cut)  # whole heads
+        assert all((row.shape_before[1] - row.shape_after[1]) % 8 == 0 for row in cut)  # whole heads
         out_proj = [row for n, row in rows.items() if "/attn/out/" in n]
-        assert any(row["shape_after"][0] < row["shape_before"][0] for row in out_proj)
+        assert any(row.shape_after[0] < row.shape_before[0] for row in out_proj)
