@@ -15,6 +15,16 @@ from smart_onnx.search import SearchConfig
 
 PROFILES = [p.name for p in list_profiles()]
 _pruned: dict[str, list[str]] = {}
+# The refusals expected, and the reason each gives: the zoo's layers are too small for these profiles.
+# Channel alignment 16 (npu-channel, ort-cpu) leaves the groups of 16 to 32 channels these architectures
+# have nothing to remove at 30%; TensorRT's 2:4 kernels need >= 256 output channels, which no zoo layer has.
+# Any other refusal fails, and so does a pair listed here that prunes after all (update the table).
+_SMALL_CHANNELS = {"convtranspose_decoder", "nhwc_tf_style", "resnet_like", "se_block", "yolo_like"}
+REFUSED: dict[str, tuple[set[str], str]] = {
+    "npu-channel": (_SMALL_CHANNELS, "the constraints allow at most"),
+    "ort-cpu": (_SMALL_CHANNELS, "the constraints allow at most"),
+    "tensorrt-2to4": (set(ARCHITECTURES), "allows no N:M pattern for any layer"),
+}
 
 
 def _data(model, n: int = 12):
@@ -37,12 +47,13 @@ def test_prune_output_passes_check_for_its_target(zoo_export, arch: str, profile
     calib, hold = _data(model).split(0.25, seed=0)
     options = PruneOptions(target=target, latency=False, search=SearchConfig(
         sparsity=None if target.mode == "nm" else 0.3, steps=2, finetune_steps=1, batch_size=4))
+    refused, reason = REFUSED.get(profile, (set(), ""))
     try:
         out = prune(model, calib, hold, options)
     except ConstraintError as e:
-        # Tiny zoo layers can be below a profile's minimum channels or block size: a clear refusal is right.
-        assert "allow" in str(e) or "no prunable units" in str(e), str(e)
+        assert arch in refused and reason in str(e), f"prune refused {arch} under {profile}: {e}"
         return
+    assert arch not in refused, f"{arch} under {profile} was expected to be refused ({reason}) but pruned"
     assert out.report.check.passed, out.report.check.violations
     assert check_model(normalize(out.model.proto), target, reference=model).passed
     _pruned.setdefault(profile, []).append(arch)
