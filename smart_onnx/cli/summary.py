@@ -15,9 +15,13 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
     rows = [
         ["prunable weights", f"{totals.params_before:,}", f"{totals.params_after:,}", f"x{totals.params_ratio:.3f}"],
         ["prunable MACs", human(totals.macs_before), human(totals.macs_after), f"x{totals.macs_ratio:.3f}"],
-        ["sparsity (weights)", "", percent(sp.achieved_params), f"requested {percent(sp.requested)}"],
-        ["sparsity (MACs)", "", percent(sp.achieved_macs), ""],
+        # Of all prunable weights, as the line above counts them: the two lines always agree.
+        ["sparsity (weights)", "", percent(1.0 - totals.params_ratio), f"requested {percent(sp.requested)}"],
+        ["sparsity (MACs)", "", percent(1.0 - totals.macs_ratio), ""],
     ]
+    if abs((1.0 - totals.params_ratio) - sp.achieved_params) > 5e-4:  # frozen groups or layers outside the target
+        rows.append(["sparsity (searched units)", "", percent(sp.achieved_params),
+                     "of the weights the searched units hold (the rest could not be pruned)"])
     ev = report.eval
     if ev:
         for batch, lat in ev.latency.items():

@@ -1,0 +1,29 @@
+"""The prune summary: its sparsity line counts the same weights as its weights line."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from smart_onnx.cli.summary import render_summary
+from smart_onnx.data import dataset_from_arrays
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.search import SearchConfig
+from tests.transformers import moments_layernorm_model
+
+
+def test_sparsity_line_is_of_all_prunable_weights_and_names_the_searched_units_apart() -> None:
+    model = moments_layernorm_model()  # channel mode reaches only the FFN: the other groups are frozen
+    x = np.random.default_rng(1).uniform(0, 2, (32, 12, 16)).astype(np.float32)
+    calib, hold = dataset_from_arrays({"x": x}, model.inputs).split(0.25, seed=0)
+    search = SearchConfig(sparsity=0.4, steps=4, finetune_steps=2, batch_size=8)
+    report = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False)).report
+    text = render_summary(report, "out.onnx", "out.json")
+    counts = re.search(r"prunable weights\s+([\d,]+)\s+([\d,]+)", text).groups()
+    before, after = (int(v.replace(",", "")) for v in counts)
+    shown = float(re.search(r"sparsity \(weights\)\s+([\d.]+)%", text).group(1)) / 100
+    assert abs(shown - (1 - after / before)) < 1e-3  # the two lines agree
+    assert report.sparsity.achieved_params > shown + 0.01  # of the searched units alone it is more: shown apart
+    searched = float(re.search(r"sparsity \(searched units\)\s+([\d.]+)%", text).group(1)) / 100
+    assert abs(searched - report.sparsity.achieved_params) < 1e-3
