@@ -13,10 +13,11 @@ from devkit.zoo import export, resnet_like
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.eval import compare_models, judge_fidelity
 from smart_onnx.graph import infer_output_roles
-from smart_onnx.hw import load_profile
+from smart_onnx.hw import check_model, load_profile
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
-from smart_onnx.report import SCHEMA_VERSION, AgreementGate, EvalResult, PruneReport
+from smart_onnx.quant import QuantizeOptions, evaluate_quantized, quantize_model
+from smart_onnx.report import SCHEMA_VERSION, AgreementGate, EvalResult, PruneReport, QuantizeCommandReport
 from smart_onnx.search import SearchConfig
 
 # The keys every report had before the report was typed, in their order (the JSON users read).
@@ -66,3 +67,21 @@ def test_eval_result_round_trips(model_and_data) -> None:
     assert {"eval", "layers", "weights", "totals", "latency_settings", "macs_note", "outputs", "fidelity",
             "gate", "schema_version"} <= set(data)
     assert EvalResult.from_json(result.to_json()) == result
+
+
+def test_quantize_report_round_trips_with_its_keys(model_and_data) -> None:
+    model, calib, hold = model_and_data
+    pruned = prune(model, calib, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=replace(
+        SearchConfig(), sparsity=0.5, steps=1, finetune_steps=1, batch_size=8))).model
+    outcome = quantize_model(pruned, calib, QuantizeOptions(samples=8))
+    info = outcome.info
+    info.eval = evaluate_quantized(outcome.model, pruned, hold, dense=model, latency_batches=())
+    info.check = check_model(outcome.model, load_profile("npu-block"), reference=model)
+    report = QuantizeCommandReport("smart-onnx quantize p.onnx", "p.onnx", "p.int8.onnx", info, {"k": "v"})
+    data = json.loads(report.to_json())
+    assert list(data) == ["schema_version", "command", "input", "output", "quantize", "provenance"]
+    assert list(data["quantize"]) == ["format", "weights", "activations", "calibration", "onnxruntime", "layers",
+                                      "zeros", "seconds", "eval", "check"]
+    assert set(data["quantize"]["zeros"]) == {"float", "int8", "kept", "restored", "quantized_layers", "layers"}
+    assert data["quantize"]["eval"]["passed"] and set(data["quantize"]["eval"]["versus"]) == {"float", "dense"}
+    assert QuantizeCommandReport.from_json(report.to_json()) == report

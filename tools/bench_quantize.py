@@ -173,8 +173,8 @@ def bench(key: str, args: argparse.Namespace) -> tuple[list[list[str]], dict]:
         rows.append([label, name, quality, agree, f"{nz:,} / {total:,}", f"{100 * zero_block_fraction(model):.1f}",
                      f"{files[name].stat().st_size / 1e6:.2f}", f"{lat1[name]:.2f}", f"{lat32[name]:.1f}"])
     info = {"label": label, "samples": len(evaluation), "labelled": labelled, "steps": report.steps.to_dict(),
-            "sparsity": report.sparsity.to_dict(), "zeros_kept": int8_pruned.info["zeros"]["kept"],
-            "restored": int8_pruned.info["zeros"]["restored"], "quantize_s": quant_s,
+            "sparsity": report.sparsity.to_dict(), "zeros_kept": int8_pruned.info.zeros.kept,
+            "restored": int8_pruned.info.zeros.restored, "quantize_s": quant_s,
             "int8_vs_float_pruned": float(np.mean(preds["INT8 pruned"] == preds["float pruned"])),
             "prune_seconds": sum(report.seconds.values())}
     return rows, info

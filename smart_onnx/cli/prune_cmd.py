@@ -193,7 +193,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
         click.echo(f"FAIL: output {fidelity.worst!r} fidelity {fidelity.worst_fidelity:.4f} is below "
                    f"--min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
-    if quant is not None and not outcome.report.quantize.get("eval", {}).get("passed", True):
+    if quant is not None and outcome.report.quantize.eval is not None and not outcome.report.quantize.eval.passed:
         click.echo(f"FAIL: an output of the INT8 model is below --min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
 

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from smart_onnx._atomic import from_fields, write_json
 from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, model_argument, parse_floats
 from smart_onnx.cli.table import format_table
 from smart_onnx.data import Dataset, load_dataset
-from smart_onnx.eval.fidelity import FidelityVerdict, OutputMetrics, output_table, verdict_lines
+from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.hw import Profile, check_model, load_profile
 from smart_onnx.model import OnnxModel, load_model, save_model
 from smart_onnx.provenance import read_provenance
 from smart_onnx.quant import ACTIVATION_TYPES, CALIBRATION_METHODS, QuantizeOptions, evaluate_quantized, quantize_model
+from smart_onnx.report import QuantizeCommandReport, QuantizeInfo
 
 if TYPE_CHECKING:  # the quantize command itself needs no torch
     from smart_onnx.prune import PruneOutcome
@@ -100,25 +100,22 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
         click.echo(f"{model}: calibrating on {min(len(calib), calibration_samples or len(calib))} samples, "
                    f"comparing on {len(held_out)}", err=True)
     outcome = quantize_model(float_model, calib, options, original=dense)
-    report: dict[str, Any] = {
-        "command": shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]),
-        "input": model, "output": str(output), "quantize": outcome.info,
-    }
     roles = infer_output_roles(float_model, parse_role_overrides(output_roles))
-    report["quantize"]["eval"] = evaluate_quantized(
-        outcome.model, float_model, held_out, dense=dense, threads=threads, outputs=roles,
-        latency_batches=() if no_latency else (1, 32), min_fidelity=min_fidelity).to_dict()
+    info = outcome.info
+    info.eval = evaluate_quantized(outcome.model, float_model, held_out, dense=dense, threads=threads, outputs=roles,
+                                   latency_batches=() if no_latency else (1, 32), min_fidelity=min_fidelity)
     if profile is not None:
-        report["quantize"]["check"] = check_model(outcome.model, profile, reference=dense).to_dict()
-    report["provenance"] = read_provenance(outcome.model.proto)
-    write_json(report, report_path)
+        info.check = check_model(outcome.model, profile, reference=dense)
+    report = QuantizeCommandReport(shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]),
+                                   model, str(output), info, read_provenance(outcome.model.proto))
+    report.save(report_path)
     try:
         save_model(outcome.model, output)
     except BaseException:
         report_path.unlink(missing_ok=True)
         raise
-    click.echo(render_quantize(report["quantize"], output, report_path))
-    if not report["quantize"]["eval"]["passed"]:
+    click.echo(render_quantize(info, output, report_path))
+    if not info.eval.passed:
         click.echo(f"FAIL: an output's fidelity is below --min-fidelity {min_fidelity}", err=True)
         sys.exit(1)
 
@@ -135,49 +132,46 @@ def quantize_pruned(outcome: PruneOutcome, dense: OnnxModel, calibration: Datase
     info = result.info
     if held_out is not None:
         roles = infer_output_roles(dense, output_roles)
-        info["eval"] = evaluate_quantized(result.model, outcome.model, held_out, dense=dense, outputs=roles,
-                                          label_output=outcome.report.label_output,
-                                          latency_batches=(1, outcome.report.search.batch_size) if latency
-                                          else (), min_fidelity=min_fidelity).to_dict()
+        info.eval = evaluate_quantized(result.model, outcome.model, held_out, dense=dense, outputs=roles,
+                                       label_output=outcome.report.label_output,
+                                       latency_batches=(1, outcome.report.search.batch_size) if latency else (),
+                                       min_fidelity=min_fidelity)
     if profile is not None:
-        info["check"] = check_model(result.model, profile, reference=dense).to_dict()
+        info.check = check_model(result.model, profile, reference=dense)
     outcome.report.quantize = info
     outcome.report.provenance = read_provenance(result.model.proto)
     return result.model
 
 
-def render_quantize(q: dict[str, Any], output: Path | str | None = None, report_path: Path | str | None = None) -> str:
+def render_quantize(q: QuantizeInfo, output: Path | str | None = None, report_path: Path | str | None = None) -> str:
     """The closing tables of ``quantize`` (and of ``prune --quantize``)."""
-    ev, z = q["eval"], q["zeros"]
-    sizes = ev["bytes"]
+    ev, z = q.eval, q.zeros
+    sizes = ev.bytes
     rows = [["model bytes", *(f"{sizes[k]:,}" if k in sizes else "-" for k in ("dense", "float", "int8"))],
-            ["prunable weights zero", "", f"{z['float']:,}", f"{z['int8']:,}"
-             + (" (every float zero kept)" if z["kept"] else " (ZEROS LOST)")]]
-    for batch in ev["versus"]["float"]["latency"]:
-        lat = {"float": ev["versus"]["float"]["latency"][batch]["reference"]["median_ms"],
-               "int8": ev["versus"]["float"]["latency"][batch]["candidate"]["median_ms"]}
-        if "dense" in ev["versus"]:
-            lat["dense"] = ev["versus"]["dense"]["latency"][batch]["reference"]["median_ms"]
+            ["prunable weights zero", "", f"{z.in_float:,}", f"{z.in_int8:,}"
+             + (" (every float zero kept)" if z.kept else " (ZEROS LOST)")]]
+    for batch, pair in ev.versus["float"].latency.items():
+        lat = {"float": pair["reference"].median_ms, "int8": pair["candidate"].median_ms}
+        if "dense" in ev.versus:
+            lat["dense"] = ev.versus["dense"].latency[batch]["reference"].median_ms
         rows.append([f"latency batch {batch}", *(f"{lat[k]:.2f} ms" if k in lat else "-"
                                                  for k in ("dense", "float", "int8"))])
-    check = q.get("check")
-    if check is not None:
-        rows.append(["profile check", "", "", f"{'pass' if check['passed'] else 'FAIL'} ({check['profile']})"])
+    if q.check is not None:
+        rows.append(["profile check", "", "", f"{'pass' if q.check.passed else 'FAIL'} ({q.check.profile})"])
     parts = [format_table(["", "dense", "float", "int8"], rows,
-                          title=f"INT8 (QDQ): weights {q['weights']}; activations {q['activations']}; "
-                                f"{q['calibration']['method']} calibration on {q['calibration']['samples']} samples")]
+                          title=f"INT8 (QDQ): weights {q.weights}; activations {q.activations}; "
+                                f"{q.calibration.method} calibration on {q.calibration.samples} samples")]
     for key, label in (("float", "the float model"), ("dense", "the dense original")):
-        if key not in ev["versus"]:
+        if key not in ev.versus:
             continue
-        verdict = from_fields(FidelityVerdict, ev["fidelity"][key])  # the quantize report is still JSON-shaped
-        metrics = [from_fields(OutputMetrics, o) for o in ev["versus"][key]["outputs"]]
-        header, out_rows = output_table(metrics, verdict.degraded)
+        verdict = ev.fidelity[key]
+        header, out_rows = output_table(ev.versus[key].outputs, verdict.degraded)
         header = [h.replace("ref -> pruned", "ref -> int8") for h in header]
-        parts.append(format_table(header, out_rows, title=f"INT8 vs {label} ({ev['samples']} held-out samples)"))
+        parts.append(format_table(header, out_rows, title=f"INT8 vs {label} ({ev.samples} held-out samples)"))
         parts.append("\n".join(verdict_lines(verdict)))
-    if z["restored"]:
-        parts.append(f"{z['restored']:,} small non-zero weights would have rounded to 0 and were kept at +-1 step "
-                     f"({percent(z['restored'] / max(1, sum(r['size'] for r in q['layers'])))} of the weights), so "
+    if z.restored:
+        parts.append(f"{z.restored:,} small non-zero weights would have rounded to 0 and were kept at +-1 step "
+                     f"({percent(z.restored / max(1, sum(lay.size for lay in q.layers)))} of the weights), so "
                      "the integer weights are zero exactly where the float weights are.")
     if output is not None:
         parts.append(f"wrote {output}\nwrote {report_path}")

@@ -8,8 +8,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -30,6 +29,7 @@ from smart_onnx.hw import ORIGINAL_KEY, record_original
 from smart_onnx.hw.qdq import is_quantized
 from smart_onnx.model import OnnxModel, normalize, save_model, tensor_to_array
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
+from smart_onnx.report import Calibration, QuantizedLayer, QuantizeInfo, ZeroCounts
 from smart_onnx.rewrite.passes import validate
 
 __all__ = ["ACTIVATION_TYPES", "CALIBRATION_METHODS", "QuantizeOptions", "QuantizeOutcome", "quantize_model"]
@@ -83,10 +83,10 @@ class QuantizeOptions:
 
 @dataclass
 class QuantizeOutcome:
-    """The INT8 model and what was done (JSON-ready ``info``)."""
+    """The INT8 model and what was done."""
 
     model: OnnxModel
-    info: dict[str, Any] = field(default_factory=dict)
+    info: QuantizeInfo
 
 
 class _Reader(CalibrationDataReader):
@@ -174,24 +174,19 @@ def quantize_model(
     quantized = normalize(proto, model.path)
     validate(quantized, subject="the quantized model")
     seconds["verify"] = time.perf_counter() - start
-    int_zeros = sum(r["zeros_int8"] for r in layers if r["zeros_int8"] is not None)
-    info = {
-        **options.describe(),
-        "calibration": {"method": options.calibration, "samples": len(data), "batch_size": options.batch_size},
-        "onnxruntime": onnxruntime.__version__,
-        "layers": layers,
-        "zeros": {
-            "float": sum(r["zeros_float"] for r in layers),
-            "int8": int_zeros,
-            "kept": all(r["zeros_kept"] for r in layers),
-            "restored": sum(r["restored"] for r in layers),
-            "quantized_layers": sum(r["zeros_int8"] is not None for r in layers),
-            "layers": len(layers),
-        },
-        "seconds": seconds,
-    }
+    zeros = ZeroCounts(
+        in_float=sum(r.zeros_float for r in layers),
+        in_int8=sum(r.zeros_int8 for r in layers if r.zeros_int8 is not None),
+        kept=all(r.zeros_kept for r in layers),
+        restored=sum(r.restored for r in layers),
+        quantized_layers=sum(r.zeros_int8 is not None for r in layers),
+        layers=len(layers),
+    )
+    calibration = Calibration(options.calibration, len(data), options.batch_size)
+    info = QuantizeInfo(**options.describe(), calibration=calibration, onnxruntime=onnxruntime.__version__,
+                        layers=layers, zeros=zeros, seconds=seconds)
     log.info("quantized %d of %d prunable layers to INT8; %d small weights kept off zero",
-             info["zeros"]["quantized_layers"], len(layers), info["zeros"]["restored"])
+             zeros.quantized_layers, len(layers), zeros.restored)
     return QuantizeOutcome(quantized, info)
 
 
@@ -233,7 +228,7 @@ def _integer_weight(proto: onnx.ModelProto, node_name: str) -> tuple[onnx.NodePr
     return before, inits[before.input[0]]
 
 
-def _keep_zeros(model: OnnxModel, proto: onnx.ModelProto) -> list[dict[str, Any]]:
+def _keep_zeros(model: OnnxModel, proto: onnx.ModelProto) -> list[QuantizedLayer]:
     """Make every quantized weight zero exactly where its float weight is zero; per-layer counts.
 
     onnxruntime rounds a kept weight smaller than half a step to 0, which would add zeros
@@ -246,8 +241,7 @@ def _keep_zeros(model: OnnxModel, proto: onnx.ModelProto) -> list[dict[str, Any]
     inits = {t.name: t for t in proto.graph.initializer}
     for layer in find_prunable_layers(model):
         w = tensor_to_array(model.initializers[layer.weight])
-        row = {"name": layer.name, "weight": layer.weight, "size": int(w.size),
-               "zeros_float": int(np.count_nonzero(w == 0)), "zeros_int8": None, "restored": 0, "zeros_kept": True}
+        row = QuantizedLayer(layer.name, layer.weight, int(w.size), zeros_float=int(np.count_nonzero(w == 0)))
         found = _integer_weight(proto, layer.name)
         if found is None:
             log.info("layer %s keeps a float weight (not quantized by onnxruntime)", layer.name)
@@ -271,7 +265,7 @@ def _keep_zeros(model: OnnxModel, proto: onnx.ModelProto) -> list[dict[str, Any]
         if lost.any():
             fixed = numpy_helper.from_array(q.astype(tensor_to_array(tensor).dtype), tensor.name)
             tensor.CopyFrom(fixed)
-        row.update(zeros_int8=int(np.count_nonzero(q == 0)), restored=int(np.count_nonzero(lost)),
-                   zeros_kept=True, integer_weight=tensor.name)
+        row.zeros_int8, row.restored = int(np.count_nonzero(q == 0)), int(np.count_nonzero(lost))
+        row.integer_weight = tensor.name
         rows.append(row)
     return rows

@@ -8,8 +8,6 @@ once against the dense original when it is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError
@@ -17,27 +15,9 @@ from smart_onnx.eval import evaluate, judge_fidelity
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as pick_label_output
 from smart_onnx.model import OnnxModel
+from smart_onnx.report import QuantizeReport
 
 __all__ = ["QuantizeReport", "evaluate_quantized"]
-
-
-@dataclass
-class QuantizeReport:
-    """INT8 vs float (and vs dense): per-output metrics and verdicts, latency, file sizes."""
-
-    samples: int
-    versus: dict[str, dict[str, Any]] = field(default_factory=dict)  # "float" / "dense" -> EvalReport dict
-    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)  # same keys -> FidelityVerdict dict
-    bytes: dict[str, int] = field(default_factory=dict)  # "int8", "float", "dense" -> serialised size
-
-    @property
-    def passed(self) -> bool:
-        """Every gate held (no gate: always)."""
-        return all(v["passed"] for v in self.fidelity.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "versus": self.versus, "fidelity": self.fidelity, "bytes": self.bytes,
-                "passed": self.passed}
 
 
 def evaluate_quantized(
@@ -81,8 +61,8 @@ def evaluate_quantized(
     for key, reference in references.items():
         result = evaluate(reference, quantized, batches, latency_batches=latency, threads=threads, outputs=outputs,
                           label_output=label_output)
-        report.versus[key] = result.to_dict()
-        report.fidelity[key] = judge_fidelity(result.outputs, min_fidelity).to_dict()
+        report.versus[key] = result
+        report.fidelity[key] = judge_fidelity(result.outputs, min_fidelity)
     report.bytes = {"int8": quantized.proto.ByteSize(), "float": float_model.proto.ByteSize()}
     if dense is not None:
         report.bytes["dense"] = dense.proto.ByteSize()

@@ -1,11 +1,4 @@
-"""The reports of ``prune`` and ``eval`` as typed records, and their JSON forms.
-
-``prune()`` returns a :class:`PruneReport` (written as ``MODEL.pruned.json``); ``smart-onnx eval``
-builds an :class:`EvalResult` (``--json``); the CLI's summaries, the HTML page and the scripts
-read their attributes. :meth:`PruneReport.to_dict` writes the keys the JSON has always had, plus
-``schema_version`` (:data:`SCHEMA_VERSION`, raised when a key changes meaning or goes away);
-:meth:`PruneReport.from_dict` reads them back, so ``from_json(to_json(r)) == r``.
-"""
+"""``prune``'s report: :class:`PruneReport`, written as ``MODEL.pruned.json``."""
 
 from __future__ import annotations
 
@@ -17,20 +10,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smart_onnx._atomic import from_fields, json_text, write_json
-from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals
+from smart_onnx.eval.compare import LayerRow, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.eval.verify import RewriteCheck
 from smart_onnx.graph import OutputInfo
 from smart_onnx.hw import CheckReport
+from smart_onnx.report._quantize import QuantizeInfo
+from smart_onnx.report._schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:  # smart_onnx.search imports torch, which ``eval`` (an EvalResult) does not need
     from smart_onnx.search import SearchConfig
     from smart_onnx.search.budget import StepPlan
 
-__all__ = ["SCHEMA_VERSION", "AgreementGate", "EvalResult", "FrozenGroup", "PruneReport", "SparsitySummary"]
-
-SCHEMA_VERSION = 1
+__all__ = ["FrozenGroup", "PruneReport", "SparsitySummary"]
 
 
 @dataclass
@@ -112,7 +105,7 @@ class PruneReport:
     seconds: dict[str, float] = field(default_factory=dict)
     totals: Totals | None = None
     provenance: dict[str, str] = field(default_factory=dict)
-    quantize: dict[str, Any] | None = None
+    quantize: QuantizeInfo | None = None
     output: str | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -134,9 +127,10 @@ class PruneReport:
         out["seconds"] = self.seconds
         out["totals"] = None if self.totals is None else self.totals.to_dict()
         out["provenance"] = self.provenance
-        for key in ("quantize", "output"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        if self.quantize is not None:
+            out["quantize"] = self.quantize.to_dict()
+        if self.output is not None:
+            out["output"] = self.output
         return out
 
     @classmethod
@@ -162,6 +156,7 @@ class PruneReport:
             eval=optional("eval", EvalReport.from_dict),
             fidelity=optional("fidelity", lambda d: from_fields(FidelityVerdict, d)),
             totals=optional("totals", Totals.from_dict),
+            quantize=optional("quantize", QuantizeInfo.from_dict),
         )
 
     def to_json(self) -> str:
@@ -178,84 +173,3 @@ class PruneReport:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruneReport:
         return cls.from_json(Path(path).read_text())
-
-
-@dataclass
-class AgreementGate:
-    """``eval --min-agreement``: the lowest top-1 agreement over the class outputs against the minimum."""
-
-    min_agreement: float
-    agreement: float
-    passed: bool
-
-
-@dataclass
-class EvalResult:
-    """What ``smart-onnx eval`` reports: the comparison of two models, the outputs' roles, the verdict.
-
-    Attributes:
-        reference, candidate, data: the paths given.
-        command: the command line.
-        comparison: onnxruntime metrics, weights, per-layer sizes and latency settings.
-        outputs: every output's role and why.
-        fidelity: the verdict over the outputs (and the ``--min-fidelity`` gate).
-        gate: the ``--min-agreement`` gate, when one was given.
-    """
-
-    reference: str
-    candidate: str
-    data: str
-    command: str | None
-    comparison: ModelComparison
-    outputs: list[OutputInfo]
-    fidelity: FidelityVerdict
-    gate: AgreementGate | None = None
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def eval(self) -> EvalReport:
-        return self.comparison.eval
-
-    @property
-    def layers(self) -> list[LayerRow]:
-        return self.comparison.layers
-
-    @property
-    def totals(self) -> Totals:
-        return self.comparison.totals
-
-    @property
-    def weights(self) -> dict[str, dict[str, int]]:
-        return self.comparison.weights
-
-    @property
-    def latency_settings(self) -> dict[str, Any]:
-        return self.comparison.latency
-
-    @property
-    def macs_note(self) -> str:
-        return MACS_NOTE
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"schema_version": self.schema_version, "reference": self.reference, "candidate": self.candidate,
-               "data": self.data, "command": self.command, **self.comparison.to_dict(),
-               "outputs": [o.to_dict() for o in self.outputs], "fidelity": self.fidelity.to_dict()}
-        if self.gate is not None:
-            out["gate"] = asdict(self.gate)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
-        return from_fields(
-            cls, data, schema_version=data.get("schema_version", 1), comparison=ModelComparison.from_dict(data),
-            outputs=[OutputInfo.from_dict(o) for o in data["outputs"]],
-            fidelity=from_fields(FidelityVerdict, data["fidelity"]),
-            gate=None if data.get("gate") is None else from_fields(AgreementGate, data["gate"]),
-        )
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> EvalResult:
-        return cls.from_dict(json.loads(text))
