@@ -86,9 +86,12 @@ def _install(rec: StageRecorder) -> None:
     for module in (search_mod, _optional("smart_onnx.search.trainer")):
         rec.wrap(getattr(module, "_Teacher", None), "__init__", "teacher outputs", "search: setup")
     rec.wrap(search_mod, "activation_stats", "activation statistics", "search: setup")
-    rec.wrap(search_mod, "_harden_to_target", "harden",
-             lambda: "fine-tune steps" if searched[0] else "search: setup")
+    # Hardening and the search steps: search/ranking.py and search/phases.py (before: functions of search.search).
+    for module in (search_mod, _optional("smart_onnx.search.ranking")):
+        for name in ("_harden_to_target", "harden_to_target"):
+            rec.wrap(module, name, "harden", lambda: "fine-tune steps" if searched[0] else "search: setup")
     rec.wrap(search_mod, "_joint_search", "search steps", after_search)
+    rec.wrap(getattr(_optional("smart_onnx.search.phases"), "SearchPhase", None), "run", "search steps", after_search)
     rec.wrap(search_mod, "refit_layers", "refit", "fine-tune steps")
     rec.wrap(prune_mod, "set_weights", "export: rewrite")
     rec.wrap(prune_mod, "make_session", "export: ORT session")

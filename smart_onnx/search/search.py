@@ -19,9 +19,8 @@ Training is distillation to the dense model's outputs (plus cross-entropy with l
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,9 +36,9 @@ from smart_onnx.graph import label_output as _label_output
 from smart_onnx.graph.features import feature_points
 from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps
 from smart_onnx.search.config import SearchConfig
+from smart_onnx.search.phases import FinetunePhase, Progress, SearchPhase, StepInfo
 from smart_onnx.search.ranking import Ranking, SoftMask
 from smart_onnx.search.refit import refit_layers
-from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.stats import activation_stats
 from smart_onnx.search.trainer import Trainer
@@ -48,22 +47,8 @@ __all__ = ["SearchResult", "StepInfo", "run_search"]
 
 log = logging.getLogger(__name__)
 
-# Search steps after which the step time is measured again and the search re-planned to fit its deadline.
-REPLAN_AFTER = 5
 # The fewest samples a validation split (and what remains to train on) may have; below, no early stopping.
 MIN_VALIDATION = 8
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """Progress of one optimisation step (for progress bars)."""
-
-    stage: str  # "search", "refit" or "finetune"
-    step: int
-    total: int
-    loss: float | None  # None where a stage has no loss (refit)
-    tau: float | None
-    sparsity: float
 
 
 @dataclass
@@ -78,7 +63,6 @@ class SearchResult:
     training: dict[str, Any] = field(default_factory=dict)  # features, augmentation, early stop: for the report
 
 
-Progress = Callable[[StepInfo], None]
 
 
 def run_search(
@@ -146,7 +130,8 @@ def run_search(
         result.seconds["refit"] = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
-    result.training["stopped"] = _finetune(trainer, transforms, steps, config, result, progress, deadline)
+    result.training["stopped"] = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
+                                               progress, deadline).run()
     result.seconds["finetune"] = time.perf_counter() - start
     for p in executor.parameters():  # gradients are a full copy of the weights: not needed for export
         p.grad = None
@@ -223,103 +208,6 @@ def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:
                       elapsed=time.perf_counter() - begin)
 
 
-def _finetune(trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig, result: SearchResult,
-              progress: Progress | None, deadline: float | None) -> str | None:
-    """Weights trained under the fixed hard mask; stops early when the held-out loss stops improving.
-
-    Returns:
-        Why it stopped before ``steps`` (None: it ran them all).
-    """
-    optimizer = torch.optim.Adam(trainer.weight_params, lr=config.lr)
-    check_every = max(10, steps // 20)
-    best, best_state, since_best = math.inf, None, 0
-    stopped = None
-    start = trainer.validation_loss(transforms) if steps else None
-    if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
-        result.history["validation_loss"].append(start)
-        best, best_state = start, [p.detach().clone() for p in trainer.weight_params]
-    for step in range(steps):
-        loss = trainer.loss(transforms)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        result.history["finetune_loss"].append(value)
-        if progress:
-            progress(StepInfo("finetune", step + 1, steps, value, None, config.sparsity))
-        if deadline is not None and time.perf_counter() > deadline:
-            stopped = f"time budget reached after {step + 1} of {steps} fine-tune steps"
-            break
-        if (step + 1) % check_every and step + 1 != steps:
-            continue
-        held = trainer.validation_loss(transforms)
-        if held is None:
-            continue
-        result.history["validation_loss"].append(held)
-        if held < best:
-            best, since_best = held, 0
-            best_state = [p.detach().clone() for p in trainer.weight_params]
-        else:
-            since_best += 1
-            if since_best >= config.patience:
-                stopped = f"held-out loss did not improve for {since_best * check_every} steps (stopped at {step + 1})"
-                break
-    if best_state is not None:  # the weights of the best held-out check, not the last step's
-        with torch.no_grad():
-            for p, saved in zip(trainer.weight_params, best_state):
-                p.copy_(saved)
-    return stopped
-
-
-def _joint_search(
-    trainer: Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
-    space: PruningSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
-    result: SearchResult, progress: Progress | None, deadline: float | None,
-) -> None:
-    """SMART's structural search: weights and scores trained jointly while tau decays.
-
-    Internal features are distilled here too, unless the space's masks zero whole activation
-    channels (channel mode): a soft-masked channel would be pulled back towards the dense
-    feature, a pressure against pruning it that the outputs do not ask for.
-    """
-    use_features = not space.masks_activations
-    schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
-    opt_w = torch.optim.Adam(trainer.weight_params, lr=config.lr)
-    opt_m = torch.optim.Adam(scores, lr=config.score_lr)
-    total, offset, started = config.steps, 0, time.perf_counter()
-    step = 0
-    while step < total:
-        tau = schedule(step - offset)
-        mask = soft_mask(tau)
-        loss = trainer.loss(space.transforms(mask), use_features=use_features)
-        opt_w.zero_grad(set_to_none=True)
-        opt_m.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        opt_m.step()
-        value, sparsity = float(loss.detach()), sparsity_of(mask)
-        result.history["loss"].append(value)
-        result.history["tau"].append(tau)
-        result.history["sparsity"].append(sparsity)
-        step += 1
-        if progress:
-            progress(StepInfo("search", step, total, value, tau, sparsity))
-        if deadline is None:
-            continue
-        now = time.perf_counter()
-        if step == REPLAN_AFTER and step < total:
-            # The timed steps before the search can miss what a real step costs (masks, optimisers,
-            # a busy machine): re-plan on the steps just run, with tau decaying over what is left.
-            fits = int((deadline - now) / ((now - started) / step))
-            if step + fits < total:
-                result.training["search_replanned"] = f"{total} -> {step + fits} steps after {step} timed steps"
-                schedule = ExponentialTemperature(tau, config.tau_end, max(1, fits))
-                total, offset = step + fits, step
-        elif now > deadline:
-            result.training["search_stopped"] = f"time budget reached after {step} of {total} search steps"
-            break
-
-
 def _search_mask(
     ranking: Ranking, trainer: Trainer, stats, config: SearchConfig, result: SearchResult,
     progress: Progress | None, deadline: float | None,
@@ -332,6 +220,6 @@ def _search_mask(
     initial = ranking.space.initial_scores(weights, stats, config.score_layer_norm)
     soft: SoftMask = ranking.soft_mask(initial, config, trainer.device)
     scores = torch.nn.Parameter(initial.to(trainer.device))
-    _joint_search(trainer, [scores], lambda tau: soft.mask(scores, tau), ranking.space, soft.sparsity, config,
-                  result, progress, deadline)
+    SearchPhase(trainer, [scores], lambda tau: soft.mask(scores, tau), ranking.space, soft.sparsity, config,
+                result.history, result.training, progress, deadline).run()
     return ranking.harden(scores.detach().cpu(), config)

@@ -1,0 +1,191 @@
+"""The two training phases as one step loop with two states: SMART's search and the fine-tune.
+
+A step is the same in both: a loss, every optimiser's gradients cleared, one backward pass,
+every optimiser stepped, then the phase records the step and says whether to stop. What
+differs is the phase's state: the search trains weights and unit scores through a soft mask
+whose temperature decays (re-planned once on measured step times); the fine-tune trains the
+weights under the fixed hard mask and keeps the weights of its best held-out check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from smart_onnx.executor.module import Transforms
+from smart_onnx.search.config import SearchConfig
+from smart_onnx.search.schedule import ExponentialTemperature
+from smart_onnx.search.space import PruningSpace
+from smart_onnx.search.trainer import Trainer
+
+__all__ = ["REPLAN_AFTER", "FinetunePhase", "Phase", "SearchPhase", "StepInfo"]
+
+# Search steps after which the step time is measured again and the search re-planned to fit its deadline.
+REPLAN_AFTER = 5
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress of one optimisation step (for progress bars)."""
+
+    stage: str  # "search", "refit" or "finetune"
+    step: int
+    total: int
+    loss: float | None  # None where a stage has no loss (refit)
+    tau: float | None
+    sparsity: float
+
+
+Progress = Callable[[StepInfo], None]
+
+
+class Phase:
+    """One training phase: ``total`` steps of :meth:`loss` under ``optimizers``, recorded by :meth:`after_step`.
+
+    Args:
+        trainer: the model, data and loss.
+        optimizers: stepped together, in order, after one backward pass.
+        total: steps to run (a phase may change it, or stop early).
+        history: the run's curves, appended to.
+        training: the run's notes for the report (why a phase stopped or was re-planned).
+        progress: called after every step.
+        deadline: ``time.perf_counter()`` value past which the phase stops (None: none).
+    """
+
+    def __init__(self, trainer: Trainer, optimizers: Sequence[torch.optim.Optimizer], total: int, config: SearchConfig,
+                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 deadline: float | None) -> None:
+        self.trainer, self.optimizers, self.total, self.config = trainer, list(optimizers), total, config
+        self.history, self.training, self.progress, self.deadline = history, training, progress, deadline
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The loss of step ``step`` (0-based)."""
+        raise NotImplementedError
+
+    def after_step(self, step: int, value: float) -> str | None:
+        """Record step ``step`` (1-based, just run) with its loss; returns why the phase stops (None: go on)."""
+        raise NotImplementedError
+
+    def run(self) -> str | None:
+        """Run the steps; returns why the phase stopped early (None: it ran them all)."""
+        step = 0
+        while step < self.total:
+            loss = self.loss(step)
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in self.optimizers:
+                optimizer.step()
+            step += 1
+            stopped = self.after_step(step, float(loss.detach()))
+            if stopped is not None:
+                return stopped
+        return None
+
+
+class SearchPhase(Phase):
+    """SMART's structural search: weights and scores trained jointly through the soft mask while tau decays.
+
+    Internal features are distilled here too, unless the space's masks zero whole activation
+    channels (channel mode): a soft-masked channel would be pulled back towards the dense
+    feature, a pressure against pruning it that the outputs do not ask for.
+    """
+
+    def __init__(self, trainer: Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
+                 space: PruningSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
+                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 deadline: float | None) -> None:
+        self.schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
+        optimizers = [torch.optim.Adam(trainer.weight_params, lr=config.lr),
+                      torch.optim.Adam(scores, lr=config.score_lr)]
+        super().__init__(trainer, optimizers, config.steps, config, history, training, progress, deadline)
+        self.soft_mask, self.space, self.sparsity_of = soft_mask, space, sparsity_of
+        self.use_features = not space.masks_activations
+        self.offset, self.started = 0, time.perf_counter()
+        self.tau, self.mask = 0.0, None
+
+    def loss(self, step: int) -> torch.Tensor:
+        self.tau = self.schedule(step - self.offset)
+        self.mask = self.soft_mask(self.tau)
+        return self.trainer.loss(self.space.transforms(self.mask), use_features=self.use_features)
+
+    def after_step(self, step: int, value: float) -> str | None:
+        sparsity = self.sparsity_of(self.mask)
+        self.history["loss"].append(value)
+        self.history["tau"].append(self.tau)
+        self.history["sparsity"].append(sparsity)
+        if self.progress:
+            self.progress(StepInfo("search", step, self.total, value, self.tau, sparsity))
+        if self.deadline is None:
+            return None
+        now = time.perf_counter()
+        if step == REPLAN_AFTER and step < self.total:
+            # The timed steps before the search can miss what a real step costs (masks, optimisers,
+            # a busy machine): re-plan on the steps just run, with tau decaying over what is left.
+            fits = int((self.deadline - now) / ((now - self.started) / step))
+            if step + fits < self.total:
+                self.training["search_replanned"] = f"{self.total} -> {step + fits} steps after {step} timed steps"
+                self.schedule = ExponentialTemperature(self.tau, self.config.tau_end, max(1, fits))
+                self.total, self.offset = step + fits, step
+        elif now > self.deadline:
+            self.training["search_stopped"] = f"time budget reached after {step} of {self.total} search steps"
+            return self.training["search_stopped"]
+        return None
+
+
+class FinetunePhase(Phase):
+    """Weights trained under the fixed hard mask; stops early when the held-out loss stops improving.
+
+    The held-out loss is checked every max(10, steps / 20) steps; the weights as hardened and
+    refitted are the first candidate, and :meth:`run` ends with the best candidate's weights.
+    """
+
+    def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
+                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 deadline: float | None) -> None:
+        optimizers = [torch.optim.Adam(trainer.weight_params, lr=config.lr)]
+        super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
+        self.transforms = transforms
+        self.check_every = max(10, steps // 20)
+        self.best, self.best_state, self.since_best = math.inf, None, 0
+        start = trainer.validation_loss(transforms) if steps else None
+        if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
+            history["validation_loss"].append(start)
+            self.best, self.best_state = start, [p.detach().clone() for p in trainer.weight_params]
+
+    def loss(self, step: int) -> torch.Tensor:
+        return self.trainer.loss(self.transforms)
+
+    def after_step(self, step: int, value: float) -> str | None:
+        self.history["finetune_loss"].append(value)
+        if self.progress:
+            self.progress(StepInfo("finetune", step, self.total, value, None, self.config.sparsity))
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            return f"time budget reached after {step} of {self.total} fine-tune steps"
+        if step % self.check_every and step != self.total:
+            return None
+        held = self.trainer.validation_loss(self.transforms)
+        if held is None:
+            return None
+        self.history["validation_loss"].append(held)
+        if held < self.best:
+            self.best, self.since_best = held, 0
+            self.best_state = [p.detach().clone() for p in self.trainer.weight_params]
+            return None
+        self.since_best += 1
+        if self.since_best >= self.config.patience:
+            return f"held-out loss did not improve for {self.since_best * self.check_every} steps (stopped at {step})"
+        return None
+
+    def run(self) -> str | None:
+        stopped = super().run()
+        if self.best_state is not None:  # the weights of the best held-out check, not the last step's
+            with torch.no_grad():
+                for p, saved in zip(self.trainer.weight_params, self.best_state):
+                    p.copy_(saved)
+        return stopped
