@@ -69,7 +69,8 @@ class PruneReport:
         frozen_groups: channel groups left whole, and why.
         outputs: every graph output's role and why.
         label_output: the class output the labels trained (None: none).
-        export_relative_error, export_check: onnxruntime, rewritten vs masked model.
+        export_relative_error, export_check: onnxruntime, rewritten vs masked model (``export_check``: None in
+            a report written before it existed).
         history: loss, temperature, sparsity and validation curves.
         check: the profile check of the pruned model (with a target).
         eval, fidelity: onnxruntime on the held-out data, and the verdict (with held-out data).
@@ -97,7 +98,7 @@ class PruneReport:
     outputs: list[OutputInfo]
     label_output: str | None
     export_relative_error: float
-    export_check: RewriteCheck
+    export_check: RewriteCheck | None
     history: dict[str, list[float]]
     check: CheckReport | None = None
     eval: EvalReport | None = None
@@ -118,7 +119,8 @@ class PruneReport:
             "sparsity": self.sparsity.to_dict(), "layers": [r.to_dict() for r in self.layers],
             "frozen_groups": [asdict(g) for g in self.frozen_groups], "outputs": [o.to_dict() for o in self.outputs],
             "label_output": self.label_output, "export_relative_error": self.export_relative_error,
-            "export_check": self.export_check.to_dict(), "history": self.history,
+            "export_check": None if self.export_check is None else self.export_check.to_dict(),
+            "history": self.history,
         }
         for key in ("check", "eval", "fidelity"):
             value = getattr(self, key)
@@ -151,7 +153,7 @@ class PruneReport:
             layers=[LayerRow.from_dict(r) for r in data["layers"]],
             frozen_groups=[from_fields(FrozenGroup, g) for g in data["frozen_groups"]],
             outputs=[OutputInfo.from_dict(o) for o in data["outputs"]],
-            export_check=from_fields(RewriteCheck, data["export_check"]),
+            export_check=optional("export_check", lambda d: from_fields(RewriteCheck, d)),
             check=optional("check", CheckReport.from_dict),
             eval=optional("eval", EvalReport.from_dict),
             fidelity=optional("fidelity", lambda d: from_fields(FidelityVerdict, d)),
