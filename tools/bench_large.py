@@ -165,7 +165,9 @@ def _wrap(owner: Any, attr: str, before: Callable[[], None], after: Callable[[],
 def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_steps: int, calib: int, holdout: int,
                **_: Any) -> dict[str, Any]:
     import smart_onnx.prune as prune_mod
+    import smart_onnx.search.ranking as ranking_mod
     import smart_onnx.search.search as search_mod
+    import smart_onnx.search.trainer as trainer_mod
     from smart_onnx.data import Dataset
     from smart_onnx.model import load_model
     from smart_onnx.prune import PruneOptions, prune
@@ -196,11 +198,11 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
 
     for owner, attr, stage in ((prune_mod, "analyze", "analysis"), (prune_mod, "Executor", "import"),
                                (search_mod, "activation_stats", "statistics"),
-                               (search_mod._Trainer, "_teacher_outputs", "teacher"),
+                               (trainer_mod._Teacher, "__init__", "teacher"),
                                (prune_mod, "set_weights", "export"), (prune_mod, "_verify_export", "verify (ORT)"),
                                (prune_mod, "evaluate", "eval (ORT)")):
         _wrap(owner, attr, mark(stage))
-    _wrap(search_mod, "_harden_to_target", before_harden, after_harden)
+    _wrap(ranking_mod, "harden_to_target", before_harden, after_harden)
 
     def progress(info: StepInfo) -> None:
         now = _clocks()
