@@ -98,7 +98,15 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _command(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)  # the group's own options take no values
+
+
 def main() -> None:
+    if _command(sys.argv[1:]) == "prune":  # the long, memory-hungry one: see smart_onnx/cli/_heap.py
+        from smart_onnx.cli._heap import restart_with_heap_tunables
+
+        restart_with_heap_tunables()
     cli(prog_name="smart-onnx")
 
 
