@@ -14,12 +14,15 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from smart_onnx.cli._heap import HEAP_TUNABLES
 
 __all__ = ["StageRecorder", "run_with_stages"]
 
@@ -123,8 +126,10 @@ def run_with_stages(prune_argv: Sequence[str], cwd: Path) -> list[dict[str, Any]
     """Run the CLI arguments in a fresh instrumented process; per stage {stage, peak, end} in bytes."""
     with tempfile.TemporaryDirectory(prefix="memory_stages.") as tmp:
         out = Path(tmp) / "stages.json"
+        # The heap settings the real CLI restarts itself with (smart_onnx/cli/_heap.py), unless chosen already.
+        env = {"GLIBC_TUNABLES": HEAP_TUNABLES, **os.environ}
         subprocess.run([sys.executable, "-m", "tools.memory_stages", str(out), *prune_argv], cwd=cwd, check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=env)
         records = json.loads(out.read_text())
     return _merge(records)
 
