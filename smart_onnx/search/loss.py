@@ -21,15 +21,28 @@ import torch.nn.functional as F
 from smart_onnx.graph import OutputInfo, OutputRole
 from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
 
-__all__ = ["OutputScales", "distillation_loss", "feature_loss"]
+__all__ = ["FEATURE_VARIANCE_FLOOR", "OutputScales", "distillation_loss", "feature_loss"]
 
+
+
+# An internal feature's channel counts as having at least this share of the tensor's mean channel power.
+# ReLU networks carry dead units (the MNIST CNN: 342 of the 1152 inputs of its first Linear never fire on
+# 64 digits); a per-channel floor of their zero variance made any activity there weigh ~1e13 and the
+# whole loss ~1e7. Outputs keep per-channel floors: one output may mix boxes in pixels with scores ~1e-4.
+FEATURE_VARIANCE_FLOOR = 1e-2
 
 
 class OutputScales:
-    """Per-channel variance of each regression output, accumulated over batches in place."""
+    """Per-channel variance of each regression output and internal feature, accumulated over batches in place.
 
-    def __init__(self, outputs: Sequence[OutputInfo]) -> None:
-        self._names = [o.name for o in outputs if o.role is OutputRole.REGRESSION]
+    Args:
+        outputs: the outputs (regression ones are scaled; others are ignored).
+        features: internal activations, floored against their own mean channel power as well.
+    """
+
+    def __init__(self, outputs: Sequence[OutputInfo], features: Sequence[str] = ()) -> None:
+        self._names = [o.name for o in outputs if o.role is OutputRole.REGRESSION] + list(features)
+        self._features = set(features)
         self._sum: dict[str, torch.Tensor] = {}
         self._sumsq: dict[str, torch.Tensor] = {}
         self._count: dict[str, int] = {}
@@ -44,7 +57,7 @@ class OutputScales:
             self._count[name] = self._count.get(name, 0) + t.numel() // max(1, s.numel())
 
     def variances(self) -> dict[str, torch.Tensor]:
-        """Output name -> variance per axis-1 index (float32, floored), shaped to broadcast against the output."""
+        """Name -> variance per axis-1 index (float32, floored), shaped to broadcast against the tensor."""
         out = {}
         for name in self._names:
             if name not in self._count:
@@ -53,6 +66,8 @@ class OutputScales:
             mean, meansq = self._sum[name] / n, self._sumsq[name] / n
             var = (meansq - mean * mean).clamp_min(0.0)
             floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+            if name in self._features:
+                floor = torch.maximum(floor, FEATURE_VARIANCE_FLOOR * meansq.mean())
             var = torch.maximum(var, floor).float()
             out[name] = var.reshape(1, -1) if var.dim() == 1 else var
         return out

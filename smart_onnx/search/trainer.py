@@ -18,7 +18,7 @@ from smart_onnx.data import Dataset
 from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
-from smart_onnx.graph import OutputInfo, OutputRole
+from smart_onnx.graph import OutputInfo
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 
 __all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
@@ -57,8 +57,7 @@ class _Teacher:
         self.features = list(features)
         self.batch_axis = {o.name: o.batch_axis for o in outputs}
         self.device = device
-        regressed = [o for o in outputs if o.role is OutputRole.REGRESSION]
-        scales = OutputScales([*regressed, *(OutputInfo(f, OutputRole.REGRESSION, "feature") for f in features)])
+        scales = OutputScales(outputs, features)
         self.cached: dict[str, torch.Tensor] | None = None
         seen = 0
         with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget

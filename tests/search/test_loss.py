@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
-from smart_onnx.search.loss import OutputScales, distillation_loss
+from smart_onnx.search.loss import FEATURE_VARIANCE_FLOOR, OutputScales, distillation_loss, feature_loss
 
 
 def _class(name: str = "y", scores: str = "logits") -> OutputInfo:
@@ -109,3 +109,23 @@ def test_regression_never_sees_softmax() -> None:
 def test_ignored_outputs_cost_nothing() -> None:
     ign = OutputInfo("y", OutputRole.IGNORE, "test")
     assert float(distillation_loss({"y": torch.randn(3, 3)}, {"y": torch.randn(3, 3)}, [ign])) == 0.0
+
+
+def test_a_dead_feature_channel_weighs_like_a_quiet_one_not_like_1e13() -> None:
+    # A ReLU feature [N, 3] whose third unit never fires in the dense model: a student that makes it fire
+    # at a tenth of the live units' scale pays a bounded price (output channels keep per-channel floors).
+    torch.manual_seed(6)
+    live = torch.rand(64, 2) + 0.5
+    t = torch.cat([live, torch.zeros(64, 1)], dim=1)
+    scales = OutputScales([], features=["f"])
+    scales.update({"f": t})
+    var = scales.variances()["f"].flatten()
+    power = float((t.double() ** 2).mean(0).mean())
+    assert float(var[2]) == pytest.approx(FEATURE_VARIANCE_FLOOR * power, rel=1e-5)
+    assert var[:2].tolist() == pytest.approx(t[:, :2].var(0, unbiased=False).tolist(), rel=1e-4)
+    student = t.clone()
+    student[:, 2] = 0.1 * live.mean()
+    assert float(feature_loss({"f": student}, {"f": t}, scales.variances())) < 1.0
+    as_output = OutputScales([OutputInfo("f", OutputRole.REGRESSION, "test")])
+    as_output.update({"f": t})
+    assert float(as_output.variances()["f"].flatten()[2]) < 1e-10
