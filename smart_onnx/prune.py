@@ -32,6 +32,7 @@ from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenan
 from smart_onnx.report import FrozenGroup, PruneReport
 from smart_onnx.rewrite import set_weights
 from smart_onnx.search import SearchConfig, StepInfo, run_search
+from smart_onnx.search.distributed import is_main
 
 __all__ = ["MODES", "PruneOptions", "PruneOutcome", "prune", "save_report"]
 
@@ -78,8 +79,12 @@ def prune(
     *,
     progress: Callable[[StepInfo], None] | None = None,
     command: str | None = None,
-) -> PruneOutcome:
+) -> PruneOutcome | None:
     """Prune ``model`` with the SMART search (or a baseline) and verify the result.
+
+    Under torchrun (a torch.distributed process group, see :mod:`smart_onnx.search.distributed`)
+    every rank calls this alike and the search and fine-tune run data-parallel; only rank 0
+    goes on to rewrite, verify and evaluate.
 
     Args:
         model: the loaded model (not modified).
@@ -91,7 +96,8 @@ def prune(
         command: the command line, recorded in the report.
 
     Returns:
-        The pruned model and the report (``report.to_dict()`` is the JSON ``prune`` writes).
+        The pruned model and the report (``report.to_dict()`` is the JSON ``prune`` writes); None on
+        the ranks other than 0 of a data-parallel run.
 
     Raises:
         ConstraintError: impossible sparsity or mode, nothing prunable, a bad output-role override.
@@ -120,6 +126,8 @@ def prune(
     result = run_search(executor, mode.ranking, calibration, cfg, progress=progress, outputs=outputs,
                         label_output=labelled)
     seconds.update(result.seconds)
+    if not is_main():  # data-parallel: one process writes, the others only trained
+        return None
 
     start = time.perf_counter()
     trained = set_weights(model, result.weights)

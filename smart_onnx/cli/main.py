@@ -44,6 +44,7 @@ FLAGS = {
     "reference": "--reference",
     "output_roles": "--output-role",
     "label_output": "--label-output",
+    "batch_size": "--batch-size",
 }
 
 

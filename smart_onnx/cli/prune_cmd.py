@@ -22,6 +22,7 @@ from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.quant import QuantizeOptions
 from smart_onnx.search import METHODS, SearchConfig, parse_block
+from smart_onnx.search.distributed import init_from_env, is_main, shutdown
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -137,6 +138,9 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
     if html_path is not None:
         check_writable(html_path, model, "HTML report")
     _check_device(device)
+    if init_from_env(device):  # under torchrun: data-parallel, and only rank 0 reports and writes
+        click.get_current_context().call_on_close(shutdown)
+        quiet = quiet or not is_main()
     if threads is not None:
         import torch
 
@@ -166,6 +170,8 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
                         command=shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]))
     finally:
         bar.close()
+    if outcome is None:  # a rank other than 0 of a data-parallel run: rank 0 writes
+        return
     result = outcome.model if quant is None else quantize_pruned(
         outcome, onnx_model, calibration, held_out, quant, profile=profile, latency=not no_latency,
         min_fidelity=min_fidelity, output_roles=options.output_roles)

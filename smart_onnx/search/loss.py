@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
 from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
+from smart_onnx.search.distributed import any_over_ranks
 
 __all__ = ["FEATURE_VARIANCE_FLOOR", "OutputScales", "distillation_loss", "feature_loss"]
 
@@ -157,13 +158,16 @@ def distillation_loss(
 
 
 def feature_loss(
-    student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], variances: Mapping[str, torch.Tensor]
+    student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], variances: Mapping[str, torch.Tensor],
+    *, sharded: bool = False,
 ) -> torch.Tensor:
     """Mean over the captured internal activations of their variance-normalised squared error.
 
     Channels the student holds at exactly zero over the whole batch are left out: they are
     channels pruning removed (channel mode), which no weight update can bring back, and
-    comparing them would only add a constant.
+    comparing them would only add a constant. With ``sharded`` (this rank's slice of a
+    data-parallel batch, on every rank) the whole batch is the global one: a channel alive on
+    any rank is compared on all.
     """
     terms = []
     for name, s in student.items():
@@ -171,6 +175,8 @@ def feature_loss(
             continue
         s, t = s.float(), teacher[name].float()
         alive = s.detach().ne(0).flatten(2).any(dim=2).any(dim=0) if s.dim() > 2 else s.detach().ne(0).any(dim=0)
+        if sharded:
+            alive = any_over_ranks(alive)
         terms.append(_normalised_mse(s, t, variances.get(name), alive))
     if not terms:
         return torch.zeros(())

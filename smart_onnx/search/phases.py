@@ -10,7 +10,6 @@ weights under the fixed hard mask and keeps the weights of its best held-out che
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 
 from smart_onnx.executor.module import Transforms
 from smart_onnx.search.config import SearchConfig
+from smart_onnx.search.distributed import clock, reduce_gradients
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.trainer import Trainer
@@ -54,7 +54,8 @@ class Phase:
         history: the run's curves, appended to.
         training: the run's notes for the report (why a phase stopped or was re-planned).
         progress: called after every step.
-        deadline: ``time.perf_counter()`` value past which the phase stops (None: none).
+        deadline: :func:`~smart_onnx.search.distributed.clock` value past which the phase stops (None: none);
+            rank 0's clock, so every rank of a data-parallel run stops at the same step.
     """
 
     def __init__(self, trainer: Trainer, optimizers: Sequence[torch.optim.Optimizer], total: int, config: SearchConfig,
@@ -71,6 +72,9 @@ class Phase:
         """Record step ``step`` (1-based, just run) with its loss; returns why the phase stops (None: go on)."""
         raise NotImplementedError
 
+    def _params(self) -> list[torch.Tensor]:
+        return [p for o in self.optimizers for group in o.param_groups for p in group["params"]]
+
     def run(self) -> str | None:
         """Run the steps; returns why the phase stopped early (None: it ran them all)."""
         step = 0
@@ -79,10 +83,11 @@ class Phase:
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            value = reduce_gradients(self._params(), loss)  # data-parallel: the whole batch's gradient
             for optimizer in self.optimizers:
                 optimizer.step()
             step += 1
-            stopped = self.after_step(step, float(loss.detach()))
+            stopped = self.after_step(step, value)
             if stopped is not None:
                 return stopped
         return None
@@ -106,7 +111,7 @@ class SearchPhase(Phase):
         super().__init__(trainer, optimizers, config.steps, config, history, training, progress, deadline)
         self.soft_mask, self.space, self.sparsity_of = soft_mask, space, sparsity_of
         self.use_features = not space.masks_activations
-        self.offset, self.started = 0, time.perf_counter()
+        self.offset, self.started = 0, clock()
         self.tau, self.mask = 0.0, None
 
     def loss(self, step: int) -> torch.Tensor:
@@ -123,7 +128,7 @@ class SearchPhase(Phase):
             self.progress(StepInfo("search", step, self.total, value, self.tau, sparsity))
         if self.deadline is None:
             return None
-        now = time.perf_counter()
+        now = clock()
         if step == REPLAN_AFTER and step < self.total:
             # The timed steps before the search can miss what a real step costs (masks, optimisers,
             # a busy machine): re-plan on the steps just run, with tau decaying over what is left.
@@ -165,7 +170,7 @@ class FinetunePhase(Phase):
         self.history["finetune_loss"].append(value)
         if self.progress:
             self.progress(StepInfo("finetune", step, self.total, value, None, self.config.sparsity))
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.deadline is not None and clock() > self.deadline:
             return f"time budget reached after {step} of {self.total} fine-tune steps"
         if step % self.check_every and step != self.total:
             return None

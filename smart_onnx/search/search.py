@@ -29,6 +29,7 @@ import torch
 
 from smart_onnx.data import Dataset
 from smart_onnx.data.augment import AUGMENT_BELOW, ImageAugmenter
+from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo, infer_output_roles
@@ -36,6 +37,13 @@ from smart_onnx.graph import label_output as _label_output
 from smart_onnx.graph.features import feature_points
 from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps
 from smart_onnx.search.config import SearchConfig
+from smart_onnx.search.distributed import (
+    broadcast_object,
+    broadcast_tensors,
+    clock,
+    local_device,
+    world_size,
+)
 from smart_onnx.search.phases import FinetunePhase, Progress, SearchPhase, StepInfo
 from smart_onnx.search.ranking import Ranking, SoftMask
 from smart_onnx.search.refit import refit_layers
@@ -91,15 +99,27 @@ def run_search(
     Returns:
         The hard mask (``keep``), the fine-tuned weights by ONNX name, loss/tau/sparsity curves.
 
+    In a torch.distributed run (see :mod:`smart_onnx.search.distributed`) every rank calls this
+    with the same model, data and config; each trains on its slice of every global batch, and
+    every rank returns the same mask and weights.
+
     Raises:
         ConstraintError: the constraints cannot be met within the budget (bad settings are
-            refused when the SearchConfig is built).
+            refused when the SearchConfig is built), or a data-parallel run has more ranks than
+            samples in a batch.
         DataError: the data has labels and several class outputs could take them.
     """
-    begin = time.perf_counter()
+    begin = clock()
     space = ranking.space
     torch.manual_seed(config.seed)
+    if world_size() > 1:
+        config = replace(config, device=local_device(config.device))
+        if min(config.batch_size, len(data)) < world_size():
+            raise ConstraintError(f"a batch of {min(config.batch_size, len(data))} samples cannot be split across "
+                                  f"{world_size()} processes; raise `batch_size` or start fewer",
+                                  parameters=("batch_size",))
     executor.to(config.device)
+    broadcast_tensors(executor.parameters())  # the same starting weights on every rank
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
     trainer = _trainer(executor, space, data, config, outputs, label_output)
@@ -112,21 +132,22 @@ def run_search(
     stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
     result.seconds["statistics"] = time.perf_counter() - start
 
-    result.plan = _plan(trainer, config, begin)
+    result.plan = broadcast_object(_plan(trainer, config, begin))  # rank 0's measured plan, on every rank
     config = replace(config, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)
     deadline = search_deadline = None
-    start = time.perf_counter()
+    start = clock()
     if config.time_budget is not None:  # each phase gets its share of what is left, so a slow search cannot eat both
         deadline = begin + config.time_budget * TRAIN_SHARE
         search_share = config.steps / max(1, config.steps + config.finetune_steps) if config.method == "smart" else 0.0
         search_deadline = start + max(0.0, deadline - start) * search_share
-    result.keep = _search_mask(ranking, trainer, stats, config, result, progress, search_deadline)
-    result.seconds["search"] = time.perf_counter() - start
+    result.keep = broadcast_object(_search_mask(ranking, trainer, stats, config, result, progress, search_deadline))
+    result.seconds["search"] = clock() - start
 
     transforms = space.transforms(result.keep.to(trainer.device, torch.float32))
     if config.refit:
         start = time.perf_counter()
         result.training["refit"] = _refit(trainer, space, transforms, config, progress, deadline)
+        broadcast_tensors(executor.parameters())  # every rank refitted alike; rank 0's weights, to be exact
         result.seconds["refit"] = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
@@ -156,7 +177,7 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
         passes[:] = [done, total]
         if progress:
             progress(StepInfo("refit", done, total, None, None, config.sparsity))
-        if deadline is not None and time.perf_counter() > deadline and done < total:
+        if deadline is not None and clock() > deadline and done < total:
             raise _OutOfTime
 
     try:
@@ -205,7 +226,7 @@ def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:
         step_seconds = sum(times[1:]) / 2
     return plan_steps(steps=config.steps, finetune_steps=config.finetune_steps, samples=len(trainer.data),
                       batch_size=config.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
-                      elapsed=time.perf_counter() - begin)
+                      elapsed=clock() - begin)
 
 
 def _search_mask(
@@ -218,6 +239,7 @@ def _search_mask(
     if config.method != "smart":
         return ranking.fixed_mask(weights, config)
     initial = ranking.space.initial_scores(weights, stats, config.score_layer_norm)
+    broadcast_tensors([initial])  # measured alike on every rank; rank 0's, to be exact
     soft: SoftMask = ranking.soft_mask(initial, config, trainer.device)
     scores = torch.nn.Parameter(initial.to(trainer.device))
     SearchPhase(trainer, [scores], lambda tau: soft.mask(scores, tau), ranking.space, soft.sparsity, config,

@@ -19,6 +19,7 @@ from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
+from smart_onnx.search.distributed import broadcast_tensors, rank, reduce_sum, shard, world_size
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 
 __all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
@@ -72,6 +73,7 @@ class _Teacher:
                         self.cached[name].narrow(self.batch_axis.get(name, 0), seen, n).copy_(v)
                 seen += n
         self.variances = scales.variances()
+        broadcast_tensors(self.variances.values())  # every rank ran the same pass; rank 0's values, to be exact
         self._source = executor.model
         self._dense: Executor | None = None
 
@@ -160,7 +162,7 @@ class Trainer:
         self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
 
     def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
-              transforms: Transforms, use_features: bool) -> torch.Tensor:
+              transforms: Transforms, use_features: bool, sharded: bool = False) -> torch.Tensor:
         features = self.features if use_features else []
         captured: dict[str, torch.Tensor] = {}
         student = self.executor(feeds, transforms={**transforms, **_capture(captured, features)})
@@ -168,18 +170,29 @@ class Trainer:
                                  label_output=self.label_output, label_weight=self.label_weight,
                                  temperature=self.temperature)
         if features:
-            loss = loss + self.feature_weight * feature_loss(captured, teacher, self.teacher.variances)
+            loss = loss + self.feature_weight * feature_loss(captured, teacher, self.teacher.variances,
+                                                             sharded=sharded)
         return loss
 
     def loss(self, transforms: Transforms, *, use_features: bool = True) -> torch.Tensor:
-        """The training loss of the next batch (augmented when an augmenter is set)."""
-        idx = next(self.batches)
-        feeds = _to_device({k: a[idx] for k, a in self.data.arrays.items()}, self.device)
-        if self.augmenter is not None:
-            feeds = self.augmenter(feeds)
+        """The training loss of the next batch (augmented when an augmenter is set).
+
+        In a data-parallel run every rank draws the same global batch and computes the loss of its
+        slice, weighted by the slice's share of the batch: the sum over ranks is the batch's loss.
+        """
+        batch = next(self.batches)
+        rows = shard(np.arange(len(batch)))
+        idx = batch[rows]
+        if self.augmenter is None:
+            feeds = _to_device({k: a[idx] for k, a in self.data.arrays.items()}, self.device)
+        else:  # the global batch's inputs augmented alike on every rank (one random stream), then sliced
+            feeds = self.augmenter(_to_device({k: a[batch] for k, a in self.data.arrays.items()}, self.device))
+            if len(idx) < len(batch):
+                feeds = {k: v[torch.as_tensor(rows, device=v.device)] for k, v in feeds.items()}
         teacher = self.teacher(idx, feeds, augmented=self.augmenter is not None)
         labels = None if self.labels is None else self.labels[idx].to(self.device)
-        return self._loss(feeds, teacher, labels, transforms, use_features)
+        loss = self._loss(feeds, teacher, labels, transforms, use_features, sharded=True)
+        return loss if len(idx) == len(batch) else loss * (len(idx) / len(batch))
 
     def validation_loss(self, transforms: Transforms) -> float | None:
         """Mean distillation loss on the held-out samples (no augmentation, no gradient); None without them."""
@@ -187,10 +200,13 @@ class Trainer:
             return None
         total = count = 0.0
         with torch.no_grad():
-            for batch in self.validation.batches(self.batch_size):
+            for i, batch in enumerate(self.validation.batches(self.batch_size)):
+                if i % world_size() != rank():  # data-parallel: each rank its share of the batches
+                    continue
                 feeds = _to_device(batch.inputs, self.device)
                 teacher = self.teacher.dense(feeds)
                 n = len(next(iter(batch.inputs.values())))
                 total += float(self._loss(feeds, teacher, None, transforms, use_features=True)) * n
                 count += n
+        total, count = reduce_sum([total, count])
         return total / count

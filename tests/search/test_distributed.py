@@ -1,0 +1,85 @@
+"""Data-parallel prune under torchrun (gloo, 2 CPU processes) against the same run in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from devkit.zoo import export, mlp_gemm
+from smart_onnx.search import distributed
+
+SCRIPT = Path(sys.executable).with_name("smart-onnx")
+# Explicit step counts and a budget nothing reaches: both runs take the same steps.
+ARGS = ["--sparsity", "0.5", "--steps", "30", "--finetune-steps", "10", "--batch-size", "16",
+        "--time-budget", "3600", "--threads", "1", "--no-latency", "-q", "--seed", "3"]
+
+
+def test_without_a_process_group_everything_is_one_process() -> None:
+    idx = np.arange(10)
+    assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main()
+    assert np.array_equal(distributed.shard(idx), idx)
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    assert distributed.reduce_gradients([p], torch.tensor(1.5)) == 1.5
+    assert torch.equal(p.grad, torch.full((3,), 2.0))
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    assert distributed.reduce_sum([1.0, 2.0]) == [1.0, 2.0]
+    assert distributed.local_device("cpu") == "cpu"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ddp")
+    module, example = mlp_gemm()
+    proto = export(module, example, dynamo=False, opset=17)
+    onnx.save(proto, str(d / "m.onnx"))
+    rng = np.random.default_rng(0)
+    name = proto.graph.input[0].name
+    np.savez(d / "calib.npz", **{name: rng.standard_normal((96, *example.shape[1:])).astype(np.float32)})
+    np.savez(d / "eval.npz", **{name: rng.standard_normal((24, *example.shape[1:])).astype(np.float32)})
+    return d
+
+
+def _prune(files: Path, out: Path, launcher: list[str]) -> dict:
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    cmd = [*launcher, str(SCRIPT), "prune", str(files / "m.onnx"), "--data", str(files / "calib.npz"),
+           "--eval-data", str(files / "eval.npz"), "-o", str(out / "m.onnx"), *ARGS]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return {"report": json.loads((out / "m.json").read_text()), "stdout": res.stdout,
+            "files": sorted(p.name for p in out.iterdir()), "model": onnx.load(str(out / "m.onnx"))}
+
+
+def _zero_patterns(model: onnx.ModelProto) -> np.ndarray:
+    return np.concatenate([(numpy_helper.to_array(t) == 0).reshape(-1) for t in model.graph.initializer
+                           if len(t.dims) == 2])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the smart-onnx script is not installed beside this python")
+def test_two_ranks_prune_like_one(files, tmp_path) -> None:
+    one = _prune(files, tmp_path / "one", [])
+    two = _prune(files, tmp_path / "two",
+                 [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"])
+    assert two["files"] == ["m.json", "m.onnx"]  # one model and one report, from rank 0 only
+    assert two["stdout"].count("result:") == 1  # one summary
+    onnx.checker.check_model(two["model"], full_check=True)
+    assert two["model"].ir_version <= 13
+    a, b = one["report"]["sparsity"], two["report"]["sparsity"]
+    assert a["achieved_params"] == b["achieved_params"]
+    zeros_one, zeros_two = _zero_patterns(one["model"]), _zero_patterns(two["model"])
+    pruned = zeros_one | zeros_two
+    overlap = 1.0 - np.count_nonzero(zeros_one != zeros_two) / max(1, np.count_nonzero(pruned))
+    assert overlap >= 0.95, overlap
+    assert len(two["report"]["history"]["loss"]) == len(one["report"]["history"]["loss"]) == 30
