@@ -157,7 +157,7 @@ def prune(
         seconds["check"] = time.perf_counter() - start
     start = time.perf_counter()
     if holdout is not None:
-        batches = [(b.inputs, b.labels) for b in holdout.batches(cfg.batch_size)]
+        batches = ((b.inputs, b.labels) for b in holdout.batches(cfg.batch_size))  # read as evaluated
         latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
         report.eval = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
                                label_output=labelled)

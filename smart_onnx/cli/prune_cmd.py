@@ -69,7 +69,11 @@ def _nm(text: str) -> tuple[int, int]:
                    "(ridge least squares, layer by layer); with --finetune-steps 0 a fast path without training.")
 @click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
               help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
-@click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True,
+              help="Samples per training step (under torchrun: the global batch, split across the processes).")
+@click.option("--workers", type=click.IntRange(0), default=SearchConfig.workers, show_default=True,
+              help="DataLoader processes reading the coming training batches ahead (memory-mapped .npy/.npz "
+                   "rows, lazily decoded images); 0 reads them when needed.")
 @click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weight learning rate.")
 @click.option("--score-lr", type=float, default=SearchConfig.score_lr, show_default=True,
               help="Mask-score learning rate.")
@@ -122,13 +126,15 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
               augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
               refit: bool = SearchConfig.refit, quantize: str | None = None, activations: str = "uint8",
-              calibration_method: str = "minmax", calibration_samples: int | None = None) -> None:
+              calibration_method: str = "minmax", calibration_samples: int | None = None,
+              workers: int = SearchConfig.workers) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
-                          time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit)
+                          time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit,
+                          workers=workers)
     quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
                             target=target) if quantize else None
     output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))

@@ -1,7 +1,9 @@
 """Calibration and evaluation data: load it for a model's inputs, split it, batch it.
 
 Supported data (``--data``), a single file or a folder of one kind of file, sorted by
-name and concatenated along the sample axis (everything is loaded into memory):
+name and concatenated along the sample axis. A single ``.npy`` file or ``.npz`` archive
+stored uncompressed is memory-mapped (batches read their rows; see ``_mapped.py``);
+several files, compressed archives and images are loaded into memory:
 
 * ``*.npz``: arrays keyed by graph-input name, samples along axis 0, plus an optional
   ``label`` array (one integer class per sample) when no graph input is called
@@ -25,5 +27,7 @@ from __future__ import annotations
 from smart_onnx.data._dataset import Batch, Dataset
 from smart_onnx.data._images import ImageLayout, image_layout
 from smart_onnx.data._load import dataset_from_arrays, load_dataset, write_npz
+from smart_onnx.data._mapped import read_rows
 
-__all__ = ["Batch", "Dataset", "ImageLayout", "dataset_from_arrays", "image_layout", "load_dataset", "write_npz"]
+__all__ = ["Batch", "Dataset", "ImageLayout", "dataset_from_arrays", "image_layout", "load_dataset", "read_rows",
+           "write_npz"]

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from smart_onnx.data._mapped import release
 from smart_onnx.errors import DataError
 from smart_onnx.model import InputSpec
 
@@ -52,8 +53,20 @@ def _check_shape(array: np.ndarray, spec: InputSpec, where: str) -> None:
         raise DataError(f"{what} holds no samples (shape {format_shape(array.shape)})")
 
 
+# Whole-array checks run in chunks of this many bytes, so a memory-mapped set is never held at once.
+_CHUNK_BYTES = 64 * 2**20
+
+
 def _count_nonfinite(array: np.ndarray) -> int:
-    return int(array.size - np.count_nonzero(np.isfinite(array)))
+    if array.ndim == 0:
+        return int(not np.isfinite(array))
+    rows = max(1, _CHUNK_BYTES // max(1, array[:1].nbytes))
+    bad = 0
+    for i in range(0, len(array), rows):
+        part = array[i:i + rows]
+        bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+        release(array)  # a memory-mapped file's pages, read once, leave this process's resident set
+    return bad
 
 
 def _check_castable(array: np.ndarray, spec: InputSpec, where: str) -> None:
@@ -91,11 +104,13 @@ def conform_array(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
             values the model's dtype cannot hold exactly (fractions for an integer
             input, out-of-range integers, float overflow).
     """
-    array = np.asarray(array)
+    array = np.asanyarray(array)  # a memory map stays one (see _mapped.py)
     _check_shape(array, spec, where)
     _check_castable(array, spec, where)
     with np.errstate(over="ignore"):  # overflow is reported below, with the input's name
         out = array.astype(spec.dtype, copy=False)
+    if out is not array and isinstance(out, np.memmap):
+        out = out.view(np.ndarray)  # cast into memory: no longer backed by the file
     if out.dtype.kind == "f" and (bad := _count_nonfinite(out)):
         raise DataError(
             f"input {spec.name!r} in {where} has {bad} values that overflow the model's {out.dtype} "

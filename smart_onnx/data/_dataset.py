@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from smart_onnx.data._conform import LABEL_KEY, check_lengths, format_shape
+from smart_onnx.data._mapped import Rows, is_lazy
 from smart_onnx.errors import DataError
 
 __all__ = ["Batch", "Dataset", "concat"]
@@ -27,7 +28,9 @@ class Dataset:
 
     Attributes:
         arrays: one array per graph input (in the model's input order), cast to the
-            input's dtype, all with the same number of samples along axis 0.
+            input's dtype, all with the same number of samples along axis 0. Arrays read
+            from ``.npy`` / uncompressed ``.npz`` files are memory-mapped (see ``_mapped.py``):
+            ``arrays[k][idx]`` reads those rows, and :meth:`select` copies nothing.
         labels: one int64 class index per sample, or None.
         source: where the data came from (a path, or a description), for messages.
     """
@@ -49,8 +52,8 @@ class Dataset:
     def select(self, indices: Sequence[int] | np.ndarray) -> Dataset:
         """The samples at ``indices``, in that order."""
         idx = np.asarray(indices, dtype=np.int64)
-        labels = None if self.labels is None else self.labels[idx]
-        return Dataset({k: a[idx] for k, a in self.arrays.items()}, labels, self.source)
+        labels = None if self.labels is None else np.asarray(self.labels[idx])
+        return Dataset({k: _rows(a, idx) for k, a in self.arrays.items()}, labels, self.source)
 
     def take(self, n: int) -> Dataset:
         """The first ``min(n, len(self))`` samples.
@@ -101,13 +104,20 @@ class Dataset:
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             part = self.select(order[start : start + batch_size])
-            yield Batch(dict(part.arrays), part.labels)
+            yield Batch({k: np.asarray(a) for k, a in part.arrays.items()}, part.labels)
 
     def describe(self) -> str:
         """One line: sample count, each input's shape and dtype, labels."""
         parts = [f"{k} {format_shape(a.shape)} {a.dtype}" for k, a in self.arrays.items()]
         labels = "no labels" if self.labels is None else f"{len(np.unique(self.labels))} label classes"
         return f"{len(self)} samples from {self.source}: {', '.join(parts)}; {labels}"
+
+
+def _rows(array: np.ndarray | Rows, idx: np.ndarray) -> np.ndarray | Rows:
+    """Rows ``idx`` of ``array``: a copy in memory, a lazy :class:`Rows` of a memory-mapped one."""
+    if isinstance(array, Rows):
+        return array.select(idx)
+    return Rows(array, idx) if is_lazy(array) else array[idx]
 
 
 def concat(parts: Sequence[Dataset], source: str) -> Dataset:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smart_onnx.data._mapped import map_npy, map_npz
 from smart_onnx.errors import DataError
 
 __all__ = ["IMAGE", "NPY", "NPZ", "Listing", "kind_of", "list_data", "read_npy", "read_npz"]
@@ -112,11 +113,17 @@ def _one_line(e: Exception) -> str:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` archive (pickled objects refused).
+    """All arrays of an ``.npz`` archive (pickled objects refused), memory-mapped where stored uncompressed.
 
     Raises:
         DataError: the file is unreadable, corrupt or not an npz archive.
     """
+    try:
+        mapped = map_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        mapped = None  # read below, which names the problem
+    if mapped is not None:
+        return mapped
     archive = _load(path)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path} is not an npz archive (np.load read a single array)")
@@ -128,11 +135,19 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """The array of an ``.npy`` file (pickled objects refused).
+    """The array of an ``.npy`` file (pickled objects refused), memory-mapped.
 
     Raises:
         DataError: the file is unreadable, corrupt or not an npy array.
     """
+    try:
+        mapped = map_npy(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        mapped = None  # unreadable: read below, which names the problem
+    if isinstance(mapped, np.ndarray):
+        return mapped
+    if mapped is not None and hasattr(mapped, "close"):
+        mapped.close()  # an npz archive under an .npy name: refused below
     array = _load(path)
     if not isinstance(array, np.ndarray):
         if isinstance(array, np.lib.npyio.NpzFile):

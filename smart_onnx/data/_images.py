@@ -22,9 +22,12 @@ from smart_onnx.data._conform import format_shape
 from smart_onnx.errors import DataError
 from smart_onnx.model import InputSpec
 
-__all__ = ["ImageLayout", "image_layout", "load_images"]
+__all__ = ["IMAGES_IN_MEMORY_BYTES", "ImageFiles", "ImageLayout", "image_layout", "load_images"]
 
 log = logging.getLogger(__name__)
+
+# Image sets that decode to more than this are decoded batch by batch as they are read (ImageFiles).
+IMAGES_IN_MEMORY_BYTES = 256 * 2**20
 
 _CHANNELS = (1, 3)
 # 16-bit grayscale PNGs open in these modes (Pillow has no 16-bit RGB).
@@ -111,6 +114,23 @@ def _decode(path: Path, layout: ImageLayout) -> np.ndarray:
         raise DataError(f"cannot decode image {path} ({type(e).__name__}: {' '.join(str(e).split())})") from e
 
 
+def _normalisation(mean: Sequence[float] | None, std: Sequence[float] | None,
+                   layout: ImageLayout) -> tuple[np.ndarray, np.ndarray]:
+    mean_c = _per_channel(mean, 0.0, layout.channels, "mean")
+    std_c = _per_channel(std, 1.0, layout.channels, "std")
+    if not np.all(std_c != 0):
+        raise DataError(f"`std` has a zero value ({list(std_c)}), which cannot normalise", parameters=("std",))
+    return mean_c, std_c
+
+
+def _decode_all(files: Sequence[Path], layout: ImageLayout, mean_c: np.ndarray, std_c: np.ndarray) -> np.ndarray:
+    out = np.empty((len(files), layout.height, layout.width, layout.channels), np.float32)
+    for i, path in enumerate(files):
+        out[i] = _decode(path, layout)
+    out = (out - mean_c) / std_c
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout.channels_first else out
+
+
 def load_images(
     files: Sequence[Path],
     layout: ImageLayout,
@@ -119,19 +139,59 @@ def load_images(
 ) -> np.ndarray:
     """Decode, resize and normalise ``files`` into one float32 array in ``layout``.
 
-    All images are decoded up front (about ``4 * C * H * W`` bytes each).
+    All images are decoded up front (about ``4 * C * H * W`` bytes each); :class:`ImageFiles`
+    decodes them as they are read.
 
     Raises:
         DataError: a file cannot be decoded, ``mean``/``std`` has the wrong length,
             or ``std`` has a zero.
     """
-    mean_c = _per_channel(mean, 0.0, layout.channels, "mean")
-    std_c = _per_channel(std, 1.0, layout.channels, "std")
-    if not np.all(std_c != 0):
-        raise DataError(f"`std` has a zero value ({list(std_c)}), which cannot normalise", parameters=("std",))
-    out = np.empty((len(files), layout.height, layout.width, layout.channels), np.float32)
-    for i, path in enumerate(files):
-        out[i] = _decode(path, layout)
-    out = (out - mean_c) / std_c
+    mean_c, std_c = _normalisation(mean, std, layout)
+    out = _decode_all(files, layout, mean_c, std_c)
     log.debug("decoded %d images to %dx%dx%d", len(files), layout.height, layout.width, layout.channels)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout.channels_first else out
+    return out
+
+
+class ImageFiles:
+    """Images decoded when their rows are read: an array-like ``[N, ...]`` in ``layout``, cast to ``dtype``.
+
+    What a dataset does with an array works (``len``, ``shape``, ``dtype``, ``ndim``,
+    ``images[rows]``, ``np.asarray``), and a dataset split selects rows without decoding.
+    Each file's header is read here, so a file that is not an image is refused at load;
+    a file whose pixel data is corrupt is found when its batch is read.
+
+    Raises:
+        DataError: as :func:`load_images`, for the headers and the normalisation.
+    """
+
+    reads_on_access = True  # see smart_onnx.data._mapped.is_lazy
+
+    def __init__(self, files: Sequence[Path], layout: ImageLayout, mean: Sequence[float] | None,
+                 std: Sequence[float] | None, dtype: np.dtype) -> None:
+        self.files, self.layout, self.dtype = list(files), layout, np.dtype(dtype)
+        self.mean, self.std = _normalisation(mean, std, layout)
+        for path in self.files:
+            try:
+                with Image.open(path):
+                    pass
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(f"cannot decode image {path} ({type(e).__name__}: {' '.join(str(e).split())})") from e
+        hwc = (layout.height, layout.width, layout.channels)
+        self.shape = (len(self.files), *((hwc[2], hwc[0], hwc[1]) if layout.channels_first else hwc))
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, rows: object) -> np.ndarray:
+        index = np.arange(len(self.files))[rows]
+        picked = [self.files[i] for i in np.atleast_1d(index)]
+        out = _decode_all(picked, self.layout, self.mean, self.std).astype(self.dtype, copy=False)
+        return out[0] if np.ndim(index) == 0 else out
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)

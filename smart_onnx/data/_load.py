@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from smart_onnx._atomic import atomic_output
+from smart_onnx.data import _images
 from smart_onnx.data._conform import LABEL_KEY, conform_array, conform_labels, conform_mapping
 from smart_onnx.data._dataset import Dataset, concat
 from smart_onnx.data._files import IMAGE, NPY, NPZ, Listing, list_data, read_npy, read_npz
-from smart_onnx.data._images import image_layout, load_images
+from smart_onnx.data._images import ImageFiles, image_layout, load_images
 from smart_onnx.errors import DataError
 from smart_onnx.model import InputSpec
 
@@ -75,9 +76,13 @@ def _load_images(
         )
     spec = inputs[0]
     layout = image_layout(spec, image_size)
-    if len(listing.files) > 1000:
-        log.info("decoding %d images from %s into memory", len(listing.files), source)
-    array = conform_array(load_images(listing.files, layout, mean, std), spec, source)
+    decoded = len(listing.files) * layout.channels * layout.height * layout.width * 4
+    if decoded > _images.IMAGES_IN_MEMORY_BYTES:  # decoded batch by batch as they are read
+        log.info("%d images from %s (%d MiB decoded): decoded as batches read them", len(listing.files), source,
+                 decoded // 2**20)
+        array = ImageFiles(listing.files, layout, mean, std, spec.dtype)
+    else:
+        array = conform_array(load_images(listing.files, layout, mean, std), spec, source)
     labels = None if listing.labels is None else conform_labels(np.asarray(listing.labels), len(array), source)
     if listing.classes is not None:
         log.info("labels from %d class folders in %s: %s", len(listing.classes), source, ", ".join(listing.classes))

@@ -45,6 +45,7 @@ class SearchConfig:
     refit_ridge: float = 0.01
     refit_samples: int = 256
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
+    workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none
 
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
@@ -61,8 +62,8 @@ class SearchConfig:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in ("params", "macs"):
             raise ConstraintError(f"unknown budget {self.budget!r}; choose params or macs")
-        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1:
-            raise ConstraintError("steps and fine-tune steps must be >= 0 and the batch size >= 1")
+        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1 or self.workers < 0:
+            raise ConstraintError("steps, fine-tune steps and workers must be >= 0 and the batch size >= 1")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
         if not 0.0 <= self.validation < 1.0 or self.feature_weight < 0 or self.feature_points < 0:

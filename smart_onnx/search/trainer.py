@@ -19,7 +19,8 @@ from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
-from smart_onnx.search.distributed import broadcast_tensors, rank, reduce_sum, shard, world_size
+from smart_onnx.search.distributed import broadcast_tensors, rank, reduce_sum, world_size
+from smart_onnx.search.loader import BatchReader, draws
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 
 __all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
@@ -135,12 +136,13 @@ class Trainer:
         feature_weight: weight of the mean feature term against the output terms.
         augmenter: changes image inputs every step (None: the samples as they are).
         validation: held-out calibration samples for :meth:`validation_loss`.
+        workers: DataLoader processes reading the coming batches ahead (0: read when needed).
     """
 
     def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
                  label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
                  features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: ImageAugmenter | None = None,
-                 validation: Dataset | None = None) -> None:
+                 validation: Dataset | None = None, workers: int = 0) -> None:
         self.executor = executor
         self.data = data
         self.device = torch.device(device)
@@ -158,6 +160,7 @@ class Trainer:
         self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
                                 cache=self.augmenter is None)
         self.batches = _sampler(len(data), batch_size, seed)
+        self.reader = BatchReader(data.arrays, draws(self.batches, whole_batch=self.augmenter is not None), workers)
         # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
         self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
 
@@ -180,13 +183,11 @@ class Trainer:
         In a data-parallel run every rank draws the same global batch and computes the loss of its
         slice, weighted by the slice's share of the batch: the sum over ranks is the batch's loss.
         """
-        batch = next(self.batches)
-        rows = shard(np.arange(len(batch)))
+        (batch, rows, _), arrays = next(self.reader)
         idx = batch[rows]
-        if self.augmenter is None:
-            feeds = _to_device({k: a[idx] for k, a in self.data.arrays.items()}, self.device)
-        else:  # the global batch's inputs augmented alike on every rank (one random stream), then sliced
-            feeds = self.augmenter(_to_device({k: a[batch] for k, a in self.data.arrays.items()}, self.device))
+        feeds = {k: v.to(self.device) for k, v in arrays.items()}
+        if self.augmenter is not None:  # the global batch's inputs augmented alike on every rank, then sliced
+            feeds = self.augmenter(feeds)
             if len(idx) < len(batch):
                 feeds = {k: v[torch.as_tensor(rows, device=v.device)] for k, v in feeds.items()}
         teacher = self.teacher(idx, feeds, augmented=self.augmenter is not None)
