@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 from devkit.runs import relative_error, run_executor, run_ort
 from smart_onnx.model import MAX_IR_VERSION
 
-__all__ = ["assert_matches_ort", "make_model", "relative_error", "run_executor", "run_ort"]
+__all__ = ["assert_matches_ort", "make_model", "mask_overlap", "relative_error", "run_executor", "run_ort"]
 
 
 def make_model(
@@ -52,3 +52,12 @@ def assert_matches_ort(
         else:
             err = relative_error(a, e)
             assert err <= rtol, f"output {i}: relative error {err:.3g} > {rtol}"
+
+
+def mask_overlap(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
+    """Agreement of two pruned models' zeros in their weight matrices and kernels: 1 - |a xor b| / |a or b|."""
+    def zeros(model: onnx.ModelProto) -> np.ndarray:
+        return np.concatenate([(numpy_helper.to_array(t) == 0).reshape(-1) for t in model.graph.initializer
+                               if len(t.dims) >= 2])
+    za, zb = zeros(a), zeros(b)
+    return 1.0 - np.count_nonzero(za != zb) / max(1, np.count_nonzero(za | zb))

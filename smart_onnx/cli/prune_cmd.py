@@ -23,6 +23,7 @@ from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.quant import QuantizeOptions
 from smart_onnx.search import METHODS, SearchConfig, parse_block
 from smart_onnx.search.distributed import init_from_env, is_main, shutdown
+from smart_onnx.search.precision import PRECISIONS
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -80,7 +81,11 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--distill-temperature", type=float, default=SearchConfig.distill_temperature, show_default=True,
               help="Softmax temperature of the distillation to the dense model's class outputs.")
 @click.option("--seed", type=int, default=SearchConfig.seed, show_default=True)
-@click.option("--device", default=SearchConfig.device, show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default=SearchConfig.device, show_default=True,
+              help="cpu, cuda or cuda:N (under torchrun, cuda is each process's cuda:LOCAL_RANK).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=SearchConfig.precision, show_default=True,
+              help="auto: on CUDA the forward passes run under autocast (bf16 where the GPU has it, else fp16 with "
+                   "loss scaling); scores, masks and losses stay fp32. fp32: no autocast. The CPU always runs fp32.")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for torch [default: torch's choice]. On a busy machine 1 is often fastest: "
                    "idle intra-op threads spin while they wait for a core.")
@@ -127,14 +132,14 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
               refit: bool = SearchConfig.refit, quantize: str | None = None, activations: str = "uint8",
               calibration_method: str = "minmax", calibration_samples: int | None = None,
-              workers: int = SearchConfig.workers) -> None:
+              workers: int = SearchConfig.workers, precision: str = SearchConfig.precision) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.
     search = SearchConfig(sparsity=sparsity, budget=budget, method=method, steps=steps,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
                           time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit,
-                          workers=workers)
+                          workers=workers, precision=precision)
     quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
                             target=target) if quantize else None
     output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))

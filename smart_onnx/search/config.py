@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from smart_onnx.errors import ConstraintError
+from smart_onnx.search.precision import PRECISIONS
 
 __all__ = ["METHODS", "SearchConfig", "UnitConstraints"]
 
@@ -46,6 +47,7 @@ class SearchConfig:
     refit_samples: int = 256
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
     workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none
+    precision: str = "auto"  # "auto": autocast on CUDA (bf16, else fp16 + GradScaler); "fp32" (search/precision.py)
 
     def __post_init__(self) -> None:
         # Checked here, so a bad option fails before any model is loaded.
@@ -58,6 +60,8 @@ class SearchConfig:
         if self.tau_end > self.tau_start:
             raise ConstraintError(f"the temperature must decay: `tau_end` {self.tau_end} > `tau_start` "
                                   f"{self.tau_start}", parameters=("tau_end", "tau_start"))
+        if self.precision not in PRECISIONS:
+            raise ConstraintError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         if self.method not in METHODS:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in ("params", "macs"):

@@ -82,10 +82,9 @@ class Phase:
             loss = self.loss(step)
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.trainer.precision.backward(loss)  # scaled first under fp16 autocast
             value = reduce_gradients(self._params(), loss)  # data-parallel: the whole batch's gradient
-            for optimizer in self.optimizers:
-                optimizer.step()
+            self.trainer.precision.step(self.optimizers)
             step += 1
             stopped = self.after_step(step, value)
             if stopped is not None:

@@ -209,7 +209,7 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
                    label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
                    label_output=label_output, features=features, feature_weight=config.feature_weight,
                    augmenter=ImageAugmenter(executor.model.inputs, config.seed) if augment else None,
-                   validation=validation, workers=config.workers)
+                   validation=validation, workers=config.workers, precision=config.precision)
 
 
 def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:

@@ -22,6 +22,7 @@ from smart_onnx.graph import OutputInfo
 from smart_onnx.search.distributed import broadcast_tensors, rank, reduce_sum, world_size
 from smart_onnx.search.loader import BatchReader, draws
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
+from smart_onnx.search.precision import Precision, to_fp32
 
 __all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
 
@@ -137,15 +138,17 @@ class Trainer:
         augmenter: changes image inputs every step (None: the samples as they are).
         validation: held-out calibration samples for :meth:`validation_loss`.
         workers: DataLoader processes reading the coming batches ahead (0: read when needed).
+        precision: ``auto`` (autocast on CUDA, see search/precision.py) or ``fp32``.
     """
 
     def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
                  label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
                  features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: ImageAugmenter | None = None,
-                 validation: Dataset | None = None, workers: int = 0) -> None:
+                 validation: Dataset | None = None, workers: int = 0, precision: str = "auto") -> None:
         self.executor = executor
         self.data = data
         self.device = torch.device(device)
+        self.precision = Precision(self.device, precision)
         self.batch_size = batch_size
         self.label_weight, self.temperature = label_weight, temperature
         self.outputs = list(outputs)
@@ -168,7 +171,9 @@ class Trainer:
               transforms: Transforms, use_features: bool, sharded: bool = False) -> torch.Tensor:
         features = self.features if use_features else []
         captured: dict[str, torch.Tensor] = {}
-        student = self.executor(feeds, transforms={**transforms, **_capture(captured, features)})
+        with self.precision.autocast():  # the forward pass; masks, scores and losses stay fp32
+            student = to_fp32(self.executor(feeds, transforms={**transforms, **_capture(captured, features)}))
+        captured = to_fp32(captured)
         loss = distillation_loss(student, teacher, self.outputs, variances=self.teacher.variances, labels=labels,
                                  label_output=self.label_output, label_weight=self.label_weight,
                                  temperature=self.temperature)
@@ -190,7 +195,8 @@ class Trainer:
             feeds = self.augmenter(feeds)
             if len(idx) < len(batch):
                 feeds = {k: v[torch.as_tensor(rows, device=v.device)] for k, v in feeds.items()}
-        teacher = self.teacher(idx, feeds, augmented=self.augmenter is not None)
+        with self.precision.autocast():
+            teacher = to_fp32(self.teacher(idx, feeds, augmented=self.augmenter is not None))
         labels = None if self.labels is None else self.labels[idx].to(self.device)
         loss = self._loss(feeds, teacher, labels, transforms, use_features, sharded=True)
         return loss if len(idx) == len(batch) else loss * (len(idx) / len(batch))
@@ -205,7 +211,8 @@ class Trainer:
                 if i % world_size() != rank():  # data-parallel: each rank its share of the batches
                     continue
                 feeds = _to_device(batch.inputs, self.device)
-                teacher = self.teacher.dense(feeds)
+                with self.precision.autocast():
+                    teacher = to_fp32(self.teacher.dense(feeds))
                 n = len(next(iter(batch.inputs.values())))
                 total += float(self._loss(feeds, teacher, None, transforms, use_features=True)) * n
                 count += n

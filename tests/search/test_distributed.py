@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 from devkit.zoo import export, mlp_gemm
 from smart_onnx.search import distributed
+from tests.helpers import mask_overlap
 
 SCRIPT = Path(sys.executable).with_name("smart-onnx")
 # Explicit step counts and a budget nothing reaches: both runs take the same steps.
@@ -61,11 +61,6 @@ def _prune(files: Path, out: Path, launcher: list[str]) -> dict:
             "files": sorted(p.name for p in out.iterdir()), "model": onnx.load(str(out / "m.onnx"))}
 
 
-def _zero_patterns(model: onnx.ModelProto) -> np.ndarray:
-    return np.concatenate([(numpy_helper.to_array(t) == 0).reshape(-1) for t in model.graph.initializer
-                           if len(t.dims) == 2])
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not SCRIPT.exists(), reason="the smart-onnx script is not installed beside this python")
 def test_two_ranks_prune_like_one(files, tmp_path) -> None:
@@ -78,8 +73,5 @@ def test_two_ranks_prune_like_one(files, tmp_path) -> None:
     assert two["model"].ir_version <= 13
     a, b = one["report"]["sparsity"], two["report"]["sparsity"]
     assert a["achieved_params"] == b["achieved_params"]
-    zeros_one, zeros_two = _zero_patterns(one["model"]), _zero_patterns(two["model"])
-    pruned = zeros_one | zeros_two
-    overlap = 1.0 - np.count_nonzero(zeros_one != zeros_two) / max(1, np.count_nonzero(pruned))
-    assert overlap >= 0.95, overlap
+    assert (overlap := mask_overlap(one["model"], two["model"])) >= 0.95, overlap
     assert len(two["report"]["history"]["loss"]) == len(one["report"]["history"]["loss"]) == 30
