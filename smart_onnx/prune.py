@@ -120,7 +120,9 @@ def prune(
     # Shapes that static inference leaves unknown: one executor pass, not onnx's numpy evaluator.
     analysis = analyze(model, _input_shapes(calibration), measure_shapes=executor.value_shapes)
     mode = build_mode(request, analysis, model)
-    cfg = replace(cfg, sparsity=mode.sparsity)  # N:M: the pattern's
+    # What the search aims for, of its own units: the request (of all prunable weights) converted where frozen
+    # groups or layers outside the target hold the rest; N:M: the pattern's.
+    cfg = replace(cfg, sparsity=mode.sparsity)
     seconds["analysis"] = time.perf_counter() - start
 
     result = run_search(executor, mode.ranking, calibration, cfg, progress=progress, outputs=outputs,
@@ -144,7 +146,7 @@ def prune(
         target=options.target.name if options.target else None, **mode.pattern(),
         search=replace(cfg, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps),
         steps=result.plan, training=result.training,
-        sparsity=mode.sparsity_summary(result.keep, cfg.sparsity),
+        sparsity=mode.sparsity_summary(result.keep),
         layers=_layer_report(analysis, pruned),
         frozen_groups=[FrozenGroup(g.id, list(g.layers), g.channels, g.frozen) for g in analysis.frozen_groups],
         outputs=list(outputs), label_output=labelled,
@@ -167,7 +169,7 @@ def prune(
     report.totals = layer_totals(report.layers)
     sp = report.sparsity
     stamp_provenance(pruned.proto, {
-        "mode": mode.name, "sparsity_requested": cfg.sparsity, "sparsity_budget": cfg.budget,
+        "mode": mode.name, "sparsity_requested": mode.requested, "sparsity_budget": cfg.budget,
         "sparsity_achieved": sp.achieved_macs if cfg.budget == "macs" else sp.achieved_params,
         "target": report.target, "source_sha256": source_sha256(model), "quantized": "no"})
     report.provenance = read_provenance(pruned.proto)

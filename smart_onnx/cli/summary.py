@@ -19,9 +19,10 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
         ["sparsity (weights)", "", percent(1.0 - totals.params_ratio), f"requested {percent(sp.requested)}"],
         ["sparsity (MACs)", "", percent(1.0 - totals.macs_ratio), ""],
     ]
-    if abs((1.0 - totals.params_ratio) - sp.achieved_params) > 5e-4:  # frozen groups or layers outside the target
-        rows.append(["sparsity (searched units)", "", percent(sp.achieved_params),
-                     "of the weights the searched units hold (the rest could not be pruned)"])
+    if sp.searched is not None:  # frozen groups or layers outside the target hold the rest
+        what = "MACs" if sp.budget == "macs" else "weights"
+        rows.append(["sparsity (searched units)", "", percent(sp.searched),
+                     f"of the {what} the searched units hold (the rest cannot be pruned in this mode)"])
     ev = report.eval
     if ev:
         for batch, lat in ev.latency.items():

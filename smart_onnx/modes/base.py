@@ -8,6 +8,7 @@ pipeline only calls the protocol: the space and ranking go to the search, the ha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,15 +16,15 @@ from typing import Any, Protocol
 import torch
 
 from smart_onnx.errors import ConstraintError, InternalError
-from smart_onnx.graph import Analysis
+from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import Profile
 from smart_onnx.model import OnnxModel
 from smart_onnx.report import SparsitySummary
-from smart_onnx.search import PruningSpace, Ranking, achieved_sparsity
+from smart_onnx.search import PruningSpace, Ranking, UnitConstraints, sparsest_mask
 
 __all__ = [
-    "ModeBuilder", "ModeRequest", "PruningMode", "least_kept_per_group", "mode_builder", "ranked_sparsity",
-    "register_mode", "registered_modes", "require_sparsity",
+    "Coverage", "ModeBuilder", "ModeRequest", "PruningMode", "coverage", "fit_budget", "least_kept_per_group",
+    "mode_builder", "ranked_sparsity", "register_mode", "registered_modes", "require_sparsity",
 ]
 
 
@@ -55,13 +56,18 @@ class PruningMode(Protocol):
         name: the mode's registered name (``"block"``, ``"channel"``, ``"nm"``).
         space: the units the search scores; every hard mask is a bool ``[space.num_units]`` tensor.
         ranking: how the space's scores become soft and hard masks, under the target's constraints.
-        sparsity: the sparsity the search aims for (N:M: the pattern's).
+        requested: the requested sparsity, a fraction of *all* prunable weights (or MACs) of the model
+            (N:M without a request: what the pattern removes of them).
+        sparsity: what the search aims for, a fraction of the weights (or MACs) the space's units hold:
+            ``requested`` converted where frozen groups or layers outside the target hold the rest
+            (N:M: the pattern's).
         checker_rules: the rules of :data:`smart_onnx.hw.RULES` the output is judged by.
     """
 
     name: str
     space: PruningSpace
     ranking: Ranking
+    requested: float
     sparsity: float
     checker_rules: tuple[str, ...]
 
@@ -73,8 +79,8 @@ class PruningMode(Protocol):
         """The report's ``block`` and ``nm`` entries (None where the mode has none)."""
         ...
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
-        """The report's ``sparsity``: requested, achieved in weights and MACs (and the budget kind)."""
+    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
+        """The report's ``sparsity``: requested, achieved of all prunable weights and MACs (and the budget kind)."""
         ...
 
 
@@ -141,7 +147,120 @@ def least_kept_per_group(space: PruningSpace) -> torch.Tensor:
     return least.scatter_reduce_(0, space.unit_group, space.costs("params"), "amin", include_self=False)
 
 
-def ranked_sparsity(space: PruningSpace, keep: torch.Tensor, requested: float, budget: str) -> SparsitySummary:
-    """The report's ``sparsity`` of a globally ranked mode: exact, in weights and MACs, and what the budget counted."""
-    return SparsitySummary(requested, achieved_sparsity(space, keep, "params"), achieved_sparsity(space, keep, "macs"),
-                           budget)
+@dataclass(frozen=True)
+class Coverage:
+    """What a mode's units hold of the model's prunable weights and MACs, and the least they must keep.
+
+    ``sparsity`` counts *all* prunable weights (each prunable layer's weight tensor once, as the
+    spaces and the summary's "prunable weights" line count them); a mode whose units hold less
+    (frozen channel groups, layers outside the target's pattern) searches a larger fraction of its own.
+
+    Attributes:
+        total: ``(weights, MACs)`` of every prunable layer.
+        searched: ``(weights, MACs)`` the space's units hold.
+        least_kept: ``(weights, MACs)`` the space keeps at least under the constraints (:func:`sparsest_mask`).
+        outside: ``(layer, why)`` for each prunable layer no unit reaches.
+    """
+
+    total: tuple[float, float]
+    searched: tuple[float, float]
+    least_kept: tuple[float, float]
+    outside: tuple[tuple[str, str], ...]
+
+    def most(self, budget: str) -> float:
+        """The largest fraction of all prunable weights (or MACs) the constraints let a mask remove."""
+        i = _kind(budget)
+        return (self.searched[i] - self.least_kept[i]) / self.total[i] if self.total[i] > 0 else 0.0
+
+    def of_all(self, kept: tuple[float, float], budget: str) -> float:
+        """Fraction of all prunable weights (or MACs) removed when the space keeps ``kept``."""
+        i = _kind(budget)
+        return (self.searched[i] - kept[i]) / self.total[i] if self.total[i] > 0 else 0.0
+
+    def of_searched(self, fraction_of_all: float, budget: str) -> float:
+        """The fraction of the searched units' weights (or MACs) that removes ``fraction_of_all`` of all of them."""
+        i = _kind(budget)
+        return fraction_of_all * self.total[i] / self.searched[i] if self.searched[i] > 0 else fraction_of_all
+
+    def describe_outside(self, limit: int = 2) -> str:
+        """The layers no unit reaches, the first ``limit`` with why, for a one-line message."""
+        named = "; ".join(f"{layer!r}: {why}" for layer, why in self.outside[:limit])
+        more = len(self.outside) - limit
+        return named + (f"; and {more} more layer{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+def _kind(budget: str) -> int:
+    return 1 if budget == "macs" else 0
+
+
+def coverage(space: PruningSpace, analysis: Analysis, least_kept: torch.Tensor,
+             why: Callable[[PrunableLayer], str]) -> Coverage:
+    """The space's :class:`Coverage` of the model; ``least_kept`` is the sparsest hard mask allowed, ``why`` says
+    why a prunable layer is outside the space."""
+    weights: dict[str, PrunableLayer] = {}
+    for layer in analysis.layers:  # a tied weight once, with its first layer's MACs (as the spaces count it)
+        weights.setdefault(layer.weight, layer)
+    total = (float(sum(math.prod(lay.weight_shape) for lay in weights.values())),
+             float(sum(lay.macs or 0 for lay in weights.values())))
+    searched = space.totals()
+    # Tensors a space counts beyond the prunable layers' weights (none in practice) would make "all" too small.
+    total = (max(total[0], searched[0]), max(total[1], searched[1]))
+    reached = {lay.weight for lay in space.scored_layers}
+    outside = tuple((lay.name, why(lay)) for lay in weights.values() if lay.weight not in reached)
+    return Coverage(total, searched, space.kept(least_kept), outside)
+
+
+def fit_budget(
+    name: str, request: ModeRequest, analysis: Analysis, space: PruningSpace, constraints: UnitConstraints,
+    why: Callable[[PrunableLayer], str], minimum: str,
+) -> tuple[float, Coverage]:
+    """The sparsity a globally ranked search aims for over its units, so that ``request.sparsity`` of *all*
+    prunable weights (or MACs) go, and the space's coverage.
+
+    Args:
+        name: the mode's name, for the message.
+        request: the request; its ``sparsity`` is a fraction of all prunable weights (MACs with ``budget="macs"``).
+        analysis: the model's analysis.
+        space: the mode's units.
+        constraints: the hard mask's constraints (what the units must keep at least).
+        why: why a prunable layer is outside ``space``.
+        minimum: what the constraints keep, in words (``"every channel group keeps a channel"``).
+
+    Raises:
+        ConstraintError: the request is out of reach: frozen groups or layers outside the target hold too much,
+            or the constraints' minimums keep too much; the message says the most that can be removed.
+    """
+    requested = float(request.sparsity)  # type: ignore[arg-type]  # require_sparsity refused None
+    cover = coverage(space, analysis, sparsest_mask(space, constraints, request.budget), why)
+    i = _kind(request.budget)
+    if cover.searched[i] <= 0:  # nothing to search: the ranking's check says so
+        return requested, cover
+    most = cover.most(request.budget)
+    searched = cover.of_searched(requested, request.budget)
+    if requested > most + 1e-9 or searched >= 1.0:
+        parts = []
+        if cover.outside:
+            n = len(cover.outside)
+            parts.append(f"{1.0 - cover.searched[i] / cover.total[i]:.1%} sit in {n} layer{'s' if n > 1 else ''} "
+                         f"it cannot prune: {cover.describe_outside()}")
+        if cover.least_kept[i] > 0:
+            parts.append(f"{cover.least_kept[i] / cover.total[i]:.1%} stay because {minimum}")
+        raise ConstraintError(
+            f"`sparsity` {requested:g} is out of reach in {name} mode: at most {most:.1%} of this model's prunable "
+            f"{'MACs' if i else 'weights'} can be removed ({'; and '.join(parts)}); "
+            f"ask for at most {math.floor(most * 1000) / 1000:g}",
+            parameters=("sparsity",),
+        )
+    return searched, cover
+
+
+def ranked_sparsity(space: PruningSpace, keep: torch.Tensor, requested: float, budget: str,
+                    cover: Coverage) -> SparsitySummary:
+    """The report's ``sparsity`` of a globally ranked mode: exact, of all prunable weights and MACs, what the budget
+    counted, and (where the units hold less than all) the fraction of the searched units' own."""
+    kept = space.kept(keep)
+    searched = None
+    if abs(cover.searched[_kind(budget)] - cover.total[_kind(budget)]) > 1e-9 * cover.total[_kind(budget)]:
+        i = _kind(budget)
+        searched = 1.0 - kept[i] / cover.searched[i] if cover.searched[i] > 0 else 0.0
+    return SparsitySummary(requested, cover.of_all(kept, "params"), cover.of_all(kept, "macs"), budget, searched)

@@ -17,7 +17,14 @@ from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import Profile, block_shapes, dense_reasons, format_block
 from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel
-from smart_onnx.modes.base import ModeRequest, least_kept_per_group, ranked_sparsity, register_mode, require_sparsity
+from smart_onnx.modes.base import (
+    ModeRequest,
+    fit_budget,
+    least_kept_per_group,
+    ranked_sparsity,
+    register_mode,
+    require_sparsity,
+)
 from smart_onnx.report import SparsitySummary
 from smart_onnx.rewrite import apply_block_masks
 from smart_onnx.search import BlockSpace, GlobalRanking, UnitConstraints
@@ -47,8 +54,15 @@ class BlockMode:
                 shapes = dict.fromkeys(shapes, request.block)
             self.space = BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
             constraints = block_constraints(profile, self.space, analysis, kind=request.budget)
-        self.sparsity = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
+        self.requested = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
         self.budget = request.budget
+        # Of all prunable weights: layers the target leaves dense hold the rest.
+        minimum = ("every layer keeps a block" if profile is None else
+                   f"target {profile.name!r} keeps dense-only layers dense"
+                   + (f" and caps each layer at {profile.max_layer_sparsity:.0%} sparsity"
+                      if profile.max_layer_sparsity < 1 else ""))
+        self.sparsity, self.coverage = fit_budget(self.name, request, analysis, self.space, constraints,
+                                                  partial(_why_dense, profile, analysis), minimum)
         self.ranking = GlobalRanking(self.space, constraints)
 
     def rewrite(self, model: OnnxModel, keep: torch.Tensor, *, sparse_format: str) -> OnnxModel:
@@ -59,8 +73,16 @@ class BlockMode:
         blocks = {lb.layer.name: [lb.units.block_shape[a] for a in lb.layer.canonical_axes] for lb in self.space.layers}
         return {"block": blocks, "nm": None}
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
-        return ranked_sparsity(self.space, keep, requested, self.budget)
+    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
+        return ranked_sparsity(self.space, keep, self.requested, self.budget, self.coverage)
+
+
+def _why_dense(profile: Profile | None, analysis: Analysis, layer: PrunableLayer) -> str:
+    """Why block mode leaves ``layer`` out of its space (only a target leaves layers out)."""
+    if profile is None:
+        return "no block fits it"
+    reason = dense_reasons(profile, analysis.layers).get(layer.name)
+    return reason or f"target {profile.name!r} gives {layer.op_type} no block"
 
 
 def _check_block_allowed(

@@ -13,10 +13,17 @@ from typing import Any
 
 import torch
 
-from smart_onnx.graph import Analysis
+from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import Profile
 from smart_onnx.model import OnnxModel, iter_graphs
-from smart_onnx.modes.base import ModeRequest, least_kept_per_group, ranked_sparsity, register_mode, require_sparsity
+from smart_onnx.modes.base import (
+    ModeRequest,
+    fit_budget,
+    least_kept_per_group,
+    ranked_sparsity,
+    register_mode,
+    require_sparsity,
+)
 from smart_onnx.report import SparsitySummary
 from smart_onnx.rewrite import apply_channel_masks, round_channels
 from smart_onnx.search import ChannelSpace, GlobalRanking, UnitConstraints
@@ -35,7 +42,7 @@ class ChannelMode:
         shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
         self.space = space = ChannelSpace(analysis, analysis.groups, shapes)
         self.analysis = analysis
-        self.sparsity = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
+        self.requested = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
         self.budget = request.budget
         profile = request.target
         if profile is None:  # every group keeps a channel, and no weight axis is emptied
@@ -49,6 +56,13 @@ class ChannelMode:
                 return space.keep_every_axis(aligned, scores)
 
             constraints = UnitConstraints(rules.keep, rules.group_min_keep, adjust=adjust)
+        # Of all prunable weights: the layers whose every channel group is frozen hold the rest.
+        minimum = ("every channel group keeps a channel" if profile is None else
+                   f"target {profile.name!r} keeps at least {profile.min_channels} channels per group, aligned to "
+                   f"{profile.channel_alignment}" + (f", and caps each group at {profile.max_layer_sparsity:.0%} "
+                                                     "sparsity" if profile.max_layer_sparsity < 1 else ""))
+        self.sparsity, self.coverage = fit_budget(self.name, request, analysis, space, constraints,
+                                                  partial(_why_frozen, analysis), minimum)
         self.ranking = GlobalRanking(space, constraints)
 
     def rewrite(self, model: OnnxModel, keep: torch.Tensor, *, sparse_format: str) -> OnnxModel:
@@ -58,8 +72,14 @@ class ChannelMode:
     def pattern(self) -> dict[str, Any]:
         return {"block": None, "nm": None}
 
-    def sparsity_summary(self, keep: torch.Tensor, requested: float) -> SparsitySummary:
-        return ranked_sparsity(self.space, keep, requested, self.budget)
+    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
+        return ranked_sparsity(self.space, keep, self.requested, self.budget, self.coverage)
+
+
+def _why_frozen(analysis: Analysis, layer: PrunableLayer) -> str:
+    """Why no searched channel reaches ``layer``: the first frozen group it belongs to."""
+    group = next((g for g in analysis.frozen_groups if layer.name in g.layers), None)
+    return f"group {group.id} is frozen: {group.frozen}" if group else "no channel group reaches it"
 
 
 def min_kept_channels(profile: Profile, channels: int) -> int:

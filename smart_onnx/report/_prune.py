@@ -28,17 +28,24 @@ __all__ = ["FrozenGroup", "PruneReport", "SparsitySummary"]
 
 @dataclass
 class SparsitySummary:
-    """Requested and achieved sparsity; ``budget`` says what was counted (None in N:M mode: the pattern's)."""
+    """Requested and achieved sparsity, as fractions of *all* prunable weights (and MACs).
+
+    ``budget`` says what the request counted (None in N:M mode: the pattern's). ``searched``, where the
+    searched units hold less than all prunable weights (frozen channel groups, layers outside the
+    target's pattern), is the fraction of *their* weights (or MACs, by ``budget``) removed; None otherwise.
+    """
 
     requested: float
     achieved_params: float
     achieved_macs: float
     budget: str | None = None
+    searched: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.budget is None:
-            del out["budget"]
+        for key in ("budget", "searched"):
+            if out[key] is None:
+                del out[key]
         return out
 
 

@@ -1,7 +1,14 @@
 """SMART search: the differentiable top-k, pruning units and spaces, the search loop and baselines."""
 
 from smart_onnx.search.config import METHODS, SearchConfig, UnitConstraints
-from smart_onnx.search.ranking import GlobalRanking, GroupedRanking, Ranking, achieved_sparsity, harden_to_target
+from smart_onnx.search.ranking import (
+    GlobalRanking,
+    GroupedRanking,
+    Ranking,
+    achieved_sparsity,
+    harden_to_target,
+    sparsest_mask,
+)
 from smart_onnx.search.search import SearchResult, StepInfo, run_search
 from smart_onnx.search.soft_topk import (
     SoftTopK,
@@ -41,4 +48,5 @@ __all__ = [
     "soft_topk",
     "soft_topk_grouped",
     "solve_threshold",
+    "sparsest_mask",
 ]

@@ -20,10 +20,12 @@ import torch
 
 from smart_onnx.errors import ConstraintError
 from smart_onnx.search.config import SearchConfig, UnitConstraints
-from smart_onnx.search.soft_topk import hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
+from smart_onnx.search.soft_topk import _group_minimum, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
 from smart_onnx.search.space import NMSpace, PruningSpace
 
-__all__ = ["GlobalRanking", "GroupedRanking", "Ranking", "SoftMask", "achieved_sparsity", "harden_to_target"]
+__all__ = [
+    "GlobalRanking", "GroupedRanking", "Ranking", "SoftMask", "achieved_sparsity", "harden_to_target", "sparsest_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,21 @@ def achieved_sparsity(space: PruningSpace, keep: torch.Tensor, budget: str) -> f
     kept, total = space.kept(keep), space.totals()
     i = 1 if budget == "macs" else 0
     return 1.0 - kept[i] / total[i] if total[i] > 0 else 0.0
+
+
+def sparsest_mask(space: PruningSpace, constraints: UnitConstraints, budget: str = "params") -> torch.Tensor:
+    """The hard mask that keeps the least ``constraints`` allow: what the most sparse ranking could remove.
+
+    The forced keeps, then each group's minimum in ``budget``'s cost (units in index order, all
+    scores equal), then ``constraints.adjust``. A mode checks a request against it before searching.
+    """
+    keep = (torch.zeros(space.num_units, dtype=torch.bool) if constraints.keep is None
+            else constraints.keep.detach().cpu().bool().clone())
+    if constraints.group_min_keep is not None and space.num_units:
+        costs = space.costs(budget)
+        keep |= _group_minimum(torch.arange(space.num_units), costs, space.unit_group, constraints.group_min_keep,
+                               keep)
+    return constraints.adjust(keep, torch.zeros(space.num_units)) if constraints.adjust else keep
 
 
 def _harden(

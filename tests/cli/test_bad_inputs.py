@@ -193,6 +193,18 @@ def test_sparsity_contradicting_the_nm_pattern(work: Path) -> None:
             "(leave --sparsity out in nm mode)")
 
 
+def test_sparsity_out_of_reach_behind_frozen_groups(work: Path) -> None:
+    """--sparsity counts all prunable weights: where frozen channel groups hold too many, refused up front."""
+    from tests.transformers import moments_layernorm_model
+
+    onnx.save(moments_layernorm_model().proto, str(work / "ln.onnx"))
+    x = np.random.default_rng(0).uniform(0, 2, (16, 12, 16)).astype(np.float32)
+    np.savez(work / "ln.npz", x=x)
+    refused(work, ["--data", str(work / "ln.npz"), "--target", "npu-channel", "--sparsity", "0.95"],
+            "--sparsity 0.95 is out of reach in channel mode: at most 80.0% of this model's prunable weights can "
+            "be removed (8.6% sit in 2 layers it cannot prune: 'embed.matmul': group 0 is frozen", model="ln.onnx")
+
+
 def test_unknown_mode(work: Path) -> None:
     refused(work, [*_data(work), "--mode", "diagonal"], "--mode", usage=True)
 

@@ -10,7 +10,7 @@ from smart_onnx.data import Dataset
 from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
 from smart_onnx.graph import analyze
-from smart_onnx.hw import DEFAULT_PROFILE, RULES, load_profile
+from smart_onnx.hw import DEFAULT_PROFILE, RULES, load_profile, profile_from_dict
 from smart_onnx.hw.constraints import MODES as PROFILE_MODES
 from smart_onnx.modes import DEFAULT_BLOCK, DEFAULT_NM, MODES, ModeRequest, build_mode, check_request
 from smart_onnx.search import NMSpace, SearchConfig, achieved_sparsity, run_search
@@ -54,7 +54,7 @@ def test_the_hard_mask_is_one_flat_bool_tensor_in_every_mode(name: str, method: 
     keep = mode.ranking.fixed_mask(weights, SearchConfig(sparsity=mode.sparsity, method=method))
     assert keep.dtype == torch.bool and keep.shape == (mode.space.num_units,)
     assert set(mode.space.transforms(keep.float())) <= {t.name for t in model.graph.initializer}
-    assert mode.sparsity_summary(keep, mode.sparsity).achieved_params >= mode.sparsity - 1e-9
+    assert mode.sparsity_summary(keep).achieved_params >= mode.requested - 1e-9
     pruned = mode.rewrite(model, keep, sparse_format="dense")
     assert pruned.num_weights() <= model.num_weights()
 
@@ -100,7 +100,75 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     config = SearchConfig(sparsity=mode.sparsity, steps=3, finetune_steps=2, batch_size=8, time_budget=None)
     result = run_search(Executor(model), mode.ranking, data, config)
     assert result.keep.dtype == torch.bool and result.keep.shape == (mode.space.num_units,)
-    assert mode.sparsity_summary(result.keep, mode.sparsity).achieved_params >= mode.sparsity - 1e-9
+    assert mode.sparsity_summary(result.keep).achieved_params >= mode.requested - 1e-9
     assert len(result.history["loss"]) == 3 and len(result.history["finetune_loss"]) <= 2
     assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
+
+
+# --------------------------------------------------------------------------- sparsity is of all prunable weights
+
+LN_SHAPES = {"x": (1, 12, 16)}  # moments_layernorm_model: its embedding and head sit in frozen channel groups
+
+
+def _ln_mode(**request):
+    from tests.transformers import moments_layernorm_model
+
+    model = moments_layernorm_model()
+    return model, build_mode(ModeRequest(**request), analyze(model, LN_SHAPES), model)
+
+
+def _removed_of_all(model, pruned) -> float:
+    """What the summary's weights line counts: zeros (or removed weights) of every prunable layer's weight."""
+    layers = analyze(model, LN_SHAPES).layers
+    before = sum(int(np.prod(lay.weight_shape)) for lay in layers)
+    after = sum(int(np.count_nonzero(pruned.weight(lay.weight))) for lay in layers)
+    return 1.0 - after / before
+
+
+@pytest.mark.parametrize(("name", "extra", "unit"), [
+    ("channel", {}, 2 * 64),  # one FFN channel: a column of ff1 and a row of ff2
+    ("block", {"block": (8, 8), "target": "first-dense"}, 8 * 8),
+])
+def test_the_requested_sparsity_is_of_all_prunable_weights(name: str, extra: dict, unit: int) -> None:
+    """Frozen groups (channel) or a dense-only layer (block) hold weights the search cannot reach: the mode aims
+    its units higher, so that the model as a whole loses what was asked, within one unit."""
+    if extra.get("target") == "first-dense":
+        extra = {**extra, "target": profile_from_dict({"name": "first-dense", "dense_layers": ["first"],
+                                                        "ops": {"MatMul": {"blocks": ["8x8"]}}})}
+    model, mode = _ln_mode(mode=name, sparsity=0.5, **extra)
+    total = 16 * 64 + 64 * 128 + 128 * 64 + 64 * 8
+    assert mode.requested == 0.5 and mode.sparsity > 0.5 and mode.coverage.outside
+    keep = mode.ranking.fixed_mask(dict(Executor(model).weights.named_weights()), SearchConfig(sparsity=mode.sparsity))
+    summary = mode.sparsity_summary(keep)
+    assert 0.5 - 1e-9 <= summary.achieved_params <= 0.5 + unit / total
+    assert summary.searched is not None and summary.searched > summary.achieved_params
+    assert _removed_of_all(model, mode.rewrite(model, keep, sparse_format="dense")) == pytest.approx(
+        summary.achieved_params, abs=1e-9)
+
+
+def test_a_request_frozen_groups_put_out_of_reach_is_refused_before_the_search() -> None:
+    with pytest.raises(ConstraintError) as info:
+        _ln_mode(mode="channel", sparsity=0.95)
+    message = str(info.value)
+    assert info.value.parameters == ("sparsity",) and "\n" not in message
+    assert message.startswith("`sparsity` 0.95 is out of reach in channel mode: at most 90.7% of this model's "
+                              "prunable weights can be removed (8.6% sit in 2 layers it cannot prune: "
+                              "'embed.matmul': group 0 is frozen: node 'ReduceMean_0'")
+    assert message.endswith("and 0.7% stay because every channel group keeps a channel); ask for at most 0.907")
+    _, mode = _ln_mode(mode="channel", sparsity=0.907)  # the most it names is reachable
+    assert mode.sparsity < 1.0
+
+
+def test_nm_mode_states_its_share_of_all_prunable_weights() -> None:
+    profile = profile_from_dict({"name": "last-dense", "dense_layers": ["last"], "ops": {"MatMul": {"nm": ["2:4"]}}})
+    _, mode = _ln_mode(mode="nm", target=profile)
+    share = 0.5 * (1 - 64 * 8 / (16 * 64 + 64 * 128 + 128 * 64 + 64 * 8))  # the head stays dense
+    assert mode.requested == pytest.approx(share) and mode.sparsity == 0.5
+    keep = mode.ranking.harden(torch.zeros(mode.space.num_units), SearchConfig(sparsity=mode.sparsity))
+    assert mode.sparsity_summary(keep).achieved_params == pytest.approx(share)
+    _ln_mode(mode="nm", target=profile, sparsity=round(share, 3))  # agreeing to the rounding a user types
+    with pytest.raises(ConstraintError, match=r"N:M 2:4 prunes exactly 50% of each weight it covers, 48\.6% of this "
+                                              r"model's prunable weights \('head\.matmul': .*\); `sparsity` 0\.5 "
+                                              r"contradicts it"):
+        _ln_mode(mode="nm", target=profile, sparsity=0.5)
