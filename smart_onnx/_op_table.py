@@ -132,4 +132,9 @@ SUPPORTED: dict[tuple[str, str], tuple[int, ...]] = {
     ('', 'Upsample'): (9,),
     ('', 'Where'): (9, 16),
     ('', 'Xor'): (7,),
+    ('com.microsoft', 'Attention'): (1,),
+    ('com.microsoft', 'BiasGelu'): (1,),
+    ('com.microsoft', 'FastGelu'): (1,),
+    ('com.microsoft', 'MultiHeadAttention'): (1,),
+    ('com.microsoft', 'SkipLayerNormalization'): (1,),
 }

@@ -47,9 +47,12 @@ _SHAPE_ONLY = ("Shape", "Size")
 def apply_rule(t: Tracer, node: onnx.NodeProto) -> None:
     """Propagate channels through ``node`` (freezing what its rule cannot follow)."""
     if node.domain not in ("", "ai.onnx"):
-        t.freeze_inputs(node, f"of domain {node.domain!r} is not understood by the channel analysis")
-        return
-    rule = RULES.get(node.op_type)
+        rule = MS_RULES.get(node.op_type) if node.domain == "com.microsoft" else None
+        if rule is None:
+            t.freeze_inputs(node, f"of domain {node.domain!r} is not understood by the channel analysis")
+            return
+    else:
+        rule = RULES.get(node.op_type)
     if rule is not None:
         try:
             rule(t, node)
@@ -153,3 +156,6 @@ RULES: dict[str, Rule] = {
     **shape_rules.RULES,
     **layer_rules.RULES,
 }
+# com.microsoft ops of onnxruntime's transformer optimizer that pass channels through: a GELU of the input plus a
+# per-channel bias, which is sliced as an elementwise constant (as Add's is).
+MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise}

@@ -2,6 +2,7 @@
 
 from smart_onnx.executor.ops import (
     activation,  # noqa: F401
+    contrib,  # noqa: F401
     control,  # noqa: F401
     conv,  # noqa: F401
     elementwise,  # noqa: F401
