@@ -3,6 +3,7 @@
     python -m tools.bench_large                      # both models, print the table
     python -m tools.bench_large --write              # also replace "## Large models" in docs/benchmarks.md
     python -m tools.bench_large --models bert6 --steps 4 --finetune-steps 3 --batch 8
+    python -m tools.bench_large --scale --models resnet50 bert12 --write   # modes x 1 and 2 processes (torchrun)
 
 Every measurement runs in a fresh subprocess (peak RSS is per process): ``size`` (fp32 weights, activation
 bytes of one forward pass, native and executor), ``native`` (forward + cross-entropy + backward + Adam of the
@@ -10,12 +11,18 @@ torch module the ONNX came from), ``prune`` (the library call, block mode 16x8x1
 again; the ratio divides the median search step by the median native step of the runs around it. ``steps``
 times native / executor / executor-with-soft-mask steps interleaved in one process, to split the gap.
 Times are process CPU time (the machine is shared) with one torch thread on every side.
+
+``--scale`` measures ``prune`` per pruning mode in one process and data-parallel in two (torchrun, gloo, the
+global batch split): each process's peak RSS (ru_maxrss) and median search / fine-tune step times (wall and
+process CPU), with glibc's heap tunables set as the CLI sets them; its section is "## Large models: modes
+and processes".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -34,6 +41,8 @@ from tools.large_models import LARGE_MODELS, build, export, sample_data
 __all__ = ["main"]
 
 HEADING = "## Large models"
+SCALE_HEADING = "## Large models: modes and processes"
+SCALE_MODES = {"resnet50": ("block", "channel", "nm"), "bert6": ("block", "channel"), "bert12": ("block",)}
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 MEMORY_TARGET, TIME_TARGET = 4.0, 1.3
 MIB = 2.0**20
@@ -265,7 +274,41 @@ def work_steps(name: str, onnx_path: Path, batch: int, repeats: int, **_: Any) -
     return {"cpu": times}
 
 
-WORKERS = {"size": work_size, "native": work_native, "prune": work_prune, "steps": work_steps}
+def work_scale(name: str, onnx_path: Path, mode: str, batch: int, steps: int, finetune_steps: int, calib: int,
+               holdout: int, **_: Any) -> dict[str, Any]:
+    """``prune`` in ``mode``, data-parallel when torchrun started this process (one rank's numbers)."""
+    from smart_onnx.data import Dataset
+    from smart_onnx.model import load_model
+    from smart_onnx.prune import PruneOptions, prune
+    from smart_onnx.search import SearchConfig, StepInfo, distributed
+
+    distributed.init_from_env("cpu")
+    model = load_model(onnx_path)
+    lm = build(name)
+    calib_data, holdout_data = Dataset(sample_data(lm, calib, seed=1)), Dataset(sample_data(lm, holdout, seed=2))
+    del lm
+    steps_log: list[tuple[str, float, float]] = []
+    last = list(_clocks())
+
+    def progress(info: StepInfo) -> None:
+        now = _clocks()
+        steps_log.append((info.stage, now[0] - last[0], now[1] - last[1]))
+        last[:] = now
+
+    # No refit: it runs whole on every rank (not data-parallel) and took 218 s of a 5-minute ResNet-50 run.
+    cfg = SearchConfig(sparsity=None if mode == "nm" else 0.5, steps=steps, finetune_steps=finetune_steps,
+                       batch_size=batch, stats_batches=1, time_budget=None, refit=False)
+    outcome = prune(model, calib_data, holdout_data, PruneOptions(mode=mode, search=cfg, latency=False),
+                    progress=progress)
+    result = {"rank": distributed.rank(), "world": distributed.world_size(), "steps": steps_log,
+              "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "achieved": None if outcome is None else outcome.report.sparsity.achieved_params,
+              "seconds": None if outcome is None else outcome.report.seconds}
+    distributed.shutdown()
+    return result
+
+
+WORKERS = {"size": work_size, "native": work_native, "prune": work_prune, "steps": work_steps, "scale": work_scale}
 
 
 # --------------------------------------------------------------------------- driver
@@ -279,10 +322,32 @@ def _spawn(worker: str, **kwargs: Any) -> dict[str, Any]:
         return json.loads(Path(out.name).read_text())
 
 
-def measure(name: str, folder: Path, **kw: Any) -> dict[str, Any]:
+def _onnx(name: str, folder: Path) -> Path:
     path = folder / f"{name}.onnx"
     if not path.exists():
         export(build(name), path)
+    return path
+
+
+def measure_scale(name: str, folder: Path, procs: int, mode: str, **kw: Any) -> dict[str, Any]:
+    """One ``scale`` run: ``procs`` processes (torchrun when more than one); every rank's result."""
+    from smart_onnx.cli._heap import HEAP_TUNABLES
+
+    path = _onnx(name, folder)
+    launcher = [] if procs == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)]
+    env = {**os.environ, "GLIBC_TUNABLES": HEAP_TUNABLES, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        args = json.dumps({"name": name, "onnx_path": str(path), "mode": mode, **kw})
+        subprocess.run([sys.executable, *launcher, "-m", "tools.bench_large", "--worker", "scale", "--args", args,
+                        "--result", str(out)], check=True, env=env)
+        ranks = [json.loads(p.read_text()) for p in sorted(Path(tmp).glob("result.json*"))]
+    return {"name": name, "label": LARGE_MODELS[name]().label, "procs": procs, "mode": mode,
+            "size": _spawn("size", name=name, onnx_path=path, batch=kw["batch"] // procs), "ranks": ranks, **kw}
+
+
+def measure(name: str, folder: Path, **kw: Any) -> dict[str, Any]:
+    path = _onnx(name, folder)
     run = {"name": name, "label": LARGE_MODELS[name]().label, **kw}
     common = {"name": name, "onnx_path": path, **kw}
     run["size"] = _spawn("size", **common)
@@ -350,7 +415,7 @@ def details(runs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(LARGE_MODELS), choices=list(LARGE_MODELS))
+    parser.add_argument("--models", nargs="+", default=["resnet50", "bert6"], choices=list(LARGE_MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="search steps")
     parser.add_argument("--finetune-steps", type=int, default=3)
@@ -361,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "smart_onnx_large")
     parser.add_argument("--json", type=Path, help="also save the raw measurements here")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of {DOC.name}")
+    parser.add_argument("--scale", action="store_true",
+                        help=f"prune per mode in 1 and 2 processes (torchrun); section '{SCALE_HEADING}'")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -369,9 +436,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         kwargs = json.loads(args.args)
         kwargs["onnx_path"] = Path(kwargs["onnx_path"])
-        args.result.write_text(json.dumps(WORKERS[args.worker](**kwargs)))
+        result = WORKERS[args.worker](**kwargs)
+        rank = os.environ.get("RANK", "0")  # under torchrun every rank reports
+        (args.result if rank == "0" else args.result.with_name(f"{args.result.name}.{rank}")).write_text(
+            json.dumps(result))
         return
     args.folder.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        _scale(args, argv)
+        return
     kw = {"batch": args.batch, "steps": args.steps, "finetune_steps": args.finetune_steps, "repeats": args.repeats,
           "calib": args.calib, "holdout": args.holdout, "split": args.split}
     runs = [measure(name, args.folder, **kw) for name in args.models]
@@ -402,6 +475,59 @@ def _write(runs: list[dict[str, Any]], body: str, argv: list[str] | None) -> Non
     text = (f"{intro}\n\n{body}\n{verdict}\n\n- Command: `{command}`\n- Clock: process CPU time\n"
             f"- Machine: {machine()}\n- Date: {time.strftime('%Y-%m-%d', time.gmtime())}\n")
     write_section(HEADING, text)
+
+
+def scale_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| model | mode | processes | batch per process | peak RSS MiB per process | "
+             "peak / (weights + activations of one batch) | search step s wall (CPU per process) | "
+             "fine-tune step s wall (CPU per process) | sparsity |", "|---|---|---:" + "|---:" * 6 + "|"]
+    for run in runs:
+        peak = max(r["peak"] for r in run["ranks"])
+        reference = run["size"]["weights"] + run["size"]["activations"]
+        main = next(r for r in run["ranks"] if r["rank"] == 0)
+        cells = []
+        for stage in ("search", "finetune"):
+            wall = [w for s, w, _ in main["steps"] if s == stage][1:]  # the first step pays one-off costs
+            cpu = [c for s, _, c in main["steps"] if s == stage][1:]
+            cells.append(f"{_median(wall):.2f} ({_median(cpu):.2f})")
+        peaks = " / ".join(f"{r['peak'] / MIB:.0f}" for r in run["ranks"])
+        lines.append(f"| {run['label']} | {run['mode']} | {run['procs']} | {run['batch'] // run['procs']} | "
+                     f"{peaks} | {peak / reference:.2f} | "
+                     f"{cells[0]} | {cells[1]} | {main['achieved']:.4f} |")
+    return "\n".join(lines)
+
+
+def _scale(args: argparse.Namespace, argv: list[str] | None) -> None:
+    from tools._bench_common import machine, write_section
+
+    args.folder.mkdir(parents=True, exist_ok=True)
+    kw = {"batch": args.batch, "steps": args.steps, "finetune_steps": args.finetune_steps, "calib": args.calib,
+          "holdout": args.holdout}
+    runs = [measure_scale(name, args.folder, procs, mode, **kw)
+            for name in args.models for mode in SCALE_MODES[name] for procs in (1, 2)]
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+    sys.stdout.write(scale_table(runs) + "\n")
+    if args.write:
+        command = "python -m tools.bench_large " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_section(SCALE_HEADING, scale_section(runs, command, machine()))
+
+
+def scale_section(runs: list[dict[str, Any]], command: str, machine: str) -> str:
+    """The text of the "modes and processes" section for these runs."""
+    first = runs[0]
+    body = scale_table(runs) + "\n"
+    intro = (f"`prune` per mode at 50% (N:M: 2:4) with random weights and inputs, global batch {first['batch']}, "
+             f"{first['steps']} search + {first['finetune_steps']} fine-tune steps, {first['calib']} calibration and "
+             f"{first['holdout']} evaluation samples, no refit, no time budget, one torch thread per process, glibc "
+             "heap tunables "
+             "as the CLI sets them. 2 processes: `torchrun --standalone --nproc-per-node 2` (gloo), each training on "
+             "half of every batch, rank 0 alone rewriting and evaluating. Peak RSS: each process's ru_maxrss "
+             "(rank 0 first); the ratio divides the largest by the fp32 weights plus the activations of one "
+             "no-grad forward pass at the batch per process. Step times: rank 0's medians without each stage's "
+             "first step, wall clock and process CPU time.")
+    return (f"{intro}\n\n{body}\n- Command: `{command}`\n- Clock: wall and process CPU time\n"
+            f"- Machine: {machine}\n- Date: {time.strftime('%Y-%m-%d', time.gmtime())}\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Large benchmark models with random weights: a ResNet-50-sized CNN and a 6-layer BERT-sized encoder.
+"""Large benchmark models with random weights: a ResNet-50-sized CNN, a 6-layer and a BERT-base-sized encoder.
 
-    python -m tools.large_models --out /tmp/large    # writes resnet50.onnx and bert6.onnx there
+    python -m tools.large_models --out /tmp/large    # writes resnet50.onnx, bert6.onnx and bert12.onnx there
 
 Both are plain torch modules exported with the legacy exporter (opset 17, dynamic batch), so the native
 module and the ONNX graph compute the same function: the CNN has no BatchNorm (the exporter would fold it
@@ -15,6 +15,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ import onnx
 import torch
 from torch import nn
 
-__all__ = ["LARGE_MODELS", "LargeModel", "bert_encoder", "build", "export", "resnet50_like", "sample_data"]
+__all__ = ["LARGE_MODELS", "LargeModel", "bert_base", "bert_encoder", "build", "export", "resnet50_like",
+           "sample_data"]
 
 OPSET = 17
 
@@ -144,7 +146,14 @@ def bert_encoder() -> LargeModel:
                       ("input_ids", "attention_mask"), _tokens)
 
 
-LARGE_MODELS: dict[str, Callable[[], LargeModel]] = {"resnet50": resnet50_like, "bert6": bert_encoder}
+def bert_base() -> LargeModel:
+    """BERT-base's size: 12 layers of 768 (12 heads, FFN 3072), a 30522-token vocabulary, 128 tokens."""
+    return LargeModel("bert12", "BERT-base-size encoder, 12 layers, 128 tokens", BertEncoder(vocab=30522, layers=12),
+                      ("input_ids", "attention_mask"), partial(_tokens, vocab=30522))
+
+
+LARGE_MODELS: dict[str, Callable[[], LargeModel]] = {"resnet50": resnet50_like, "bert6": bert_encoder,
+                                                     "bert12": bert_base}
 
 
 def build(name: str, seed: int = 0) -> LargeModel:
