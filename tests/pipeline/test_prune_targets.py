@@ -21,8 +21,8 @@ _pruned: dict[str, list[str]] = {}
 # Any other refusal fails, and so does a pair listed here that prunes after all (update the table).
 _SMALL_CHANNELS = {"convtranspose_decoder", "nhwc_tf_style", "resnet_like", "se_block", "yolo_like"}
 REFUSED: dict[str, tuple[set[str], str]] = {
-    "npu-channel": (_SMALL_CHANNELS, "the constraints allow at most"),
-    "ort-cpu": (_SMALL_CHANNELS, "the constraints allow at most"),
+    "npu-channel": (_SMALL_CHANNELS, "channels per group, aligned to 16"),
+    "ort-cpu": (_SMALL_CHANNELS, "channels per group, aligned to 16"),
     "tensorrt-2to4": (set(ARCHITECTURES), "allows no N:M pattern for any layer"),
 }
 
