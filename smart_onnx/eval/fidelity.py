@@ -20,7 +20,7 @@ import numpy as np
 
 from smart_onnx._format import percent
 from smart_onnx.graph import OutputInfo, OutputRole
-from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
+from smart_onnx.graph.outputs import variance_floor
 
 __all__ = [
     "COSINE_WARNING",
@@ -109,7 +109,7 @@ class _ChannelSums:
         n = self.count
         s_r, s_rr, s_c, s_cc, s_rc = self.sums
         mean, meansq = s_r / n, s_rr / n
-        floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+        floor = variance_floor(meansq)
         var = np.maximum(meansq - mean * mean, floor)
         # sum over samples of (r - mean)(c - mean) / var, expanded into the sums
         dot = float(np.sum((s_rc - mean * (s_r + s_c) + n * mean * mean) / var))

@@ -21,7 +21,7 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import onnx
 
@@ -38,6 +38,7 @@ __all__ = [
     "infer_output_roles",
     "label_output",
     "parse_role_overrides",
+    "variance_floor",
 ]
 
 # Floors of a regression channel's variance, where the loss divides by it and the per-channel
@@ -47,6 +48,13 @@ __all__ = [
 # variances between boxes in pixels and class scores near 1e-4 that one detector output mixes.
 VARIANCE_FLOOR = 1e-4
 OUTPUT_FLOOR = 1e-13
+
+_Channels = TypeVar("_Channels")  # a numpy array or a torch tensor: one value per channel
+
+
+def variance_floor(meansq: _Channels) -> _Channels:
+    """Each channel's variance floor from the channels' mean squares, for the loss and the per-channel cosine alike."""
+    return VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
 
 
 class OutputRole(str, enum.Enum):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
-from smart_onnx.graph.outputs import OUTPUT_FLOOR, VARIANCE_FLOOR
+from smart_onnx.graph.outputs import VARIANCE_FLOOR, variance_floor
 from smart_onnx.search.distributed import any_over_ranks
 
 __all__ = ["FEATURE_VARIANCE_FLOOR", "OutputScales", "distillation_loss", "feature_loss"]
@@ -66,7 +66,7 @@ class OutputScales:
             n = self._count[name]
             mean, meansq = self._sum[name] / n, self._sumsq[name] / n
             var = (meansq - mean * mean).clamp_min(0.0)
-            floor = VARIANCE_FLOOR * meansq + OUTPUT_FLOOR * float(meansq.max()) + 1e-30
+            floor = variance_floor(meansq)
             if name in self._features:
                 floor = torch.maximum(floor, FEATURE_VARIANCE_FLOOR * meansq.mean())
             var = torch.maximum(var, floor).float()
