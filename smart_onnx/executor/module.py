@@ -75,6 +75,8 @@ class GraphModule(nn.Module):
             self.nodes.append(module)
             self._plan.append((list(node.input), list(node.output), getattr(cls, "needs_scope", False)))
         self._frees = self._last_uses(graph)
+        # Plain list: indexing an nn.ModuleList costs a string conversion per node.
+        self._steps = list(zip(self.nodes, self._plan, self._frees))
 
     def _last_uses(self, graph: onnx.GraphProto) -> list[list[str]]:
         """Per node, the values no later node (or graph output) reads: freed to save memory."""
@@ -91,44 +93,68 @@ class GraphModule(nn.Module):
 
     def run(self, env: dict[str, torch.Tensor], transforms: Transforms | None = None) -> list[torch.Tensor]:
         """Run the graph on ``env`` (inputs and outer-scope values; updated in place)."""
-        store: WeightStore = self._store
+        self.run_range(env, transforms)
+        return [self._value(env, n, transforms or {}) for n in self.output_names]
+
+    def run_range(self, env: dict[str, torch.Tensor], transforms: Transforms | None = None, start: int = 0,
+                  stop: int | None = None, snapshot_at: int | None = None) -> dict[str, torch.Tensor] | None:
+        """Run nodes ``start`` to ``stop`` (exclusive; None: the end) on ``env``, updated in place.
+
+        ``env`` must hold every value those nodes read that no node in the range produces: the
+        graph inputs from node 0, else the live values a run to ``start`` left (a snapshot).
+        Values no later node reads are dropped as the run passes their last reader.
+
+        Returns:
+            With ``snapshot_at`` (in ``[start, stop]``): a shallow copy of ``env`` as it was
+            before node ``snapshot_at`` ran, from which a later call can resume at that node;
+            else None.
+        """
         transforms = transforms or {}
-        for name in self.input_names:
-            # Fed inputs are "produced" by the caller: without this, a layer reading a graph input
-            # directly (a stem conv) could not be observed or masked through its activation.
-            if name in env and name in transforms:
-                env[name] = transforms[name](env[name])
+        stop = len(self.nodes) if stop is None else stop
+        if start == 0:
+            for name in self.input_names:
+                # Fed inputs are "produced" by the caller: without this, a layer reading a graph input
+                # directly (a stem conv) could not be observed or masked through its activation.
+                if name in env and name in transforms:
+                    env[name] = transforms[name](env[name])
+        snapshot = None
+        for idx in range(start, stop):
+            if idx == snapshot_at:
+                snapshot = dict(env)
+            self._run_node(idx, env, transforms)
+        return dict(env) if snapshot_at == stop else snapshot
 
-        def value(name: str) -> torch.Tensor:
-            if name in env:
-                return env[name]
-            if name in store:
-                t = store.get(name)
-                if name in transforms:
-                    t = transforms[name](t)
-                env[name] = t
-                return t
-            raise GraphError(f"value {name!r} is read before any node produces it")
+    def _value(self, env: dict[str, torch.Tensor], name: str, transforms: Transforms) -> torch.Tensor:
+        if name in env:
+            return env[name]
+        store: WeightStore = self._store
+        if name in store:
+            t = store.get(name)
+            if name in transforms:
+                t = transforms[name](t)
+            env[name] = t
+            return t
+        raise GraphError(f"value {name!r} is read before any node produces it")
 
-        for module, (inputs, outputs, needs_scope), frees in zip(self.nodes, self._plan, self._frees):
-            args = [value(n) if n else None for n in inputs]
-            try:
-                # forward directly: nn.Module.__call__'s hook machinery costs ~5 us per node and no hooks are used.
-                forward = module.forward
-                result = forward(*args, scope=env, transforms=transforms) if needs_scope else forward(*args)
-            except (GraphError, UnsupportedOpError):
-                raise
-            except (RuntimeError, IndexError, ValueError, TypeError) as e:
-                raise GraphError(
-                    f"node {module.onnx_node!r} ({type(module).__name__}) failed: {str(e).splitlines()[0]}"
-                ) from e
-            results = result if isinstance(result, (tuple, list)) else (result,)
-            for name, out in zip(outputs, results):
-                if name:
-                    env[name] = transforms[name](out) if name in transforms else out
-            for name in frees:
-                env.pop(name, None)
-        return [value(n) for n in self.output_names]
+    def _run_node(self, idx: int, env: dict[str, torch.Tensor], transforms: Transforms) -> None:
+        module, (inputs, outputs, needs_scope), frees = self._steps[idx]
+        args = [self._value(env, n, transforms) if n else None for n in inputs]
+        try:
+            # forward directly: nn.Module.__call__'s hook machinery costs ~5 us per node and no hooks are used.
+            forward = module.forward
+            result = forward(*args, scope=env, transforms=transforms) if needs_scope else forward(*args)
+        except (GraphError, UnsupportedOpError):
+            raise
+        except (RuntimeError, IndexError, ValueError, TypeError) as e:
+            raise GraphError(
+                f"node {module.onnx_node!r} ({type(module).__name__}) failed: {str(e).splitlines()[0]}"
+            ) from e
+        results = result if isinstance(result, (tuple, list)) else (result,)
+        for name, out in zip(outputs, results):
+            if name:
+                env[name] = transforms[name](out) if name in transforms else out
+        for name in frees:
+            env.pop(name, None)
 
 
 class Executor(nn.Module):
@@ -210,6 +236,12 @@ class Executor(nn.Module):
         env = self.feeds(*args, **named)
         values = self.graph_module.run(env, transforms)
         return dict(zip(self.output_names, values))
+
+    def run_range(self, env: dict[str, torch.Tensor], transforms: Transforms | None = None, start: int = 0,
+                  stop: int | None = None, snapshot_at: int | None = None) -> dict[str, torch.Tensor] | None:
+        """Run the main graph's nodes ``start`` to ``stop`` on ``env`` (see :meth:`GraphModule.run_range`):
+        a run in pieces, resumed from snapshots, for callers that visit the graph layer by layer."""
+        return self.graph_module.run_range(env, transforms, start, stop, snapshot_at)
 
     def value_shapes(
         self, input_shapes: Mapping[str, tuple[int, ...]], names: Sequence[str]

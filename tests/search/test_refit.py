@@ -262,3 +262,31 @@ def test_a_node_our_model_does_not_reproduce_is_skipped() -> None:
     weights = {"w": rng.standard_normal((4, 6)).astype(np.float32), "c": np.full((1, 4), 3.0, np.float32)}
     report, *_ = _hand_model_case(nodes, x, weights, (1, 2))
     assert report.layers[0].skipped and "does not reproduce" in report.layers[0].skipped
+
+
+@pytest.mark.parametrize("arch,mode", [("resnet_like", "block"), ("mobilenetv2_like", "channel"), ("vit_block", "nm")])
+def test_resumed_passes_equal_passes_from_the_inputs_with_fewer_node_runs(zoo_export, monkeypatch, arch: str,
+                                                                         mode: str) -> None:
+    import smart_onnx.search.refit as refit_module
+    from smart_onnx.executor import GraphModule
+
+    runs = {"count": 0}
+    original = GraphModule._run_node
+
+    def counted(self, idx, env, transforms):
+        runs["count"] += 1
+        return original(self, idx, env, transforms)
+
+    monkeypatch.setattr(GraphModule, "_run_node", counted)
+    weights, node_runs = [], []
+    for budget in (refit_module._SNAPSHOT_BYTES, 0):  # 0: nothing kept, every pass runs from the inputs
+        monkeypatch.setattr(refit_module, "_SNAPSHOT_BYTES", budget)
+        _, executor, dense, layers, transforms, calib, _ = _setup(zoo_export, arch, mode, samples=48)
+        runs["count"] = 0
+        report = refit_layers(executor, dense, layers, transforms, calib, batch_size=16, max_samples=48)
+        assert any(r.skipped is None for r in report.layers) and report.passes > 2
+        node_runs.append(runs["count"])
+        weights.append({name: p.detach().clone() for name, p in executor.weights.named_parameters()})
+    for name, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert node_runs[0] < 0.6 * node_runs[1]
