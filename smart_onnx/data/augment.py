@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smart_onnx.data._dataset import Dataset
 from smart_onnx.model import InputSpec
 
-__all__ = ["AUGMENT_BELOW", "ImageAugmenter"]
+__all__ = ["AUGMENT_BELOW", "ImageAugmenter", "augmented_views"]
 
 # Calibration sets smaller than this are augmented by default.
 AUGMENT_BELOW = 500
@@ -77,3 +79,19 @@ class ImageAugmenter:
             noise = torch.randn(out.shape, generator=self.generator, dtype=torch.float32).to(out)
             out = out + self.noise * float(images.std()) * noise
         return out if channels_first else out.permute(0, 2, 3, 1).contiguous()
+
+
+def augmented_views(data: Dataset, augmenter: ImageAugmenter, batch_size: int = 64) -> Dataset:
+    """One fixed augmented view of every sample of ``data`` (labels kept), drawn once from ``augmenter``.
+
+    Inputs the model was not fitted on, for judging a fine-tune when the samples are too few to
+    hold any out: the refit solves its least squares on exactly the calibration samples, so on
+    those it is the best any weights can do, and a check on them would always choose it.
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in data.arrays}
+    for batch in data.batches(batch_size):
+        views = augmenter({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in batch.inputs.items()})
+        for k, v in views.items():
+            parts[k].append(v.numpy())
+    return Dataset({k: np.concatenate(v) for k, v in parts.items()}, data.labels,
+                   f"augmented views of {data.source}")

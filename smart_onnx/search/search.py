@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
-from smart_onnx.data.augment import AUGMENT_BELOW, ImageAugmenter
+from smart_onnx.data.augment import AUGMENT_BELOW, ImageAugmenter, augmented_views
 from smart_onnx.errors import ConstraintError
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # The fewest samples a validation split (and what remains to train on) may have; below, no early stopping.
 MIN_VALIDATION = 8
+# The augmented views early stopping judges on are drawn from this offset of the training seed (another stream).
+_VIEW_SEED = 7919
 
 
 @dataclass
@@ -122,12 +124,12 @@ def run_search(
     broadcast_tensors(executor.parameters())  # the same starting weights on every rank
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
-    trainer = _trainer(executor, space, data, config, outputs, label_output)
+    trainer, early_stopping = _trainer(executor, space, data, config, outputs, label_output)
     result = SearchResult(keep=torch.zeros(0), weights={}, history={"loss": [], "tau": [], "sparsity": [],
                                                                       "finetune_loss": [], "validation_loss": []})
     result.training = {"features": trainer.features, "feature_weight": config.feature_weight,
                        "augment": trainer.augmenter is not None, "calibration_samples": len(trainer.data),
-                       **_early_stopping(trainer)}
+                       **early_stopping}
     start = time.perf_counter()
     stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
     result.seconds["statistics"] = time.perf_counter() - start
@@ -196,33 +198,35 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,
-             outputs: Sequence[OutputInfo], label_output: str | None) -> Trainer:
-    """The trainer with this run's features, augmentation and validation split."""
+             outputs: Sequence[OutputInfo], label_output: str | None) -> tuple[Trainer, dict[str, Any]]:
+    """The trainer with this run's features, augmentation and validation split, and what early stopping reads."""
     train, validation = data, None
     held = round(len(data) * config.validation)
+    early_stopping: dict[str, Any] = {"validation_samples": 0, "early_stopping": "off"}
     if config.validation > 0 and held >= MIN_VALIDATION and len(data) - held >= MIN_VALIDATION:
         train, validation = data.split(config.validation, seed=config.seed)
-    elif config.validation > 0:
-        # Too few samples to hold any out: the fine-tune's candidates are judged on the calibration samples
-        # themselves, un-augmented. That cannot catch overfitting, but a fine-tune that ends worse on its own
-        # data than it started (noisy augmented steps from refitted weights) still gives the refit back.
-        validation = data
+        early_stopping = {"validation_samples": len(validation), "early_stopping": "on held-out samples"}
     augment = config.augment if config.augment is not None else len(train) < AUGMENT_BELOW
+    augmenter = ImageAugmenter(executor.model.inputs, config.seed) if augment else None
+    if validation is None and config.validation > 0:
+        # Too few samples to hold any out: the fine-tune's candidates are judged on one fixed augmented view
+        # of each calibration sample (inputs nothing was fitted on; the refit fits the samples themselves
+        # exactly), or, for inputs that are not images, on the samples themselves, which cannot catch
+        # overfitting but still gives the refit back when a fine-tune ends worse than it started.
+        views = ImageAugmenter(executor.model.inputs, config.seed + _VIEW_SEED) if augment else None
+        if views is not None and views.active:
+            validation = augmented_views(data, views)
+            early_stopping["early_stopping"] = "on an augmented view of each calibration sample (too few to hold out)"
+        else:
+            validation = data
+            early_stopping["early_stopping"] = "on the calibration samples (too few to hold out)"
     layers = [lay.name for lay in space.scored_layers]
     features = feature_points(executor.model, layers, config.feature_points) if config.feature_weight > 0 else []
-    return Trainer(executor, train, batch_size=config.batch_size, seed=config.seed, device=config.device,
-                   label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
-                   label_output=label_output, features=features, feature_weight=config.feature_weight,
-                   augmenter=ImageAugmenter(executor.model.inputs, config.seed) if augment else None,
-                   validation=validation, workers=config.workers, precision=config.precision)
-
-
-def _early_stopping(trainer: Trainer) -> dict[str, Any]:
-    if trainer.validation is None:
-        return {"validation_samples": 0, "early_stopping": "off"}
-    if trainer.validation is trainer.data:
-        return {"validation_samples": 0, "early_stopping": "on the calibration samples (too few to hold out)"}
-    return {"validation_samples": len(trainer.validation), "early_stopping": "on held-out samples"}
+    trainer = Trainer(executor, train, batch_size=config.batch_size, seed=config.seed, device=config.device,
+                      label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
+                      label_output=label_output, features=features, feature_weight=config.feature_weight,
+                      augmenter=augmenter, validation=validation, workers=config.workers, precision=config.precision)
+    return trainer, early_stopping
 
 
 def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:

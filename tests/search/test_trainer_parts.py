@@ -75,8 +75,10 @@ def test_too_few_to_hold_out_judges_the_fine_tune_on_the_calibration_samples() -
     model = normalize(export(module, example, dynamo=False, opset=17))
     x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)  # 10% = 4 < 8
     data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    # Not augmented (as inputs that are not images are not): no augmented views to judge on.
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4), latency=False, search=SearchConfig(
-        sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2)))
+        sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2,
+        augment=False)))
     training, history = outcome.report.training, outcome.report.history
     assert training["validation_samples"] == 0 and training["calibration_samples"] == 40
     assert training["early_stopping"].startswith("on the calibration samples")
@@ -105,3 +107,24 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
         phase.loss(step)
         lrs.append(phase.optimizers[0].param_groups[0]["lr"])
     assert lrs == pytest.approx([0.1 / FINETUNE_WARMUP, 0.05, 0.1, 0.1])
+
+
+def test_too_few_images_to_hold_out_judge_the_fine_tune_on_augmented_views() -> None:
+    from smart_onnx.data.augment import augmented_views
+
+    model = load_model("models/fashion_resnet.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.random((40, *model.inputs[0].shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    views = augmented_views(data, ImageAugmenter(model.inputs, seed=3), batch_size=16)
+    assert views.arrays[model.inputs[0].name].shape == x.shape and len(views) == 40
+    assert not np.allclose(views.arrays[model.inputs[0].name], x)
+    again = augmented_views(data, ImageAugmenter(model.inputs, seed=3), batch_size=16)
+    assert np.array_equal(views.arrays[model.inputs[0].name], again.arrays[model.inputs[0].name])
+
+    outcome = prune(model, data, None, PruneOptions(mode="block", latency=False, search=SearchConfig(
+        sparsity=0.3, steps=2, finetune_steps=20, batch_size=16, time_budget=None)))
+    training = outcome.report.training
+    assert training["augment"] and training["validation_samples"] == 0
+    assert training["early_stopping"].startswith("on an augmented view of each calibration sample")
+    assert len(outcome.report.history["validation_loss"]) >= 2
