@@ -75,7 +75,8 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--workers", type=click.IntRange(0), default=SearchConfig.workers, show_default=True,
               help="DataLoader processes reading the coming training batches ahead (memory-mapped .npy/.npz "
                    "rows, lazily decoded images); 0 reads them when needed.")
-@click.option("--lr", type=float, default=SearchConfig.lr, show_default=True, help="Weight learning rate.")
+@click.option("--lr", type=float, default=SearchConfig.lr, show_default=True,
+              help="Weight learning rate, relative: each step moves a weight tensor by about LR times its RMS.")
 @click.option("--score-lr", type=float, default=SearchConfig.score_lr, show_default=True,
               help="Mask-score learning rate.")
 @click.option("--distill-temperature", type=float, default=SearchConfig.distill_temperature, show_default=True,

@@ -27,7 +27,7 @@ class SearchConfig:
     steps: int | None = None
     finetune_steps: int | None = None
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 3e-3  # relative: a step moves each weight tensor by about lr times its RMS (search.phases)
     score_lr: float = 0.05
     tau_start: float = 1.0
     tau_end: float = 0.01

@@ -31,7 +31,8 @@ def test_a_model_whose_executor_and_onnxruntime_differ_past_1e4_is_still_written
     dense_error = _relative(executed, run_model(make_session(model), {"x": x[:8]})["y"])
     assert dense_error > 1e-4  # the float sensitivity the check must not blame on the rewrite
     calib, hold = dataset_from_arrays({"x": x}, model.inputs).split(0.25, seed=0)
-    search = SearchConfig(sparsity=0.1, steps=6, finetune_steps=6, batch_size=8)
+    # No training: the weights keep the dense model's ill-conditioning (trained ones may lose it or not).
+    search = SearchConfig(sparsity=0.1, steps=0, finetune_steps=0, refit=False, batch_size=8)
     out = prune(model, calib, hold, PruneOptions(mode="block", block=(8, 8), search=search, latency=False))
     check = out.report.export_check
     assert check.executor_error > 1e-4  # a fixed 1e-4 against the executor would have refused this model

@@ -91,7 +91,7 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
     from smart_onnx.search.phases import FINETUNE_WARMUP, FinetunePhase
 
     class _Trainer:
-        weight_params = [torch.nn.Parameter(torch.zeros(2))]
+        weight_params = [torch.nn.Parameter(torch.full((2,), 0.5))]
         validation = None
 
         def loss(self, transforms):
@@ -101,12 +101,23 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
             return None
 
     config = SearchConfig(lr=0.1)
-    phase = FinetunePhase(_Trainer(), {}, 400, config, {"finetune_loss": [], "validation_loss": []}, {}, None, None)
+    trainer = _Trainer()
+    rms = float(trainer.weight_params[0].detach().pow(2).mean().sqrt())
+    phase = FinetunePhase(trainer, {}, 400, config, {"finetune_loss": [], "validation_loss": []}, {}, None, None)
     lrs = []
     for step in (0, FINETUNE_WARMUP // 2 - 1, FINETUNE_WARMUP - 1, 300):
         phase.loss(step)
-        lrs.append(phase.optimizers[0].param_groups[0]["lr"])
+        lrs.append(phase.optimizers[0].param_groups[0]["lr"] / rms)  # relative to the tensor's RMS
     assert lrs == pytest.approx([0.1 / FINETUNE_WARMUP, 0.05, 0.1, 0.1])
+
+
+def test_each_weight_tensor_steps_by_the_learning_rate_times_its_rms() -> None:
+    from smart_onnx.search.phases import WEIGHT_RMS_FLOOR, weight_groups
+
+    big, small, zeros = torch.full((4, 4), 2.0), torch.full((3,), -0.01), torch.zeros(5)
+    groups = weight_groups([big, small, zeros], 1e-3)
+    assert [g["params"][0] is w for g, w in zip(groups, (big, small, zeros))] == [True] * 3
+    assert [g["lr"] for g in groups] == pytest.approx([2e-3, 1e-5, 1e-3 * WEIGHT_RMS_FLOOR])
 
 
 def test_too_few_images_to_hold_out_judge_the_fine_tune_on_augmented_views() -> None:
