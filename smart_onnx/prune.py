@@ -155,7 +155,7 @@ def prune(
     if options.target is not None:
         start = time.perf_counter()
         report.check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
-                                   input_shapes=_input_shapes(calibration))
+                                   input_shapes=_input_shapes(calibration), rules=mode.checker_rules)
         seconds["check"] = time.perf_counter() - start
     start = time.perf_counter()
     if holdout is not None:

@@ -136,8 +136,9 @@ def quantize_pruned(outcome: PruneOutcome, dense: OnnxModel, calibration: Datase
                                        label_output=outcome.report.label_output,
                                        latency_batches=(1, outcome.report.search.batch_size) if latency else (),
                                        min_fidelity=min_fidelity)
-    if profile is not None:
-        info.check = check_model(result.model, profile, reference=dense)
+    if profile is not None:  # by the rules the float model was judged by: its mode's
+        rules = outcome.report.check.rules if outcome.report.check is not None else None
+        info.check = check_model(result.model, profile, reference=dense, rules=rules)
     outcome.report.quantize = info
     outcome.report.provenance = read_provenance(result.model.proto)
     return result.model
