@@ -32,7 +32,7 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
         rows.append(["profile check", report.target or "", "pass" if report.check.passed else "FAIL",
                      f"rules: {', '.join(report.check.rules)}"])
     seconds = report.seconds
-    rows.append(["time", "", f"{sum(seconds.values()):.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
+    rows.append(["time", "", f"{seconds.total:.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
     parts = [format_table(["", "dense", "pruned", ""], rows)]
     fidelity = report.fidelity
     if ev:

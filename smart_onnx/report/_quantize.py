@@ -13,13 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smart_onnx._atomic import from_fields, json_text, write_json
+from smart_onnx._atomic import StageSeconds, from_fields, json_text, write_json
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.hw import CheckReport
 from smart_onnx.report._schema import SCHEMA_VERSION
 
-__all__ = ["Calibration", "QuantizeCommandReport", "QuantizeInfo", "QuantizeReport", "QuantizedLayer", "ZeroCounts"]
+__all__ = [
+    "Calibration", "QuantizeCommandReport", "QuantizeInfo", "QuantizeReport", "QuantizeSeconds", "QuantizedLayer",
+    "ZeroCounts",
+]
 
 
 @dataclass
@@ -109,6 +112,14 @@ class Calibration:
 
 
 @dataclass
+class QuantizeSeconds(StageSeconds):
+    """Wall time of each stage of quantization."""
+
+    calibrate_and_quantize: float | None = None
+    verify: float | None = None
+
+
+@dataclass
 class QuantizeInfo:
     """What quantization did (settings, per-layer zeros, time) and, once judged, the comparison and the check.
 
@@ -127,7 +138,7 @@ class QuantizeInfo:
     onnxruntime: str
     layers: list[QuantizedLayer]
     zeros: ZeroCounts
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: QuantizeSeconds = field(default_factory=QuantizeSeconds)
     eval: QuantizeReport | None = None
     check: CheckReport | None = None
 
@@ -135,7 +146,7 @@ class QuantizeInfo:
         out = {"format": self.format, "weights": self.weights, "activations": self.activations,
                "calibration": asdict(self.calibration), "onnxruntime": self.onnxruntime,
                "layers": [lay.to_dict() for lay in self.layers], "zeros": self.zeros.to_dict(),
-               "seconds": self.seconds}
+               "seconds": self.seconds.to_dict()}
         if self.eval is not None:
             out["eval"] = self.eval.to_dict()
         if self.check is not None:
@@ -147,7 +158,7 @@ class QuantizeInfo:
         return from_fields(
             cls, data, calibration=from_fields(Calibration, data["calibration"]),
             layers=[from_fields(QuantizedLayer, lay) for lay in data["layers"]],
-            zeros=ZeroCounts.from_dict(data["zeros"]),
+            zeros=ZeroCounts.from_dict(data["zeros"]), seconds=QuantizeSeconds.from_dict(data.get("seconds", {})),
             eval=None if data.get("eval") is None else QuantizeReport.from_dict(data["eval"]),
             check=None if data.get("check") is None else CheckReport.from_dict(data["check"]),
         )

@@ -9,6 +9,7 @@ from smart_onnx.search.ranking import (
     harden_to_target,
     sparsest_mask,
 )
+from smart_onnx.search.records import History, PruneSeconds, RefitLog, TrainingLog
 from smart_onnx.search.search import SearchResult, StepInfo, run_search
 from smart_onnx.search.soft_topk import (
     SoftTopK,
@@ -30,14 +31,18 @@ __all__ = [
     "ChannelUnits",
     "GlobalRanking",
     "GroupedRanking",
+    "History",
     "NMSpace",
     "NMUnits",
+    "PruneSeconds",
     "PruningSpace",
     "Ranking",
+    "RefitLog",
     "SearchConfig",
     "SearchResult",
     "SoftTopK",
     "StepInfo",
+    "TrainingLog",
     "UnitConstraints",
     "achieved_sparsity",
     "hard_topk",

@@ -150,7 +150,7 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     result = run_search(Executor(model), mode.ranking, data, config)
     assert result.keep.dtype == torch.bool and result.keep.shape == (mode.space.num_units,)
     assert mode.sparsity_summary(result.keep).achieved_params >= mode.requested - 1e-9
-    assert len(result.history["loss"]) == 3 and len(result.history["finetune_loss"]) <= 2
+    assert len(result.history.loss) == 3 and len(result.history.finetune_loss) <= 2
     assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
 
