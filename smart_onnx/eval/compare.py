@@ -20,13 +20,14 @@ import numpy as np
 from smart_onnx._atomic import from_fields
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
-from smart_onnx.eval.ort import EvalReport, evaluate
+from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, evaluate
 from smart_onnx.eval.shapes import ort_shape_measure
 from smart_onnx.graph import OutputInfo, analyze, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
 
 __all__ = [
+    "EVAL_BATCH_SIZE",
     "MACS_NOTE",
     "LayerRow",
     "ModelComparison",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Samples per onnxruntime run when comparing models, and the larger latency batch beside 1.
+EVAL_BATCH_SIZE = 32
 
 MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times the density of its weight "
              "(zeroed blocks count as skipped; a dense CPU runtime still computes them)")
@@ -204,11 +208,11 @@ def compare_models(
     candidate: OnnxModel,
     data: Dataset,
     *,
-    batch_size: int = 32,
-    latency_batch: int | None = 32,
+    batch_size: int = EVAL_BATCH_SIZE,
+    latency_batch: int | None = EVAL_BATCH_SIZE,
     threads: int | None = None,
-    warmup: int = 3,
-    repeats: int = 20,
+    warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
 ) -> ModelComparison:

@@ -1,6 +1,6 @@
 """SMART search: the differentiable top-k, pruning units and spaces, the search loop and baselines."""
 
-from smart_onnx.search.config import METHODS, SearchConfig, UnitConstraints
+from smart_onnx.search.config import BUDGETS, METHODS, SearchConfig, UnitConstraints
 from smart_onnx.search.ranking import (
     GlobalRanking,
     GroupedRanking,
@@ -23,6 +23,7 @@ from smart_onnx.search.space import BlockSpace, ChannelSpace, NMSpace, PruningSp
 from smart_onnx.search.units import BlockUnits, ChannelTarget, ChannelUnits, NMUnits
 
 __all__ = [
+    "BUDGETS",
     "METHODS",
     "BlockSpace",
     "BlockUnits",
