@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smart_onnx._atomic import from_fields, json_text, write_json
+from smart_onnx._atomic import from_fields
 from smart_onnx.eval.compare import LayerRow, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
@@ -17,7 +14,7 @@ from smart_onnx.eval.verify import RewriteCheck
 from smart_onnx.graph import OutputInfo
 from smart_onnx.hw import CheckReport
 from smart_onnx.report._quantize import QuantizeInfo
-from smart_onnx.report._schema import SCHEMA_VERSION
+from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
 if TYPE_CHECKING:  # smart_onnx.search imports torch, which ``eval`` (an EvalResult) does not need
     from smart_onnx.search import History, PruneSeconds, SearchConfig, TrainingLog
@@ -60,7 +57,7 @@ class FrozenGroup:
 
 
 @dataclass
-class PruneReport:
+class PruneReport(JsonReport):
     """Everything one ``prune`` run decided and measured.
 
     Attributes:
@@ -171,18 +168,3 @@ class PruneReport:
             totals=optional("totals", Totals.from_dict),
             quantize=optional("quantize", QuantizeInfo.from_dict),
         )
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> PruneReport:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temp file in the same directory, then rename)."""
-        return write_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PruneReport:
-        return cls.from_json(Path(path).read_text())

@@ -6,18 +6,15 @@ keys are the ones these reports always had (``zeros`` counts are ``float`` and `
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from smart_onnx._atomic import StageSeconds, from_fields, json_text, write_json
+from smart_onnx._atomic import StageSeconds, from_fields
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.hw import CheckReport
-from smart_onnx.report._schema import SCHEMA_VERSION
+from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
 __all__ = [
     "Calibration", "QuantizeCommandReport", "QuantizeInfo", "QuantizeReport", "QuantizeSeconds", "QuantizedLayer",
@@ -165,7 +162,7 @@ class QuantizeInfo:
 
 
 @dataclass
-class QuantizeCommandReport:
+class QuantizeCommandReport(JsonReport):
     """What ``smart-onnx quantize`` writes beside the INT8 model."""
 
     command: str | None
@@ -183,14 +180,3 @@ class QuantizeCommandReport:
     def from_dict(cls, data: Mapping[str, Any]) -> QuantizeCommandReport:
         return from_fields(cls, data, schema_version=data.get("schema_version", 1),
                            quantize=QuantizeInfo.from_dict(data["quantize"]))
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> QuantizeCommandReport:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temp file in the same directory, then rename)."""
-        return write_json(self.to_dict(), path)
