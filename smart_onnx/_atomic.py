@@ -9,16 +9,17 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from smart_onnx.errors import ModelLoadError
 
-__all__ = ["StageSeconds", "atomic_output", "from_fields", "json_text", "write_json"]
+__all__ = ["Record", "StageSeconds", "atomic_output", "from_fields", "json_text", "write_json"]
 
 T = TypeVar("T")
 S = TypeVar("S", bound="StageSeconds")
+R = TypeVar("R", bound="Record")
 
 
 @contextmanager
@@ -100,3 +101,24 @@ class StageSeconds:
     @property
     def total(self) -> float:
         return float(sum(self.to_dict().values()))
+
+
+class Record:
+    """A dataclass whose JSON object is its fields, in order: ``to_dict`` and ``from_dict`` for it.
+
+    ``omit_if_none`` names the fields added to the JSON later, or set only sometimes: left out
+    while None, so a record without them writes what it always wrote.
+    """
+
+    omit_if_none: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for name in self.omit_if_none:
+            if out[name] is None:
+                del out[name]
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        return from_fields(cls, data)

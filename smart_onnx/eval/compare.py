@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from smart_onnx._atomic import from_fields
+from smart_onnx._atomic import Record
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, evaluate
@@ -50,7 +50,7 @@ MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times t
 
 
 @dataclass
-class LayerRow:
+class LayerRow(Record):
     """One prunable layer before and after: weight shape, nonzero weights, sparsity, effective MACs.
 
     Attributes:
@@ -71,19 +71,12 @@ class LayerRow:
     macs_after: int | None
     sparsity_before: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        row = asdict(self)
-        if self.sparsity_before is None:
-            del row["sparsity_before"]
-        return row
+    omit_if_none = ("sparsity_before",)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerRow:
-        return from_fields(cls, data)
 
 
 @dataclass
-class Totals:
+class Totals(Record):
     """Sums over the prunable layers: weights and MACs before and after, and after / before."""
 
     params_before: int
@@ -92,13 +85,6 @@ class Totals:
     macs_after: int
     params_ratio: float
     macs_ratio: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Totals:
-        return from_fields(cls, data)
 
 
 @dataclass

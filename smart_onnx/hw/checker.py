@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from smart_onnx._atomic import from_fields
+from smart_onnx._atomic import Record, from_fields
 from smart_onnx.errors import ConstraintError
 from smart_onnx.graph import Analysis, PrunableLayer, analyze, find_prunable_layers
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
@@ -69,35 +69,21 @@ ORIGINAL_KEY = "smart_onnx.original_layers"
 
 
 @dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     """One broken rule: the layer, the rule name (one of :data:`RULES`), one sentence."""
 
     layer: str
     rule: str
     message: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"layer": self.layer, "rule": self.rule, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Violation:
-        return from_fields(cls, data)
-
 
 @dataclass(frozen=True)
-class NotJudged:
+class NotJudged(Record):
     """A rule the checker could not decide for a layer, and what it would need (e.g. the input shapes)."""
 
     layer: str
     rule: str
     reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"layer": self.layer, "rule": self.rule, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> NotJudged:
-        return from_fields(cls, data)
 
 
 @dataclass(frozen=True)

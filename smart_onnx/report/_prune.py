@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from smart_onnx._atomic import from_fields
+from smart_onnx._atomic import Record, from_fields
 from smart_onnx.eval.compare import LayerRow, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
@@ -24,7 +24,7 @@ __all__ = ["FrozenGroup", "PruneReport", "SparsitySummary"]
 
 
 @dataclass
-class SparsitySummary:
+class SparsitySummary(Record):
     """Requested and achieved sparsity, as fractions of *all* prunable weights (and MACs).
 
     ``budget`` says what the request counted (None in N:M mode: the pattern's). ``searched``, where the
@@ -38,12 +38,7 @@ class SparsitySummary:
     budget: str | None = None
     searched: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("budget", "searched"):
-            if out[key] is None:
-                del out[key]
-        return out
+    omit_if_none = ("budget", "searched")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from smart_onnx._atomic import StageSeconds, from_fields
+from smart_onnx._atomic import Record, StageSeconds, from_fields
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.hw import CheckReport
@@ -54,7 +54,7 @@ class QuantizeReport:
 
 
 @dataclass
-class QuantizedLayer:
+class QuantizedLayer(Record):
     """One prunable layer's weight: its zeros in float and in INT8, and the small weights kept off zero.
 
     Attributes:
@@ -72,11 +72,7 @@ class QuantizedLayer:
     zeros_kept: bool = True
     integer_weight: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.integer_weight is None:
-            del out["integer_weight"]
-        return out
+    omit_if_none = ("integer_weight",)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from smart_onnx._atomic import StageSeconds, from_fields
+from smart_onnx._atomic import Record, StageSeconds, from_fields
 
 __all__ = ["History", "PruneSeconds", "RefitLog", "TrainingLog"]
 
@@ -93,7 +93,7 @@ class TrainingLog:
 
 
 @dataclass
-class History:
+class History(Record):
     """The curves of one run, one value per step (``validation_loss``: per held-out check).
 
     Attributes:
@@ -109,13 +109,6 @@ class History:
     sparsity: list[float] = field(default_factory=list)
     finetune_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> History:
-        return from_fields(cls, data)
 
 
 @dataclass
