@@ -9,15 +9,17 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from smart_onnx.errors import ModelLoadError
 
-__all__ = ["atomic_output", "from_fields", "json_text", "write_json"]
+__all__ = ["Record", "StageSeconds", "atomic_output", "from_fields", "json_text", "write_json"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="StageSeconds")
+R = TypeVar("R", bound="Record")
 
 
 @contextmanager
@@ -75,3 +77,48 @@ def from_fields(cls: type[T], data: Mapping[str, Any], **override: Any) -> T:
     """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{**{k: v for k, v in data.items() if k in names}, **override})
+
+
+@dataclasses.dataclass
+class StageSeconds:
+    """Wall time per stage of a job, in seconds: the shape of every report's ``seconds``.
+
+    A subclass names its stages as ``float | None`` fields, in the order they run (None: the
+    stage did not run). The JSON object holds the stages that ran, in that order.
+    """
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: value for f in dataclasses.fields(self) if (value := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, float]) -> S:
+        return from_fields(cls, data)
+
+    def items(self) -> list[tuple[str, float]]:
+        """``(stage, seconds)`` of the stages that ran, in order."""
+        return list(self.to_dict().items())
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.to_dict().values()))
+
+
+class Record:
+    """A dataclass whose JSON object is its fields, in order: ``to_dict`` and ``from_dict`` for it.
+
+    ``omit_if_none`` names the fields added to the JSON later, or set only sometimes: left out
+    while None, so a record without them writes what it always wrote.
+    """
+
+    omit_if_none: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for name in self.omit_if_none:
+            if out[name] is None:
+                del out[name]
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        return from_fields(cls, data)

@@ -113,8 +113,6 @@ def prune(
     labelled = label_output(outputs, options.label_output, have_labels)
     if have_labels and labelled is None:
         log.warning("the data has labels but the model has no class output: the labels are not used")
-    seconds: dict[str, float] = {}
-
     start = time.perf_counter()
     executor = Executor(model)  # first: an unsupported op is the error to report, before any analysis
     # Shapes that static inference leaves unknown: one executor pass, not onnx's numpy evaluator.
@@ -123,11 +121,11 @@ def prune(
     # What the search aims for, of its own units: the request (of all prunable weights) converted where frozen
     # groups or layers outside the target hold the rest; N:M: the pattern's.
     cfg = replace(cfg, sparsity=mode.sparsity)
-    seconds["analysis"] = time.perf_counter() - start
+    analysis_seconds = time.perf_counter() - start
 
     result = run_search(executor, mode.ranking, calibration, cfg, progress=progress, outputs=outputs,
                         label_output=labelled)
-    seconds.update(result.seconds)
+    seconds = replace(result.seconds, analysis=analysis_seconds)  # the search timed its own stages
     if not is_main():  # data-parallel: one process writes, the others only trained
         return None
 
@@ -139,7 +137,7 @@ def prune(
     export_check = _verify_export(executor, transforms, trained, session, holdout or calibration)
     if options.target is not None:
         record_original(pruned.proto, model)
-    seconds["export"] = time.perf_counter() - start
+    seconds.export = time.perf_counter() - start
 
     report = PruneReport(
         command=command, seed=cfg.seed, mode=mode.name, method=cfg.method, budget=cfg.budget,
@@ -151,12 +149,13 @@ def prune(
         frozen_groups=[FrozenGroup(g.id, list(g.layers), g.channels, g.frozen) for g in analysis.frozen_groups],
         outputs=list(outputs), label_output=labelled,
         export_relative_error=export_check.error, export_check=export_check, history=result.history,
+        seconds=seconds,
     )
     if options.target is not None:
         start = time.perf_counter()
         report.check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
-                                   input_shapes=_input_shapes(calibration))
-        seconds["check"] = time.perf_counter() - start
+                                   input_shapes=_input_shapes(calibration), rules=mode.checker_rules)
+        seconds.check = time.perf_counter() - start
     start = time.perf_counter()
     if holdout is not None:
         batches = ((b.inputs, b.labels) for b in holdout.batches(cfg.batch_size))  # read as evaluated
@@ -164,8 +163,7 @@ def prune(
         report.eval = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
                                label_output=labelled)
         report.fidelity = judge_fidelity(report.eval.outputs, options.min_fidelity)
-    seconds["eval"] = time.perf_counter() - start
-    report.seconds = seconds
+    seconds.eval = time.perf_counter() - start
     report.totals = layer_totals(report.layers)
     sp = report.sparsity
     stamp_provenance(pruned.proto, {

@@ -91,7 +91,7 @@ class PruneRun:
 
     @property
     def seconds(self) -> float:
-        return float(sum(self.report.seconds.values()))
+        return self.report.seconds.total
 
 
 def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int, finetune_steps: int,

@@ -287,19 +287,19 @@ class Run:
         """Search and fine-tune steps actually run (the loss curves' lengths: a time budget or early
         stopping may end a phase before the steps asked for)."""
         history = self.report.history
-        return len(history.get("loss", [])), len(history.get("finetune_loss", []))
+        return len(history.loss), len(history.finetune_loss)
 
     @property
     def budget(self) -> str:
         s, f = self.steps_run
-        stopped = self.report.training.get("stopped")
+        stopped = self.report.training.stopped
         return f"{s}+{f} / {self.batch_size}" + (" (stopped early)" if stopped else "")
 
     @property
     def step_seconds(self) -> tuple[float | None, float | None]:
         """Seconds per search step and per fine-tune step (report.seconds / steps run)."""
         sec, (s, f) = self.report.seconds, self.steps_run
-        return (sec.get("search", 0.0) / s if s else None), (sec.get("finetune", 0.0) / f if f else None)
+        return ((sec.search or 0.0) / s if s else None), ((sec.finetune or 0.0) / f if f else None)
 
 
 def _progress(prefix: str) -> Callable[[StepInfo], None]:
@@ -484,7 +484,7 @@ def run_record(name: str, cfg: Config, method: str, run: Run | None = None, peer
         r = run.report
         return {"model": name, "config": cfg.label, "method": method, "outputs": [m.to_dict() for m in r.eval.outputs],
                 "totals": r.totals.to_dict(), "wall_s": run.wall_s, "steps": run.budget,
-                "seconds": r.seconds, "training": r.training}
+                "seconds": r.seconds.to_dict(), "training": r.training.to_dict()}
     assert peer_row is not None
     return {"model": name, "config": cfg.label, **peer_row}
 

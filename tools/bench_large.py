@@ -224,7 +224,7 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
     options = PruneOptions(mode="block", search=cfg, latency=False)
     torch.manual_seed(0)
     outcome = prune(model, calib_data, holdout_data, options, progress=progress)
-    return {"memory": memory.stop(), "steps": steps_log, "seconds": outcome.report.seconds,
+    return {"memory": memory.stop(), "steps": steps_log, "seconds": outcome.report.seconds.to_dict(),
             "achieved": outcome.report.sparsity.achieved_params}
 
 
@@ -303,7 +303,7 @@ def work_scale(name: str, onnx_path: Path, mode: str, batch: int, steps: int, fi
     result = {"rank": distributed.rank(), "world": distributed.world_size(), "steps": steps_log,
               "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "achieved": None if outcome is None else outcome.report.sparsity.achieved_params,
-              "seconds": None if outcome is None else outcome.report.seconds}
+              "seconds": None if outcome is None else outcome.report.seconds.to_dict()}
     distributed.shutdown()
     return result
 

@@ -168,7 +168,7 @@ def main() -> None:
         path = save_model(outcome.model, args.out / f"minilm-{cfg.mode}-{cfg.sparsity}.onnx")
         got = _outputs(outcome.model, held, args.threads)
         row = {"config": cfg.label, "wall_s": wall, "calibration_rows": len(calib), **_structure(dense, outcome.model),
-               "training": outcome.report.training, "steps": outcome.report.steps.to_dict(),
+               "training": outcome.report.training.to_dict(), "steps": outcome.report.steps.to_dict(),
                "cosine_embedding": _cosine(reference[EMBEDDING], got[EMBEDDING]),
                "cosine_hidden": _cosine(reference[HIDDEN], got[HIDDEN]), "model": str(path)}
         rows.append(row)

@@ -11,7 +11,16 @@ import click
 from smart_onnx.cli.options import check_writable, json_option, model_argument
 from smart_onnx.cli.table import format_table, human
 from smart_onnx.data import load_dataset
-from smart_onnx.eval import MACS_NOTE, agreement_gate, check_same_inputs, compare_models, judge_fidelity
+from smart_onnx.eval import (
+    EVAL_BATCH_SIZE,
+    LATENCY_REPEATS,
+    LATENCY_WARMUP,
+    MACS_NOTE,
+    agreement_gate,
+    check_same_inputs,
+    compare_models,
+    judge_fidelity,
+)
 from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.eval.html import write_html
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
@@ -62,13 +71,16 @@ def render_eval(result: EvalResult) -> str:
               help="Role of a graph output: class, sequence, regression or ignore (repeatable).")
 @click.option("--label-output", default=None, metavar="NAME",
               help="The class output the data's labels belong to [default: the single class output].")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Evaluation batch size.")
+@click.option("--batch-size", type=click.IntRange(1), default=EVAL_BATCH_SIZE, show_default=True,
+              help="Evaluation batch size.")
 @click.option("--latency-batch", type=click.IntRange(1), default=None,
               help="Second latency batch size besides 1 (default: --batch-size).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime intra-op threads (default: onnxruntime's choice).")
-@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True, help="Timed runs per latency.")
-@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="Untimed runs before timing.")
+@click.option("--repeats", type=click.IntRange(1), default=LATENCY_REPEATS, show_default=True,
+              help="Timed runs per latency.")
+@click.option("--warmup", type=click.IntRange(0), default=LATENCY_WARMUP, show_default=True,
+              help="Untimed runs before timing.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
               help="Also write a self-contained HTML report here.")

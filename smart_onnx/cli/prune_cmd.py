@@ -12,7 +12,7 @@ from smart_onnx.cli.options import check_writable, parse_floats
 from smart_onnx.cli.progress import ProgressReporter
 from smart_onnx.cli.quantize_cmd import quantize_options, quantize_pruned, render_quantize
 from smart_onnx.cli.summary import render_summary
-from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.data import EVAL_HOLDOUT, Dataset, load_dataset
 from smart_onnx.data.augment import AUGMENT_BELOW
 from smart_onnx.errors import ConstraintError
 from smart_onnx.eval.html import write_html
@@ -21,7 +21,8 @@ from smart_onnx.hw import DEFAULT_PROFILE, load_profile
 from smart_onnx.model import load_model, save_model
 from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.quant import QuantizeOptions
-from smart_onnx.search import METHODS, SearchConfig, parse_block
+from smart_onnx.rewrite import SPARSE_FORMATS
+from smart_onnx.search import BUDGETS, METHODS, SearchConfig, parse_block
 from smart_onnx.search.distributed import init_from_env, is_main, shutdown
 from smart_onnx.search.precision import PRECISIONS
 
@@ -51,7 +52,7 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--block", "block_text", default=None,
               help="Block shape OxIxKhxKw for every layer [default: the target's block per op type].")
 @click.option("--nm", "nm_text", default=None, help="N:M pattern [default: the target's].")
-@click.option("--budget", type=click.Choice(["params", "macs"]), default=SearchConfig.budget, show_default=True,
+@click.option("--budget", type=click.Choice(BUDGETS), default=SearchConfig.budget, show_default=True,
               help="What --sparsity counts.")
 @click.option("--method", type=click.Choice(METHODS), default=SearchConfig.method, show_default=True,
               help="smart, or a baseline with the same fine-tune budget.")
@@ -92,11 +93,11 @@ def _nm(text: str) -> tuple[int, int]:
                    "idle intra-op threads spin while they wait for a core.")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Held-out data for the report (default: hold out part of --data).")
-@click.option("--holdout", type=float, default=0.2, show_default=True,
+@click.option("--holdout", type=float, default=EVAL_HOLDOUT, show_default=True,
               help="Fraction of --data held out for evaluation when --eval-data is not given.")
 @click.option("--mean", default=None, help="Image normalisation mean, comma-separated (images only).")
 @click.option("--std", default=None, help="Image normalisation std, comma-separated (images only).")
-@click.option("--sparse-format", type=click.Choice(["dense", "coo"]), default=PruneOptions.sparse_format,
+@click.option("--sparse-format", type=click.Choice(SPARSE_FORMATS), default=PruneOptions.sparse_format,
               show_default=True,
               help="Block/N:M mode: dense stores zeroed weights as plain initializers (what every compiler reads); "
                    "coo as COO Constant nodes, smaller but for onnxruntime only.")
@@ -131,8 +132,9 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               output_roles: tuple[str, ...] = (), label_output: str | None = None,
               min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
               augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
-              refit: bool = SearchConfig.refit, quantize: str | None = None, activations: str = "uint8",
-              calibration_method: str = "minmax", calibration_samples: int | None = None,
+              refit: bool = SearchConfig.refit, quantize: str | None = None,
+              activations: str = QuantizeOptions.activations, calibration_method: str = QuantizeOptions.calibration,
+              calibration_samples: int | None = QuantizeOptions.samples,
               workers: int = SearchConfig.workers, precision: str = SearchConfig.precision) -> None:
     """Prune MODEL with the SMART search on calibration data, then verify it in onnxruntime."""
     # Built first: SearchConfig refuses bad settings (sparsity, learning rates, ...) before anything is loaded.

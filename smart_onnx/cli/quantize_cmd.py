@@ -13,13 +13,20 @@ import click
 from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, model_argument, parse_floats
 from smart_onnx.cli.table import format_table
-from smart_onnx.data import Dataset, load_dataset
+from smart_onnx.data import EVAL_HOLDOUT, Dataset, load_dataset
 from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.hw import Profile, check_model, load_profile
 from smart_onnx.model import OnnxModel, load_model, save_model
 from smart_onnx.provenance import read_provenance
-from smart_onnx.quant import ACTIVATION_TYPES, CALIBRATION_METHODS, QuantizeOptions, evaluate_quantized, quantize_model
+from smart_onnx.quant import (
+    ACTIVATION_TYPES,
+    CALIBRATION_METHODS,
+    LATENCY_BATCHES,
+    QuantizeOptions,
+    evaluate_quantized,
+    quantize_model,
+)
 from smart_onnx.report import QuantizeCommandReport, QuantizeInfo
 
 if TYPE_CHECKING:  # the quantize command itself needs no torch
@@ -29,12 +36,13 @@ if TYPE_CHECKING:  # the quantize command itself needs no torch
 def quantize_options(func: Any) -> Any:
     """The quantization settings ``quantize`` and ``prune --quantize`` share."""
     for option in reversed([
-        click.option("--activations", type=click.Choice(ACTIVATION_TYPES), default="uint8", show_default=True,
+        click.option("--activations", type=click.Choice(ACTIVATION_TYPES), default=QuantizeOptions.activations,
+                     show_default=True,
                      help="Activation type: uint8 (asymmetric, onnxruntime's CPU default and most NPU toolchains) "
                           "or int8 (symmetric, zero point 0, as TensorRT requires). Weights are always int8, "
                           "symmetric, per output channel."),
-        click.option("--calibration", "calibration_method", type=click.Choice(CALIBRATION_METHODS), default="minmax",
-                     show_default=True,
+        click.option("--calibration", "calibration_method", type=click.Choice(CALIBRATION_METHODS),
+                     default=QuantizeOptions.calibration, show_default=True,
                      help="How activation ranges are taken from the calibration data."),
         click.option("--calibration-samples", type=click.IntRange(1), default=None,
                      help="Calibration samples to use [default: all of --data]."),
@@ -53,7 +61,7 @@ def quantize_options(func: Any) -> Any:
               help="Report JSON path (default: beside the output, .json).")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Held-out data for the comparison (default: hold out part of --data).")
-@click.option("--holdout", type=float, default=0.2, show_default=True,
+@click.option("--holdout", type=float, default=EVAL_HOLDOUT, show_default=True,
               help="Fraction of --data held out for the comparison when --eval-data is not given.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="DENSE.onnx",
               help="The dense original of a pruned MODEL: the INT8 model is compared with it too, and check "
@@ -103,7 +111,7 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
     roles = infer_output_roles(float_model, parse_role_overrides(output_roles))
     info = outcome.info
     info.eval = evaluate_quantized(outcome.model, float_model, held_out, dense=dense, threads=threads, outputs=roles,
-                                   latency_batches=() if no_latency else (1, 32), min_fidelity=min_fidelity)
+                                   latency_batches=() if no_latency else LATENCY_BATCHES, min_fidelity=min_fidelity)
     if profile is not None:
         info.check = check_model(outcome.model, profile, reference=dense)
     report = QuantizeCommandReport(shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]),
@@ -136,8 +144,9 @@ def quantize_pruned(outcome: PruneOutcome, dense: OnnxModel, calibration: Datase
                                        label_output=outcome.report.label_output,
                                        latency_batches=(1, outcome.report.search.batch_size) if latency else (),
                                        min_fidelity=min_fidelity)
-    if profile is not None:
-        info.check = check_model(result.model, profile, reference=dense)
+    if profile is not None:  # by the rules the float model was judged by: its mode's
+        rules = outcome.report.check.rules if outcome.report.check is not None else None
+        info.check = check_model(result.model, profile, reference=dense, rules=rules)
     outcome.report.quantize = info
     outcome.report.provenance = read_provenance(result.model.proto)
     return result.model

@@ -30,9 +30,9 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
             rows.append([f"latency batch {batch}", f"{ref:.2f} ms", f"{cand:.2f} ms", f"x{cand / ref:.2f}"])
     if report.check is not None:
         rows.append(["profile check", report.target or "", "pass" if report.check.passed else "FAIL",
-                     "hardware rules"])
+                     f"rules: {', '.join(report.check.rules)}"])
     seconds = report.seconds
-    rows.append(["time", "", f"{sum(seconds.values()):.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
+    rows.append(["time", "", f"{seconds.total:.0f} s", ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())])
     parts = [format_table(["", "dense", "pruned", ""], rows)]
     fidelity = report.fidelity
     if ev:

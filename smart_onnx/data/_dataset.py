@@ -12,7 +12,10 @@ from smart_onnx.data._conform import LABEL_KEY, check_lengths, format_shape
 from smart_onnx.data._mapped import Rows, is_lazy
 from smart_onnx.errors import DataError
 
-__all__ = ["Batch", "Dataset", "concat"]
+__all__ = ["EVAL_HOLDOUT", "Batch", "Dataset", "concat"]
+
+# The fraction of the data held out for evaluation when no evaluation data is given (prune, quantize).
+EVAL_HOLDOUT = 0.2
 
 
 class Batch(NamedTuple):
@@ -65,7 +68,7 @@ class Dataset:
             raise DataError(f"cannot take {n} samples from {self.source}; ask for at least 1")
         return self.select(np.arange(min(n, len(self))))
 
-    def split(self, holdout_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    def split(self, holdout_fraction: float = EVAL_HOLDOUT, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A deterministic random split into ``(calibration, holdout)``.
 
         The holdout gets ``round(len * holdout_fraction)`` samples, clamped so that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from smart_onnx.eval.compare import (
+    EVAL_BATCH_SIZE,
     MACS_NOTE,
     ModelComparison,
     agreement_gate,
@@ -20,10 +21,13 @@ from smart_onnx.eval.fidelity import (
     compare_outputs,
     judge_fidelity,
 )
-from smart_onnx.eval.ort import EvalReport, LatencyResult, evaluate
+from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, LatencyResult, evaluate
 
 __all__ = [
     "COSINE_WARNING",
+    "EVAL_BATCH_SIZE",
+    "LATENCY_REPEATS",
+    "LATENCY_WARMUP",
     "FidelityVerdict",
     "MACS_NOTE",
     "EvalReport",

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from smart_onnx._atomic import from_fields
+from smart_onnx._atomic import Record
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
-from smart_onnx.eval.ort import EvalReport, evaluate
+from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, evaluate
 from smart_onnx.eval.shapes import ort_shape_measure
 from smart_onnx.graph import OutputInfo, analyze, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_array
 
 __all__ = [
+    "EVAL_BATCH_SIZE",
     "MACS_NOTE",
     "LayerRow",
     "ModelComparison",
@@ -41,12 +42,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Samples per onnxruntime run when comparing models, and the larger latency batch beside 1.
+EVAL_BATCH_SIZE = 32
+
 MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times the density of its weight "
              "(zeroed blocks count as skipped; a dense CPU runtime still computes them)")
 
 
 @dataclass
-class LayerRow:
+class LayerRow(Record):
     """One prunable layer before and after: weight shape, nonzero weights, sparsity, effective MACs.
 
     Attributes:
@@ -67,19 +71,12 @@ class LayerRow:
     macs_after: int | None
     sparsity_before: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        row = asdict(self)
-        if self.sparsity_before is None:
-            del row["sparsity_before"]
-        return row
+    omit_if_none = ("sparsity_before",)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerRow:
-        return from_fields(cls, data)
 
 
 @dataclass
-class Totals:
+class Totals(Record):
     """Sums over the prunable layers: weights and MACs before and after, and after / before."""
 
     params_before: int
@@ -88,13 +85,6 @@ class Totals:
     macs_after: int
     params_ratio: float
     macs_ratio: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Totals:
-        return from_fields(cls, data)
 
 
 @dataclass
@@ -204,11 +194,11 @@ def compare_models(
     candidate: OnnxModel,
     data: Dataset,
     *,
-    batch_size: int = 32,
-    latency_batch: int | None = 32,
+    batch_size: int = EVAL_BATCH_SIZE,
+    latency_batch: int | None = EVAL_BATCH_SIZE,
     threads: int | None = None,
-    warmup: int = 3,
-    repeats: int = 20,
+    warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
 ) -> ModelComparison:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from smart_onnx.eval.ort import EvalReport
     from smart_onnx.hw import CheckReport
     from smart_onnx.report import EvalResult, PruneReport
+    from smart_onnx.search import History
 
 __all__ = ["render_html", "write_html"]
 
@@ -172,10 +173,10 @@ def _layers(layers: Sequence[LayerRow], overall: float | None) -> str:
             + _img(layer_size_plot(layers), "weights and MACs per layer") + _table(headers, rows))
 
 
-def _history(history: Mapping[str, Any] | None) -> str:
+def _history(history: History | None) -> str:
     from smart_onnx.eval.plots import history_plot
 
-    png = history_plot(history) if history else None
+    png = history_plot(history) if history is not None else None
     return "<h2>Search and fine-tune</h2>" + _img(png, "loss and temperature curves") if png else ""
 
 
@@ -187,7 +188,7 @@ def _footer(r: PruneReport | EvalResult) -> str:
             ["group", "layers", "channels", "reason"],
             [[g.id, ", ".join(g.layers), g.channels, g.reason] for g in frozen]))
     seconds = getattr(r, "seconds", None)
-    if seconds:
+    if seconds is not None and seconds.items():
         out.append("<h2>Time</h2>" + _table(["stage", "seconds"], [[k, round(v, 2)] for k, v in seconds.items()]))
     return "".join(out)
 

@@ -26,6 +26,8 @@ from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.model import MAX_IR_VERSION, OnnxModel, copy_proto, save_model
 
 __all__ = [
+    "LATENCY_REPEATS",
+    "LATENCY_WARMUP",
     "EvalReport",
     "LatencyResult",
     "evaluate",
@@ -35,6 +37,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A latency is the median of LATENCY_REPEATS timed runs after LATENCY_WARMUP untimed ones (every caller's default).
+LATENCY_WARMUP = 3
+LATENCY_REPEATS = 20
 
 
 def make_session(
@@ -96,7 +102,8 @@ class LatencyResult:
 
 
 def measure_latency(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], *, warmup: int = 3, repeats: int = 20,
+    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], *, warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
     threads: int | None = None,
 ) -> LatencyResult:
     """Median wall time of ``session.run`` on ``feeds`` after warm-up."""
@@ -172,8 +179,8 @@ def evaluate(
     *,
     latency_batches: Iterable[int] = (),
     threads: int | None = None,
-    warmup: int = 3,
-    repeats: int = 20,
+    warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
 ) -> EvalReport:

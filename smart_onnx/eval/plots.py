@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 if TYPE_CHECKING:
     from smart_onnx.eval.compare import LayerRow
+    from smart_onnx.search import History
 
 __all__ = ["history_plot", "layer_size_plot", "sparsity_plot"]
 
@@ -77,9 +78,9 @@ def layer_size_plot(layers: Sequence[LayerRow]) -> bytes:
     return _png(fig)
 
 
-def history_plot(history: Mapping[str, Sequence[float]]) -> bytes | None:
+def history_plot(history: History) -> bytes | None:
     """Search loss with temperature on a second axis; fine-tune loss beside it. None without curves."""
-    loss, tau, tune = history.get("loss") or [], history.get("tau") or [], history.get("finetune_loss") or []
+    loss, tau, tune = history.loss, history.tau, history.finetune_loss
     if not loss and not tune:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))

@@ -23,6 +23,10 @@ when only the metadata is known, a layer may keep as many zeros outside the allo
   output) passes. An output count the layer already had before pruning also passes (an
   unpruned layer is always acceptable).
 
+``check`` judges every rule; ``prune`` judges its output by the rules its pruning mode
+declares (``rules=PruningMode.checker_rules``): removed channels are not held to the block
+patterns, zeroed blocks not to the channel alignment.
+
 The original model's channel counts and zero counts come from ``reference``, else from the
 ``smart_onnx.original_layers`` metadata entry (:func:`record_original`). Without either,
 every zero must be in a pattern and every count of a prunable group must comply.
@@ -37,14 +41,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from smart_onnx._atomic import from_fields
+from smart_onnx._atomic import Record, from_fields
+from smart_onnx.errors import ConstraintError
 from smart_onnx.graph import Analysis, PrunableLayer, analyze, find_prunable_layers
 from smart_onnx.hw.constraints import OpRule, Profile, format_block
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
@@ -64,35 +69,21 @@ ORIGINAL_KEY = "smart_onnx.original_layers"
 
 
 @dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     """One broken rule: the layer, the rule name (one of :data:`RULES`), one sentence."""
 
     layer: str
     rule: str
     message: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"layer": self.layer, "rule": self.rule, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Violation:
-        return from_fields(cls, data)
-
 
 @dataclass(frozen=True)
-class NotJudged:
+class NotJudged(Record):
     """A rule the checker could not decide for a layer, and what it would need (e.g. the input shapes)."""
 
     layer: str
     rule: str
     reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"layer": self.layer, "rule": self.rule, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> NotJudged:
-        return from_fields(cls, data)
 
 
 @dataclass(frozen=True)
@@ -144,11 +135,17 @@ class LayerCheck:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """Every layer's verdict under one profile."""
+    """Every layer's verdict under one profile.
+
+    Attributes:
+        rules: the rules judged (names of :data:`RULES`): all of them for ``check``, those a pruning
+            mode declares for ``prune`` (a channel-pruned model is not judged by the block-pattern rules).
+    """
 
     profile: str
     layers: tuple[LayerCheck, ...]
     notes: tuple[str, ...] = ()
+    rules: tuple[str, ...] = RULES
 
     @property
     def violations(self) -> list[Violation]:
@@ -164,8 +161,12 @@ class CheckReport:
         return all(layer.passed for layer in self.layers)
 
     def to_dict(self) -> dict[str, object]:
+        """The JSON object; ``rules`` only where some rules were not judged (reports before it judged them all)."""
+        out: dict[str, object] = {"profile": self.profile}
+        if self.rules != RULES:
+            out["rules"] = list(self.rules)
         return {
-            "profile": self.profile, "passed": self.passed, "layers": [lay.to_dict() for lay in self.layers],
+            **out, "passed": self.passed, "layers": [lay.to_dict() for lay in self.layers],
             "violations": [v.to_dict() for v in self.violations],
             "not_judged": [n.to_dict() for n in self.not_judged], "notes": list(self.notes),
         }
@@ -173,7 +174,8 @@ class CheckReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CheckReport:
         """The inverse of :meth:`to_dict` (``passed``, ``violations`` and ``not_judged`` are derived)."""
-        return cls(data["profile"], tuple(LayerCheck.from_dict(lay) for lay in data["layers"]), tuple(data["notes"]))
+        return cls(data["profile"], tuple(LayerCheck.from_dict(lay) for lay in data["layers"]), tuple(data["notes"]),
+                   tuple(data.get("rules", RULES)))
 
 
 def check_model(
@@ -183,6 +185,7 @@ def check_model(
     analysis: Analysis | None = None,
     reference: OnnxModel | None = None,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    rules: Collection[str] | None = None,
 ) -> CheckReport:
     """Check every prunable layer of ``model`` against ``profile``.
 
@@ -193,6 +196,8 @@ def check_model(
         reference: the model before pruning: output-channel counts it already had pass,
             and each layer may keep as many stray zeros as its original weight had.
         input_shapes: concrete input shapes for the analysis (symbolic dims).
+        rules: the rules to judge, names of :data:`RULES` (None: all of them); a pruned model is judged by
+            those its pruning mode declares (``PruningMode.checker_rules``).
 
     Returns:
         The per-layer verdicts; ``report.passed`` is True when no rule is broken.
@@ -205,7 +210,9 @@ def check_model(
 
     Raises:
         GraphError: ``input_shapes`` were given but do not resolve every symbolic dim.
+        ConstraintError: a rule that is not one of :data:`RULES`.
     """
+    judged = _judged_rules(rules)
     model, quantized = dequantized_view(model)
     if quantized:
         analysis = None  # the caller's analysis is of another graph
@@ -227,7 +234,7 @@ def check_model(
             ignore = ref == 0
         precision = quantized[layer.weight].dtype if layer.weight in quantized else str(weight.dtype)
         results.append(_check_layer(layer, weight, profile, dense.get(layer.name), frozen.get(layer.name),
-                                    originals.get(layer.name), ignore, shapeless=bool(shapeless),
+                                    originals.get(layer.name), ignore, judged, shapeless=bool(shapeless),
                                     precision=precision))
     notes = (note,)
     if quantized:
@@ -236,10 +243,25 @@ def check_model(
     if shapeless:
         notes += (f"no concrete input shapes ({shapeless}): rules were judged from the weights alone; "
                   "those that need activation shapes are listed as not judged",)
-    report = CheckReport(profile.name, tuple(results), notes)
+    report = CheckReport(profile.name, tuple(results), notes, judged)
     log.info("check against %s: %d of %d layers comply", profile.name,
              sum(r.passed for r in results), len(results))
     return report
+
+
+def _judged_rules(rules: Collection[str] | None) -> tuple[str, ...]:
+    """``rules`` once each, in the caller's order (None: all of :data:`RULES`).
+
+    Raises:
+        ConstraintError: a name that is not one of :data:`RULES`.
+    """
+    if rules is None:
+        return RULES
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise ConstraintError(f"`rules` names no checker rule {', '.join(map(repr, unknown))}; the rules are "
+                              f"{', '.join(RULES)}", parameters=("rules",))
+    return tuple(dict.fromkeys(rules))
 
 
 # Ops that carry a layer's output channels to their output unchanged in number (elementwise, activations).
@@ -344,8 +366,8 @@ def _frozen_layers(analysis: Analysis) -> dict[str, str]:
 
 def _check_layer(
     layer: PrunableLayer, weight: np.ndarray, profile: Profile, dense: str | None, frozen: str | None,
-    original: Mapping[str, int] | None, ignore: np.ndarray | None, *, shapeless: bool = False,
-    precision: str = "float32",
+    original: Mapping[str, int] | None, ignore: np.ndarray | None, rules: tuple[str, ...], *,
+    shapeless: bool = False, precision: str = "float32",
 ) -> LayerCheck:
     zero = weight == 0
     zeros = int(np.count_nonzero(zero))
@@ -382,8 +404,9 @@ def _check_layer(
     return LayerCheck(
         name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=tuple(weight.shape),
         out_channels=layer.out_channels, sparsity=sparsity, pattern=pattern, dense_only=dense is not None,
-        violations=tuple(Violation(layer.name, rule, msg) for rule, msg in problems),
-        not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown), precision=precision,
+        violations=tuple(Violation(layer.name, rule, msg) for rule, msg in problems if rule in rules),
+        not_judged=tuple(NotJudged(layer.name, rule, why) for rule, why in unknown if rule in rules),
+        precision=precision,
         accelerated=_accelerated(layer, profile, dense, pattern, precision, open_question),
     )
 

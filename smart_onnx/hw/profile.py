@@ -149,17 +149,13 @@ class _Reader:
         return value
 
     def positive_int(self, value: Any, field: str) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(field, f"must be an integer, got {value!r}")
-        if value < 1:
-            raise self.fail(field, f"must be at least 1, got {value}")
-        return value
+        return self.count(value, field, least=1)
 
-    def count(self, value: Any, field: str) -> int:
+    def count(self, value: Any, field: str, *, least: int = 0) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.fail(field, f"must be an integer, got {value!r}")
-        if value < 0:
-            raise self.fail(field, f"must be at least 0, got {value}")
+        if value < least:
+            raise self.fail(field, f"must be at least {least}, got {value}")
         return value
 
     def fraction(self, value: Any, field: str) -> float:

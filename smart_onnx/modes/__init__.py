@@ -13,7 +13,15 @@ from smart_onnx.graph import Analysis
 from smart_onnx.hw import mode_for
 from smart_onnx.model import OnnxModel
 from smart_onnx.modes import block, channel, nm  # noqa: F401  (each registers its mode)
-from smart_onnx.modes.base import ModeBuilder, ModeRequest, PruningMode, mode_builder, register_mode, registered_modes
+from smart_onnx.modes.base import (
+    ModeBuilder,
+    ModeFactory,
+    ModeRequest,
+    PruningMode,
+    mode_builder,
+    register_mode,
+    registered_modes,
+)
 from smart_onnx.modes.block import DEFAULT_BLOCK
 from smart_onnx.modes.nm import DEFAULT_NM
 
@@ -22,10 +30,12 @@ __all__ = [
     "DEFAULT_NM",
     "MODES",
     "ModeBuilder",
+    "ModeFactory",
     "ModeRequest",
     "PruningMode",
     "build_mode",
     "check_request",
+    "mode_builder",
     "register_mode",
     "registered_modes",
 ]

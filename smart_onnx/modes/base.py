@@ -17,14 +17,14 @@ import torch
 
 from smart_onnx.errors import ConstraintError, InternalError
 from smart_onnx.graph import Analysis, PrunableLayer
-from smart_onnx.hw import Profile
+from smart_onnx.hw import RULES, Profile
 from smart_onnx.model import OnnxModel
 from smart_onnx.report import SparsitySummary
 from smart_onnx.search import PruningSpace, Ranking, UnitConstraints, sparsest_mask
 
 __all__ = [
-    "Coverage", "ModeBuilder", "ModeRequest", "PruningMode", "coverage", "fit_budget", "least_kept_per_group",
-    "mode_builder", "ranked_sparsity", "register_mode", "registered_modes", "require_sparsity",
+    "Coverage", "ModeBuilder", "ModeFactory", "ModeRequest", "PruningMode", "coverage", "fit_budget",
+    "least_kept_per_group", "mode_builder", "ranked_sparsity", "register_mode", "registered_modes", "require_sparsity",
 ]
 
 
@@ -61,7 +61,8 @@ class PruningMode(Protocol):
         sparsity: what the search aims for, a fraction of the weights (or MACs) the space's units hold:
             ``requested`` converted where frozen groups or layers outside the target hold the rest
             (N:M: the pattern's).
-        checker_rules: the rules of :data:`smart_onnx.hw.RULES` the output is judged by.
+        checker_rules: the rules of :data:`smart_onnx.hw.RULES` the output is judged by (``prune`` passes them
+            to :func:`smart_onnx.hw.check_model`); the mode's class declares them, checked when it is registered.
     """
 
     name: str
@@ -84,7 +85,16 @@ class PruningMode(Protocol):
         ...
 
 
-# name -> the mode's builder: (request, analysis, model) -> PruningMode, and its request check.
+class ModeFactory(Protocol):
+    """What builds a mode (the mode's class): called with the request, analysis and model; declares its rules."""
+
+    checker_rules: tuple[str, ...]
+
+    def __call__(self, request: ModeRequest, analysis: Analysis, model: OnnxModel) -> PruningMode:
+        ...
+
+
+# name -> the mode's builder: (request, analysis, model) -> PruningMode, its rules and its request check.
 _BUILDERS: dict[str, ModeBuilder] = {}
 
 
@@ -95,26 +105,36 @@ class ModeBuilder:
     Attributes:
         check: refuses a request before any model work (e.g. a missing sparsity).
         build: makes the mode for one analysed model.
+        checker_rules: the rules of :data:`smart_onnx.hw.RULES` every model of this mode is judged by.
     """
 
     check: Callable[[ModeRequest], None]
-    build: Callable[[ModeRequest, Analysis, OnnxModel], PruningMode]
+    build: ModeFactory
+    checker_rules: tuple[str, ...]
 
 
-def register_mode(
-    name: str, build: Callable[[ModeRequest, Analysis, OnnxModel], PruningMode], *,
-    check: Callable[[ModeRequest], None] | None = None,
-) -> None:
+def register_mode(name: str, build: ModeFactory, *, check: Callable[[ModeRequest], None] | None = None) -> None:
     """Register a mode under ``name`` (at import of its module; registering a name twice is a bug).
 
     Args:
         name: what ``--mode`` and a profile's ``mode`` call it.
-        build: makes the mode for one analysed model (usually the mode's class).
+        build: makes the mode for one analysed model (the mode's class), and declares ``checker_rules``.
         check: refuses a request before any model work (e.g. a missing sparsity); None: nothing to refuse.
+
+    Raises:
+        InternalError: ``name`` is registered already, or ``build`` declares no checker rules or one that
+            :data:`smart_onnx.hw.RULES` does not have (a mode judged by a rule the checker never applies
+            would pass whatever it wrote).
     """
     if name in _BUILDERS:
         raise InternalError(f"pruning mode {name!r} is registered twice")
-    _BUILDERS[name] = ModeBuilder(check=check or (lambda request: None), build=build)
+    rules = tuple(getattr(build, "checker_rules", ()))
+    unknown = [rule for rule in rules if rule not in RULES]
+    if not rules or unknown:
+        raise InternalError(f"pruning mode {name!r} must declare checker_rules from {list(RULES)}; "
+                            + (f"it declares {unknown}, which the checker does not have" if unknown
+                               else "it declares none"))
+    _BUILDERS[name] = ModeBuilder(check=check or (lambda request: None), build=build, checker_rules=rules)
 
 
 def registered_modes() -> tuple[str, ...]:

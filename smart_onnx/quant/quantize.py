@@ -29,7 +29,7 @@ from smart_onnx.hw import ORIGINAL_KEY, record_original
 from smart_onnx.hw.qdq import is_quantized
 from smart_onnx.model import OnnxModel, normalize, save_model, tensor_to_array
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
-from smart_onnx.report import Calibration, QuantizedLayer, QuantizeInfo, ZeroCounts
+from smart_onnx.report import Calibration, QuantizedLayer, QuantizeInfo, QuantizeSeconds, ZeroCounts
 from smart_onnx.rewrite.passes import validate
 
 __all__ = ["ACTIVATION_TYPES", "CALIBRATION_METHODS", "QuantizeOptions", "QuantizeOutcome", "quantize_model"]
@@ -153,7 +153,7 @@ def quantize_model(
         raise DataError("quantization needs calibration samples; the calibration data has none")
     start = time.perf_counter()
     proto = _run_onnxruntime(model, data, options)
-    seconds = {"calibrate_and_quantize": time.perf_counter() - start}
+    seconds = QuantizeSeconds(calibrate_and_quantize=time.perf_counter() - start)
     start = time.perf_counter()
     layers = _keep_zeros(model, proto)
     if ORIGINAL_KEY not in {e.key for e in proto.metadata_props} and original is not None:
@@ -173,7 +173,7 @@ def quantize_model(
     })
     quantized = normalize(proto, model.path)
     validate(quantized, subject="the quantized model")
-    seconds["verify"] = time.perf_counter() - start
+    seconds.verify = time.perf_counter() - start
     zeros = ZeroCounts(
         in_float=sum(r.zeros_float for r in layers),
         in_int8=sum(r.zeros_int8 for r in layers if r.zeros_int8 is not None),

@@ -11,13 +11,16 @@ from collections.abc import Sequence
 
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError
-from smart_onnx.eval import evaluate, judge_fidelity
+from smart_onnx.eval import EVAL_BATCH_SIZE, evaluate, judge_fidelity
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as pick_label_output
 from smart_onnx.model import OnnxModel
 from smart_onnx.report import QuantizeReport
 
-__all__ = ["QuantizeReport", "evaluate_quantized"]
+__all__ = ["LATENCY_BATCHES", "QuantizeReport", "evaluate_quantized"]
+
+# Batch sizes at which the INT8 model's latency is measured against the float model's.
+LATENCY_BATCHES = (1, EVAL_BATCH_SIZE)
 
 
 def evaluate_quantized(
@@ -26,8 +29,8 @@ def evaluate_quantized(
     data: Dataset,
     *,
     dense: OnnxModel | None = None,
-    batch_size: int = 32,
-    latency_batches: Sequence[int] = (1, 32),
+    batch_size: int = EVAL_BATCH_SIZE,
+    latency_batches: Sequence[int] = LATENCY_BATCHES,
     threads: int | None = None,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,

@@ -15,6 +15,7 @@ from smart_onnx.report._quantize import (
     QuantizedLayer,
     QuantizeInfo,
     QuantizeReport,
+    QuantizeSeconds,
     ZeroCounts,
 )
 from smart_onnx.report._schema import SCHEMA_VERSION
@@ -29,6 +30,7 @@ __all__ = [
     "QuantizeCommandReport",
     "QuantizeInfo",
     "QuantizeReport",
+    "QuantizeSeconds",
     "QuantizedLayer",
     "SparsitySummary",
     "ZeroCounts",

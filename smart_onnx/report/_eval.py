@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smart_onnx._atomic import from_fields, json_text
+from smart_onnx._atomic import from_fields
 from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.graph import OutputInfo
-from smart_onnx.report._schema import SCHEMA_VERSION
+from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
 __all__ = ["AgreementGate", "EvalResult"]
 
@@ -27,7 +26,7 @@ class AgreementGate:
 
 
 @dataclass
-class EvalResult:
+class EvalResult(JsonReport):
     """What ``smart-onnx eval`` reports: the comparison of two models, the outputs' roles, the verdict.
 
     Attributes:
@@ -89,10 +88,3 @@ class EvalResult:
             fidelity=from_fields(FidelityVerdict, data["fidelity"]),
             gate=None if data.get("gate") is None else from_fields(AgreementGate, data["gate"]),
         )
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> EvalResult:
-        return cls.from_dict(json.loads(text))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smart_onnx._atomic import from_fields, json_text, write_json
+from smart_onnx._atomic import Record, from_fields
 from smart_onnx.eval.compare import LayerRow, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
@@ -17,17 +14,17 @@ from smart_onnx.eval.verify import RewriteCheck
 from smart_onnx.graph import OutputInfo
 from smart_onnx.hw import CheckReport
 from smart_onnx.report._quantize import QuantizeInfo
-from smart_onnx.report._schema import SCHEMA_VERSION
+from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
 if TYPE_CHECKING:  # smart_onnx.search imports torch, which ``eval`` (an EvalResult) does not need
-    from smart_onnx.search import SearchConfig
+    from smart_onnx.search import History, PruneSeconds, SearchConfig, TrainingLog
     from smart_onnx.search.budget import StepPlan
 
 __all__ = ["FrozenGroup", "PruneReport", "SparsitySummary"]
 
 
 @dataclass
-class SparsitySummary:
+class SparsitySummary(Record):
     """Requested and achieved sparsity, as fractions of *all* prunable weights (and MACs).
 
     ``budget`` says what the request counted (None in N:M mode: the pattern's). ``searched``, where the
@@ -41,12 +38,7 @@ class SparsitySummary:
     budget: str | None = None
     searched: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("budget", "searched"):
-            if out[key] is None:
-                del out[key]
-        return out
+    omit_if_none = ("budget", "searched")
 
 
 @dataclass
@@ -60,7 +52,7 @@ class FrozenGroup:
 
 
 @dataclass
-class PruneReport:
+class PruneReport(JsonReport):
     """Everything one ``prune`` run decided and measured.
 
     Attributes:
@@ -79,9 +71,9 @@ class PruneReport:
         export_relative_error, export_check: onnxruntime, rewritten vs masked model (``export_check``: None in
             a report written before it existed).
         history: loss, temperature, sparsity and validation curves.
+        seconds: wall time per stage.
         check: the profile check of the pruned model (with a target).
         eval, fidelity: onnxruntime on the held-out data, and the verdict (with held-out data).
-        seconds: wall time per stage.
         totals: the layers' sums.
         provenance: what was written into the model's metadata.
         quantize: ``prune --quantize``: the INT8 model's settings, zeros, comparison and check.
@@ -98,7 +90,7 @@ class PruneReport:
     nm: list[int] | None
     search: SearchConfig
     steps: StepPlan
-    training: dict[str, Any]
+    training: TrainingLog
     sparsity: SparsitySummary
     layers: list[LayerRow]
     frozen_groups: list[FrozenGroup]
@@ -106,11 +98,11 @@ class PruneReport:
     label_output: str | None
     export_relative_error: float
     export_check: RewriteCheck | None
-    history: dict[str, list[float]]
+    history: History
+    seconds: PruneSeconds  # filled in as prune() runs its stages
     check: CheckReport | None = None
     eval: EvalReport | None = None
     fidelity: FidelityVerdict | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
     totals: Totals | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     quantize: QuantizeInfo | None = None
@@ -122,18 +114,19 @@ class PruneReport:
         out: dict[str, Any] = {
             "schema_version": self.schema_version, "command": self.command, "seed": self.seed, "mode": self.mode,
             "method": self.method, "budget": self.budget, "target": self.target, "block": self.block, "nm": self.nm,
-            "search": asdict(self.search), "steps": self.steps.to_dict(), "training": self.training,
+            "search": asdict(self.search), "steps": self.steps.to_dict(),
+            "training": self.training.to_dict(),
             "sparsity": self.sparsity.to_dict(), "layers": [r.to_dict() for r in self.layers],
             "frozen_groups": [asdict(g) for g in self.frozen_groups], "outputs": [o.to_dict() for o in self.outputs],
             "label_output": self.label_output, "export_relative_error": self.export_relative_error,
             "export_check": None if self.export_check is None else self.export_check.to_dict(),
-            "history": self.history,
+            "history": self.history.to_dict(),
         }
         for key in ("check", "eval", "fidelity"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value.to_dict()
-        out["seconds"] = self.seconds
+        out["seconds"] = self.seconds.to_dict()
         out["totals"] = None if self.totals is None else self.totals.to_dict()
         out["provenance"] = self.provenance
         if self.quantize is not None:
@@ -145,7 +138,7 @@ class PruneReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruneReport:
         """The report from its JSON object (a report without ``schema_version`` is version 1)."""
-        from smart_onnx.search import SearchConfig
+        from smart_onnx.search import History, PruneSeconds, SearchConfig, TrainingLog
         from smart_onnx.search.budget import StepPlan
 
         def optional(key: str, read: Any) -> Any:
@@ -156,6 +149,9 @@ class PruneReport:
             schema_version=data.get("schema_version", 1),
             search=from_fields(SearchConfig, data["search"]),
             steps=from_fields(StepPlan, data["steps"]),
+            training=TrainingLog.from_dict(data["training"]),
+            history=History.from_dict(data["history"]),
+            seconds=PruneSeconds.from_dict(data.get("seconds", {})),
             sparsity=from_fields(SparsitySummary, data["sparsity"]),
             layers=[LayerRow.from_dict(r) for r in data["layers"]],
             frozen_groups=[from_fields(FrozenGroup, g) for g in data["frozen_groups"]],
@@ -167,18 +163,3 @@ class PruneReport:
             totals=optional("totals", Totals.from_dict),
             quantize=optional("quantize", QuantizeInfo.from_dict),
         )
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> PruneReport:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temp file in the same directory, then rename)."""
-        return write_json(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PruneReport:
-        return cls.from_json(Path(path).read_text())

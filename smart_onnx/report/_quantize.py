@@ -6,20 +6,20 @@ keys are the ones these reports always had (``zeros`` counts are ``float`` and `
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from smart_onnx._atomic import from_fields, json_text, write_json
+from smart_onnx._atomic import Record, StageSeconds, from_fields
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.hw import CheckReport
-from smart_onnx.report._schema import SCHEMA_VERSION
+from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
-__all__ = ["Calibration", "QuantizeCommandReport", "QuantizeInfo", "QuantizeReport", "QuantizedLayer", "ZeroCounts"]
+__all__ = [
+    "Calibration", "QuantizeCommandReport", "QuantizeInfo", "QuantizeReport", "QuantizeSeconds", "QuantizedLayer",
+    "ZeroCounts",
+]
 
 
 @dataclass
@@ -54,7 +54,7 @@ class QuantizeReport:
 
 
 @dataclass
-class QuantizedLayer:
+class QuantizedLayer(Record):
     """One prunable layer's weight: its zeros in float and in INT8, and the small weights kept off zero.
 
     Attributes:
@@ -72,11 +72,7 @@ class QuantizedLayer:
     zeros_kept: bool = True
     integer_weight: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.integer_weight is None:
-            del out["integer_weight"]
-        return out
+    omit_if_none = ("integer_weight",)
 
 
 @dataclass
@@ -109,6 +105,14 @@ class Calibration:
 
 
 @dataclass
+class QuantizeSeconds(StageSeconds):
+    """Wall time of each stage of quantization."""
+
+    calibrate_and_quantize: float | None = None
+    verify: float | None = None
+
+
+@dataclass
 class QuantizeInfo:
     """What quantization did (settings, per-layer zeros, time) and, once judged, the comparison and the check.
 
@@ -127,7 +131,7 @@ class QuantizeInfo:
     onnxruntime: str
     layers: list[QuantizedLayer]
     zeros: ZeroCounts
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: QuantizeSeconds = field(default_factory=QuantizeSeconds)
     eval: QuantizeReport | None = None
     check: CheckReport | None = None
 
@@ -135,7 +139,7 @@ class QuantizeInfo:
         out = {"format": self.format, "weights": self.weights, "activations": self.activations,
                "calibration": asdict(self.calibration), "onnxruntime": self.onnxruntime,
                "layers": [lay.to_dict() for lay in self.layers], "zeros": self.zeros.to_dict(),
-               "seconds": self.seconds}
+               "seconds": self.seconds.to_dict()}
         if self.eval is not None:
             out["eval"] = self.eval.to_dict()
         if self.check is not None:
@@ -147,14 +151,14 @@ class QuantizeInfo:
         return from_fields(
             cls, data, calibration=from_fields(Calibration, data["calibration"]),
             layers=[from_fields(QuantizedLayer, lay) for lay in data["layers"]],
-            zeros=ZeroCounts.from_dict(data["zeros"]),
+            zeros=ZeroCounts.from_dict(data["zeros"]), seconds=QuantizeSeconds.from_dict(data.get("seconds", {})),
             eval=None if data.get("eval") is None else QuantizeReport.from_dict(data["eval"]),
             check=None if data.get("check") is None else CheckReport.from_dict(data["check"]),
         )
 
 
 @dataclass
-class QuantizeCommandReport:
+class QuantizeCommandReport(JsonReport):
     """What ``smart-onnx quantize`` writes beside the INT8 model."""
 
     command: str | None
@@ -172,14 +176,3 @@ class QuantizeCommandReport:
     def from_dict(cls, data: Mapping[str, Any]) -> QuantizeCommandReport:
         return from_fields(cls, data, schema_version=data.get("schema_version", 1),
                            quantize=QuantizeInfo.from_dict(data["quantize"]))
-
-    def to_json(self) -> str:
-        return json_text(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> QuantizeCommandReport:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temp file in the same directory, then rename)."""
-        return write_json(self.to_dict(), path)

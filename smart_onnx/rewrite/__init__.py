@@ -11,9 +11,11 @@ from smart_onnx.rewrite.block import BLOCK_SPARSITY_KEY, BlockMask, apply_block_
 from smart_onnx.rewrite.passes import Pass, PassResult, Sequential, Validate, run_passes, validate
 from smart_onnx.rewrite.prune_channels import ChannelPlan, apply_channel_masks, plan_channel_removal
 from smart_onnx.rewrite.set_weights import set_weights
+from smart_onnx.rewrite.sparse_storage import SPARSE_FORMATS
 
 __all__ = [
     "BLOCK_SPARSITY_KEY",
+    "SPARSE_FORMATS",
     "BlockMask",
     "ChannelPlan",
     "Pass",

@@ -1,6 +1,6 @@
 """SMART search: the differentiable top-k, pruning units and spaces, the search loop and baselines."""
 
-from smart_onnx.search.config import METHODS, SearchConfig, UnitConstraints
+from smart_onnx.search.config import BUDGETS, METHODS, SearchConfig, UnitConstraints
 from smart_onnx.search.ranking import (
     GlobalRanking,
     GroupedRanking,
@@ -9,6 +9,7 @@ from smart_onnx.search.ranking import (
     harden_to_target,
     sparsest_mask,
 )
+from smart_onnx.search.records import History, PruneSeconds, RefitLog, TrainingLog
 from smart_onnx.search.search import SearchResult, StepInfo, run_search
 from smart_onnx.search.soft_topk import (
     SoftTopK,
@@ -22,6 +23,7 @@ from smart_onnx.search.space import BlockSpace, ChannelSpace, NMSpace, PruningSp
 from smart_onnx.search.units import BlockUnits, ChannelTarget, ChannelUnits, NMUnits
 
 __all__ = [
+    "BUDGETS",
     "METHODS",
     "BlockSpace",
     "BlockUnits",
@@ -30,14 +32,18 @@ __all__ = [
     "ChannelUnits",
     "GlobalRanking",
     "GroupedRanking",
+    "History",
     "NMSpace",
     "NMUnits",
+    "PruneSeconds",
     "PruningSpace",
     "Ranking",
+    "RefitLog",
     "SearchConfig",
     "SearchResult",
     "SoftTopK",
     "StepInfo",
+    "TrainingLog",
     "UnitConstraints",
     "achieved_sparsity",
     "hard_topk",

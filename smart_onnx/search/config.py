@@ -11,9 +11,10 @@ import torch
 from smart_onnx.errors import ConstraintError
 from smart_onnx.search.precision import PRECISIONS
 
-__all__ = ["METHODS", "SearchConfig", "UnitConstraints"]
+__all__ = ["BUDGETS", "METHODS", "SearchConfig", "UnitConstraints"]
 
 METHODS = ("smart", "magnitude", "uniform", "random")
+BUDGETS = ("params", "macs")  # what a sparsity counts: weights, or multiply-accumulates
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class SearchConfig:
             raise ConstraintError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         if self.method not in METHODS:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
-        if self.budget not in ("params", "macs"):
-            raise ConstraintError(f"unknown budget {self.budget!r}; choose params or macs")
+        if self.budget not in BUDGETS:
+            raise ConstraintError(f"unknown budget {self.budget!r}; choose {' or '.join(BUDGETS)}")
         if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1 or self.workers < 0:
             raise ConstraintError("steps, fine-tune steps and workers must be >= 0 and the batch size >= 1")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):

@@ -19,6 +19,7 @@ import torch
 from smart_onnx.executor.module import Transforms
 from smart_onnx.search.config import SearchConfig
 from smart_onnx.search.distributed import clock, reduce_gradients
+from smart_onnx.search.records import History, TrainingLog
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.trainer import Trainer
@@ -80,7 +81,7 @@ class Phase:
     """
 
     def __init__(self, trainer: Trainer, optimizers: Sequence[torch.optim.Optimizer], total: int, config: SearchConfig,
-                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 history: History, training: TrainingLog, progress: Progress | None,
                  deadline: float | None) -> None:
         self.trainer, self.optimizers, self.total, self.config = trainer, list(optimizers), total, config
         self.history, self.training, self.progress, self.deadline = history, training, progress, deadline
@@ -123,7 +124,7 @@ class SearchPhase(Phase):
 
     def __init__(self, trainer: Trainer, scores: list[torch.nn.Parameter], soft_mask: Callable[[float], Any],
                  space: PruningSpace, sparsity_of: Callable[[Any], float], config: SearchConfig,
-                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 history: History, training: TrainingLog, progress: Progress | None,
                  deadline: float | None) -> None:
         self.schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
         optimizers = [torch.optim.Adam(weight_groups(trainer.weight_params, config.lr), lr=config.lr),
@@ -141,9 +142,9 @@ class SearchPhase(Phase):
 
     def after_step(self, step: int, value: float) -> str | None:
         sparsity = self.sparsity_of(self.mask)
-        self.history["loss"].append(value)
-        self.history["tau"].append(self.tau)
-        self.history["sparsity"].append(sparsity)
+        self.history.loss.append(value)
+        self.history.tau.append(self.tau)
+        self.history.sparsity.append(sparsity)
         if self.progress:
             self.progress(StepInfo("search", step, self.total, value, self.tau, sparsity))
         if self.deadline is None:
@@ -154,12 +155,12 @@ class SearchPhase(Phase):
             # a busy machine): re-plan on the steps just run, with tau decaying over what is left.
             fits = int((self.deadline - now) / ((now - self.started) / step))
             if step + fits < self.total:
-                self.training["search_replanned"] = f"{self.total} -> {step + fits} steps after {step} timed steps"
+                self.training.search_replanned = f"{self.total} -> {step + fits} steps after {step} timed steps"
                 self.schedule = ExponentialTemperature(self.tau, self.config.tau_end, max(1, fits))
                 self.total, self.offset = step + fits, step
         elif now > self.deadline:
-            self.training["search_stopped"] = f"time budget reached after {step} of {self.total} search steps"
-            return self.training["search_stopped"]
+            self.training.search_stopped = f"time budget reached after {step} of {self.total} search steps"
+            return self.training.search_stopped
         return None
 
 
@@ -174,7 +175,7 @@ class FinetunePhase(Phase):
     """
 
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
-                 history: dict[str, list[float]], training: dict[str, Any], progress: Progress | None,
+                 history: History, training: TrainingLog, progress: Progress | None,
                  deadline: float | None) -> None:
         optimizers = [torch.optim.Adam(weight_groups(trainer.weight_params, config.lr), lr=config.lr)]
         super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
@@ -184,7 +185,7 @@ class FinetunePhase(Phase):
         self.best, self.best_state, self.since_best = math.inf, None, 0
         start = trainer.validation_loss(transforms) if steps else None
         if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
-            history["validation_loss"].append(start)
+            history.validation_loss.append(start)
             self.best, self.best_state = start, [p.detach().clone() for p in trainer.weight_params]
 
     def loss(self, step: int) -> torch.Tensor:
@@ -194,7 +195,7 @@ class FinetunePhase(Phase):
         return self.trainer.loss(self.transforms)
 
     def after_step(self, step: int, value: float) -> str | None:
-        self.history["finetune_loss"].append(value)
+        self.history.finetune_loss.append(value)
         if self.progress:
             self.progress(StepInfo("finetune", step, self.total, value, None, self.config.sparsity))
         if self.deadline is not None and clock() > self.deadline:
@@ -204,7 +205,7 @@ class FinetunePhase(Phase):
         held = self.trainer.validation_loss(self.transforms)
         if held is None:
             return None
-        self.history["validation_loss"].append(held)
+        self.history.validation_loss.append(held)
         if held < self.best:
             self.best, self.since_best = held, 0
             self.best_state = [p.detach().clone() for p in self.trainer.weight_params]

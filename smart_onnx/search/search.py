@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from smart_onnx.search.distributed import (
 )
 from smart_onnx.search.phases import FinetunePhase, Progress, SearchPhase, StepInfo
 from smart_onnx.search.ranking import Ranking, SoftMask
+from smart_onnx.search.records import History, PruneSeconds, RefitLog, TrainingLog
 from smart_onnx.search.refit import refit_layers
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.stats import activation_stats
@@ -67,11 +67,10 @@ class SearchResult:
 
     keep: torch.Tensor  # bool [space.num_units], in every mode
     weights: dict[str, np.ndarray]
-    history: dict[str, list[float]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+    seconds: PruneSeconds = field(default_factory=PruneSeconds)  # the search's stages: statistics to finetune
     plan: StepPlan | None = None
-    training: dict[str, Any] = field(default_factory=dict)  # features, augmentation, early stop: for the report
-
+    training: TrainingLog = field(default_factory=TrainingLog)  # features, augmentation, early stop: for the report
 
 
 
@@ -124,15 +123,14 @@ def run_search(
     broadcast_tensors(executor.parameters())  # the same starting weights on every rank
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
-    trainer, early_stopping = _trainer(executor, space, data, config, outputs, label_output)
-    result = SearchResult(keep=torch.zeros(0), weights={}, history={"loss": [], "tau": [], "sparsity": [],
-                                                                      "finetune_loss": [], "validation_loss": []})
-    result.training = {"features": trainer.features, "feature_weight": config.feature_weight,
-                       "augment": trainer.augmenter is not None, "calibration_samples": len(trainer.data),
-                       **early_stopping}
+    trainer, validation_samples, early_stopping = _trainer(executor, space, data, config, outputs, label_output)
+    result = SearchResult(keep=torch.zeros(0), weights={})
+    result.training = TrainingLog(features=trainer.features, feature_weight=config.feature_weight,
+                                  augment=trainer.augmenter is not None, calibration_samples=len(trainer.data),
+                                  validation_samples=validation_samples, early_stopping=early_stopping)
     start = time.perf_counter()
     stats = activation_stats(executor, data, config, space.scored_layers) if config.method == "smart" else None
-    result.seconds["statistics"] = time.perf_counter() - start
+    result.seconds.statistics = time.perf_counter() - start
 
     result.plan = broadcast_object(_plan(trainer, config, begin))  # rank 0's measured plan, on every rank
     config = replace(config, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)
@@ -143,19 +141,19 @@ def run_search(
         search_share = config.steps / max(1, config.steps + config.finetune_steps) if config.method == "smart" else 0.0
         search_deadline = start + max(0.0, deadline - start) * search_share
     result.keep = broadcast_object(_search_mask(ranking, trainer, stats, config, result, progress, search_deadline))
-    result.seconds["search"] = clock() - start
+    result.seconds.search = clock() - start
 
     transforms = space.transforms(result.keep.to(trainer.device, torch.float32))
     if config.refit:
         start = time.perf_counter()
-        result.training["refit"] = _refit(trainer, space, transforms, config, progress, deadline)
+        result.training.refit = _refit(trainer, space, transforms, config, progress, deadline)
         broadcast_tensors(executor.parameters())  # every rank refitted alike; rank 0's weights, to be exact
-        result.seconds["refit"] = time.perf_counter() - start
+        result.seconds.refit = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
-    result.training["stopped"] = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
-                                               progress, deadline).run()
-    result.seconds["finetune"] = time.perf_counter() - start
+    result.training.stopped = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
+                                            progress, deadline).run()
+    result.seconds.finetune = time.perf_counter() - start
     for p in executor.parameters():  # gradients are a full copy of the weights: not needed for export
         p.grad = None
     result.weights = executor.weights.to_arrays(executor.weights.parameter_names())
@@ -167,7 +165,7 @@ class _OutOfTime(Exception):
 
 
 def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config: SearchConfig,
-           progress: Progress | None, deadline: float | None) -> dict[str, Any]:
+           progress: Progress | None, deadline: float | None) -> RefitLog:
     """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py).
 
     At the time budget it ends after the pass in progress: every layer refitted so far keeps its
@@ -187,25 +185,26 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
                              trainer.data, batch_size=config.batch_size, max_samples=config.refit_samples,
                              ridge=config.refit_ridge, device=config.device, progress=report)
     except _OutOfTime:
-        return {"stopped": f"time budget reached after {passes[0]} of {passes[1]} layers"}
+        return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers")
     done = [lay for lay in refit.layers if lay.skipped is None]
-    return {
-        "layers": len(done), "skipped": {lay.name: lay.skipped for lay in refit.layers if lay.skipped},
-        "mean_error_before": float(np.mean([lay.error_before for lay in done])) if done else None,
-        "mean_error_after": float(np.mean([lay.error_after for lay in done])) if done else None,
-        "passes": refit.passes,
-    }
+    return RefitLog(
+        layers=len(done), skipped={lay.name: lay.skipped for lay in refit.layers if lay.skipped},
+        mean_error_before=float(np.mean([lay.error_before for lay in done])) if done else None,
+        mean_error_after=float(np.mean([lay.error_after for lay in done])) if done else None,
+        passes=refit.passes,
+    )
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,
-             outputs: Sequence[OutputInfo], label_output: str | None) -> tuple[Trainer, dict[str, Any]]:
-    """The trainer with this run's features, augmentation and validation split, and what early stopping reads."""
+             outputs: Sequence[OutputInfo], label_output: str | None) -> tuple[Trainer, int, str]:
+    """The trainer with this run's features, augmentation and validation split; the samples held out for
+    the fine-tune's early stopping, and what its candidates are judged on."""
     train, validation = data, None
     held = round(len(data) * config.validation)
-    early_stopping: dict[str, Any] = {"validation_samples": 0, "early_stopping": "off"}
+    validation_samples, early_stopping = 0, "off"
     if config.validation > 0 and held >= MIN_VALIDATION and len(data) - held >= MIN_VALIDATION:
         train, validation = data.split(config.validation, seed=config.seed)
-        early_stopping = {"validation_samples": len(validation), "early_stopping": "on held-out samples"}
+        validation_samples, early_stopping = len(validation), "on held-out samples"
     augment = config.augment if config.augment is not None else len(train) < AUGMENT_BELOW
     augmenter = ImageAugmenter(executor.model.inputs, config.seed) if augment else None
     if validation is None and config.validation > 0:
@@ -216,17 +215,17 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
         views = ImageAugmenter(executor.model.inputs, config.seed + _VIEW_SEED) if augment else None
         if views is not None and views.active:
             validation = augmented_views(data, views)
-            early_stopping["early_stopping"] = "on an augmented view of each calibration sample (too few to hold out)"
+            early_stopping = "on an augmented view of each calibration sample (too few to hold out)"
         else:
             validation = data
-            early_stopping["early_stopping"] = "on the calibration samples (too few to hold out)"
+            early_stopping = "on the calibration samples (too few to hold out)"
     layers = [lay.name for lay in space.scored_layers]
     features = feature_points(executor.model, layers, config.feature_points) if config.feature_weight > 0 else []
     trainer = Trainer(executor, train, batch_size=config.batch_size, seed=config.seed, device=config.device,
                       label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
                       label_output=label_output, features=features, feature_weight=config.feature_weight,
                       augmenter=augmenter, validation=validation, workers=config.workers, precision=config.precision)
-    return trainer, early_stopping
+    return trainer, validation_samples, early_stopping
 
 
 def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:

@@ -11,6 +11,7 @@ import pytest
 
 from smart_onnx.eval.html import render_html, write_html
 from smart_onnx.report import PruneReport
+from smart_onnx.search import History
 
 _TOOL = Path(__file__).resolve().parents[2] / "tools" / "screenshot_report.py"
 
@@ -83,7 +84,7 @@ def test_page_is_self_contained_with_numbers() -> None:
 
 def test_sections_follow_what_the_report_has() -> None:
     bare = replace(prune_report(), command="smart-onnx prune a", layers=[], eval=None, fidelity=None, check=None,
-                   history={})
+                   history=History())
     page = render_html(bare)
     assert "data:image/png" not in page and "Profile check" not in page and "smart-onnx prune a" in page
     assert "not judged (no evaluation data)" not in page  # no evaluation section at all

@@ -8,7 +8,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smart_onnx.hw import check_model, load_profile, original_layers, profile_from_dict, record_original
+from smart_onnx.errors import ConstraintError
+from smart_onnx.hw import (
+    RULES,
+    CheckReport,
+    check_model,
+    load_profile,
+    original_layers,
+    profile_from_dict,
+    record_original,
+)
 from smart_onnx.hw.patterns import nm_problems, stray_zeros
 from smart_onnx.search import BlockUnits
 from tests.hw import magnitude_prune, small_cnn, weight
@@ -201,6 +210,30 @@ def test_unstructured_magnitude_pruned_model_fails_npu_block_with_layers_named()
     assert _rules(report) == {"c1": {"pattern"}, "c2": {"pattern"}, "fc": {"pattern"}}
     assert [lay.pattern for lay in report.layers] == ["unstructured"] * 3
     assert all(abs(lay.sparsity - 0.5) < 0.01 for lay in report.layers)
+
+
+def test_only_the_rules_asked_for_are_judged() -> None:
+    """prune judges its output by its mode's rules: misaligned channels break no block rule, and stray zeros
+    no channel rule."""
+    profile = profile_from_dict({"name": "t", "channel_alignment": 8, "min_channels": 8})
+    misaligned = small_cnn(12, weights={"c2.w": magnitude_prune(weight("c2.w", 12), 0.5)})
+    assert _rules(check_model(misaligned, profile)) == {"c1": {"channels"}, "c2": {"pattern"}}
+    blocks = check_model(misaligned, profile, rules=("pattern", "dense", "sparsity"))
+    assert blocks.rules == ("pattern", "dense", "sparsity") and _rules(blocks) == {"c2": {"pattern"}}
+    channels = check_model(misaligned, profile, rules=("channels",))
+    assert channels.rules == ("channels",) and _rules(channels) == {"c1": {"channels"}}
+    assert CheckReport.from_dict(channels.to_dict()) == channels and channels.to_dict()["rules"] == ["channels"]
+
+
+def test_a_check_of_every_rule_writes_no_rules_key_and_reads_back_as_every_rule() -> None:
+    report = check_model(small_cnn(), NPU_BLOCK)
+    assert report.rules == RULES and "rules" not in report.to_dict()
+    assert CheckReport.from_dict(report.to_dict()).rules == RULES
+
+
+def test_an_unknown_rule_is_refused() -> None:
+    with pytest.raises(ConstraintError, match="`rules` names no checker rule 'diagonal'"):
+        check_model(small_cnn(), NPU_BLOCK, rules=("pattern", "diagonal"))
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,27 @@ import numpy as np
 import pytest
 import torch
 
-from smart_onnx.data import Dataset
-from smart_onnx.errors import ConstraintError
+from devkit.zoo import export, resnet_like
+from smart_onnx.data import Dataset, dataset_from_arrays
+from smart_onnx.errors import ConstraintError, InternalError
 from smart_onnx.executor import Executor
 from smart_onnx.graph import analyze
-from smart_onnx.hw import DEFAULT_PROFILE, RULES, load_profile, profile_from_dict
+from smart_onnx.hw import DEFAULT_PROFILE, RULES, builtin_names, load_profile, profile_from_dict
 from smart_onnx.hw.constraints import MODES as PROFILE_MODES
-from smart_onnx.modes import DEFAULT_BLOCK, DEFAULT_NM, MODES, ModeRequest, build_mode, check_request
+from smart_onnx.model import OnnxModel, normalize
+from smart_onnx.modes import (
+    DEFAULT_BLOCK,
+    DEFAULT_NM,
+    MODES,
+    ModeRequest,
+    build_mode,
+    check_request,
+    mode_builder,
+    register_mode,
+    registered_modes,
+)
+from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.report import PruneReport
 from smart_onnx.search import NMSpace, SearchConfig, achieved_sparsity, run_search
 from tests.hw import INPUT, small_cnn
 
@@ -44,6 +58,41 @@ def test_the_defaults_without_a_target_are_the_clis_default_targets_patterns() -
 def test_every_mode_states_rules_the_checker_knows(name: str) -> None:
     _, mode = _mode(name)
     assert mode.name == name and mode.checker_rules and set(mode.checker_rules) <= set(RULES)
+    assert mode.checker_rules == mode_builder(name).checker_rules
+
+
+@pytest.fixture(scope="module")
+def resnet_and_data() -> tuple[OnnxModel, Dataset]:
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((16, *example.shape[1:])).astype(np.float32)
+    return model, dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_prune_judges_its_output_by_exactly_the_rules_its_mode_declares(name: str, resnet_and_data) -> None:
+    """A channel-pruned model is not judged by the block-pattern rules, nor a block-pruned one by the channels'."""
+    target = next(p for p in map(load_profile, (DEFAULT_PROFILE, *builtin_names())) if name in p.modes)
+    search = SearchConfig(sparsity=None if name == "nm" else 0.3, steps=2, finetune_steps=1, batch_size=8,
+                          time_budget=None)
+    options = PruneOptions(mode=name, target=target, search=search, latency=False)
+    report = prune(*resnet_and_data, None, options).report
+    declared = mode_builder(name).checker_rules
+    assert report.check.rules == declared
+    assert {v.rule for v in report.check.violations} | {n.rule for n in report.check.not_judged} <= set(declared)
+    assert PruneReport.from_json(report.to_json()).check.rules == declared
+
+
+@pytest.mark.parametrize(("rules", "match"), [(("pattern", "diagonal"), "declares \\['diagonal'\\]"),
+                                              ((), "declares none")])
+def test_a_mode_is_refused_at_registration_unless_the_checker_has_its_rules(rules: tuple[str, ...],
+                                                                             match: str) -> None:
+    class Diagonal:
+        checker_rules = rules
+
+    with pytest.raises(InternalError, match=match):
+        register_mode("diagonal", Diagonal)  # type: ignore[arg-type]
+    assert "diagonal" not in registered_modes()
 
 
 @pytest.mark.parametrize("name", MODES)
@@ -101,7 +150,7 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     result = run_search(Executor(model), mode.ranking, data, config)
     assert result.keep.dtype == torch.bool and result.keep.shape == (mode.space.num_units,)
     assert mode.sparsity_summary(result.keep).achieved_params >= mode.requested - 1e-9
-    assert len(result.history["loss"]) == 3 and len(result.history["finetune_loss"]) <= 2
+    assert len(result.history.loss) == 3 and len(result.history.finetune_loss) <= 2
     assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
 

@@ -148,5 +148,5 @@ def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> N
     cached = prune(model, data, None, options).report.history
     monkeypatch.setattr(trainer_module, "TEACHER_CACHE_BYTES", 0)
     streamed = prune(model, data, None, options).report.history
-    assert np.allclose(cached["loss"], streamed["loss"], rtol=1e-4)
-    assert np.allclose(cached["finetune_loss"], streamed["finetune_loss"], rtol=1e-4)
+    assert np.allclose(cached.loss, streamed.loss, rtol=1e-4)
+    assert np.allclose(cached.finetune_loss, streamed.finetune_loss, rtol=1e-4)

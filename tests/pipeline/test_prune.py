@@ -63,7 +63,7 @@ def test_same_seed_same_mask_and_report(model_and_data) -> None:
     wa = {t.name: t.raw_data for t in a.model.graph.initializer}
     wb = {t.name: t.raw_data for t in b.model.graph.initializer}
     assert wa == wb
-    assert a.report.history["loss"] == b.report.history["loss"]
+    assert a.report.history.loss == b.report.history.loss
 
 
 def test_macs_budget_counts_macs(model_and_data) -> None:
@@ -110,10 +110,10 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
 
 def test_report_records_curves_and_stages(model_and_data) -> None:
     r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
-    assert len(r.history["loss"]) == FAST.steps and len(r.history["tau"]) == FAST.steps
-    assert r.history["tau"][0] > r.history["tau"][-1]
-    assert len(r.history["finetune_loss"]) == FAST.finetune_steps
-    assert {"analysis", "search", "finetune", "export", "eval"} <= set(r.seconds)
+    assert len(r.history.loss) == FAST.steps and len(r.history.tau) == FAST.steps
+    assert r.history.tau[0] > r.history.tau[-1]
+    assert len(r.history.finetune_loss) == FAST.finetune_steps
+    assert {"analysis", "search", "finetune", "export", "eval"} <= set(r.seconds.to_dict())
     assert set(r.eval.latency) == {"1", "8"}
 
 

@@ -47,6 +47,6 @@ def test_time_budget_bounds_a_run() -> None:
     wall = time.perf_counter() - start
     steps = outcome.report.steps
     assert steps.steps + steps.finetune_steps < 200_000 and "budget" in steps.reason
-    ran = len(outcome.report.history["loss"]) + len(outcome.report.history["finetune_loss"])
+    ran = len(outcome.report.history.loss) + len(outcome.report.history.finetune_loss)
     assert ran <= steps.steps + steps.finetune_steps
     assert wall < 60  # 100k + 100k steps would take hours; the budget (3 s) plus the fixed stages is what runs

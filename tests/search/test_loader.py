@@ -20,5 +20,5 @@ def test_workers_change_nothing_but_who_reads() -> None:
     for workers in (0, 2):
         search = SearchConfig(sparsity=0.5, steps=6, finetune_steps=4, batch_size=8, workers=workers, time_budget=None)
         runs.append(prune(model, data, None, PruneOptions(search=search, latency=False)).report)
-    assert runs[0].history["loss"] == runs[1].history["loss"]
-    assert runs[0].history["finetune_loss"] == runs[1].history["finetune_loss"]
+    assert runs[0].history.loss == runs[1].history.loss
+    assert runs[0].history.finetune_loss == runs[1].history.finetune_loss

@@ -13,7 +13,7 @@ from smart_onnx.graph import find_prunable_layers
 from smart_onnx.graph.features import feature_points
 from smart_onnx.model import InputSpec, load_model, normalize
 from smart_onnx.prune import PruneOptions, prune
-from smart_onnx.search import SearchConfig
+from smart_onnx.search import History, SearchConfig, TrainingLog
 from smart_onnx.search.loss import feature_loss
 
 
@@ -66,8 +66,8 @@ def test_early_stopping_restores_the_best_held_out_weights() -> None:
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4), latency=False, search=SearchConfig(
         sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2)))
     training, history = outcome.report.training, outcome.report.history
-    assert training["validation_samples"] == 20 and "did not improve" in (training["stopped"] or "")
-    assert len(history["finetune_loss"]) < 400 and len(history["validation_loss"]) >= 3
+    assert training.validation_samples == 20 and "did not improve" in (training.stopped or "")
+    assert len(history.finetune_loss) < 400 and len(history.validation_loss) >= 3
 
 
 def test_too_few_to_hold_out_judges_the_fine_tune_on_the_calibration_samples() -> None:
@@ -80,11 +80,11 @@ def test_too_few_to_hold_out_judges_the_fine_tune_on_the_calibration_samples() -
         sparsity=0.5, steps=5, finetune_steps=400, batch_size=16, lr=1.0, time_budget=None, patience=2,
         augment=False)))
     training, history = outcome.report.training, outcome.report.history
-    assert training["validation_samples"] == 0 and training["calibration_samples"] == 40
-    assert training["early_stopping"].startswith("on the calibration samples")
+    assert training.validation_samples == 0 and training.calibration_samples == 40
+    assert training.early_stopping.startswith("on the calibration samples")
     # The diverging fine-tune is judged on those samples and stopped (the best check's weights are kept).
-    assert "did not improve" in (training["stopped"] or "") and len(history["finetune_loss"]) < 400
-    assert len(history["validation_loss"]) >= 3 and history["validation_loss"][-1] > min(history["validation_loss"])
+    assert "did not improve" in (training.stopped or "") and len(history.finetune_loss) < 400
+    assert len(history.validation_loss) >= 3 and history.validation_loss[-1] > min(history.validation_loss)
 
 
 def test_fine_tune_learning_rate_ramps_up() -> None:
@@ -103,7 +103,7 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
     config = SearchConfig(lr=0.1)
     trainer = _Trainer()
     rms = float(trainer.weight_params[0].detach().pow(2).mean().sqrt())
-    phase = FinetunePhase(trainer, {}, 400, config, {"finetune_loss": [], "validation_loss": []}, {}, None, None)
+    phase = FinetunePhase(trainer, {}, 400, config, History(), TrainingLog(), None, None)
     lrs = []
     for step in (0, FINETUNE_WARMUP // 2 - 1, FINETUNE_WARMUP - 1, 300):
         phase.loss(step)
@@ -136,6 +136,6 @@ def test_too_few_images_to_hold_out_judge_the_fine_tune_on_augmented_views() -> 
     outcome = prune(model, data, None, PruneOptions(mode="block", latency=False, search=SearchConfig(
         sparsity=0.3, steps=2, finetune_steps=20, batch_size=16, time_budget=None)))
     training = outcome.report.training
-    assert training["augment"] and training["validation_samples"] == 0
-    assert training["early_stopping"].startswith("on an augmented view of each calibration sample")
-    assert len(outcome.report.history["validation_loss"]) >= 2
+    assert training.augment and training.validation_samples == 0
+    assert training.early_stopping.startswith("on an augmented view of each calibration sample")
+    assert len(outcome.report.history.validation_loss) >= 2
