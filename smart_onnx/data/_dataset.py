@@ -86,13 +86,16 @@ class Dataset:
         return self.select(np.sort(order[n_hold:])), self.select(np.sort(order[:n_hold]))
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         """Iterate over the dataset once in batches.
 
         Every sample appears exactly once per call (the last batch may be smaller
         unless ``drop_last``). With ``shuffle``, the order is a permutation drawn
         from ``seed``: pass a different seed per epoch for a different order.
+        ``shard=(i, n)`` yields only batches ``i, i + n, i + 2n, ...`` of that sequence
+        (one process's share of a data-parallel pass); the others are never read.
 
         Raises:
             DataError: ``batch_size`` is smaller than 1.
@@ -102,7 +105,8 @@ class Dataset:
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        first, every = shard
+        for start in range(first * batch_size, stop, every * batch_size):
             part = self.select(order[start : start + batch_size])
             yield Batch({k: np.asarray(a) for k, a in part.arrays.items()}, part.labels)
 
