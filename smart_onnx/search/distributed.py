@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = ["any_over_ranks", "batch_shard", "broadcast_object", "broadcast_tenso
            "shard", "shutdown", "world_size"]
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 # Gradients are all-reduced in flat buckets of at most this many bytes (one extra copy, never the whole model).
 BUCKET_BYTES = 32 * 2**20
@@ -200,7 +201,7 @@ def reduce_tensors(tensors: Sequence[torch.Tensor]) -> None:
         flush()
 
 
-def reduce_named(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def reduce_named(tensors: Mapping[K, torch.Tensor]) -> dict[K, torch.Tensor]:
     """Sums over ranks of named tensors (CPU), a name missing on some ranks counting as zeros there.
 
     For statistics accumulated over each rank's share of the data, where a rank that saw no
@@ -208,11 +209,11 @@ def reduce_named(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """
     if not _active():
         return dict(tensors)
-    specs: list[dict[str, tuple[tuple[int, ...], torch.dtype]]] = [{} for _ in range(world_size())]
+    specs: list[dict[K, tuple[tuple[int, ...], torch.dtype]]] = [{} for _ in range(world_size())]
     dist.all_gather_object(specs, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()})
-    union = {k: spec for ranked in specs for k, spec in ranked.items()}
+    union = {k: spec for ranked in specs for k, spec in ranked.items()}  # in the same order on every rank
     out = {k: tensors[k].clone() if k in tensors else torch.zeros(shape, dtype=dtype)
-           for k, (shape, dtype) in sorted(union.items())}
+           for k, (shape, dtype) in union.items()}
     reduce_tensors(list(out.values()))
     return out
 
