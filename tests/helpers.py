@@ -16,8 +16,8 @@ from onnx import helper, numpy_helper
 from devkit.runs import relative_error, run_executor, run_ort
 from smart_onnx.model import MAX_IR_VERSION
 
-__all__ = ["assert_matches_ort", "make_model", "mask_overlap", "relative_error", "run_executor", "run_ort",
-           "run_ranks"]
+__all__ = ["assert_matches_ort", "count_forwards", "make_model", "mask_overlap", "relative_error", "run_executor",
+           "run_ort", "run_ranks"]
 
 
 def make_model(
@@ -87,3 +87,16 @@ def run_ranks(worker: Callable[..., Any], world: int, folder: Path, *args: Any) 
     folder.mkdir(parents=True, exist_ok=True)
     mp.spawn(_rank_main, args=(world, str(folder), worker, args), nprocs=world, join=True)
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def count_forwards(module: torch.nn.Module) -> list[int]:
+    """A one-element list that counts ``module``'s forward passes from now on."""
+    runs = [0]
+    forward = module.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs[0] += 1
+        return forward(*args, **kwargs)
+
+    module.forward = counted
+    return runs

@@ -13,7 +13,7 @@ from smart_onnx.graph import analyze, find_prunable_layers
 from smart_onnx.model import copy_proto, iter_graphs, normalize
 from smart_onnx.search import BlockSpace, ChannelSpace, GroupedRanking, NMSpace, SearchConfig
 from smart_onnx.search.refit import refit_layers
-from tests.helpers import make_model, run_ranks
+from tests.helpers import count_forwards, make_model, run_ranks
 
 
 def _setup(zoo_export, arch: str, mode: str, seed: int = 0, samples: int = 48):
@@ -267,14 +267,7 @@ def test_a_node_our_model_does_not_reproduce_is_skipped() -> None:
 def _refit_run(zm, batch_size: int) -> dict:
     """One rank's refit of resnet_like under a block mask: its weights, report and dense forward passes."""
     _, executor, dense, layers, transforms, calib, _ = _setup(lambda *_: zm, "resnet_like", "block", samples=32)
-    runs = [0]
-    forward = dense.forward
-
-    def counted(*args, **kwargs):
-        runs[0] += 1
-        return forward(*args, **kwargs)
-
-    dense.forward = counted
+    runs = count_forwards(dense)
     report = refit_layers(executor, dense, layers, transforms, calib, batch_size=batch_size, max_samples=32)
     return {"weights": executor.weights.to_arrays(executor.weights.parameter_names()), "runs": runs[0],
             "passes": report.passes, "layers": [(r.name, r.skipped, r.samples, r.rows_refit, r.error_before,

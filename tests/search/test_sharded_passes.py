@@ -23,7 +23,7 @@ from smart_onnx.search.distributed import reduce_gradients
 from smart_onnx.search.loader import draws, sampler
 from smart_onnx.search.stats import activation_stats
 from smart_onnx.search.trainer import Trainer
-from tests.helpers import run_ranks
+from tests.helpers import count_forwards, run_ranks
 
 SAMPLES, BATCH, STEPS, SEED = 16, 2, 8, 0
 
@@ -35,14 +35,7 @@ def _passes(zm) -> dict:
     x = np.random.default_rng(0).standard_normal((SAMPLES, *example.shape[1:])).astype(np.float32)
     data = Dataset({name: x})
     executor = Executor(model)
-    runs = [0]
-    forward = executor.forward
-
-    def counted(*args, **kwargs):
-        runs[0] += 1
-        return forward(*args, **kwargs)
-
-    executor.forward = counted
+    runs = count_forwards(executor)
     stats = activation_stats(executor, data, SearchConfig(batch_size=4, stats_batches=4))
     stats_runs, runs[0] = runs[0], 0
     layers = [lay.name for lay in find_prunable_layers(model)]
