@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ from onnx import helper, numpy_helper
 from devkit.runs import relative_error, run_executor, run_ort
 from smart_onnx.model import MAX_IR_VERSION
 
-__all__ = ["assert_matches_ort", "count_forwards", "make_model", "mask_overlap", "relative_error", "run_executor",
-           "run_ort", "run_ranks"]
+__all__ = ["assert_matches_ort", "count_forwards", "held_batches", "make_model", "mask_overlap", "relative_error",
+           "run_executor", "run_ort", "run_ranks"]
 
 
 def make_model(
@@ -100,3 +102,26 @@ def count_forwards(module: torch.nn.Module) -> list[int]:
 
     module.forward = counted
     return runs
+
+
+def held_batches(monkeypatch: Any) -> list[int]:
+    """Watch ``Dataset.batches``: before each batch is read, how many batches read earlier are still referenced.
+
+    A consumer that streams holds one or two (the one in hand, one kept aside); one that lists the
+    batches first holds them all.
+    """
+    from smart_onnx.data import Dataset
+
+    counts: list[int] = []
+    batches = Dataset.batches
+
+    def watched(self: Dataset, *args: Any, **kwargs: Any) -> Any:
+        earlier: list[weakref.ref] = []
+        for batch in batches(self, *args, **kwargs):
+            gc.collect()
+            counts.append(sum(ref() is not None for ref in earlier))
+            earlier.append(weakref.ref(next(iter(batch.inputs.values()))))
+            yield batch
+
+    monkeypatch.setattr(Dataset, "batches", watched)
+    return counts

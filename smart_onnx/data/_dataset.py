@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from smart_onnx.data._conform import LABEL_KEY, check_lengths, format_shape
-from smart_onnx.data._mapped import Rows, is_lazy
+from smart_onnx.data._mapped import Joined, Rows, is_lazy
 from smart_onnx.errors import DataError
 
 __all__ = ["Batch", "Dataset", "concat"]
@@ -147,9 +147,14 @@ def concat(parts: Sequence[Dataset], source: str) -> Dataset:
                     f"input {name!r} has per-sample shape {format_shape(array.shape[1:])} in {part.source} but "
                     f"{format_shape(first.arrays[name].shape[1:])} in {first.source}; all files must agree"
                 )
-    arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in first.input_names}
+    arrays = {k: _join([p.arrays[k] for p in parts]) for k in first.input_names}
     labels = None if first.labels is None else np.concatenate([p.labels for p in parts])
     return Dataset(arrays, labels, source)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray | Joined:
+    """One array of the parts: joined lazily where any reads from disk (a copy would load the files whole)."""
+    return Joined(parts) if any(is_lazy(p) for p in parts) else np.concatenate(parts)
 
 
 def _keys(data: Dataset) -> list[str]:
