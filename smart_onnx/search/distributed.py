@@ -3,12 +3,15 @@
 ``torchrun --nproc-per-node N smart-onnx prune ...`` starts N copies of the command; torchrun
 sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, and :func:`init_from_env` joins them in one
 process group (``gloo`` on CPU, ``nccl`` on CUDA). Every rank loads the same model and data
-and walks the same global batch order; each trains on its slice of every global batch
-(:func:`shard`), and after each backward pass :func:`reduce_gradients` sums the gradients of
-the weights *and* the mask scores (each rank's loss weighted by its share of the batch), so
-every rank takes the same optimiser step. This is an explicit all-reduce, not
-DistributedDataParallel: the scores are a parameter outside the executor and the soft mask
-reaches the weights through transforms passed per call, which DDP's module wrapper does not see.
+and walks the same global batch order; each trains on its rows of every global batch
+(:func:`shard`'s even slice, or the rows of its own samples, see search/loader.py), and the passes
+that only accumulate (statistics, the teacher's pass, the refit's sums) run 1/N of the batches
+per rank and add up their sums (:func:`batch_shard`, :func:`reduce_tensors`). After each
+backward pass :func:`reduce_gradients` sums the gradients of the weights *and* the mask scores
+(each rank's loss weighted by its share of the batch), so every rank takes the same optimiser step.
+This is an explicit all-reduce, not DistributedDataParallel: the scores are a parameter outside
+the executor and the soft mask reaches the weights through transforms passed per call, which
+DDP's module wrapper does not see.
 
 Decisions taken from measurements (the step plan from timed steps, the re-plan, every
 deadline check) read :func:`clock`, rank 0's clock broadcast to all, so no rank stops or
