@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from onnx import helper, numpy_helper
 
 from devkit.runs import relative_error, run_executor, run_ort
 from smart_onnx.model import MAX_IR_VERSION
 
-__all__ = ["assert_matches_ort", "make_model", "mask_overlap", "relative_error", "run_executor", "run_ort"]
+__all__ = ["assert_matches_ort", "count_forwards", "held_batches", "make_model", "mask_overlap", "relative_error",
+           "run_executor", "run_ort", "run_ranks"]
 
 
 def make_model(
@@ -61,3 +69,59 @@ def mask_overlap(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
                                if len(t.dims) >= 2])
     za, zb = zeros(a), zeros(b)
     return 1.0 - np.count_nonzero(za != zb) / max(1, np.count_nonzero(za | zb))
+
+
+def _rank_main(rank: int, world: int, folder: str, worker: Callable[..., Any], args: tuple) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world)
+    try:
+        torch.save(worker(*args), f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(worker: Callable[..., Any], world: int, folder: Path, *args: Any) -> list[Any]:
+    """``worker(*args)`` in ``world`` processes joined in one gloo process group; their results by rank.
+
+    The processes are spawned (torch.multiprocessing), so ``worker`` must be a module-level
+    function and ``args`` picklable; the results travel back through ``torch.save`` in ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_rank_main, args=(world, str(folder), worker, args), nprocs=world, join=True)
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def count_forwards(module: torch.nn.Module, method: str = "forward") -> list[int]:
+    """A one-element list that counts ``module``'s calls of ``method`` (its forward passes) from now on."""
+    runs = [0]
+    forward = getattr(module, method)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs[0] += 1
+        return forward(*args, **kwargs)
+
+    setattr(module, method, counted)
+    return runs
+
+
+def held_batches(monkeypatch: Any) -> list[int]:
+    """Watch ``Dataset.batches``: before each batch is read, how many batches read earlier are still referenced.
+
+    A consumer that streams holds one or two (the one in hand, one kept aside); one that lists the
+    batches first holds them all.
+    """
+    from smart_onnx.data import Dataset
+
+    counts: list[int] = []
+    batches = Dataset.batches
+
+    def watched(self: Dataset, *args: Any, **kwargs: Any) -> Any:
+        earlier: list[weakref.ref] = []
+        for batch in batches(self, *args, **kwargs):
+            gc.collect()
+            counts.append(sum(ref() is not None for ref in earlier))
+            earlier.append(weakref.ref(next(iter(batch.inputs.values()))))
+            yield batch
+
+    monkeypatch.setattr(Dataset, "batches", watched)
+    return counts

@@ -11,14 +11,15 @@ import torch
 
 from devkit.zoo import export, resnet_like
 from smart_onnx.data import dataset_from_arrays
-from smart_onnx.eval import compare_models, judge_fidelity
-from smart_onnx.graph import infer_output_roles
+from smart_onnx.eval import compare_models, evaluate, judge_fidelity
+from smart_onnx.graph import infer_output_roles, label_output
 from smart_onnx.hw import check_model, load_profile
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.quant import QuantizeOptions, evaluate_quantized, quantize_model
 from smart_onnx.report import SCHEMA_VERSION, AgreementGate, EvalResult, PruneReport, QuantizeCommandReport
 from smart_onnx.search import SearchConfig
+from tests.helpers import held_batches
 
 # The keys every report had before the report was typed, in their order (the JSON users read).
 KEYS = ["command", "seed", "mode", "method", "budget", "target", "block", "nm", "search", "steps", "training",
@@ -68,6 +69,18 @@ def test_eval_result_round_trips(model_and_data) -> None:
     assert {"eval", "layers", "weights", "totals", "latency_settings", "macs_note", "outputs", "fidelity",
             "gate", "schema_version"} <= set(data)
     assert EvalResult.from_json(result.to_json()) == result
+
+
+def test_quantized_evaluation_streams_the_batches_to_the_whole_sets_result(model_and_data, monkeypatch) -> None:
+    model, calib, hold = model_and_data
+    outcome = quantize_model(model, calib, QuantizeOptions(samples=8))
+    roles = infer_output_roles(model)
+    whole = evaluate(model, outcome.model, [(b.inputs, b.labels) for b in hold.batches(2)], outputs=roles,
+                     label_output=label_output(roles, None, True))
+    held = held_batches(monkeypatch)
+    streamed = evaluate_quantized(outcome.model, model, hold, batch_size=2, latency_batches=())
+    assert len(held) >= 4 and max(held) <= 2  # read batch by batch, never all held
+    assert streamed.versus["float"].outputs == whole.outputs
 
 
 def test_quantize_report_round_trips_with_its_keys(model_and_data) -> None:

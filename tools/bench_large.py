@@ -295,7 +295,9 @@ def work_scale(name: str, onnx_path: Path, mode: str, batch: int, steps: int, fi
         steps_log.append((info.stage, now[0] - last[0], now[1] - last[1]))
         last[:] = now
 
-    # No refit: it runs whole on every rank (not data-parallel) and took 218 s of a 5-minute ResNet-50 run.
+    # No refit: data-parallel since it sums per rank, but still minutes per mode on the shared 2-core machine
+    # (218 s of a 5-minute two-process ResNet-50 run when every rank ran it whole); tools/memory_stages.py
+    # measures its peak.
     cfg = SearchConfig(sparsity=None if mode == "nm" else 0.5, steps=steps, finetune_steps=finetune_steps,
                        batch_size=batch, stats_batches=1, time_budget=None, refit=False)
     outcome = prune(model, calib_data, holdout_data, PruneOptions(mode=mode, search=cfg, latency=False),

@@ -1,9 +1,11 @@
 """Calibration and evaluation data: load it for a model's inputs, split it, batch it.
 
 Supported data (``--data``), a single file or a folder of one kind of file, sorted by
-name and concatenated along the sample axis. A single ``.npy`` file or ``.npz`` archive
-stored uncompressed is memory-mapped (batches read their rows; see ``_mapped.py``);
-several files, compressed archives and images are loaded into memory:
+name and concatenated along the sample axis. ``.npy`` files and ``.npz`` archives are
+memory-mapped (batches read their rows; see ``_mapped.py``): members stored uncompressed where
+they lie, compressed ones after inflating them once into a temporary file; several files are
+joined without being read. Images are decoded up front while the decoded set fits
+``IMAGES_IN_MEMORY_BYTES`` (256 MiB) and batch by batch as they are read beyond it:
 
 * ``*.npz``: arrays keyed by graph-input name, samples along axis 0, plus an optional
   ``label`` array (one integer class per sample) when no graph input is called

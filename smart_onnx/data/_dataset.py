@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from smart_onnx.data._conform import LABEL_KEY, check_lengths, format_shape
-from smart_onnx.data._mapped import Rows, is_lazy
+from smart_onnx.data._mapped import Joined, Rows, is_lazy
 from smart_onnx.errors import DataError
 
 __all__ = ["EVAL_HOLDOUT", "Batch", "Dataset", "concat"]
@@ -89,13 +89,16 @@ class Dataset:
         return self.select(np.sort(order[n_hold:])), self.select(np.sort(order[:n_hold]))
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         """Iterate over the dataset once in batches.
 
         Every sample appears exactly once per call (the last batch may be smaller
         unless ``drop_last``). With ``shuffle``, the order is a permutation drawn
         from ``seed``: pass a different seed per epoch for a different order.
+        ``shard=(i, n)`` yields only batches ``i, i + n, i + 2n, ...`` of that sequence
+        (one process's share of a data-parallel pass); the others are never read.
 
         Raises:
             DataError: ``batch_size`` is smaller than 1.
@@ -105,7 +108,8 @@ class Dataset:
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        first, every = shard
+        for start in range(first * batch_size, stop, every * batch_size):
             part = self.select(order[start : start + batch_size])
             yield Batch({k: np.asarray(a) for k, a in part.arrays.items()}, part.labels)
 
@@ -146,9 +150,14 @@ def concat(parts: Sequence[Dataset], source: str) -> Dataset:
                     f"input {name!r} has per-sample shape {format_shape(array.shape[1:])} in {part.source} but "
                     f"{format_shape(first.arrays[name].shape[1:])} in {first.source}; all files must agree"
                 )
-    arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in first.input_names}
+    arrays = {k: _join([p.arrays[k] for p in parts]) for k in first.input_names}
     labels = None if first.labels is None else np.concatenate([p.labels for p in parts])
     return Dataset(arrays, labels, source)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray | Joined:
+    """One array of the parts: joined lazily where any reads from disk (a copy would load the files whole)."""
+    return Joined(parts) if any(is_lazy(p) for p in parts) else np.concatenate(parts)
 
 
 def _keys(data: Dataset) -> list[str]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from smart_onnx.data._mapped import map_npy, map_npz
+from smart_onnx.data._mapped import map_npy, map_npz, spill_npz
 from smart_onnx.errors import DataError
 
 __all__ = ["IMAGE", "NPY", "NPZ", "Listing", "kind_of", "list_data", "read_npy", "read_npz"]
@@ -113,17 +114,18 @@ def _one_line(e: Exception) -> str:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` archive (pickled objects refused), memory-mapped where stored uncompressed.
+    """All arrays of an ``.npz`` archive (pickled objects refused), memory-mapped (compressed ones from a spill file).
 
     Raises:
         DataError: the file is unreadable, corrupt or not an npz archive.
     """
-    try:
-        mapped = map_npz(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        mapped = None  # read below, which names the problem
-    if mapped is not None:
-        return mapped
+    for mapping in (map_npz, spill_npz):  # stored members mapped in place, compressed ones inflated to a spill file
+        try:
+            mapped = mapping(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+            mapped = None  # read below, which names the problem
+        if mapped is not None:
+            return mapped
     archive = _load(path)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path} is not an npz archive (np.load read a single array)")

@@ -100,7 +100,7 @@ def load_dataset(
     """Load calibration or evaluation data for a model.
 
     ``path`` is a file or a folder of one kind of file (sorted by name,
-    concatenated along the sample axis; all data is loaded into memory):
+    concatenated along the sample axis; numpy files are memory-mapped, see `smart_onnx.data`):
 
     * ``*.npz``: arrays keyed by graph-input name, samples along axis 0; an
       optional ``label`` array (one integer class per sample) when no graph input

@@ -222,7 +222,7 @@ def compare_models(
         raise DataError(f"{data.source} has no samples to evaluate on")
     outputs = infer_output_roles(reference) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
-    batches = [(b.inputs, b.labels) for b in data.batches(batch_size)]
+    batches = ((b.inputs, b.labels) for b in data.batches(batch_size))  # read as evaluated, never all held
     latency_batches = () if latency_batch is None else tuple(dict.fromkeys((1, latency_batch)))
     report = evaluate(reference, candidate, batches, latency_batches=latency_batches, threads=threads,
                       warmup=warmup, repeats=repeats, outputs=outputs, label_output=label_output)

@@ -57,11 +57,11 @@ def evaluate_quantized(
         raise DataError(f"{data.source} has no samples to evaluate on")
     outputs = list(outputs) if outputs is not None else infer_output_roles(float_model)
     label_output = label_output or pick_label_output(outputs, None, data.labels is not None)
-    batches = [(b.inputs, b.labels) for b in data.batches(batch_size)]
     latency = tuple(dict.fromkeys(min(b, len(data)) if b > 1 else b for b in latency_batches))
     report = QuantizeReport(samples=len(data))
     references = {"float": float_model, **({"dense": dense} if dense is not None else {})}
     for key, reference in references.items():
+        batches = ((b.inputs, b.labels) for b in data.batches(batch_size))  # read as evaluated, once per reference
         result = evaluate(reference, quantized, batches, latency_batches=latency, threads=threads, outputs=outputs,
                           label_output=label_output)
         report.versus[key] = result

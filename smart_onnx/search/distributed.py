@@ -3,12 +3,15 @@
 ``torchrun --nproc-per-node N smart-onnx prune ...`` starts N copies of the command; torchrun
 sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, and :func:`init_from_env` joins them in one
 process group (``gloo`` on CPU, ``nccl`` on CUDA). Every rank loads the same model and data
-and walks the same global batch order; each trains on its slice of every global batch
-(:func:`shard`), and after each backward pass :func:`reduce_gradients` sums the gradients of
-the weights *and* the mask scores (each rank's loss weighted by its share of the batch), so
-every rank takes the same optimiser step. This is an explicit all-reduce, not
-DistributedDataParallel: the scores are a parameter outside the executor and the soft mask
-reaches the weights through transforms passed per call, which DDP's module wrapper does not see.
+and walks the same global batch order; each trains on its rows of every global batch
+(:func:`shard`'s even slice, or the rows of its own samples, see search/loader.py), and the passes
+that only accumulate (statistics, the teacher's pass, the refit's sums) run 1/N of the batches
+per rank and add up their sums (:func:`batch_shard`, :func:`reduce_tensors`). After each
+backward pass :func:`reduce_gradients` sums the gradients of the weights *and* the mask scores
+(each rank's loss weighted by its share of the batch), so every rank takes the same optimiser step.
+This is an explicit all-reduce, not DistributedDataParallel: the scores are a parameter outside
+the executor and the soft mask reaches the weights through transforms passed per call, which
+DDP's module wrapper does not see.
 
 Decisions taken from measurements (the step plan from timed steps, the re-plan, every
 deadline check) read :func:`clock`, rank 0's clock broadcast to all, so no rank stops or
@@ -20,17 +23,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["any_over_ranks", "broadcast_object", "broadcast_tensors", "clock", "init_from_env", "is_main",
-           "local_device", "rank", "reduce_gradients", "reduce_sum", "shard", "shutdown", "world_size"]
+__all__ = ["any_over_ranks", "batch_shard", "broadcast_object", "broadcast_tensors", "clock", "init_from_env",
+           "is_main", "local_device", "rank", "reduce_gradients", "reduce_named", "reduce_sum", "reduce_tensors",
+           "shard", "shutdown", "world_size"]
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 # Gradients are all-reduced in flat buckets of at most this many bytes (one extra copy, never the whole model).
 BUCKET_BYTES = 32 * 2**20
@@ -83,6 +88,15 @@ def shard(indices: np.ndarray) -> np.ndarray:
     if not _active():
         return indices
     return np.array_split(indices, world_size())[rank()]
+
+
+def batch_shard() -> tuple[int, int]:
+    """``(rank, world size)``: this rank's share of a pass over the data, batch ``k`` on rank ``k % N``.
+
+    For ``Dataset.batches(shard=...)`` in passes that only accumulate sums (statistics, the
+    teacher's pass, the refit's least squares), which :func:`reduce_tensors` then adds up.
+    """
+    return rank(), world_size()
 
 
 def _sync_device() -> torch.device:
@@ -140,6 +154,73 @@ def broadcast_tensors(tensors: Iterable[torch.Tensor]) -> None:
                 dist.broadcast(t.data, src=0)
 
 
+def _reduce_in_place(flat: torch.Tensor) -> None:
+    """All-reduce (sum) one contiguous tensor in place, through the backend's device when it lives elsewhere."""
+    if flat.device == _sync_device():
+        dist.all_reduce(flat)
+        return
+    moved = flat.to(_sync_device())
+    dist.all_reduce(moved)
+    flat.copy_(moved)
+
+
+def reduce_tensors(tensors: Sequence[torch.Tensor]) -> None:
+    """Sum ``tensors`` over ranks, in place, keeping their dtypes (float64 sums stay float64).
+
+    Every rank passes tensors of the same shapes and dtypes in the same order. Small ones travel
+    together in flat buckets of at most :data:`BUCKET_BYTES` (one extra copy, never the whole
+    set); a tensor larger than a bucket is reduced in bucket-sized slices of itself.
+    """
+    if not _active():
+        return
+    with torch.no_grad():
+        bucket: list[torch.Tensor] = []
+        size = 0
+
+        def flush() -> None:
+            if not bucket:
+                return
+            flat = torch.cat([b.reshape(-1) for b in bucket])
+            _reduce_in_place(flat)
+            offset = 0
+            for b in bucket:
+                b.copy_(flat[offset:offset + b.numel()].view(b.shape))
+                offset += b.numel()
+            bucket.clear()
+
+        for t in tensors:
+            nbytes = t.numel() * t.element_size()
+            if nbytes > BUCKET_BYTES and t.is_contiguous():
+                step = max(1, BUCKET_BYTES // t.element_size())
+                flat = t.view(-1)
+                for start in range(0, flat.numel(), step):
+                    _reduce_in_place(flat[start:start + step])
+                continue
+            if bucket and (size + nbytes > BUCKET_BYTES or t.dtype != bucket[0].dtype or t.device != bucket[0].device):
+                flush()
+                size = 0
+            bucket.append(t)
+            size += nbytes
+        flush()
+
+
+def reduce_named(tensors: Mapping[K, torch.Tensor]) -> dict[K, torch.Tensor]:
+    """Sums over ranks of named tensors (CPU), a name missing on some ranks counting as zeros there.
+
+    For statistics accumulated over each rank's share of the data, where a rank that saw no
+    batch of some value has no entry for it.
+    """
+    if not _active():
+        return dict(tensors)
+    specs: list[dict[K, tuple[tuple[int, ...], torch.dtype]]] = [{} for _ in range(world_size())]
+    dist.all_gather_object(specs, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()})
+    union = {k: spec for ranked in specs for k, spec in ranked.items()}  # in the same order on every rank
+    out = {k: tensors[k].clone() if k in tensors else torch.zeros(shape, dtype=dtype)
+           for k, (shape, dtype) in union.items()}
+    reduce_tensors(list(out.values()))
+    return out
+
+
 def reduce_gradients(params: Iterable[torch.Tensor], loss: torch.Tensor) -> float:
     """Sum every parameter's gradient and ``loss`` over ranks, in place; returns the summed loss.
 
@@ -152,24 +233,9 @@ def reduce_gradients(params: Iterable[torch.Tensor], loss: torch.Tensor) -> floa
         return float(loss.detach())
     grads = [p.grad for p in params if p.grad is not None]
     device = grads[0].device if grads else _sync_device()
-    items = [loss.detach().reshape(1).to(device, torch.float32).clone(), *grads]
-    buckets: list[list[torch.Tensor]] = [[]]
-    size = 0
-    for t in items:
-        if buckets[-1] and size + t.numel() * 4 > BUCKET_BYTES:
-            buckets.append([])
-            size = 0
-        buckets[-1].append(t)
-        size += t.numel() * 4
-    with torch.no_grad():
-        for bucket in buckets:
-            flat = torch.cat([b.reshape(-1).float() for b in bucket])
-            dist.all_reduce(flat)
-            offset = 0
-            for b in bucket:
-                b.copy_(flat[offset:offset + b.numel()].view(b.shape))
-                offset += b.numel()
-    return float(items[0])
+    summed = loss.detach().reshape(1).to(device, torch.float32).clone()
+    reduce_tensors([summed, *grads])
+    return float(summed)
 
 
 def shutdown() -> None:

@@ -1,9 +1,10 @@
 """The rows of the coming training batches, read in this process or ahead of time by DataLoader workers.
 
 The batch order is drawn here, in the training process, from one seeded stream (the same on
-every rank of a data-parallel run); a :class:`torch.utils.data.DataLoader` only reads the rows
-of each draw, in draw order. With ``workers`` > 0 it reads ahead in worker processes, which pays
-when reading costs: memory-mapped files on a slow disk, images decoded on access.
+every rank of a data-parallel run, and the same as in one process); a
+:class:`torch.utils.data.DataLoader` only reads the rows of each draw, in draw order. With
+``workers`` > 0 it reads ahead in worker processes, which pays when reading costs:
+memory-mapped files on a slow disk, images decoded on access.
 """
 
 from __future__ import annotations
@@ -18,24 +19,65 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from smart_onnx.data import read_rows
-from smart_onnx.search.distributed import shard
+from smart_onnx.search.distributed import rank, shard, world_size
 
-__all__ = ["BatchReader", "Draw", "draws"]
+__all__ = ["BatchReader", "Draw", "draws", "owned_samples", "sampler"]
 
 
 class Draw(NamedTuple):
-    """One training step's samples: the global ``batch``, this rank's ``rows`` of it, the sample indices ``read``."""
+    """One training step's samples: the global ``batch``, this rank's ``rows`` of it, the sample indices ``read``.
+
+    ``share``: the part of the batch's loss this rank's rows carry (``len(rows) / len(batch)``; 0
+    for a placeholder row, see :func:`draws`).
+    """
 
     batch: np.ndarray
     rows: np.ndarray
     read: np.ndarray
+    share: float = 1.0
 
 
-def draws(batches: Iterator[np.ndarray], whole_batch: bool) -> Iterator[Draw]:
-    """Each global batch with this rank's rows; ``whole_batch`` reads all of it (augmentation draws for all)."""
+def owned_samples(n: int) -> range:
+    """This rank's part of ``n`` samples: the teacher's pass runs these, and holds their outputs only.
+
+    Contiguous parts of ``range(n)`` (sizes differ by at most one); all of it in one process.
+    """
+    part = np.array_split(np.arange(n), world_size())[rank()]
+    return range(int(part[0]), int(part[-1]) + 1) if len(part) else range(0)
+
+
+def sampler(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Endless shuffled global batches of ``min(batch_size, n)`` samples (a new permutation per epoch).
+
+    The same on every rank, and the same as in one process: a data-parallel run trains on the
+    batches one process would, each rank on its rows of them (see :func:`draws`).
+    """
+    rng = np.random.default_rng(seed)
+    batch_size = min(batch_size, n)
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def draws(batches: Iterator[np.ndarray], whole_batch: bool, owned: range | None = None) -> Iterator[Draw]:
+    """Each global batch with this rank's rows; ``whole_batch`` reads all of it (augmentation draws for all).
+
+    ``owned`` None: a contiguous slice of every batch (:func:`~smart_onnx.search.distributed.shard`,
+    the same share on every rank). ``owned`` given: the rows whose samples this rank owns (it holds
+    their teacher outputs), a share that varies from batch to batch; where it is empty the rank
+    reads the batch's first row as a placeholder with ``share`` 0, a zero-weighted step that keeps
+    every rank in the same collectives.
+    """
     for batch in batches:
-        rows = shard(np.arange(len(batch)))
-        yield Draw(batch, rows, batch if whole_batch else batch[rows])
+        if owned is None:
+            rows = shard(np.arange(len(batch)))
+        else:
+            rows = np.flatnonzero((batch >= owned.start) & (batch < owned.stop))
+        share = len(rows) / len(batch)
+        if not len(rows):
+            rows = np.arange(1)
+        yield Draw(batch, rows, batch if whole_batch else batch[rows], share)
 
 
 class _Rows(TorchDataset):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from smart_onnx.graph import OutputInfo, OutputRole
 from smart_onnx.graph.outputs import VARIANCE_FLOOR, variance_floor
-from smart_onnx.search.distributed import any_over_ranks
+from smart_onnx.search.distributed import any_over_ranks, reduce_named
 
 __all__ = ["FEATURE_VARIANCE_FLOOR", "OutputScales", "distillation_loss", "feature_loss"]
 
@@ -56,6 +56,12 @@ class OutputScales:
             self._sum[name] = self._sum[name] + s if name in self._sum else s
             self._sumsq[name] = self._sumsq[name] + sq if name in self._sumsq else sq
             self._count[name] = self._count.get(name, 0) + t.numel() // max(1, s.numel())
+
+    def sum_over_ranks(self) -> None:
+        """Add up, in place, the sums each rank of a data-parallel run accumulated over its samples."""
+        self._sum, self._sumsq = reduce_named(self._sum), reduce_named(self._sumsq)
+        counts = reduce_named({k: torch.tensor([float(c)], dtype=torch.float64) for k, c in self._count.items()})
+        self._count = {k: int(c.item()) for k, c in counts.items()}
 
     def variances(self) -> dict[str, torch.Tensor]:
         """Name -> variance per axis-1 index (float32, floored), shaped to broadcast against the tensor."""
@@ -159,7 +165,7 @@ def distillation_loss(
 
 def feature_loss(
     student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], variances: Mapping[str, torch.Tensor],
-    *, sharded: bool = False,
+    *, sharded: bool = False, placeholder: bool = False,
 ) -> torch.Tensor:
     """Mean over the captured internal activations of their variance-normalised squared error.
 
@@ -167,7 +173,8 @@ def feature_loss(
     channels pruning removed (channel mode), which no weight update can bring back, and
     comparing them would only add a constant. With ``sharded`` (this rank's slice of a
     data-parallel batch, on every rank) the whole batch is the global one: a channel alive on
-    any rank is compared on all.
+    any rank is compared on all; a ``placeholder`` rank (a zero-weighted row, not part of the
+    batch) adds no channel.
     """
     terms = []
     for name, s in student.items():
@@ -176,7 +183,7 @@ def feature_loss(
         s, t = s.float(), teacher[name].float()
         alive = s.detach().ne(0).flatten(2).any(dim=2).any(dim=0) if s.dim() > 2 else s.detach().ne(0).any(dim=0)
         if sharded:
-            alive = any_over_ranks(alive)
+            alive = any_over_ranks(torch.zeros_like(alive) if placeholder else alive)
         terms.append(_normalised_mse(s, t, variances.get(name), alive))
     if not terms:
         return torch.zeros(())

@@ -13,6 +13,13 @@ ResNet costs a pass per conv depth (its shortcut convs ride along), not one per 
 does not run the models from their inputs: each batch resumes from the live values its
 previous pass kept before the first layer still to refit (every node before it has its final
 weights), so all passes together cost about two forward passes, not one per depth.
+
+Data-parallel (torchrun, see search/distributed.py): each rank runs only its share of the
+batches of a pass (batch ``k`` on rank ``k % N``, and keeps the snapshots of those) and the
+sums are all-reduced, so every rank solves the same system; the solve is cheap next to the
+pass and every rank needs the new weights for the next pass, so each solves it rather than
+wait for rank 0's, and then takes rank 0's refitted weights (a broadcast of those layers only)
+to stay bit-identical.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from smart_onnx.executor.ops.conv import auto_pads, spatial, torch_pad
 from smart_onnx.graph import PrunableLayer
 from smart_onnx.graph.view import attr
 from smart_onnx.model import iter_graphs, subgraph_free_names
+from smart_onnx.search.distributed import batch_shard, broadcast_tensors, rank, reduce_sum, reduce_tensors
 
 __all__ = ["LayerRefit", "RefitReport", "refit_layers"]
 
@@ -207,6 +215,14 @@ class _Gram:
     def errors(self, w: torch.Tensor) -> torch.Tensor:
         """``[groups, O/g]`` squared output error of effective weights ``w``, from the sums alone."""
         return ((w @ self.pp) * w).sum(2) - 2 * (w * self.py.mT).sum(2) + self.yy
+
+
+def _sum_over_ranks(grams: Sequence[_Gram]) -> None:
+    """Add up, in place, the sums each rank accumulated over its batches (identity in one process)."""
+    reduce_tensors([t for gram in grams for t in (gram.pp, gram.py, gram.yy)])
+    counts = reduce_sum([x for gram in grams for x in (gram.rows, gram.mismatch, gram.norm)])
+    for gram, (rows, mismatch, norm) in zip(grams, zip(*[iter(counts)] * 3)):
+        gram.rows, gram.mismatch, gram.norm = round(rows), mismatch, norm
 
 
 def _solve(gram: _Gram, g: int, solve: torch.Tensor, fixed: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -390,20 +406,24 @@ def refit_layers(
             # next pass resume there instead of at the inputs (a pass per depth, not a whole run per depth).
             final = min(order[plans[i].node.name] for i in pending)
             stop = max(order[plans[i].node.name] for i in ready) + 1
-            for k, batch in enumerate(data.take(max_samples).batches(batch_size)):
+            # Data-parallel: each rank sums its share of the batches; the sums are then added up, so
+            # every rank solves the same system. The dense reproduction is checked on global batch 0.
+            for k, batch in enumerate(data.take(max_samples).batches(batch_size, shard=batch_shard())):
+                check = k == 0 and rank() == 0
                 cursor = cursors.pop(k, None)
                 if cursor is None:
                     feeds = {n: torch.from_numpy(np.ascontiguousarray(a)).to(dev) for n, a in batch.inputs.items()}
                     cursor = _Cursor(feeds, dict(feeds), 0, 0)
                 xp, pruned_live = _advance(executor, cursor.pruned, cursor.at, stop, final, transforms, acts)
                 yd, dense_live = _advance(dense, cursor.dense, cursor.at, stop, final, None,
-                                          outs | acts if k == 0 else outs)
+                                          outs | acts if check else outs)
                 for p, out in ((plans[i], plans[i].node.output[0]) for i in ready):
                     if p.act in xp and out in yd:
-                        p.gram.add(xp[p.act], yd[out], yd[p.act] if k == 0 else None)
+                        p.gram.add(xp[p.act], yd[out], yd[p.act] if check else None)
                 kept = _Cursor(pruned_live, dense_live, final, _nbytes(pruned_live, dense_live))
                 if kept.nbytes + sum(c.nbytes for c in cursors.values()) <= _SNAPSHOT_BYTES:
                     cursors[k] = kept  # else this batch starts from the inputs again next pass
+            _sum_over_ranks([plans[i].gram for i in ready])
             for i in ready:
                 if plans[i].gram.rows == 0:
                     results[i].skipped = "its input was not produced on the calibration data"
@@ -411,6 +431,10 @@ def refit_layers(
                     results[i] = _refit_one(plans[i], executor, transforms, ridge)
                 plans[i].gram = None  # free the sums before the next pass
                 done |= 1 << i
+            # Every rank solved the same sums alike; rank 0's weights, to be exact, before the next pass reads them.
+            broadcast_tensors(executor.weights.get(name) for i in ready
+                              for name in (plans[i].layer.weight, plans[i].layer.bias if plans[i].bias_fit else None)
+                              if name is not None)
             pending = [i for i in pending if i not in ready]
             passes += 1
             if progress:

@@ -147,7 +147,6 @@ def run_search(
     if config.refit:
         start = time.perf_counter()
         result.training.refit = _refit(trainer, space, transforms, config, progress, deadline)
-        broadcast_tensors(executor.parameters())  # every rank refitted alike; rank 0's weights, to be exact
         result.seconds.refit = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)

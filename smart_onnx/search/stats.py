@@ -3,6 +3,9 @@
 For each prunable layer, the mean square of its input activation per input position
 (channel for Conv, feature for Gemm/MatMul). Scores multiply weight magnitudes by these,
 so a weight that multiplies a large activation counts for more.
+
+Data-parallel, each rank runs its share of the ``stats_batches`` batches and the sums and
+counts are added up over the ranks: the same statistics as one process, 1/N of the work each.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 
 from smart_onnx.executor import Executor
 from smart_onnx.graph import PrunableLayer, find_prunable_layers
+from smart_onnx.search.distributed import batch_shard, reduce_named
 
 if TYPE_CHECKING:
     from smart_onnx.data import Dataset
@@ -92,10 +96,12 @@ def activation_stats(
 
     transforms = {value: recorder(value) for value in watch}
     device = torch.device(config.device)
+    first, every = batch_shard()  # data-parallel: batch i on rank i % N, the sums and counts added up
+    batches = data.batches(config.batch_size, shuffle=True, seed=config.seed, shard=(first, every))
     with torch.no_grad():
-        for i, batch in enumerate(data.batches(config.batch_size, shuffle=True, seed=config.seed)):
-            if i >= config.stats_batches:
-                break
+        for _, batch in zip(range(first, config.stats_batches, every), batches):
             feeds = {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in batch.inputs.items()}
             executor(feeds, transforms=transforms)
-    return {layer: s / counts[layer] for layer, s in sums.items()}
+    sums = reduce_named(sums)
+    counted = reduce_named({layer: torch.tensor([float(c)], dtype=torch.float64) for layer, c in counts.items()})
+    return {layer: s / int(counted[layer].item()) for layer, s in sums.items()}

@@ -3,13 +3,14 @@
 The teacher is the dense model. Its outputs (and internal features) over the calibration
 set are computed once and kept while they fit :data:`TEACHER_CACHE_BYTES`; otherwise, or
 when inputs are augmented (every step sees new inputs), a frozen dense copy of the model
-recomputes them per batch, so memory does not grow with the number of samples.
+recomputes them per batch, so memory does not grow with the number of samples. In a
+data-parallel run each rank computes and keeps them for the samples it trains on only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +20,8 @@ from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
-from smart_onnx.search.distributed import broadcast_tensors, rank, reduce_sum, world_size
-from smart_onnx.search.loader import BatchReader, draws
+from smart_onnx.search.distributed import any_over_ranks, broadcast_tensors, rank, reduce_sum, world_size
+from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 from smart_onnx.search.precision import Precision, to_fp32
 
@@ -28,18 +29,8 @@ __all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
 
 log = logging.getLogger(__name__)
 
-# The dense outputs and features of the whole calibration set are kept up to this size.
+# The dense outputs and features of the calibration samples (a rank's own, data-parallel) are kept up to this size.
 TEACHER_CACHE_BYTES = 256 * 2**20
-
-
-def _sampler(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Endless shuffled index batches (a new permutation per epoch)."""
-    rng = np.random.default_rng(seed)
-    batch_size = min(batch_size, n)
-    while True:
-        order = rng.permutation(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
 
 
 def _capture(store: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, Callable]:
@@ -62,27 +53,33 @@ class _Teacher:
         self.device = device
         scales = OutputScales(outputs, features)
         self.cached: dict[str, torch.Tensor] | None = None
+        # Data-parallel: each rank runs its part of the samples (loader.owned_samples) and holds only their
+        # values (then trains on the rows of its own samples, see loader.draws); the variances' sums are added up.
+        self.owned = owned_samples(len(data))
+        part = data if len(self.owned) == len(data) else data.select(np.asarray(self.owned))
         seen = 0
         with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget
-            for batch in data.batches(batch_size):  # one training batch of activations at a time
+            for batch in part.batches(batch_size):  # one training batch of activations at a time
                 values = self._run(executor, _to_device(batch.inputs, device))
                 scales.update(values)
                 n = len(next(iter(batch.inputs.values())))
                 if cache and not seen:
-                    self.cached = self._allocate(values, n, len(data))
+                    self.cached = self._allocate(values, n, len(part))
                 if self.cached is not None:
                     for name, v in values.items():
                         self.cached[name].narrow(self.batch_axis.get(name, 0), seen, n).copy_(v)
                 seen += n
+        scales.sum_over_ranks()
         self.variances = scales.variances()
-        broadcast_tensors(self.variances.values())  # every rank ran the same pass; rank 0's values, to be exact
+        broadcast_tensors(self.variances.values())  # the same sums on every rank; rank 0's values, to be exact
         self._source = executor.model
         self._dense: Executor | None = None
 
     def _allocate(self, values: Mapping[str, torch.Tensor], n: int, total: int) -> dict[str, torch.Tensor] | None:
         """Whole-set buffers filled batch by batch (never a list joined at the end: that holds the set twice)."""
         nbytes = sum(v.numel() * v.element_size() for v in values.values()) * total // n
-        if nbytes > TEACHER_CACHE_BYTES:
+        # Decided alike on every rank (they split the batches by who holds the values, see loader.draws)
+        if bool(any_over_ranks(torch.tensor([nbytes > TEACHER_CACHE_BYTES]))):
             log.info("dense outputs (%d MiB) exceed %d MiB: recomputed per batch", nbytes // 2**20,
                      TEACHER_CACHE_BYTES // 2**20)
             return None
@@ -115,9 +112,9 @@ class _Teacher:
 
     def __call__(self, idx: np.ndarray, feeds: Mapping[str, torch.Tensor], augmented: bool) -> dict:
         """The teacher's values for the calibration samples ``idx`` as fed (``feeds``)."""
-        if self.cached is None or augmented:
-            return self.dense(feeds)
-        index = torch.as_tensor(idx)
+        if self.cached is None or augmented or not (self.owned.start <= idx.min() and idx.max() < self.owned.stop):
+            return self.dense(feeds)  # recomputed; a data-parallel rank's placeholder row is not among its own
+        index = torch.as_tensor(idx - self.owned.start)  # this rank's samples only (see loader.sampler)
         return {k: v.index_select(self.batch_axis.get(k, 0), index).to(self.device) for k, v in self.cached.items()}
 
 
@@ -162,13 +159,17 @@ class Trainer:
         self.validation = validation
         self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
                                 cache=self.augmenter is None)
-        self.batches = _sampler(len(data), batch_size, seed)
-        self.reader = BatchReader(data.arrays, draws(self.batches, whole_batch=self.augmenter is not None), workers)
+        self.batches = sampler(len(data), batch_size, seed)
+        # Data-parallel with cached teacher values, each rank trains on the rows of its own samples (a share that
+        # varies by batch); otherwise on an even slice of each batch.
+        owned = self.teacher.owned if self.teacher.cached is not None else None
+        self.reader = BatchReader(data.arrays, draws(self.batches, self.augmenter is not None, owned), workers)
         # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
         self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
 
     def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
-              transforms: Transforms, use_features: bool, sharded: bool = False) -> torch.Tensor:
+              transforms: Transforms, use_features: bool, sharded: bool = False,
+              placeholder: bool = False) -> torch.Tensor:
         features = self.features if use_features else []
         captured: dict[str, torch.Tensor] = {}
         with self.precision.autocast():  # the forward pass; masks, scores and losses stay fp32
@@ -179,16 +180,16 @@ class Trainer:
                                  temperature=self.temperature)
         if features:
             loss = loss + self.feature_weight * feature_loss(captured, teacher, self.teacher.variances,
-                                                             sharded=sharded)
+                                                             sharded=sharded, placeholder=placeholder)
         return loss
 
     def loss(self, transforms: Transforms, *, use_features: bool = True) -> torch.Tensor:
         """The training loss of the next batch (augmented when an augmenter is set).
 
         In a data-parallel run every rank draws the same global batch and computes the loss of its
-        slice, weighted by the slice's share of the batch: the sum over ranks is the batch's loss.
+        rows, weighted by their share of the batch: the sum over ranks is the batch's loss.
         """
-        (batch, rows, _), arrays = next(self.reader)
+        (batch, rows, _, share), arrays = next(self.reader)
         idx = batch[rows]
         feeds = {k: v.to(self.device) for k, v in arrays.items()}
         if self.augmenter is not None:  # the global batch's inputs augmented alike on every rank, then sliced
@@ -198,8 +199,8 @@ class Trainer:
         with self.precision.autocast():
             teacher = to_fp32(self.teacher(idx, feeds, augmented=self.augmenter is not None))
         labels = None if self.labels is None else self.labels[idx].to(self.device)
-        loss = self._loss(feeds, teacher, labels, transforms, use_features, sharded=True)
-        return loss if len(idx) == len(batch) else loss * (len(idx) / len(batch))
+        loss = self._loss(feeds, teacher, labels, transforms, use_features, sharded=True, placeholder=share == 0)
+        return loss if share == 1 else loss * share
 
     def validation_loss(self, transforms: Transforms) -> float | None:
         """Mean distillation loss on the held-out samples (no augmentation, no gradient); None without them."""

@@ -64,6 +64,15 @@ def test_shuffle_depends_on_seed_only() -> None:
     assert order(shuffle=True, seed=1) == order(shuffle=True, seed=1) != order(shuffle=True, seed=2)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_shards_of_the_batches_are_every_nth_batch(shuffle: bool) -> None:
+    data = _dataset(11)
+    whole = [b.inputs["ids"].tolist() for b in data.batches(3, shuffle=shuffle, seed=5)]
+    parts = [[b.inputs["ids"].tolist() for b in data.batches(3, shuffle=shuffle, seed=5, shard=(i, 3))]
+             for i in range(3)]
+    assert parts == [whole[0::3], whole[1::3], whole[2::3]]
+
+
 def test_drop_last_and_unlabelled_batches() -> None:
     batches = list(_dataset(10, labels=False).batches(4, drop_last=True))
     assert [len(b.inputs["ids"]) for b in batches] == [4, 4] and all(b.labels is None for b in batches)

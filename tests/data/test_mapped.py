@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from smart_onnx.data import load_dataset, write_npz
-from smart_onnx.data._mapped import Rows, is_lazy
+from smart_onnx.data import Dataset, load_dataset, write_npz
+from smart_onnx.data._mapped import Joined, Rows, is_lazy
 from smart_onnx.model import InputSpec
 from smart_onnx.search.loader import BatchReader, Draw
 
@@ -35,13 +35,46 @@ def test_uncompressed_npz_is_mapped_and_split_copies_nothing(tmp_path: Path) -> 
     assert calib.labels is not None and calib.labels.tolist() == (np.sort(order[5:]) % 3).tolist()
 
 
-def test_npy_is_mapped_and_compressed_npz_is_read(tmp_path: Path) -> None:
+def test_npy_is_mapped_and_compressed_npz_is_inflated_to_a_mapped_spill_file(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", _x(6))
     assert isinstance(load_dataset(tmp_path / "x.npy", [X]).arrays["x"], np.memmap)
-    np.savez_compressed(tmp_path / "z.npz", x=_x(6))
+    np.savez_compressed(tmp_path / "z.npz", x=_x(6), label=np.arange(6) % 2)
     data = load_dataset(tmp_path / "z.npz", [X])
-    assert not is_lazy(data.arrays["x"])
+    assert is_lazy(data.arrays["x"])
     np.testing.assert_array_equal(data.arrays["x"], _x(6))
+    assert data.labels is not None and data.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    np.savez_compressed(tmp_path / "f.npz", x=np.asfortranarray(_x(6)))  # column-major survives the spill
+    np.testing.assert_array_equal(load_dataset(tmp_path / "f.npz", [X]).arrays["x"], _x(6))
+
+
+def _batches(data, **kw) -> tuple[np.ndarray, list[int] | None]:
+    batches = list(data.batches(4, **kw))
+    labels = None if data.labels is None else [i for b in batches for i in b.labels.tolist()]
+    return np.concatenate([b.inputs["x"] for b in batches]), labels
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "compressed npz"])
+def test_a_folder_of_files_is_joined_unread_with_the_batches_of_the_whole_set(tmp_path: Path, kind: str) -> None:
+    parts = [_x(5), _x(7) + 100, _x(4) + 200]
+    whole = np.concatenate(parts)
+    labels = [i % 3 for i in range(16)] if kind != "npy" else None
+    starts = [0, 5, 12, 16]
+    for i, part in enumerate(parts):
+        if kind == "npy":
+            np.save(tmp_path / f"{i}.npy", part)
+        else:
+            save = np.savez_compressed if kind == "compressed npz" else np.savez
+            save(tmp_path / f"{i}.npz", x=part, label=np.asarray(labels[starts[i]:starts[i + 1]]))
+    data = load_dataset(tmp_path, [X])
+    assert isinstance(data.arrays["x"], Joined) and len(data) == 16
+    eager = Dataset({"x": whole}, None if labels is None else np.asarray(labels))
+    for kw in ({}, {"shuffle": True, "seed": 3}):
+        got, want = _batches(data, **kw), _batches(eager, **kw)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+    calib, hold = data.split(0.25, seed=2)
+    assert is_lazy(calib.arrays["x"])
+    np.testing.assert_array_equal(np.asarray(hold.arrays["x"]), np.asarray(eager.split(0.25, seed=2)[1].arrays["x"]))
 
 
 def test_a_mapped_array_in_another_dtype_is_cast_in_memory(tmp_path: Path) -> None:

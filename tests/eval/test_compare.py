@@ -16,14 +16,16 @@ from smart_onnx.eval import (
     compare_layers,
     compare_models,
     compare_outputs,
+    evaluate,
     judge_fidelity,
     layer_totals,
     weight_counts,
 )
 from smart_onnx.eval.fidelity import verdict_lines
-from smart_onnx.graph import OutputInfo, OutputRole
+from smart_onnx.graph import OutputInfo, OutputRole, infer_output_roles, label_output
 from smart_onnx.model import load_model
 from tests.eval.models import write_files
+from tests.helpers import held_batches
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +171,19 @@ def test_compare_models(files) -> None:
     d = result.to_dict()
     assert {"eval", "layers", "weights", "totals", "latency_settings", "macs_note"} <= set(d)
     assert compare_models(ref, ref, data, latency_batch=None).eval.latency == {}
+
+
+def test_compare_models_streams_the_batches_to_the_whole_sets_result(files, monkeypatch) -> None:
+    ref, cand = load_model(files["ref"]), load_model(files["scrambled"])
+    data = load_dataset(files["data"], ref.inputs)
+    roles = infer_output_roles(ref)
+    whole = evaluate(ref, cand, [(b.inputs, b.labels) for b in data.batches(8)], outputs=roles,
+                     label_output=label_output(roles, None, True))
+    held = held_batches(monkeypatch)
+    streamed = compare_models(ref, cand, data, batch_size=8, latency_batch=None).eval
+    assert len(held) == 6 and max(held) <= 2  # the batch in hand and the first (kept for latency), never all
+    assert streamed.samples == whole.samples == 48
+    assert streamed.outputs == whole.outputs
 
 
 def test_batch_by_batch_equals_the_whole_set() -> None:

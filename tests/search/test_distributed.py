@@ -15,7 +15,7 @@ import torch
 
 from devkit.zoo import export, mlp_gemm
 from smart_onnx.search import distributed
-from tests.helpers import mask_overlap
+from tests.helpers import mask_overlap, run_ranks
 
 SCRIPT = Path(sys.executable).with_name("smart-onnx")
 # Explicit step counts and a budget nothing reaches: both runs take the same steps.
@@ -34,6 +34,33 @@ def test_without_a_process_group_everything_is_one_process() -> None:
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
     assert distributed.reduce_sum([1.0, 2.0]) == [1.0, 2.0]
     assert distributed.local_device("cpu") == "cpu"
+    assert distributed.batch_shard() == (0, 1)
+    t = torch.arange(4.0, dtype=torch.float64)
+    distributed.reduce_tensors([t])
+    assert torch.equal(t, torch.arange(4.0, dtype=torch.float64))
+    assert distributed.reduce_named({"a": t}).keys() == {"a"}
+
+
+def _reduce_on_ranks() -> dict:
+    """Sums of per-rank tensors: small ones in shared buckets, one larger than a bucket, a name on rank 1 only."""
+    distributed.BUCKET_BYTES = 64  # 8 float64s: forces several buckets and a sliced tensor
+    r = distributed.rank()
+    small = [torch.full((3,), r + 1.0, dtype=torch.float64), torch.tensor([r + 10], dtype=torch.int64)]
+    large = torch.arange(40, dtype=torch.float64) * (r + 1)
+    distributed.reduce_tensors([*small, large, torch.ones(2, dtype=torch.float32)])
+    named = distributed.reduce_named({"both": torch.ones(2, dtype=torch.float64),
+                                      **({"one": torch.full((1,), 5.0)} if r == 1 else {})})
+    return {"small": small, "large": large, "named": named}
+
+
+def test_sums_over_two_ranks_keep_dtypes_and_take_missing_names_as_zeros(tmp_path) -> None:
+    for got in run_ranks(_reduce_on_ranks, 2, tmp_path):
+        assert torch.equal(got["small"][0], torch.full((3,), 3.0, dtype=torch.float64))
+        assert torch.equal(got["small"][1], torch.tensor([21]))
+        assert torch.equal(got["large"], torch.arange(40, dtype=torch.float64) * 3)
+        assert got["named"].keys() == {"both", "one"}
+        assert torch.equal(got["named"]["both"], torch.full((2,), 2.0, dtype=torch.float64))
+        assert torch.equal(got["named"]["one"], torch.full((1,), 5.0))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from smart_onnx.graph import analyze, find_prunable_layers
 from smart_onnx.model import copy_proto, iter_graphs, normalize
 from smart_onnx.search import BlockSpace, ChannelSpace, GroupedRanking, NMSpace, SearchConfig
 from smart_onnx.search.refit import refit_layers
-from tests.helpers import make_model
+from tests.helpers import count_forwards, make_model, run_ranks
 
 
 def _setup(zoo_export, arch: str, mode: str, seed: int = 0, samples: int = 48):
@@ -290,3 +290,32 @@ def test_resumed_passes_equal_passes_from_the_inputs_with_fewer_node_runs(zoo_ex
     for name, value in weights[0].items():
         torch.testing.assert_close(value, weights[1][name], rtol=1e-5, atol=1e-6, msg=name)
     assert node_runs[0] < 0.6 * node_runs[1]
+
+
+def _refit_run(zm, batch_size: int) -> dict:
+    """One rank's refit of resnet_like under a block mask: its weights, report and dense forward passes."""
+    _, executor, dense, layers, transforms, calib, _ = _setup(lambda *_: zm, "resnet_like", "block", samples=32)
+    runs = count_forwards(dense, "run_range")  # one run per batch and pass, resumed from its snapshot
+    report = refit_layers(executor, dense, layers, transforms, calib, batch_size=batch_size, max_samples=32)
+    return {"weights": executor.weights.to_arrays(executor.weights.parameter_names()), "runs": runs[0],
+            "passes": report.passes, "layers": [(r.name, r.skipped, r.samples, r.rows_refit, r.error_before,
+                                                 r.error_after) for r in report.layers]}
+
+
+def test_two_ranks_refit_like_one_with_half_the_batches_each(zoo_export, tmp_path) -> None:
+    zm = zoo_export("resnet_like", "legacy17")
+    one = _refit_run(zm, 8)  # 4 batches a pass, in this process
+    assert sum(skipped is None for _, skipped, *_ in one["layers"]) >= 2
+    two = run_ranks(_refit_run, 2, tmp_path, zm, 8)
+    assert one["runs"] == 4 * one["passes"]
+    assert [r["runs"] for r in two] == [2 * one["passes"]] * 2  # each rank ran batches 0, 2 or 1, 3 of every pass
+    for rank in two:
+        assert rank["passes"] == one["passes"]
+        for a, b in zip(rank["layers"], one["layers"]):
+            assert a[:4] == b[:4]  # same layers refit, on every sample row, the same rows improved
+            assert a[4:] == (b[4:] if b[1] else pytest.approx(b[4:], rel=1e-9, abs=1e-12))
+        assert rank["weights"].keys() == one["weights"].keys()
+        for name, w in one["weights"].items():
+            np.testing.assert_allclose(rank["weights"][name], w, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in one["weights"]:  # rank 0's weights everywhere, bit for bit
+        np.testing.assert_array_equal(two[0]["weights"][name], two[1]["weights"][name])

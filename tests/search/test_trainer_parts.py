@@ -44,6 +44,14 @@ def test_feature_loss_skips_channels_the_student_lost() -> None:
     assert float(feature_loss({"f": s}, {"f": t}, {"f": var})) == pytest.approx(0.5, rel=1e-5)  # 1 of 2 live
 
 
+def test_a_placeholder_rank_adds_no_live_channel() -> None:
+    t = torch.randn(4, 3, 5, 5)
+    var = torch.ones(1, 3)
+    assert float(feature_loss({"f": t + 1}, {"f": t}, {"f": var}, sharded=True)) == pytest.approx(1.0, rel=1e-5)
+    # in one process the placeholder's channels are all there is: none compared
+    assert float(feature_loss({"f": t + 1}, {"f": t}, {"f": var}, sharded=True, placeholder=True)) == 0.0
+
+
 @pytest.mark.parametrize("channels_first", [True, False])
 def test_augmenter_changes_images_reproducibly_and_leaves_other_inputs(channels_first: bool) -> None:
     shape = ("N", 3, 16, 16) if channels_first else ("N", 16, 16, 3)
