@@ -4,7 +4,8 @@
   Sqrt, Reciprocal, Mul (how TF-style exporters write it) after an embedding whose outputs sit far
   from zero: float32 rounding differences of the MatMul before it are amplified past 1e-4.
 * :func:`encoder` / :func:`decoder`: small torch modules exported with the legacy exporter; at opset
-  14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused.
+  14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused. The encoder returns
+  its mean-pooled hidden states (a sentence embedding) or, with ``classes``, a classifier's logits.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list
 
 
 def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, features: int = 16,
-                            offset: float = 200.0) -> OnnxModel:
+                            offset: float = 200.0, hidden_output: bool = False) -> OnnxModel:
     """Embedding (MatMul+Add, outputs near ``offset``), LayerNorm, residual FFN, LayerNorm, linear head.
 
-    Inputs ``x`` [batch, seq, features] in [0, 2); output ``y`` [batch, seq, 8].
+    Inputs ``x`` [batch, seq, features] in [0, 2); output ``y`` [batch, seq, 8], and with ``hidden_output`` the
+    last LayerNorm's output ``hidden`` [batch, seq, width] too (as a sentence encoder returns its hidden states:
+    the hidden width, then frozen, cannot be pruned).
     """
     rng = np.random.default_rng(0)
     nodes: list = []
@@ -74,9 +77,13 @@ def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, f
     nodes.append(helper.make_node("Add", ["res", "shift"], ["res.shifted"]))
     h = _moments_layernorm("ln1.", "res.shifted", width, nodes, inits, rng)
     nodes.append(helper.make_node("Identity", [linear("head", h, width, 8)], ["y"]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])]
+    if hidden_output:
+        nodes.append(helper.make_node("Identity", [h], ["hidden"]))
+        outputs.append(helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", seq, width]))
     graph = helper.make_graph(nodes, "moments_layernorm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, features])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])], inits)
+                              outputs, inits)
     return normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
 
 
@@ -126,20 +133,23 @@ class _Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Token + position embeddings, post-LN blocks, mean-pooled embedding output [batch, dim]."""
+    """Token + position embeddings, post-LN blocks, mean-pooled embedding output [batch, dim]; with ``classes``
+    a linear classifier on the pooled embedding, whose logits [batch, classes] are then the only output."""
 
     def __init__(self, vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64, layers: int = 2,
-                 fused_qkv: bool = False) -> None:
+                 fused_qkv: bool = False, classes: int | None = None) -> None:
         super().__init__()
         self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
         self.ln = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(_Block(dim, heads, ffn, fused_qkv, False, False) for _ in range(layers))
+        self.classifier = nn.Linear(dim, classes) if classes else None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.ln(self.tokens(input_ids) + self.positions.weight[: input_ids.shape[1]])
         for block in self.blocks:
             x = block(x)
-        return x.mean(1)
+        pooled = x.mean(1)
+        return pooled if self.classifier is None else self.classifier(pooled)
 
 
 class Decoder(nn.Module):
@@ -175,9 +185,15 @@ def export(module: nn.Module, opset: int, seq: int = 8) -> OnnxModel:
     return normalize(onnx.load_from_string(buf.getvalue()))
 
 
-def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0) -> OnnxModel:
+def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0, classes: int | None = None) -> OnnxModel:
     torch.manual_seed(seed)
-    return export(Encoder(fused_qkv=fused_qkv), opset)
+    module = Encoder(fused_qkv=fused_qkv, classes=classes)
+    if classes:  # LayerNorm scales and biases as after training: distinct, so torch does not share one initializer
+        with torch.no_grad():
+            for ln in [m for m in module.modules() if isinstance(m, nn.LayerNorm)]:
+                ln.weight.add_(0.1 * torch.randn_like(ln.weight))
+                ln.bias.add_(0.1 * torch.randn_like(ln.bias))
+    return export(module, opset)
 
 
 def decoder(opset: int = 17, seed: int = 0) -> OnnxModel:
