@@ -3,6 +3,8 @@
 * :func:`moments_layernorm_model`: onnx.helper graph with LayerNorm written as ``E[x^2] - E[x]^2``,
   Sqrt, Reciprocal, Mul (how TF-style exporters write it) after an embedding whose outputs sit far
   from zero: float32 rounding differences of the MatMul before it are amplified past 1e-4.
+* :func:`fused_attention_model`: onnx.helper graph with onnxruntime's fused com.microsoft ``Attention`` (packed
+  Q/K/V weight, ``num_heads``), its output projection, a residual FFN and a head.
 * :func:`encoder` / :func:`decoder`: small torch modules exported with the legacy exporter; at opset
   14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused. The encoder returns
   its mean-pooled hidden states (a sentence embedding) or, with ``classes``, a classifier's logits.
@@ -22,7 +24,7 @@ from torch import nn
 
 from smart_onnx.model import OnnxModel, normalize
 
-__all__ = ["decoder", "encoder", "export", "moments_layernorm_model", "token_batch"]
+__all__ = ["decoder", "encoder", "export", "fused_attention_model", "moments_layernorm_model", "token_batch"]
 
 
 def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list, rng) -> str:
@@ -45,6 +47,47 @@ def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list
               numpy_helper.from_array((1 + 0.1 * rng.standard_normal(width)).astype(np.float32), p + "g"),
               numpy_helper.from_array((0.1 * rng.standard_normal(width)).astype(np.float32), p + "b")]
     return p + "out"
+
+
+def fused_attention_model(qkv_hidden_sizes: tuple[int, int, int] | None = None, key_mask: bool = True,
+                          width: int = 32, seq: int = 6, ffn: int = 64, heads: int = 4) -> OnnxModel:
+    """x -> Attention (packed [width, q+k+v] projection, ``heads`` heads) -> output projection -> residual Add -> FFN
+    -> head.
+
+    Inputs ``x`` [N, seq, width] and, with ``key_mask``, ``mask`` [N, seq] int32 (1: attend); output ``y`` [N, seq, 8].
+    With ``qkv_hidden_sizes`` the value projection may be wider than query and key (onnxruntime allows it).
+    """
+    q, k, v = qkv_hidden_sizes or (width, width, width)
+    rng = np.random.default_rng(0)
+
+    def f(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * shape[0] ** -0.5).astype(np.float32)
+
+    inits = {"w": f(width, q + k + v), "b": 0.1 * f(q + k + v), "wo": f(v, width), "bo": 0.1 * f(width),
+             "w1": f(width, ffn), "w2": f(ffn, width), "wy": f(width, 8)}
+    attrs = {"num_heads": heads, **({"qkv_hidden_sizes": [q, k, v]} if qkv_hidden_sizes else {})}
+    nodes = [
+        helper.make_node("Attention", ["x", "w", "b", "mask" if key_mask else ""], ["a"], domain="com.microsoft",
+                         name="attn", **attrs),
+        helper.make_node("MatMul", ["a", "wo"], ["o"], name="attn_out"),
+        helper.make_node("Add", ["o", "bo"], ["ob"]),
+        helper.make_node("Add", ["x", "ob"], ["r"]),
+        helper.make_node("MatMul", ["r", "w1"], ["h"], name="ffn1"),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "w2"], ["f"], name="ffn2"),
+        helper.make_node("Add", ["r", "f"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "wy"], ["y"], name="head"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", seq, width])]
+    if key_mask:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, ["N", seq]))
+    graph = helper.make_graph(nodes, "fused_attention", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, 8])],
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return normalize(model)
 
 
 def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, features: int = 16,

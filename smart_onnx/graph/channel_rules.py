@@ -159,6 +159,7 @@ RULES: dict[str, Rule] = {
     **shape_rules.RULES,
     **layer_rules.RULES,
 }
-# com.microsoft ops of onnxruntime's transformer optimizer that pass channels through: a GELU of the input plus a
-# per-channel bias, which is sliced as an elementwise constant (as Add's is).
-MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise}
+# com.microsoft ops of onnxruntime's transformer optimizer: a GELU of the input plus a per-channel bias passes
+# channels through (the bias sliced as Add's is); Attention's heads are channels (graph/layer_rules.py).
+MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise,
+                             "Attention": layer_rules.fused_attention}
