@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
+from smart_onnx.errors import SmartOnnxError
 from smart_onnx.eval.compare import LayerRow, layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
 from smart_onnx.eval.ort import evaluate, make_session
@@ -30,7 +31,7 @@ from smart_onnx.model import OnnxModel, copy_proto, normalize, tensor_to_array
 from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
 from smart_onnx.report import FrozenGroup, PruneReport
-from smart_onnx.rewrite import set_weights
+from smart_onnx.rewrite import set_weights, weigh_statistics
 from smart_onnx.search import SearchConfig, StepInfo, run_search
 from smart_onnx.search.distributed import is_main
 
@@ -133,8 +134,9 @@ def prune(
     trained = set_weights(model, result.weights)
     pruned = mode.rewrite(trained, result.keep, sparse_format=options.sparse_format)
     session = make_session(pruned)  # one onnxruntime session: export check here, eval below
-    transforms = mode.space.transforms(result.keep.float())
-    export_check = _verify_export(executor, transforms, trained, session, holdout or calibration)
+    hard = result.keep.float()
+    export_check = _verify_export(executor, mode.space.transforms(hard), mode.space.statistics(hard), trained,
+                                  session, holdout or calibration)
     if options.target is not None:
         record_original(pruned.proto, model)
     seconds.export = time.perf_counter() - start
@@ -174,18 +176,44 @@ def prune(
     return PruneOutcome(pruned, report)
 
 
-def _verify_export(executor: Executor, transforms: Mapping[str, Any], trained: OnnxModel, session: Any,
-                   data: Dataset) -> RewriteCheck:
+def _verify_export(executor: Executor, transforms: Mapping[Any, Any], statistics: Mapping[str, torch.Tensor],
+                   trained: OnnxModel, session: Any, data: Dataset) -> RewriteCheck:
     """onnxruntime on the rewritten model (``session``) must reproduce onnxruntime on ``trained`` with the mask
-    written in as zeros, within the model's own float sensitivity (see :mod:`smart_onnx.eval.verify`)."""
+    written in as zeros (and the means of LayerNorms over pruned channels weighted by it: ``statistics``), within
+    the model's own float sensitivity (see :mod:`smart_onnx.eval.verify`)."""
     sample = data.take(min(8, len(data)))
     feeds = {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
     executor.to("cpu")
     with torch.no_grad():
-        zeroed = {n: fn(executor.weights.get(n)).detach().cpu().numpy() for n, fn in transforms.items()}
+        zeroed = {n: fn(executor.weights.get(n)).detach().cpu().numpy() for n, fn in transforms.items()
+                  if isinstance(n, str)}
         expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
                                                        transforms=transforms).items()}
-    return check_rewrite(set_weights(trained, zeroed, validate=False), session, feeds, expected)
+    weighed = {node: w.detach().cpu().numpy() for node, w in statistics.items()}
+    masked = weigh_statistics(set_weights(trained, zeroed, validate=False), weighed)
+    return check_rewrite(masked, session, feeds, expected, _in_float64(executor, transforms, feeds))
+
+
+def _in_float64(executor: Executor, transforms: Mapping[Any, Any], feeds: Mapping[str, np.ndarray]
+                ) -> dict[str, np.ndarray] | None:
+    """The masked model's outputs evaluated in float64 (what float32 rounding is measured against), or None
+    where the graph pins float32 somewhere (a Cast, a typed constant) and the executor cannot mix them."""
+    wide = {k: torch.from_numpy(v).double() if np.issubdtype(v.dtype, np.floating) else torch.from_numpy(v)
+            for k, v in feeds.items()}
+    tensors = [t for t in (*executor.parameters(), *executor.buffers()) if t.is_floating_point()]
+    dtypes = [t.dtype for t in tensors]
+    try:
+        for t in tensors:  # in place, and back below: float32 -> float64 -> float32 is exact
+            t.data = t.data.double()
+        with torch.no_grad():
+            return {k: v.numpy() for k, v in executor(wide, transforms=transforms).items()}
+    except SmartOnnxError as e:
+        log.info("no float64 evaluation of the masked model (%s); the rewrite check reads executor vs onnxruntime",
+                 e)
+        return None
+    finally:
+        for t, dtype in zip(tensors, dtypes):
+            t.data = t.data.to(dtype)
 
 
 def _layer_report(analysis: Analysis, after: OnnxModel) -> list[LayerRow]:

@@ -3,8 +3,11 @@
 * :func:`moments_layernorm_model`: onnx.helper graph with LayerNorm written as ``E[x^2] - E[x]^2``,
   Sqrt, Reciprocal, Mul (how TF-style exporters write it) after an embedding whose outputs sit far
   from zero: float32 rounding differences of the MatMul before it are amplified past 1e-4.
+* :func:`fused_attention_model`: onnx.helper graph with onnxruntime's fused com.microsoft ``Attention`` (packed
+  Q/K/V weight, ``num_heads``), its output projection, a residual FFN and a head.
 * :func:`encoder` / :func:`decoder`: small torch modules exported with the legacy exporter; at opset
-  14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused.
+  14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused. The encoder returns
+  its mean-pooled hidden states (a sentence embedding) or, with ``classes``, a classifier's logits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import nn
 
 from smart_onnx.model import OnnxModel, normalize
 
-__all__ = ["decoder", "encoder", "export", "moments_layernorm_model", "token_batch"]
+__all__ = ["decoder", "encoder", "export", "fused_attention_model", "moments_layernorm_model", "token_batch"]
 
 
 def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list, rng) -> str:
@@ -46,11 +49,54 @@ def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list
     return p + "out"
 
 
+def fused_attention_model(qkv_hidden_sizes: tuple[int, int, int] | None = None, key_mask: bool = True,
+                          width: int = 32, seq: int = 6, ffn: int = 64, heads: int = 4) -> OnnxModel:
+    """x -> Attention (packed [width, q+k+v] projection, ``heads`` heads) -> output projection -> residual Add -> FFN
+    -> head.
+
+    Inputs ``x`` [N, seq, width] and, with ``key_mask``, ``mask`` [N, seq] int32 (1: attend); output ``y`` [N, seq, 8].
+    With ``qkv_hidden_sizes`` the value projection may be wider than query and key (onnxruntime allows it).
+    """
+    q, k, v = qkv_hidden_sizes or (width, width, width)
+    rng = np.random.default_rng(0)
+
+    def f(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * shape[0] ** -0.5).astype(np.float32)
+
+    inits = {"w": f(width, q + k + v), "b": 0.1 * f(q + k + v), "wo": f(v, width), "bo": 0.1 * f(width),
+             "w1": f(width, ffn), "w2": f(ffn, width), "wy": f(width, 8)}
+    attrs = {"num_heads": heads, **({"qkv_hidden_sizes": [q, k, v]} if qkv_hidden_sizes else {})}
+    nodes = [
+        helper.make_node("Attention", ["x", "w", "b", "mask" if key_mask else ""], ["a"], domain="com.microsoft",
+                         name="attn", **attrs),
+        helper.make_node("MatMul", ["a", "wo"], ["o"], name="attn_out"),
+        helper.make_node("Add", ["o", "bo"], ["ob"]),
+        helper.make_node("Add", ["x", "ob"], ["r"]),
+        helper.make_node("MatMul", ["r", "w1"], ["h"], name="ffn1"),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("MatMul", ["hr", "w2"], ["f"], name="ffn2"),
+        helper.make_node("Add", ["r", "f"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "wy"], ["y"], name="head"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", seq, width])]
+    if key_mask:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, ["N", seq]))
+    graph = helper.make_graph(nodes, "fused_attention", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, 8])],
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return normalize(model)
+
+
 def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, features: int = 16,
-                            offset: float = 200.0) -> OnnxModel:
+                            offset: float = 200.0, hidden_output: bool = False) -> OnnxModel:
     """Embedding (MatMul+Add, outputs near ``offset``), LayerNorm, residual FFN, LayerNorm, linear head.
 
-    Inputs ``x`` [batch, seq, features] in [0, 2); output ``y`` [batch, seq, 8].
+    Inputs ``x`` [batch, seq, features] in [0, 2); output ``y`` [batch, seq, 8], and with ``hidden_output`` the
+    last LayerNorm's output ``hidden`` [batch, seq, width] too (as a sentence encoder returns its hidden states:
+    the hidden width, then frozen, cannot be pruned).
     """
     rng = np.random.default_rng(0)
     nodes: list = []
@@ -74,9 +120,13 @@ def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, f
     nodes.append(helper.make_node("Add", ["res", "shift"], ["res.shifted"]))
     h = _moments_layernorm("ln1.", "res.shifted", width, nodes, inits, rng)
     nodes.append(helper.make_node("Identity", [linear("head", h, width, 8)], ["y"]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])]
+    if hidden_output:
+        nodes.append(helper.make_node("Identity", [h], ["hidden"]))
+        outputs.append(helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", seq, width]))
     graph = helper.make_graph(nodes, "moments_layernorm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, features])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", seq, 8])], inits)
+                              outputs, inits)
     return normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
 
 
@@ -126,20 +176,23 @@ class _Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Token + position embeddings, post-LN blocks, mean-pooled embedding output [batch, dim]."""
+    """Token + position embeddings, post-LN blocks, mean-pooled embedding output [batch, dim]; with ``classes``
+    a linear classifier on the pooled embedding, whose logits [batch, classes] are then the only output."""
 
     def __init__(self, vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64, layers: int = 2,
-                 fused_qkv: bool = False) -> None:
+                 fused_qkv: bool = False, classes: int | None = None) -> None:
         super().__init__()
         self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
         self.ln = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(_Block(dim, heads, ffn, fused_qkv, False, False) for _ in range(layers))
+        self.classifier = nn.Linear(dim, classes) if classes else None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.ln(self.tokens(input_ids) + self.positions.weight[: input_ids.shape[1]])
         for block in self.blocks:
             x = block(x)
-        return x.mean(1)
+        pooled = x.mean(1)
+        return pooled if self.classifier is None else self.classifier(pooled)
 
 
 class Decoder(nn.Module):
@@ -175,9 +228,15 @@ def export(module: nn.Module, opset: int, seq: int = 8) -> OnnxModel:
     return normalize(onnx.load_from_string(buf.getvalue()))
 
 
-def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0) -> OnnxModel:
+def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0, classes: int | None = None) -> OnnxModel:
     torch.manual_seed(seed)
-    return export(Encoder(fused_qkv=fused_qkv), opset)
+    module = Encoder(fused_qkv=fused_qkv, classes=classes)
+    if classes:  # LayerNorm scales and biases as after training: distinct, so torch does not share one initializer
+        with torch.no_grad():
+            for ln in [m for m in module.modules() if isinstance(m, nn.LayerNorm)]:
+                ln.weight.add_(0.1 * torch.randn_like(ln.weight))
+                ln.bias.add_(0.1 * torch.randn_like(ln.bias))
+    return export(module, opset)
 
 
 def decoder(opset: int = 17, seed: int = 0) -> OnnxModel:

@@ -7,8 +7,13 @@ this model (a decomposed LayerNorm computing ``E[x^2] - E[x]^2`` in float32 turn
 last-place difference into 1e-4 of its output). So the check runs onnxruntime on the
 original graph with the hard mask written in as zeros and on the rewritten graph, and
 judges their difference against a tolerance from the model's own float sensitivity: the
-executor-vs-onnxruntime difference on the same batch and the same masked model, times
-:data:`SENSITIVITY_FACTOR`, never below :data:`TOLERANCE_FLOOR`.
+executor-vs-onnxruntime difference on the same batch and the same masked model, or, where the
+caller evaluated the masked model in float64 too, how far onnxruntime's float32 value is from
+that, whichever is larger; times :data:`SENSITIVITY_FACTOR`, never below :data:`TOLERANCE_FLOOR`.
+The float64 reading matters where the executor rounds exactly as onnxruntime does (its sums follow
+onnxruntime's order) while the model still cancels digits: removing channels from a LayerNorm that
+computes ``E[x^2] - E[x]^2`` sums fewer terms in another order, which moves its output by as much
+as float32 evaluation itself does.
 """
 
 from __future__ import annotations
@@ -43,12 +48,15 @@ class RewriteCheck:
     Attributes:
         error: onnxruntime, rewritten vs masked model (relative to the largest output value).
         executor_error: the executor vs onnxruntime on the masked model, the model's float sensitivity.
-        tolerance: what ``error`` may reach: max(floor, factor * executor_error).
+        tolerance: what ``error`` may reach: max(floor, factor * max(executor_error, float32_error)).
+        float32_error: onnxruntime's float32 value of the masked model vs its float64 value in the executor
+            (0 where that evaluation was not possible).
     """
 
     error: float
     executor_error: float
     tolerance: float
+    float32_error: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -69,7 +77,8 @@ def relative_difference(expected: Mapping[str, np.ndarray], got: Mapping[str, np
 
 
 def check_rewrite(
-    masked: OnnxModel, rewritten: Any, feeds: Mapping[str, np.ndarray], executor_outputs: Mapping[str, np.ndarray]
+    masked: OnnxModel, rewritten: Any, feeds: Mapping[str, np.ndarray], executor_outputs: Mapping[str, np.ndarray],
+    float64_outputs: Mapping[str, np.ndarray] | None = None,
 ) -> RewriteCheck:
     """Run the masked and the rewritten model in onnxruntime on ``feeds`` and judge the difference.
 
@@ -78,6 +87,7 @@ def check_rewrite(
         rewritten: an onnxruntime session of the rewritten model (or the model itself).
         feeds: one batch of inputs.
         executor_outputs: the executor's outputs for ``feeds`` under the same hard mask.
+        float64_outputs: the same in float64, where the executor could run the model so.
 
     Returns:
         The errors and the tolerance applied.
@@ -92,13 +102,15 @@ def check_rewrite(
     if not executor_error <= _EXECUTOR_WARNING:
         log.warning("the executor and onnxruntime differ by %.2g (relative) on this model: the mask was trained on "
                     "the executor's values", executor_error)
-    sensitivity = executor_error if np.isfinite(executor_error) else 0.0
-    tolerance = max(TOLERANCE_FLOOR, SENSITIVITY_FACTOR * sensitivity)
+    float32_error = 0.0 if float64_outputs is None else relative_difference(float64_outputs, reference)
+    readings = [e for e in (executor_error, float32_error) if np.isfinite(e)]
+    tolerance = max(TOLERANCE_FLOOR, SENSITIVITY_FACTOR * max(readings, default=0.0))
     error = relative_difference(reference, run_model(session, feeds))
     if not error <= tolerance:
         raise RewriteError(
             f"the rewritten model differs from the masked original in onnxruntime by {error:.2g} (relative), more "
             f"than the {tolerance:.2g} this model's float rounding explains (executor vs onnxruntime: "
-            f"{executor_error:.2g}); nothing was written (this is a smart-onnx bug: please report it)"
+            f"{executor_error:.2g}, float32 vs float64: {float32_error:.2g}); nothing was written (this is a "
+            "smart-onnx bug: please report it)"
         )
-    return RewriteCheck(error, executor_error, tolerance)
+    return RewriteCheck(error, executor_error, tolerance, float32_error)

@@ -82,9 +82,15 @@ class OpModule(nn.Module):
         static_inputs: positions of inputs that are shape/config data (shape, axes,
             pads, scales, ...). A floating-point initializer used only in such slots
             stays a constant instead of becoming an ``nn.Parameter``.
+        weighs_channels: ``forward`` takes a keyword ``channel_weights`` (see the comment there),
+            which the graph passes where the transforms hold a :class:`ChannelWeights` for the node.
     """
 
     static_inputs: ClassVar[frozenset[int]] = frozenset()
+    # Ops that take a mean over channels (ReduceMean, LayerNormalization) accept ``channel_weights``: a tensor
+    # broadcastable to input 0 whose mean over the reduced axis is 1 (``m * n / sum(m)`` for a channel mask
+    # ``m``), so that every mean they take is weighted by it: over the kept channels only, for a hard mask.
+    weighs_channels: ClassVar[bool] = False
 
     @classmethod
     def from_node(cls, ctx: NodeContext) -> OpModule:

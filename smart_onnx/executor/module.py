@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,21 @@ from smart_onnx.executor.registry import resolve
 from smart_onnx.executor.weights import WeightStore
 from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, subgraph_free_names, tensor_to_array
 
-__all__ = ["Executor", "GraphModule", "Transforms", "unsupported_nodes"]
+__all__ = ["ChannelWeights", "Executor", "GraphModule", "Transforms", "unsupported_nodes"]
+
+@dataclass(frozen=True)
+class ChannelWeights:
+    """A transforms key: ``transforms[ChannelWeights(node)](x)`` gives the weights of the channels ``node`` (an op
+    whose ``weighs_channels`` is set) takes its means over, broadcastable to its input ``x``: how a channel mask
+    makes a LayerNorm normalise over the kept channels only, as the pruned model does."""
+
+    node: str
+
 
 # name -> function applied to that value whenever it is read (weights) or produced
-# (activations); how the search applies masks without touching the graph.
-Transforms = Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
+# (activations); how the search applies masks without touching the graph. ChannelWeights keys
+# weigh the means of the ops that normalise over channels.
+Transforms = Mapping["str | ChannelWeights", Callable[[torch.Tensor], torch.Tensor]]
 
 
 def _opsets(model: OnnxModel) -> dict[str, int]:
@@ -61,6 +72,7 @@ class GraphModule(nn.Module):
         self.output_names = [o.name for o in graph.output]
         self.nodes = nn.ModuleList()
         self._plan: list[tuple[list[str], list[str], bool]] = []
+        self._weighed: list[ChannelWeights | None] = []
         for node in graph.node:
             cls, version = resolve(node, _opset_for(node, opsets))
             ctx = NodeContext(
@@ -74,9 +86,10 @@ class GraphModule(nn.Module):
             module.onnx_node = node.name  # for error messages
             self.nodes.append(module)
             self._plan.append((list(node.input), list(node.output), getattr(cls, "needs_scope", False)))
+            self._weighed.append(ChannelWeights(node.name) if cls.weighs_channels else None)
         self._frees = self._last_uses(graph)
         # Plain list: indexing an nn.ModuleList costs a string conversion per node.
-        self._steps = list(zip(self.nodes, self._plan, self._frees))
+        self._steps = list(zip(self.nodes, self._plan, self._frees, self._weighed))
 
     def _last_uses(self, graph: onnx.GraphProto) -> list[list[str]]:
         """Per node, the values no later node (or graph output) reads: freed to save memory."""
@@ -137,12 +150,17 @@ class GraphModule(nn.Module):
         raise GraphError(f"value {name!r} is read before any node produces it")
 
     def _run_node(self, idx: int, env: dict[str, torch.Tensor], transforms: Transforms) -> None:
-        module, (inputs, outputs, needs_scope), frees = self._steps[idx]
+        module, (inputs, outputs, needs_scope), frees, weighed = self._steps[idx]
         args = [self._value(env, n, transforms) if n else None for n in inputs]
         try:
             # forward directly: nn.Module.__call__'s hook machinery costs ~5 us per node and no hooks are used.
             forward = module.forward
-            result = forward(*args, scope=env, transforms=transforms) if needs_scope else forward(*args)
+            if needs_scope:
+                result = forward(*args, scope=env, transforms=transforms)
+            elif weighed is not None and weighed in transforms:
+                result = forward(*args, channel_weights=transforms[weighed](args[0]))
+            else:
+                result = forward(*args)
         except (GraphError, UnsupportedOpError):
             raise
         except (RuntimeError, IndexError, ValueError, TypeError) as e:

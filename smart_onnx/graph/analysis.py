@@ -86,7 +86,6 @@ def analyze(
     *,
     measure: bool = True,
     measure_shapes: ShapeMeasure | None = None,
-    layernorm_channels: bool = False,
 ) -> Analysis:
     """Find prunable layers and channel-coupling groups.
 
@@ -100,9 +99,6 @@ def analyze(
         measure_shapes: measures those shapes instead of the reference evaluator (which stays
             the fallback when this raises a SmartOnnxError), e.g. ``Executor.value_shapes`` of
             an executor the caller already built: one torch forward pass, much faster.
-        layernorm_channels: let channels a LayerNormalization normalises over be pruned (its
-            scale and bias are sliced). Off by default: removing such channels changes the
-            normalisation statistics, so the pruned model no longer equals the masked one.
 
     Returns:
         The :class:`Analysis`. Problems in the graph freeze groups (with a reason); they
@@ -114,13 +110,13 @@ def analyze(
     concrete = resolve_input_shapes(model, input_shapes)
     shapes = value_shapes(model, concrete)
     view = GraphView(model)
-    layers, groups, missing = _run(view, shapes, layernorm_channels)
+    layers, groups, missing = _run(view, shapes)
     if missing and measure:
         # Only when an unknown shape mattered: the reference evaluator runs the whole model.
         log.info("shape inference left %d needed values unknown; measuring them", len(missing))
         unknown = [o for node in view.nodes for o in node.output if o and o not in shapes]
         shapes.update(_measure(model, concrete, unknown, measure_shapes))
-        layers, groups, _ = _run(view, shapes, layernorm_channels)
+        layers, groups, _ = _run(view, shapes)
     log.info("analysis: %d prunable layers, %d groups (%d frozen)", len(layers), len(groups),
              sum(g.frozen is not None for g in groups))
     return Analysis(layers, groups, shapes, concrete)
@@ -139,12 +135,12 @@ def _measure(
 
 
 def _run(
-    view: GraphView, shapes: Mapping[str, tuple[int, ...]], layernorm_channels: bool
+    view: GraphView, shapes: Mapping[str, tuple[int, ...]]
 ) -> tuple[tuple[PrunableLayer, ...], tuple[CouplingGroup, ...], set[str]]:
     """Layers and groups at ``shapes``, and the values whose unknown shape mattered."""
     layers = tuple(find_prunable_layers(view, shapes))
     missing: set[str] = set()
-    groups = tuple(build_groups(view, layers, shapes, layernorm_channels, missing))
+    groups = tuple(build_groups(view, layers, shapes, missing))
     for layer in layers:
         if layer.macs is None:
             node = view.node(layer.name)

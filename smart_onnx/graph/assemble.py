@@ -26,7 +26,6 @@ _WEIGHT_ROLES = (Role.PRODUCER_WEIGHT, Role.CONSUMER_WEIGHT, Role.DEPTHWISE_WEIG
 
 def build_groups(
     view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]],
-    layernorm_channels: bool = False,
     missing: set[str] | None = None,
 ) -> list[CouplingGroup]:
     """Coupling groups for ``layers`` (see :mod:`smart_onnx.graph.coupling` for how).
@@ -35,9 +34,6 @@ def build_groups(
         view: the graph.
         layers: its prunable layers (:func:`~smart_onnx.graph.layers.find_prunable_layers`).
         shapes: value shapes (:func:`~smart_onnx.graph.view.value_shapes`).
-        layernorm_channels: keep channels that a LayerNormalization normalises over prunable
-            (slicing its scale and bias); by default they freeze, because removing them changes
-            the normalisation statistics, which masking them does not reproduce.
         missing: if given, receives the values whose unknown shape decided something (a
             freeze, or a rule that could not run); measuring them may give a better answer.
 
@@ -45,7 +41,7 @@ def build_groups(
         One group per set of tied output channels, ordered by first root layer in graph
         order; ``groups[i].id == i``. Problems freeze groups; they never raise.
     """
-    tracer = Tracer(view, layers, shapes, layernorm_channels)
+    tracer = Tracer(view, layers, shapes)
     for node in view.nodes:
         apply_rule(tracer, node)
     freeze_unsafe_shape_reads(tracer)
@@ -70,10 +66,15 @@ def _freeze_escapes(t: Tracer) -> None:
 
 def _freeze_shared_constants(t: Tracer) -> None:
     """A constant several nodes read can be sliced only if every reader slices it the same way
-    (torch de-duplicates equal parameters, e.g. fresh LayerNorm weights, behind Identity nodes)."""
+    (torch de-duplicates equal parameters, e.g. fresh LayerNorm weights, behind Identity nodes).
+
+    Cuts by frozen channels never happen, so they are not compared: a tied embedding read by the
+    Gather (its columns: the hidden channels) and by the LM head (also its rows: the vocabulary, frozen
+    at the logits) is cut the same way by both on the one axis that can lose positions.
+    """
     by_tensor: dict[str, list] = defaultdict(list)
     for rec in t.slices:
-        if rec.role is not Role.ACTIVATION:
+        if rec.role not in (Role.ACTIVATION, Role.STATISTICS) and not _all_frozen(t, rec.owners):
             by_tensor[rec.tensor].append(rec)
     for tensor, recs in by_tensor.items():
         per_node: dict[str, dict[int, tuple[int, ...]]] = defaultdict(dict)
@@ -89,6 +90,11 @@ def _freeze_shared_constants(t: Tracer) -> None:
             continue
         for rec in recs:
             t.freeze(rec.owners, f"initializer {tensor!r} {why}, so it cannot be sliced for node {rec.node!r}")
+
+
+def _all_frozen(t: Tracer, owners: np.ndarray) -> bool:
+    spaces = np.unique(t.space_index(np.asarray(owners, dtype=np.int64))).tolist()
+    return bool(spaces) and all(t.spaces[i].frozen is not None for i in spaces)
 
 
 def _readers(view: GraphView, value: str) -> list:
@@ -151,7 +157,7 @@ class _Assembler:
                 s = TensorSlice(rec.tensor, rec.axis, size, fit_map(ch, pos, int(self.channels[g])), rec.role, rec.node)
                 slices[g].append(s)
                 counts = np.bincount(ch, minlength=int(self.channels[g]))
-                if rec.role is not Role.ACTIVATION:
+                if rec.role.counts_weights:
                     params[g] += counts * (int(np.prod(t.shape(rec.tensor) or (0,))) // max(size, 1))
                 layer = t.layers.get(rec.node)
                 if rec.role in _WEIGHT_ROLES and layer is not None and layer.macs is not None:
@@ -177,7 +183,8 @@ class _Assembler:
             roots=tuple(s.layer for s in spaces if s.layer is not None),
             layers=tuple(sorted(members, key=order.__getitem__)),
             slices=tuple(s for s in slices if s.constant),
-            values=tuple(s for s in slices if not s.constant),
+            values=tuple(s for s in slices if s.role is Role.ACTIVATION),
+            statistics=tuple(s for s in slices if s.role is Role.STATISTICS),
             edits=tuple(edits),
             channel_params=tuple(int(x) for x in params),
             channel_macs=tuple(int(x) for x in macs),

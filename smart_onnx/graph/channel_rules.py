@@ -18,6 +18,7 @@ import onnx
 from smart_onnx.graph import layer_rules, shape_rules
 from smart_onnx.graph.coupling import Tracer, merge_operands
 from smart_onnx.graph.groups import Role
+from smart_onnx.graph.shape_rules import statistics
 from smart_onnx.graph.view import attr
 
 __all__ = ["RULES", "apply_rule"]
@@ -37,6 +38,8 @@ _ELEMENTWISE = (
     "Add", "And", "BitwiseAnd", "BitwiseOr", "Div", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual",
     "Max", "Mean", "Min", "Mod", "Mul", "Or", "Pow", "Sub", "Sum", "Where", "Xor",
 )
+# Their per-channel constant operands are scales and offsets, which a removed channel may lose with it (zero).
+_AFFINE = ("Add", "Sub", "Mul", "BiasGelu", "FastGelu")
 # Ops over the spatial dims of NCHW tensors (channel axis 1).
 _POOLS = ("AveragePool", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LpPool", "MaxPool")
 # Ops that may touch any axis: followed while the channel axis keeps its size.
@@ -95,7 +98,8 @@ def _elementwise(t: Tracer, node: onnx.NodeProto) -> None:
     if rank is None:
         ranks = [t.rank(v) for v in node.input if v]
         rank = None if None in ranks or not ranks else max(ranks)
-    role = Role.PRELU_SLOPE if node.op_type == "PRelu" else Role.ELEMENTWISE_CONST
+    role = (Role.PRELU_SLOPE if node.op_type == "PRelu" else
+            Role.AFFINE_CONST if node.op_type in _AFFINE else Role.ELEMENTWISE_CONST)
     lay = merge_operands(t, node, list(range(len(node.input))), rank, role)
     if lay is not None:
         t.set_layout(node.output[0], lay, node)
@@ -105,16 +109,15 @@ def _norm(t: Tracer, node: onnx.NodeProto) -> None:
     lay = t.data_layout(node, "parameters")
     if lay is None:
         return
+    role = Role.NORM_PARAM
     if node.op_type == "LayerNormalization":
         first = int(attr(node, "axis", -1)) % lay.rank
         if lay.axis < first:  # channels are not among the normalised axes
             t.set_layout(node.output[0], lay, node)
             return
-        if not t.layernorm_channels:
-            # Its mean and variance run over the channels: removing some is not the same as zeroing them.
-            t.freeze_inputs(node, "normalises over the channel axis, so removing channels would change its "
-                                  "statistics (analyze(..., layernorm_channels=True) allows it)")
+        if not statistics(t, node, lay, list(range(first, lay.rank))):
             return
+        role = Role.AFFINE_CONST
     elif lay.axis != 1:
         t.freeze_inputs(node, f"normalises per channel on axis 1 but the channels are on axis {lay.axis}")
         return
@@ -127,10 +130,10 @@ def _norm(t: Tracer, node: onnx.NodeProto) -> None:
             t.freeze_inputs(node, f"reads parameter {value!r}, which is not a constant")
             return
         shape = t.shape(source)
-        # BatchNorm/InstanceNorm params are [C]; LayerNorm's broadcast against the normalised dims.
-        k = len(shape) - (lay.rank - lay.axis) if node.op_type == "LayerNormalization" else 0
+        # BatchNorm/InstanceNorm params are [C]; LayerNorm's broadcast against the normalised (channel) axis.
+        k = len(shape) - 1 if node.op_type == "LayerNormalization" else 0
         if 0 <= k < len(shape) and shape[k] > 1:
-            t.add_slice(source, k, lay.owners, Role.NORM_PARAM, node)
+            t.add_slice(source, k, lay.owners, role, node)
     t.set_layout(node.output[0], lay, node)
 
 
@@ -156,6 +159,7 @@ RULES: dict[str, Rule] = {
     **shape_rules.RULES,
     **layer_rules.RULES,
 }
-# com.microsoft ops of onnxruntime's transformer optimizer that pass channels through: a GELU of the input plus a
-# per-channel bias, which is sliced as an elementwise constant (as Add's is).
-MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise}
+# com.microsoft ops of onnxruntime's transformer optimizer: a GELU of the input plus a per-channel bias passes
+# channels through (the bias sliced as Add's is); Attention's heads are channels (graph/layer_rules.py).
+MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise,
+                             "Attention": layer_rules.fused_attention}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
+from smart_onnx.graph.coupling import Layout, Tracer, embedding_table, merge_operands
 from smart_onnx.graph.groups import Role
 from smart_onnx.graph.view import attr
 
@@ -82,10 +82,18 @@ def _split(t: Tracer, node: onnx.NodeProto) -> None:
 
 
 def _slice(t: Tracer, node: onnx.NodeProto) -> None:
-    lay = t.data_layout(node, "bounds")
+    lay = t.layout(node.input[0])
+    if lay is None and _rows_only(t, node, 2, 1):  # rows of a table: position embeddings[:seq_len]
+        lay = embedding_table(t, node)
     if lay is None:
         return
+    if any(i > 0 for i, _ in t.input_layouts(node)):
+        t.freeze_inputs(node, "reads traced channels as its bounds")
+        return
     new = t.view.model.opset >= 10
+    if _rows_only(t, node, lay.rank, lay.axis):  # bounds on other axes, maybe read at run time (x[:seq_len])
+        t.set_layout(node.output[0], lay, node)
+        return
     params = _slice_params(t, node, new)
     if params is None:
         t.freeze_inputs(node, "takes its bounds from runtime tensors")
@@ -105,6 +113,12 @@ def _slice(t: Tracer, node: onnx.NodeProto) -> None:
     if ends[e] < size:
         _bound_edit(t, node, 2 if new else "ends", e, ends[e], hi, owners)
     t.set_layout(node.output[0], Layout(lay.axis, lay.rank, owners[lo:max(lo, hi)]), node)
+
+
+def _rows_only(t: Tracer, node: onnx.NodeProto, rank: int, channel_axis: int) -> bool:
+    """Whether a Slice's constant ``axes`` leave ``channel_axis`` alone."""
+    raw = attr(node, "axes") if t.view.model.opset < 10 else t.constant_ints(node, 3)
+    return raw is not None and channel_axis not in {int(a) % rank for a in raw}
 
 
 def _slice_params(t: Tracer, node: onnx.NodeProto, new: bool) -> tuple | None:

@@ -37,8 +37,9 @@ from smart_onnx.graph.groups import Role, ShapeEdit
 from smart_onnx.graph.index_map import IdentityMap
 from smart_onnx.graph.layers import PrunableLayer
 from smart_onnx.graph.view import GraphView, static_dims
+from smart_onnx.model import is_float_tensor
 
-__all__ = ["EditRecord", "Layout", "SliceRecord", "Space", "Tracer", "merge_operands"]
+__all__ = ["EditRecord", "Layout", "SliceRecord", "Space", "Tracer", "embedding_table", "merge_operands"]
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,8 @@ class Space:
 class Tracer:
     """Propagation state shared by the op rules."""
 
-    def __init__(self, view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]],
-                 layernorm_channels: bool = False):
+    def __init__(self, view: GraphView, layers: Sequence[PrunableLayer], shapes: Mapping[str, tuple[int, ...]]):
         self.view = view
-        self.layernorm_channels = layernorm_channels
         self.shapes = shapes
         self.layers = {layer.name: layer for layer in layers}
         self.spaces: list[Space] = []
@@ -93,8 +92,8 @@ class Tracer:
         self.slices: list[SliceRecord] = []
         self.edits: list[EditRecord] = []
         self.missing: set[str] = set()  # values whose unknown shape a rule needed
-        # (node, input index) of shape pieces read at run time that the rewrite replaces with a constant
-        self.replaced: set[tuple[str, int]] = set()
+        # (node, input index) of shape pieces read at run time that the rewrite replaces with a constant -> its value
+        self.replaced: dict[tuple[str, int], int] = {}
         self._static: dict[str, tuple[int | None, ...]] | None = None
 
     def static_dim(self, value: str, axis: int) -> int | None:
@@ -220,6 +219,21 @@ class Tracer:
         edit = ShapeEdit(node.name, node.op_type, index, attribute, position, int(old_value), per_channel,
                          IdentityMap())
         self.edits.append(EditRecord(edit, np.asarray(owners, dtype=np.int64)))
+
+
+def embedding_table(t: Tracer, node: onnx.NodeProto) -> Layout | None:
+    """The channels of a float ``[rows, width]`` constant that ``node`` reads along its rows (a Gather of token
+    embeddings, a Slice of position embeddings): a new space of ``width`` channels, the table's columns, which
+    a residual ``Add`` ties to the layers writing the same stream. None when input 0 is no such table."""
+    source = t.initializer_behind(node.input[0]) if node.input else None
+    if source is None or not is_float_tensor(t.view.initializers[source]):
+        return None
+    shape = t.shape(source)
+    if shape is None or len(shape) != 2:
+        return None
+    owners = t.new_space(shape[1])
+    t.add_slice(source, 1, owners, Role.EMBEDDING, node)
+    return Layout(1, 2, owners)
 
 
 def merge_operands(t: Tracer, node: onnx.NodeProto, inputs: list[int], rank: int | None, role: Role,

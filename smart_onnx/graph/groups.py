@@ -34,10 +34,22 @@ class Role(str, Enum):
     DEPTHWISE_WEIGHT = "depthwise_weight"  # a depthwise conv's weight out axis (its channels follow its input)
     DEPTHWISE_BIAS = "depthwise_bias"
     CONSUMER_WEIGHT = "consumer_weight"  # a layer reading the channels: its weight in axis
-    NORM_PARAM = "norm_param"  # BatchNorm scale/B/mean/var, InstanceNorm and LayerNorm scale/B
+    NORM_PARAM = "norm_param"  # BatchNorm scale/B/mean/var, InstanceNorm scale/B
     PRELU_SLOPE = "prelu_slope"
-    ELEMENTWISE_CONST = "elementwise_const"  # constant operand of Add/Sub/Mul/Div/Gemm C with a channel dim
+    ELEMENTWISE_CONST = "elementwise_const"  # constant operand of Div/Pow/Where/.../Gemm C with a channel dim
+    # A per-channel scale or offset: constant operand of Add/Sub/Mul, a LayerNormalization's scale and bias,
+    # BiasGelu's bias. Masked with its channel (so a removed channel of a residual stream is zero, not a bias).
+    AFFINE_CONST = "affine_const"
+    EMBEDDING = "embedding"  # a table read by Gather/Slice along its rows: its columns are the channels
     ACTIVATION = "activation"  # a runtime value carrying the channels (not sliced by the rewriter)
+    # A node's input whose channels it reduces (ReduceMean, LayerNormalization): the masked model takes the
+    # mean and variance over the kept channels only, as the pruned model does (not sliced by the rewriter).
+    STATISTICS = "statistics"
+
+    @property
+    def counts_weights(self) -> bool:
+        """Whether the tensor's elements count in a channel's cost (an embedding table is not a prunable weight)."""
+        return self not in (Role.ACTIVATION, Role.STATISTICS, Role.EMBEDDING)
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,8 @@ class TensorSlice:
 
     @property
     def constant(self) -> bool:
-        """True for initializers the rewriter slices; False for runtime activations."""
-        return self.role is not Role.ACTIVATION
+        """True for initializers the rewriter slices; False for runtime values (activations, statistics inputs)."""
+        return self.role not in (Role.ACTIVATION, Role.STATISTICS)
 
     def removed_positions(self, removed_channels: object) -> np.ndarray:
         """Sorted positions on ``axis`` that removing ``removed_channels`` (group indices) drops."""
@@ -85,6 +97,11 @@ class ShapeEdit:
     """An integer in the graph that shrinks when group channels are removed.
 
     Exactly one of ``input_index`` / ``attribute`` is set:
+
+    A ``per_channel`` of 0 is a *pin*: a one-entry piece of a Reshape target computed at run time from this
+    group's channel count but fixed for every input (attention's head size ``d // heads``, ``d`` read from the
+    residual stream); whenever the group loses channels, the rewriter writes the piece as the constant
+    ``old_value``, which the computation would no longer give.
 
     * ``input_index``: entry ``position`` of the 1-D int64 constant at ``node.input[input_index]``
       (Split sizes = 1, Slice starts = 1 / ends = 2, Reshape shape = 1, or input ``k`` of a
@@ -139,10 +156,13 @@ class CouplingGroup:
             convs, consumers), in graph order.
         slices: constant tensors to slice (weights, biases, norm params, elementwise constants).
         values: runtime activations that carry the channels (role ``ACTIVATION``), for masks.
+        statistics: inputs of nodes that reduce over the channels (role ``STATISTICS``: a LayerNorm's, a
+            ReduceMean's); the masked model takes those means over the kept channels only.
         edits: integer shape data to change (see :class:`ShapeEdit`).
         channel_params: per channel, the weights it holds across all ``slices``
             (``prod(shape) / axis_size`` elements per position it owns on each slice's axis).
-            A weight element reached by two slices of the same group counts twice.
+            A weight element reached by two slices of the same group counts twice. Embedding tables are
+            sliced but not counted: they are not prunable weights (what ``--sparsity`` is a fraction of).
         channel_macs: per channel, the MACs it accounts for across all weight slices of
             prunable layers (``layer.macs * positions / axis_size``); zeros where a layer's
             MACs are unknown.
@@ -160,6 +180,7 @@ class CouplingGroup:
     channel_params: tuple[int, ...]
     channel_macs: tuple[int, ...]
     frozen: str | None = None
+    statistics: tuple[TensorSlice, ...] = ()
 
     @property
     def params(self) -> int:
@@ -184,6 +205,7 @@ class CouplingGroup:
             "id": self.id, "channels": self.channels, "roots": list(self.roots), "layers": list(self.layers),
             "params": self.params, "macs": self.macs, "frozen": self.frozen,
             "slices": [s.to_dict() for s in self.slices], "values": [s.to_dict() for s in self.values],
+            "statistics": [s.to_dict() for s in self.statistics],
             "edits": [e.to_dict() for e in self.edits],
         }
 

@@ -19,7 +19,7 @@ from smart_onnx.graph.head_rules import batched_matmul
 from smart_onnx.graph.layers import PrunableLayer
 from smart_onnx.graph.view import attr
 
-__all__ = ["RULES"]
+__all__ = ["RULES", "fused_attention"]
 
 
 def _layer(t: Tracer, node: onnx.NodeProto) -> None:
@@ -73,7 +73,7 @@ def _grouped_reason(layer: PrunableLayer, lay: Layout | None) -> str | None:
 def _consume(t: Tracer, node: onnx.NodeProto, layer: PrunableLayer, lay: Layout) -> None:
     if node.op_type == "Gemm":
         expected = 0 if attr(node, "transA", 0) else 1
-    elif node.op_type == "MatMul":
+    elif node.op_type in ("MatMul", "Attention"):
         expected = lay.rank - 1
     else:
         expected = 1
@@ -116,6 +116,44 @@ def _gemm_c(t: Tracer, node: onnx.NodeProto, owners: np.ndarray) -> None:
         t.add_slice(value, k, owners, Role.ELEMENTWISE_CONST, node)
     else:
         t.freeze(owners, f"node {node.name!r} (Gemm) adds C={value!r}, which cannot be sliced with its outputs")
+
+
+def fused_attention(t: Tracer, node: onnx.NodeProto) -> None:
+    """com.microsoft Attention: its input is consumed like a MatMul's, its heads are the channels of a new group.
+
+    Head ``h`` owns columns ``h*Dq..`` of the Q part of the packed ``[in, q + k + v]`` weight (and bias), ``h*Dk..``
+    of K and ``h*Dv..`` of V, and positions ``h*Dv..`` of the output; ``num_heads`` drops by one per removed head,
+    each ``qkv_hidden_sizes`` entry by that part's head size.
+    """
+    layer = t.layers.get(node.name)
+    heads = int(attr(node, "num_heads", 0))
+    sizes = [int(v) for v in attr(node, "qkv_hidden_sizes", None) or ()]
+    if layer is None or heads < 1:
+        t.freeze_inputs(node, "has no constant packed weight or no num_heads, so its heads cannot be traced")
+        return
+    lay = t.layout(node.input[0])
+    if any(i > 0 for i, _ in t.input_layouts(node)):
+        t.freeze_inputs(node, "reads traced channels as its weights, bias or mask")
+        lay = None
+    if lay is not None:
+        _consume(t, node, layer, lay)
+    width = layer.weight_shape[layer.out_axis]
+    sizes = sizes or [width // 3] * 3
+    if sum(sizes) != width or any(size % heads for size in sizes) or any(o for o in node.output[1:]):
+        t.new_space(heads, layer=node.name, frozen=f"node {node.name!r} (Attention) has a packed weight, sizes or "
+                                                   "outputs its heads cannot be read from")
+        return
+    owners = t.new_space(heads, layer=node.name)
+    columns = np.concatenate([np.repeat(owners, size // heads) for size in sizes])
+    t.add_slice(layer.weight, layer.out_axis, columns, Role.PRODUCER_WEIGHT, node)
+    if layer.bias is not None:
+        t.add_slice(layer.bias, 0, columns, Role.PRODUCER_BIAS, node)
+    t.add_edit(node, "num_heads", 0, heads, owners)
+    if attr(node, "qkv_hidden_sizes", None):
+        for i, size in enumerate(sizes):
+            t.add_edit(node, "qkv_hidden_sizes", i, size, np.repeat(owners, size // heads))
+    rank = t.rank(node.output[0]) or 3
+    t.set_layout(node.output[0], Layout(rank - 1, rank, np.repeat(owners, sizes[2] // heads)), node)
 
 
 RULES = {op: _layer for op in ("Conv", "ConvTranspose", "Gemm", "MatMul")}

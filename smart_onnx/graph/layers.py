@@ -1,4 +1,6 @@
-"""Prunable layers: Conv, ConvTranspose, Gemm and MatMul nodes whose weight is a constant.
+"""Prunable layers: Conv, ConvTranspose, Gemm and MatMul nodes whose weight is a constant, and
+onnxruntime's fused com.microsoft ``Attention`` (its packed ``[in, q + k + v]`` projection, laid out as a
+MatMul's weight; the attention itself has no weight).
 
 Supported weight sources (main graph only): a floating-point initializer read directly,
 or through any chain of ``Identity`` and ``Transpose`` nodes (a ``Transpose`` needs its
@@ -22,11 +24,13 @@ import onnx
 from smart_onnx.graph.view import GraphView, attr
 from smart_onnx.model import OnnxModel, is_float_tensor
 
-__all__ = ["PRUNABLE_OPS", "PrunableLayer", "find_prunable_layers"]
+__all__ = ["PRUNABLE_CONTRIB_OPS", "PRUNABLE_OPS", "PrunableLayer", "find_prunable_layers"]
 
 log = logging.getLogger(__name__)
 
 PRUNABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# onnxruntime's fused ops with a constant weight of their own: Attention's packed [in, q + k + v] projection.
+PRUNABLE_CONTRIB_OPS = ("Attention",)
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,8 @@ def find_prunable_layers(
     shapes = shapes or {}
     layers = []
     for node in view.nodes:
-        if node.op_type in PRUNABLE_OPS and node.domain in ("", "ai.onnx"):
+        if (node.op_type in PRUNABLE_OPS and node.domain in ("", "ai.onnx")) or (
+                node.op_type in PRUNABLE_CONTRIB_OPS and node.domain == "com.microsoft"):
             layer = _layer(view, node, shapes)
             if layer is not None:
                 layers.append(layer)
@@ -195,7 +200,7 @@ def _view_layout(node: onnx.NodeProto, rank: int) -> tuple[int, int, tuple[int, 
         return 1, 0, tuple(range(2, rank))
     if node.op_type == "Gemm" and rank == 2:
         return (0, 1, ()) if attr(node, "transB", 0) else (1, 0, ())
-    if node.op_type == "MatMul" and rank == 2:
+    if node.op_type in ("MatMul", "Attention") and rank == 2:
         return 1, 0, ()
     return None  # batched MatMul weights ([h, I, O]) and malformed convs are not prunable
 
@@ -221,5 +226,7 @@ def _with_macs(layer: PrunableLayer, node: onnx.NodeProto, shapes: Mapping[str, 
     if known is None:
         return layer
     per_sample = known[1:] if len(known) >= 2 else known
+    if layer.op_type == "Attention":  # the packed projection: every token meets all q + k + v columns
+        per_sample = (*per_sample[:-1], layer.weight_shape[layer.out_axis])
     macs = int(np.prod(per_sample, dtype=np.int64)) * per_element
     return PrunableLayer(**{**layer.__dict__, "macs": macs})

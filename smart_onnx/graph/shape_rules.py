@@ -15,12 +15,13 @@ import numpy as np
 import onnx
 
 from smart_onnx.graph import concat_rules
-from smart_onnx.graph.coupling import Layout, Tracer
+from smart_onnx.graph.coupling import Layout, Tracer, embedding_table
+from smart_onnx.graph.groups import Role
 from smart_onnx.graph.head_rules import head_split, tie_heads
 from smart_onnx.graph.shape_trace import follows_channels, locate_piece
 from smart_onnx.graph.view import attr
 
-__all__ = ["RULES", "regroup"]
+__all__ = ["RULES", "regroup", "statistics"]
 
 
 def _axes(t: Tracer, node: onnx.NodeProto, since: int, rank: int) -> list[int] | None:
@@ -80,7 +81,10 @@ def _reduce(t: Tracer, node: onnx.NodeProto) -> None:
         if not axes and not attr(node, "noop_with_empty_axes", 0):
             axes = list(range(lay.rank))
     if lay.axis in (axes or ()):
-        t.freeze_inputs(node, f"reduces over axis {lay.axis}, which carries the channels")
+        if node.op_type == "ReduceMean":  # a LayerNorm's mean or variance: taken over the kept channels
+            statistics(t, node, lay, axes)
+        else:
+            t.freeze_inputs(node, f"reduces over axis {lay.axis}, which carries the channels")
         return
     if axes is None:
         t.freeze_inputs(node, "takes its axes from a runtime tensor")
@@ -90,8 +94,26 @@ def _reduce(t: Tracer, node: onnx.NodeProto) -> None:
     t.set_layout(node.output[0], lay.moved(axis, lay.rank if keep else lay.rank - len(axes)), node)
 
 
+def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) -> bool:
+    """A mean (LayerNorm's mean and variance, a ReduceMean) over the channel axis alone: recorded, so that the
+    masked model takes it over the kept channels only, which is what the pruned model computes. False (frozen)
+    when it also runs over other axes, or a LayerNorm returns its statistics."""
+    if axes != [lay.axis]:
+        t.freeze_inputs(node, f"takes its mean over axes {axes}, the channel axis {lay.axis} with others, so it "
+                              "cannot be taken over the kept channels alone")
+        return False
+    if node.op_type == "LayerNormalization" and any(node.output[1:]):
+        t.freeze_inputs(node, "also returns its mean and inverse standard deviation, which would change with "
+                              "the channels")
+        return False
+    t.add_slice(node.input[0], lay.axis, lay.owners, Role.STATISTICS, node)
+    return True
+
+
 def _gather(t: Tracer, node: onnx.NodeProto) -> None:
     lay = t.layout(node.input[0])
+    if lay is None and int(attr(node, "axis", 0)) == 0:  # token embeddings: rows of a table
+        lay = embedding_table(t, node)
     if lay is None:
         return
     g = int(attr(node, "axis", 0)) % lay.rank
@@ -193,7 +215,7 @@ def _target_edit(t: Tracer, node: onnx.NodeProto, axis: int, owners: np.ndarray,
                 return True
             if _fixed_count_piece(t, node, piece, located[1], axis, len(owners)):
                 # Read at run time from a dim the weights fix: the rewriter puts the new count there.
-                t.replaced.add((producer.name, located[0]))
+                t.replaced[(producer.name, located[0])] = len(owners)
                 t.add_edit(producer, located[0], 0, len(owners), owners)
                 return True
             located = None

@@ -96,7 +96,9 @@ def _follow(t: Tracer, value: str, entries: set[int], owners: np.ndarray, depth:
         t.freeze(owners, f"the channel count read into {value!r} leaves the graph or a subgraph")
         return
     for consumer, slot in t.view.consumers(value):
-        if (consumer.name, slot) in t.replaced:  # the rewrite puts a constant there
+        if (consumer.name, slot) in t.replaced:
+            # The rewrite puts a constant there, also when only the channels read here shrink: a pin of theirs.
+            t.add_edit(consumer, slot, 0, t.replaced[(consumer.name, slot)], owners, per_channel=0)
             continue
         if consumer.op_type == "Reshape" and slot == 1:
             out = t.layout(consumer.output[0])
@@ -105,11 +107,93 @@ def _follow(t: Tracer, value: str, entries: set[int], owners: np.ndarray, depth:
                                  "of another tensor")
             continue
         carried = _carry(t, consumer, slot, entries)
-        if carried is None:
+        if carried is None and not _pin(t, consumer, owners):
             t.freeze(owners, f"node {consumer.name!r} ({consumer.op_type}) computes with a channel count read "
                              "by Shape, which would not follow pruning")
         elif carried:
             _follow(t, consumer.output[0], carried, owners, depth + 1)
+
+
+# Scalar arithmetic on shape entries: a head size ``d // heads`` is Div, Cast, Unsqueeze.
+_ARITHMETIC = ("Add", "Cast", "Ceil", "Div", "Floor", "Identity", "Mul", "Squeeze", "Sub", "Unsqueeze")
+
+
+def _pin(t: Tracer, node: onnx.NodeProto, owners: np.ndarray) -> bool:
+    """Arithmetic on a channel count read by Shape whose every result is a one-entry piece of Reshape targets,
+    fixed for every input the model accepts (attention's ``reshape(b, s, heads, d // heads)`` with ``d`` read from
+    the residual stream): the rewrite writes those pieces as constants (pins), so they do not follow the pruned
+    count. False, pinning nothing, when any result goes elsewhere or is not fixed."""
+    pieces: list[tuple[onnx.NodeProto, int, int]] = []
+    if node.op_type not in _ARITHMETIC or not _pieces(t, node.output[0], pieces, 0):
+        return False
+    for concat, slot, value in pieces:
+        t.replaced[(concat.name, slot)] = value
+        t.add_edit(concat, slot, 0, value, owners, per_channel=0)
+    return True
+
+
+def _pieces(t: Tracer, value: str, out: list[tuple[onnx.NodeProto, int, int]], depth: int) -> bool:
+    """Collect ``(Concat, input index, fixed value)`` of every Reshape-target piece ``value`` ends in; False if it
+    ends anywhere else."""
+    if depth > 8 or t.view.is_output(value) or value in t.view.subgraph_reads:
+        return False
+    for consumer, slot in t.view.consumers(value):
+        if consumer.op_type in _ARITHMETIC:
+            if not _pieces(t, consumer.output[0], out, depth + 1):
+                return False
+            continue
+        fixed = _fixed_piece(t, consumer, slot) if consumer.op_type == "Concat" else None
+        if fixed is None:
+            return False
+        out.append((consumer, slot, fixed))
+    return True
+
+
+def _fixed_piece(t: Tracer, concat: onnx.NodeProto, slot: int) -> int | None:
+    """The value of one-entry piece ``slot`` of a Concat that only builds Reshape targets, when it is the same
+    for every input the model accepts (computed from constants and static dims only), else None."""
+    piece = concat.input[slot]
+    if t.shape(piece) != (1,) or not _from_fixed_dims(t, piece, 0):
+        return None
+    entry = 0
+    for value in concat.input[:slot]:
+        shape = t.shape(value)
+        if shape is None or len(shape) != 1:
+            return None
+        entry += shape[0]
+    sizes = set()
+    for reshape, index in t.view.consumers(concat.output[0]):
+        out = t.shape(reshape.output[0])
+        if reshape.op_type != "Reshape" or index != 1 or out is None or entry >= len(out):
+            return None
+        sizes.add(out[entry])
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _from_fixed_dims(t: Tracer, value: str, depth: int) -> bool:
+    """Whether shape data ``value`` is computed from constants and dims that are static (fixed by the weights)."""
+    if value in t.view.initializers:
+        return True
+    node = t.view.producer(value)
+    if node is None or depth > 12:
+        return False
+    if node.op_type == "Shape":
+        return _static_entries(t, node, None)
+    source = t.view.producer(node.input[0]) if node.op_type == "Gather" and node.input else None
+    if source is not None and source.op_type == "Shape" and int(attr(node, "axis", 0)) == 0:
+        picked = t.constant_ints(node, 1)
+        return picked is not None and _static_entries(t, source, picked)
+    if node.op_type in (*_ARITHMETIC, "Concat", "Gather"):
+        return all(_from_fixed_dims(t, v, depth + 1) for v in node.input if v)
+    return False
+
+
+def _static_entries(t: Tracer, shape: onnx.NodeProto, picked: list[int] | None) -> bool:
+    """Whether entries ``picked`` (None: all) of the vector a ``Shape`` node returns are static dims."""
+    rank = t.rank(shape.input[0])
+    start, end = _shape_window(shape, rank) if rank is not None else (0, 0)
+    dims = range(start, end) if picked is None else [start + i % max(end - start, 1) for i in picked]
+    return end > start and all(t.static_dim(shape.input[0], a) is not None for a in dims)
 
 
 def _carry(t: Tracer, node: onnx.NodeProto, slot: int, entries: set[int]) -> set[int] | None:

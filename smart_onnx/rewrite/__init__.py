@@ -12,6 +12,7 @@ from smart_onnx.rewrite.passes import Pass, PassResult, Sequential, Validate, ru
 from smart_onnx.rewrite.prune_channels import ChannelPlan, apply_channel_masks, plan_channel_removal
 from smart_onnx.rewrite.set_weights import set_weights
 from smart_onnx.rewrite.sparse_storage import SPARSE_FORMATS
+from smart_onnx.rewrite.weigh_statistics import weigh_statistics
 
 __all__ = [
     "BLOCK_SPARSITY_KEY",
@@ -30,4 +31,5 @@ __all__ = [
     "run_passes",
     "set_weights",
     "validate",
+    "weigh_statistics",
 ]

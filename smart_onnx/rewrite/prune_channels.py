@@ -88,7 +88,7 @@ def _add_group(plan: ChannelPlan, group: CouplingGroup, removed: np.ndarray) -> 
         plan.removals[key] = np.union1d(plan.removals.get(key, np.empty(0, np.int64)), pos).astype(np.int64)
     for e in group.edits:
         delta = e.delta(removed)
-        if delta == 0:
+        if delta == 0 and e.per_channel != 0:  # a pin (per_channel 0) is written whenever its group loses any
             continue
         key = _edit_key(e)
         old, new = plan.edits.get(key, (e.old_value, e.old_value))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from smart_onnx.errors import ConstraintError
+from smart_onnx.executor import ChannelWeights
 from smart_onnx.graph import Analysis, CouplingGroup, PrunableLayer, Role
 from smart_onnx.search.units import BlockUnits, ChannelTarget, ChannelUnits, NMUnits
 
@@ -29,8 +30,10 @@ Transforms = dict[str, Callable[[torch.Tensor], torch.Tensor]]
 # Stats: layer name -> mean square of its input activation per input position [in_axis size], or absent.
 ActivationStats = Mapping[str, torch.Tensor]
 
+# Scales, offsets and embedding columns are masked too, so a removed channel of a residual stream is zero
+# everywhere (not a bias the feature loss would compare); BatchNorm's statistics are not (a variance of 0).
 _MASKED_ROLES = (Role.PRODUCER_WEIGHT, Role.PRODUCER_BIAS, Role.DEPTHWISE_WEIGHT, Role.DEPTHWISE_BIAS,
-                 Role.CONSUMER_WEIGHT)
+                 Role.CONSUMER_WEIGHT, Role.AFFINE_CONST, Role.EMBEDDING)
 _WEIGHT_ROLES = (Role.PRODUCER_WEIGHT, Role.DEPTHWISE_WEIGHT, Role.CONSUMER_WEIGHT)
 
 
@@ -87,6 +90,11 @@ class PruningSpace:
     def transforms(self, mask: torch.Tensor) -> Transforms:
         """Executor transforms applying a per-unit mask (soft or hard) to the weights."""
         raise NotImplementedError
+
+    def statistics(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Node -> the weights (mean 1 over the channel axis) its means are taken with under ``mask``: the nodes
+        that normalise over pruned channels (channel mode's LayerNorms), none in the other modes."""
+        return {}
 
     def kept(self, keep: torch.Tensor) -> tuple[float, float]:
         """Exact (weights, MACs) of the prunable layers that survive a hard mask.
@@ -245,6 +253,7 @@ class ChannelSpace(PruningSpace):
                                  {t.name for t in self._accounted.targets}}
         self.group_names = [f"group {g.id}" for g in self.groups]
         self.unit_group = _unit_groups([g.channels for g in self.groups])
+        self._statistics = ChannelUnits(start, _statistics_targets(self.groups, self.offsets, analysis.shapes))
 
     @property
     def scored_layers(self) -> tuple[PrunableLayer, ...]:
@@ -256,7 +265,16 @@ class ChannelSpace(PruningSpace):
         return torch.tensor(flat, dtype=torch.float64).clamp(min=1e-9)
 
     def transforms(self, mask: torch.Tensor) -> Transforms:
-        return {name: (lambda w, m=m: w * m.to(w)) for name, m in self.units.expand(mask).items()}
+        out: dict = {name: (lambda w, m=m: w * m.to(w)) for name, m in self.units.expand(mask).items()}
+        for node, weights in self.statistics(mask).items():
+            out[ChannelWeights(node)] = lambda x, w=weights: w.to(x)
+        return out
+
+    def statistics(self, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for node, m in self._statistics.expand(mask).items():
+            out[node] = m * (m.numel() / m.sum().clamp_min(1e-12))  # a mean-1 weighting: mean(x * w) = mean_kept(x)
+        return out
 
     def keep_every_axis(self, keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Keep the best channel of any weight axis a mask would empty (a Split part feeding a conv, say).
@@ -299,6 +317,23 @@ class ChannelSpace(PruningSpace):
             if len(kept) < g.channels:
                 out[g.id] = kept
         return out
+
+
+def _statistics_targets(groups: Sequence[CouplingGroup], offsets: Sequence[int],
+                        shapes: Mapping[str, tuple[int, ...]]) -> list[ChannelTarget]:
+    """One target per node that takes a mean over group channels, named by the node, shaped to broadcast
+    against its input (positions of frozen groups, in no unit, weigh 1)."""
+    targets = []
+    for g, start in zip(groups, offsets):
+        for s in g.statistics:
+            src, pos = s.index_map.pairs(np.arange(g.channels))
+            units: dict[int, list[int]] = {}
+            for c, p in zip(src.tolist(), pos.tolist()):
+                units.setdefault(start + c, []).append(p)
+            rank = len(shapes.get(s.tensor, ())) or s.axis + 1
+            shape = tuple(s.axis_size if a == s.axis else 1 for a in range(rank))
+            targets.append(ChannelTarget(s.node, shape, s.axis, units))
+    return targets
 
 
 # --------------------------------------------------------------------------- N:M

@@ -197,7 +197,7 @@ def test_sparsity_out_of_reach_behind_frozen_groups(work: Path) -> None:
     """--sparsity counts all prunable weights: where frozen channel groups hold too many, refused up front."""
     from tests.transformers import moments_layernorm_model
 
-    onnx.save(moments_layernorm_model().proto, str(work / "ln.onnx"))
+    onnx.save(moments_layernorm_model(hidden_output=True).proto, str(work / "ln.onnx"))  # hidden width: frozen
     x = np.random.default_rng(0).uniform(0, 2, (16, 12, 16)).astype(np.float32)
     np.savez(work / "ln.npz", x=x)
     refused(work, ["--data", str(work / "ln.npz"), "--target", "npu-channel", "--sparsity", "0.95"],

@@ -15,7 +15,8 @@ from tests.transformers import moments_layernorm_model
 
 
 def test_sparsity_line_is_of_all_prunable_weights_and_names_the_searched_units_apart() -> None:
-    model = moments_layernorm_model()  # channel mode reaches only the FFN: the other groups are frozen
+    # Channel mode reaches only the FFN: the hidden width is an output, so it is frozen.
+    model = moments_layernorm_model(hidden_output=True)
     x = np.random.default_rng(1).uniform(0, 2, (32, 12, 16)).astype(np.float32)
     calib, hold = dataset_from_arrays({"x": x}, model.inputs).split(0.25, seed=0)
     search = SearchConfig(sparsity=0.4, steps=4, finetune_steps=2, batch_size=8)

@@ -38,12 +38,12 @@ def original():
 def test_verify_export_rejects_a_different_model(original) -> None:
     w, data = original
     with pytest.raises(RewriteError, match="nothing was written"):
-        _verify_export(Executor(_matmul(w)), {}, _matmul(w), make_session(_matmul(w * 1.01)), data)
+        _verify_export(Executor(_matmul(w)), {}, {}, _matmul(w), make_session(_matmul(w * 1.01)), data)
 
 
 def test_verify_export_accepts_the_same_model(original) -> None:
     w, data = original
-    assert _verify_export(Executor(_matmul(w)), {}, _matmul(w), make_session(_matmul(w.copy())), data).error < 1e-6
+    assert _verify_export(Executor(_matmul(w)), {}, {}, _matmul(w), make_session(_matmul(w.copy())), data).error < 1e-6
 
 
 def test_verify_export_rejects_nan_outputs(original) -> None:
@@ -51,7 +51,7 @@ def test_verify_export_rejects_nan_outputs(original) -> None:
     bad = w.copy()
     bad[:, 1] = np.nan  # output column 1 is NaN for every sample
     with pytest.raises(RewriteError):
-        _verify_export(Executor(_matmul(w)), {}, _matmul(w), make_session(_matmul(bad)), data)
+        _verify_export(Executor(_matmul(w)), {}, {}, _matmul(w), make_session(_matmul(bad)), data)
 
 
 def test_prune_does_not_empty_every_layer() -> None:

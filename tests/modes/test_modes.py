@@ -157,13 +157,14 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
 
 # --------------------------------------------------------------------------- sparsity is of all prunable weights
 
-LN_SHAPES = {"x": (1, 12, 16)}  # moments_layernorm_model: its embedding and head sit in frozen channel groups
+# moments_layernorm_model returning its hidden states: its embedding and head sit in frozen channel groups
+LN_SHAPES = {"x": (1, 12, 16)}
 
 
 def _ln_mode(**request):
     from tests.transformers import moments_layernorm_model
 
-    model = moments_layernorm_model()
+    model = moments_layernorm_model(hidden_output=True)
     return model, build_mode(ModeRequest(**request), analyze(model, LN_SHAPES), model)
 
 
@@ -203,7 +204,7 @@ def test_a_request_frozen_groups_put_out_of_reach_is_refused_before_the_search()
     assert info.value.parameters == ("sparsity",) and "\n" not in message
     assert message.startswith("`sparsity` 0.95 is out of reach in channel mode: at most 90.7% of this model's "
                               "prunable weights can be removed (8.6% sit in 2 layers it cannot prune: "
-                              "'embed.matmul': group 0 is frozen: node 'ReduceMean_0'")
+                              "'embed.matmul': group 0 is frozen: its channels reach graph output 'hidden'")
     assert message.endswith("and 0.7% stay because every channel group keeps a channel); ask for at most 0.907")
     _, mode = _ln_mode(mode="channel", sparsity=0.907)  # the most it names is reachable
     assert mode.sparsity < 1.0

@@ -60,6 +60,29 @@ def test_channel_mode_prunes_the_ffn_between_layernorms(opset: int) -> None:
     assert out.model.num_weights() < model.num_weights()
 
 
+@pytest.mark.parametrize("opset", [14, 17], ids=["decomposed-layernorm", "fused-layernorm"])
+@pytest.mark.parametrize("method", ["smart", "uniform"])
+def test_channel_mode_removes_hidden_channels_of_a_classifier(opset: int, method: str, tmp_path) -> None:
+    """The residual stream of an encoder whose output is a classifier's logits is a unit: its channels leave the
+    embeddings, every LayerNorm and every sublayer, and the rewrite check (onnxruntime against itself, the masked
+    LayerNorms taking their statistics over the kept channels) passes. ``uniform`` prunes every group, the hidden
+    one certainly; SMART chooses."""
+    model = encoder(opset=opset, classes=3)
+    calib, hold = dataset_from_arrays({"input_ids": token_batch(48)}, model.inputs).split(0.25, seed=0)
+    search = SearchConfig(**{**FAST.__dict__, "sparsity": 0.5, "method": method})
+    out = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False))
+    check = out.report.export_check
+    assert check.error <= check.tolerance and check.tolerance == TOLERANCE_FLOOR
+    assert [g.layers for g in out.report.frozen_groups] == [["/classifier/Gemm"]]  # only the 3 logits
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    assert onnx.load(str(path)).ir_version <= 13
+    widths = {t.name: tuple(t.dims) for t in out.model.graph.initializer}
+    if method == "uniform":
+        assert widths["tokens.weight"][1] < 32 and widths["classifier.weight"][1] == widths["tokens.weight"][1]
+    assert out.report.sparsity.achieved_params >= 0.5 - 1e-9
+
+
 MODELS = {
     "encoder-decomposed-layernorm": lambda: encoder(opset=14),
     "encoder-fused-layernorm": lambda: encoder(opset=17),

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
+from smart_onnx.executor.ops.reduce import mean_last_axis
 from smart_onnx.executor.registry import register
 
 __all__: list[str] = []  # handlers are reached through the registry
@@ -83,9 +84,14 @@ class LayerNormalization(OpModule):
         super().__init__()
         self.axis, self.epsilon, self.with_stats = axis, epsilon, with_stats
 
+    weighs_channels = True
+
     def forward(
-        self, x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None = None
+        self, x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None = None,
+        channel_weights: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if channel_weights is not None:
+            return self._weighed(x, scale, b, channel_weights)
         axis = self.axis + x.dim() if self.axis < 0 else self.axis
         shape = tuple(x.shape[axis:])
         xc = x.to(_stash_dtype(x, 1))
@@ -98,6 +104,17 @@ class LayerNormalization(OpModule):
         mean = xc.mean(dim=dims, keepdim=True)
         var = (xc - mean).square().mean(dim=dims, keepdim=True)
         return y, mean, torch.rsqrt(var + self.epsilon)
+
+
+    def _weighed(self, x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
+        """Normalised over the last axis with its mean and variance weighted by ``w`` (mean 1 over that axis): over
+        the kept channels of a channel mask, as the pruned model's LayerNorm computes them. The channel analysis
+        gives weights only to a LayerNorm over the last axis alone without its statistics outputs. The op order
+        is the one the verification's masked model writes in ONNX (``rewrite.weigh_statistics``)."""
+        mean = mean_last_axis(x * w)
+        d = x - mean
+        y = d / torch.sqrt(mean_last_axis(d * d * w) + self.epsilon) * scale
+        return y if b is None else y + b
 
 
 @register("GroupNormalization", versions=(18, 21))

@@ -17,7 +17,7 @@ from smart_onnx.executor.base import NodeContext, OpModule
 from smart_onnx.executor.ops._ort_sum import ort_order_sum
 from smart_onnx.executor.registry import register
 
-__all__: list[str] = []  # handlers are reached through the registry
+__all__ = ["mean_last_axis"]  # handlers are reached through the registry
 
 ReduceFn = Callable[[torch.Tensor, list[int], bool], torch.Tensor]
 
@@ -70,6 +70,11 @@ def _mean(x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
     return torch.div(_sum(x, dims, keep), count, rounding_mode="trunc")  # integer mean truncates, as C++
 
 
+def mean_last_axis(x: torch.Tensor) -> torch.Tensor:
+    """ReduceMean over the last axis, keeping it (in onnxruntime's summation order for float32)."""
+    return _mean(x, [x.dim() - 1], True)
+
+
 class _Reduce(OpModule):
     fn: ClassVar[ReduceFn]
     axes_input_since: ClassVar[int]
@@ -103,13 +108,26 @@ class _Reduce(OpModule):
         return type(self).fn(x, dims, self.keep).to(x.dtype)
 
 
-def _reduce(op_type: str, fn: ReduceFn, versions: tuple[int, ...], axes_input_since: int = 18) -> None:
+class _WeighedMean(_Reduce):
+    """ReduceMean; with ``channel_weights`` (mean 1 over the channel axis it reduces) a weighted mean: over the kept
+    channels of a channel mask, what the pruned model's ReduceMean computes. ``mean(x * w)`` is also how the
+    verification's masked model writes it in ONNX (a Mul before the ReduceMean), so both round alike."""
+
+    weighs_channels = True
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor | None = None,
+                channel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x if channel_weights is None else x * channel_weights, axes)
+
+
+def _reduce(op_type: str, fn: ReduceFn, versions: tuple[int, ...], axes_input_since: int = 18,
+            base: type[_Reduce] = _Reduce) -> None:
     attrs = {"fn": staticmethod(fn), "axes_input_since": axes_input_since, "__doc__": f"ONNX {op_type}."}
-    register(op_type, versions=versions)(type(op_type, (_Reduce,), attrs))
+    register(op_type, versions=versions)(type(op_type, (base,), attrs))
 
 
 _reduce("ReduceSum", _sum, (11, 13), axes_input_since=13)
-_reduce("ReduceMean", _mean, (11, 13, 18))
+_reduce("ReduceMean", _mean, (11, 13, 18), base=_WeighedMean)
 _reduce("ReduceMax", _extreme(torch.amax, float("-inf")), (11, 12, 13, 18, 20))
 _reduce("ReduceMin", _extreme(torch.amin, float("inf")), (11, 12, 13, 18, 20))
 _reduce("ReduceProd", _prod, (11, 13, 18))
