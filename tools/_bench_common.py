@@ -93,10 +93,20 @@ class PruneRun:
     def seconds(self) -> float:
         return self.report.seconds.total
 
+    @property
+    def steps_run(self) -> tuple[int, int]:
+        """Search and fine-tune steps actually run (the loss curves' lengths: the time budget or early stopping
+        may end a phase before the steps planned)."""
+        history = self.report.history
+        return len(history.get("loss", [])), len(history.get("finetune_loss", []))
 
-def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int, finetune_steps: int,
-              seed: int = 0, batch_size: int = 32, latency: bool = False, **search: Any) -> PruneRun:
-    """The library ``prune`` on ``bm``'s calibration data, evaluated on its eval data (16x8x1x1 blocks)."""
+
+def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int | None,
+              finetune_steps: int | None, seed: int = 0, batch_size: int = 32, latency: bool = False,
+              **search: Any) -> PruneRun:
+    """The library ``prune`` on ``bm``'s calibration data, evaluated on its eval data (16x8x1x1 blocks).
+
+    ``steps`` / ``finetune_steps`` None: the library's step plan (``SearchConfig``'s defaults)."""
     cfg = SearchConfig(sparsity=sparsity, method=method, steps=steps, finetune_steps=finetune_steps, seed=seed,
                        batch_size=batch_size, **search)
     options = PruneOptions(mode=mode, block=(16, 8, 1, 1), search=cfg, latency=latency)
