@@ -53,6 +53,7 @@ from smart_onnx.graph import OutputInfo, infer_output_roles, label_output
 from smart_onnx.model import copy_proto, normalize
 from smart_onnx.search import SearchConfig
 from smart_onnx.search.loss import distillation_loss
+from smart_onnx.search.phases import weight_groups
 from tools import _bench_common as bench
 
 HEADING = "## Peer comparison"
@@ -210,14 +211,15 @@ class RecipeLoss:
 
 
 def finetune(student: nn.Module, loss: RecipeLoss, steps: int) -> None:
-    """``steps`` of Adam at ``loss.config.lr`` on all weights, one batch of ``loss`` each.
+    """``steps`` of Adam on all weights, one batch of ``loss`` each, each tensor's rate ``loss.config.lr``
+    times its RMS as in the library's phases (``search.phases.weight_groups``).
 
     The loop stays here: the library's fine-tune (``search.trainer.Trainer``) takes its teacher from the model it
     trains, while Torch-Pruning's student has other shapes than the dense teacher.
     """
     if steps == 0:
         return
-    opt = torch.optim.Adam(student.parameters(), lr=loss.config.lr)
+    opt = torch.optim.Adam(weight_groups(list(student.parameters()), loss.config.lr))
     student.train()
     for idx in itertools.islice(loss.batches(), steps):
         value = loss(student, idx)
@@ -479,7 +481,8 @@ def _doc_text(defaults: bool) -> str:
         "gradient is zero, so the ranking follows the cross-entropy on the labels), its ratio bisected to the same "
         "weight reduction. **The same for both**: the step budget (Torch-Pruning trains for as many steps as "
         "smart-onnx's fine-tuned channel run ran, search + fine-tune, read from its report) and the recipe that run "
-        f"used (its `SearchConfig`): Adam at lr {config.lr:g}, batch {config.batch_size}, the library's "
+        f"used (its `SearchConfig`): Adam at lr {config.lr:g} (relative to each tensor's RMS where the checkout "
+        f"has `search.phases.weight_groups`), batch {config.batch_size}, the library's "
         f"`distillation_loss` (KL at T = {config.distill_temperature:g} against the dense model) + "
         f"{config.label_weight:g} x cross-entropy on the labels, the same calibration set. **Not the same** (Torch-"
         "Pruning has no counterpart, or the torch rebuild is not the library's executor): no intermediate-feature "
