@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from smart_onnx._atomic import Record
 from smart_onnx.errors import RewriteError
 from smart_onnx.eval.ort import make_session, run_model
 from smart_onnx.model import OnnxModel
@@ -42,7 +43,7 @@ _EXECUTOR_WARNING = 1e-2
 
 
 @dataclass(frozen=True)
-class RewriteCheck:
+class RewriteCheck(Record):
     """The verdict on one rewrite.
 
     Attributes:
@@ -50,16 +51,15 @@ class RewriteCheck:
         executor_error: the executor vs onnxruntime on the masked model, the model's float sensitivity.
         tolerance: what ``error`` may reach: max(floor, factor * max(executor_error, float32_error)).
         float32_error: onnxruntime's float32 value of the masked model vs its float64 value in the executor
-            (0 where that evaluation was not possible).
+            (0 where that evaluation was not possible; None in a report written before it was measured).
     """
+
+    omit_if_none: ClassVar[tuple[str, ...]] = ("float32_error",)
 
     error: float
     executor_error: float
     tolerance: float
-    float32_error: float = 0.0
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    float32_error: float | None = None
 
 
 def relative_difference(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> float:
