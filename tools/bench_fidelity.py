@@ -445,7 +445,7 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
         return None
     if cfg.sparsity is None:
         return None
-    from smart_onnx.eval.compare import compare_models
+    from smart_onnx.eval import LatencySettings, compare_models
     from smart_onnx.model import copy_proto, normalize
 
     proto = copy_proto(bm.model.proto)
@@ -470,8 +470,8 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
         if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
             t.CopyFrom(dense[t.name])
             restored += 1
-    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size, latency_batch=None,
-                         threads=threads)
+    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size,
+                         latency=LatencySettings(threads=threads))
     kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
             "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals.to_dict(), "wall_s": wall,

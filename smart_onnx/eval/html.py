@@ -12,9 +12,9 @@ import base64
 import html
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from smart_onnx._atomic import atomic_output
 from smart_onnx._format import format_value, percent
@@ -23,7 +23,7 @@ from smart_onnx.eval.fidelity import output_table, verdict_lines
 if TYPE_CHECKING:
     from smart_onnx.eval.compare import LayerRow
     from smart_onnx.eval.fidelity import FidelityVerdict
-    from smart_onnx.eval.ort import EvalReport
+    from smart_onnx.eval.ort import EvalReport, LatencySettings
     from smart_onnx.hw import CheckReport
     from smart_onnx.report import EvalResult, PruneReport
     from smart_onnx.search import History
@@ -103,9 +103,9 @@ def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
         rows.append(["sparsity of MACs", "", percent(sp.achieved_macs), ""])
     w = getattr(r, "weights", None)
     if w:
-        for k in ("nonzero", "total"):
-            ref, cand = w["reference"][k], w["candidate"][k]
-            rows.append([f"float weights ({k})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
+        for what, ref, cand in (("nonzero", w.reference.nonzero, w.candidate.nonzero),
+                                ("total", w.reference.total, w.candidate.total)):
+            rows.append([f"float weights ({what})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
     t = r.totals
     if t:
         rows.append(["prunable-layer weights", t.params_before, t.params_after, f"x{t.params_ratio:.3f}"])
@@ -119,7 +119,7 @@ def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
     return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
 
 
-def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: Mapping[str, Any] | None,
+def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: LatencySettings | None,
           candidate: str) -> str:
     if not ev:
         return ""
@@ -135,8 +135,8 @@ def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: Map
                          ref.repeats, ref.threads])
         out.append(_table(["batch", "reference (ms)", f"{candidate} (ms)", "ratio", "repeats", "threads"], rows))
         if settings:
-            out.append(f'<p class="note">Median of {_e(settings["repeats"])} runs after {_e(settings["warmup"])} '
-                       f'warm-up runs; threads: {_e(settings["threads"])}.</p>')
+            out.append(f'<p class="note">Median of {_e(settings.repeats)} runs after {_e(settings.warmup)} '
+                       f'warm-up runs; threads: {_e(settings.threads_shown)}.</p>')
     return "".join(out)
 
 

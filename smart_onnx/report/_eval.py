@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smart_onnx._atomic import from_fields
-from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals
+from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals, WeightComparison
 from smart_onnx.eval.fidelity import FidelityVerdict
-from smart_onnx.eval.ort import EvalReport
+from smart_onnx.eval.ort import EvalReport, LatencySettings
 from smart_onnx.graph import OutputInfo
 from smart_onnx.report._schema import SCHEMA_VERSION, JsonReport
 
@@ -61,11 +61,11 @@ class EvalResult(JsonReport):
         return self.comparison.totals
 
     @property
-    def weights(self) -> dict[str, dict[str, int]]:
+    def weights(self) -> WeightComparison:
         return self.comparison.weights
 
     @property
-    def latency_settings(self) -> dict[str, Any]:
+    def latency_settings(self) -> LatencySettings:
         return self.comparison.latency
 
     @property
