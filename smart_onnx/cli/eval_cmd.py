@@ -35,7 +35,7 @@ def _ratio(a: float, b: float) -> str:
 
 def render_eval(result: EvalResult) -> str:
     """The people-facing tables of ``smart-onnx eval``."""
-    ev, w, t = result.eval, result.weights, result.totals
+    ev, w, t = result.eval, result.comparison.weights, result.totals
     rows = [
         *([f"float weights ({what})", f"{ref:,}", f"{cand:,}", _ratio(ref, cand)]
           for what, ref, cand in (("nonzero", w.reference.nonzero, w.candidate.nonzero),
@@ -48,7 +48,7 @@ def render_eval(result: EvalResult) -> str:
     size = format_table(["", "reference", "candidate", "ratio"], rows)
     outputs = format_table(*output_table(ev.outputs, result.fidelity.degraded))
     notes = [f"{ev.samples} samples; {MACS_NOTE}."]
-    s = result.latency_settings
+    s = result.comparison.latency
     if s.batches:
         notes.append(f"Latency: median of {s.repeats} runs after {s.warmup} warm-up runs, threads: {s.threads_shown}.")
     return "\n\n".join([size, outputs, "\n".join(notes), "\n".join(verdict_lines(result.fidelity))])

@@ -13,7 +13,6 @@ from smart_onnx.eval import (
     LatencySettings,
     OutputComparison,
     OutputMetrics,
-    WeightCounts,
     agreement_gate,
     check_same_inputs,
     compare_layers,
@@ -24,6 +23,7 @@ from smart_onnx.eval import (
     layer_totals,
     weight_counts,
 )
+from smart_onnx.eval.compare import WeightCounts
 from smart_onnx.eval.fidelity import verdict_lines
 from smart_onnx.graph import OutputInfo, OutputRole, infer_output_roles, label_output
 from smart_onnx.model import load_model
