@@ -32,9 +32,9 @@ LIBRARY = {
        for command in ("prune", "quantize")
        for cli_name, field in (("activations", "activations"), ("calibration_method", "calibration"),
                                ("calibration_samples", "samples"))},
-    # Every prune option named as a SearchConfig field, but the sparsity: the CLI asks for one in block and channel
-    # mode (None: not given), where SearchConfig keeps 0.5 for library callers.
-    **{("prune", f.name): f.default for f in dataclasses.fields(SearchConfig) if f.name != "sparsity"},
+    # Every prune option named as a SearchConfig field, the sparsity too (None: not given; block and channel mode
+    # refuse it, in the library as in the CLI).
+    **{("prune", f.name): f.default for f in dataclasses.fields(SearchConfig)},
 }
 
 
