@@ -1,21 +1,32 @@
 """Which nodes the executor can run, answered without importing it (it needs torch).
 
-The executor registers a handler per (domain, op, since_version); :mod:`smart_onnx._op_table`
-is that registry written out (``python -m tools.gen_op_table``; a test keeps them equal),
-and the resolution here is the registry's own: the model's opset picks the op's
+The executor registers a handler per (domain, op, since_version); ``op_table.json`` beside this
+module is that registry written out as data (``python -m tools.gen_op_table``; a test keeps them
+equal), and the resolution here is the registry's own: the model's opset picks the op's
 since_version through ``onnx.defs``, and a version nobody registered is unsupported.
 ``smart-onnx inspect`` uses it, so inspecting a model starts without torch.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import onnx
 import onnx.defs
 
-from smart_onnx._op_table import SUPPORTED
 from smart_onnx.model import OnnxModel, iter_graphs
 
 __all__ = ["SUPPORTED", "unsupported_nodes"]
+
+
+def _read_table() -> dict[tuple[str, str], tuple[int, ...]]:
+    ops = json.loads((Path(__file__).parent / "op_table.json").read_text())["ops"]
+    return {(domain, op): tuple(versions) for domain, table in ops.items() for op, versions in table.items()}
+
+
+# (domain, op_type) -> the since_versions the executor has handlers for.
+SUPPORTED = _read_table()
 
 
 def _canonical(domain: str) -> str:

@@ -22,7 +22,7 @@ from smart_onnx.data import Dataset
 from smart_onnx.errors import SmartOnnxError
 from smart_onnx.eval.compare import LayerRow, layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
-from smart_onnx.eval.ort import evaluate, make_session
+from smart_onnx.eval.ort import LatencySettings, evaluate, make_session
 from smart_onnx.eval.verify import RewriteCheck, check_rewrite
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
@@ -162,9 +162,8 @@ def prune(
     start = time.perf_counter()
     if holdout is not None:
         batches = ((b.inputs, b.labels) for b in holdout.batches(cfg.batch_size))  # read as evaluated
-        latency = (1, min(cfg.batch_size, len(holdout))) if options.latency else ()
-        report.eval = evaluate(model, session, batches, latency_batches=latency, outputs=outputs,
-                               label_output=labelled)
+        latency = LatencySettings((1, min(cfg.batch_size, len(holdout))) if options.latency else ())
+        report.eval = evaluate(model, session, batches, latency=latency, outputs=outputs, label_output=labelled)
         report.fidelity = judge_fidelity(report.eval.outputs, options.min_fidelity)
     seconds.eval = time.perf_counter() - start
     report.totals = layer_totals(report.layers)

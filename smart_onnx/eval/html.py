@@ -12,18 +12,19 @@ import base64
 import html
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from smart_onnx._atomic import atomic_output
 from smart_onnx._format import format_value, percent
+from smart_onnx.eval.compare import MACS_NOTE
 from smart_onnx.eval.fidelity import output_table, verdict_lines
 
 if TYPE_CHECKING:
     from smart_onnx.eval.compare import LayerRow
     from smart_onnx.eval.fidelity import FidelityVerdict
-    from smart_onnx.eval.ort import EvalReport
+    from smart_onnx.eval.ort import EvalReport, LatencySettings
     from smart_onnx.hw import CheckReport
     from smart_onnx.report import EvalResult, PruneReport
     from smart_onnx.search import History
@@ -101,11 +102,12 @@ def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
         requested = percent(sp.requested)
         rows.append([f"sparsity of weights (requested {requested})", "", percent(sp.achieved_params), ""])
         rows.append(["sparsity of MACs", "", percent(sp.achieved_macs), ""])
-    w = getattr(r, "weights", None)
-    if w:
-        for k in ("nonzero", "total"):
-            ref, cand = w["reference"][k], w["candidate"][k]
-            rows.append([f"float weights ({k})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
+    comparison = getattr(r, "comparison", None)  # eval's
+    if comparison:
+        w = comparison.weights
+        for what, ref, cand in (("nonzero", w.reference.nonzero, w.candidate.nonzero),
+                                ("total", w.reference.total, w.candidate.total)):
+            rows.append([f"float weights ({what})", ref, cand, f"x{cand / ref:.3f}" if ref else "-"])
     t = r.totals
     if t:
         rows.append(["prunable-layer weights", t.params_before, t.params_after, f"x{t.params_ratio:.3f}"])
@@ -114,12 +116,11 @@ def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
     if gate:
         rows.append(["top-1 agreement gate", f"min {percent(gate.min_agreement)}", percent(gate.agreement),
                      _verdict(gate.passed)])
-    macs_note = getattr(r, "macs_note", None)
-    note = f'<p class="note">{_e(macs_note)}.</p>' if macs_note else ""
+    note = f'<p class="note">{_e(MACS_NOTE)}.</p>' if comparison else ""
     return "<h2>Summary</h2>" + _run(r) + _table(["", *names, "ratio"], rows) + note
 
 
-def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: Mapping[str, Any] | None,
+def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: LatencySettings | None,
           candidate: str) -> str:
     if not ev:
         return ""
@@ -135,8 +136,8 @@ def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: Map
                          ref.repeats, ref.threads])
         out.append(_table(["batch", "reference (ms)", f"{candidate} (ms)", "ratio", "repeats", "threads"], rows))
         if settings:
-            out.append(f'<p class="note">Median of {_e(settings["repeats"])} runs after {_e(settings["warmup"])} '
-                       f'warm-up runs; threads: {_e(settings["threads"])}.</p>')
+            out.append(f'<p class="note">Median of {_e(settings.repeats)} runs after {_e(settings.warmup)} '
+                       f'warm-up runs; threads: {_e(settings.threads_shown)}.</p>')
     return "".join(out)
 
 
@@ -200,11 +201,12 @@ def render_html(report: PruneReport | EvalResult, *, title: str = "smart-onnx re
     if overall is None and report.totals and report.totals.params_before:
         overall = 1.0 - report.totals.params_ratio
     # eval compares two given models; prune shows one model before and after.
-    names = ("reference", "candidate") if getattr(report, "weights", None) is not None else ("before", "after")
+    comparison = getattr(report, "comparison", None)
+    names = ("reference", "candidate") if comparison is not None else ("before", "after")
     command = f"<pre>{_e(report.command)}</pre>" if report.command else ""
     body = "".join([
         f"<h1>{_e(title)}</h1>", command, _summary(report, names),
-        _eval(report.eval, report.fidelity, getattr(report, "latency_settings", None),
+        _eval(report.eval, report.fidelity, comparison.latency if comparison else None,
               "candidate" if names[1] == "candidate" else "pruned"),
         _check(getattr(report, "check", None), getattr(report, "target", None)),
         _layers(report.layers, overall), _history(getattr(report, "history", None)), _footer(report),

@@ -28,8 +28,10 @@ from smart_onnx.model import MAX_IR_VERSION, OnnxModel, copy_proto, save_model
 __all__ = [
     "LATENCY_REPEATS",
     "LATENCY_WARMUP",
+    "NO_LATENCY",
     "EvalReport",
     "LatencyResult",
+    "LatencySettings",
     "evaluate",
     "make_session",
     "measure_latency",
@@ -90,6 +92,50 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) ->
 
 
 # --------------------------------------------------------------------------- latency
+
+_ORT_DEFAULT = "onnxruntime default"  # how the reports write threads=None
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How an evaluation measures latency, and how many onnxruntime threads its sessions use.
+
+    Attributes:
+        batches: the batch sizes latency is measured at (the first evaluation batch, tiled or cut to each);
+            (): none. Repeats are dropped, the order kept.
+        threads: onnxruntime intra-op threads of the sessions the evaluation builds, timed or not
+            (None: onnxruntime's default; a :class:`LatencyResult` reports it as the CPU count).
+        warmup: untimed runs before each measurement.
+        repeats: timed runs per measurement; the median is reported.
+    """
+
+    batches: tuple[int, ...] = ()
+    threads: int | None = None
+    warmup: int = LATENCY_WARMUP
+    repeats: int = LATENCY_REPEATS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batches", tuple(dict.fromkeys(int(b) for b in self.batches)))
+
+    @property
+    def threads_shown(self) -> int | str:
+        """The threads as the reports write them: the count, or ``"onnxruntime default"``."""
+        return self.threads or _ORT_DEFAULT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``latency_settings``."""
+        return {"batches": list(self.batches), "warmup": self.warmup, "repeats": self.repeats,
+                "threads": self.threads_shown}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencySettings:
+        """The inverse of :meth:`to_dict`."""
+        threads = data["threads"]
+        return cls(tuple(data["batches"]), None if threads == _ORT_DEFAULT else int(threads), data["warmup"],
+                   data["repeats"])
+
+
+NO_LATENCY = LatencySettings()  # no latency measured; the sessions run with onnxruntime's threads
 
 
 @dataclass
@@ -177,10 +223,7 @@ def evaluate(
     candidate: _Runnable,
     batches: Iterable[tuple[Mapping[str, np.ndarray], np.ndarray | None]],
     *,
-    latency_batches: Iterable[int] = (),
-    threads: int | None = None,
-    warmup: int = LATENCY_WARMUP,
-    repeats: int = LATENCY_REPEATS,
+    latency: LatencySettings = NO_LATENCY,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
 ) -> EvalReport:
@@ -190,18 +233,15 @@ def evaluate(
         reference: the dense model, or a session of it (used as it is, with its own threads).
         candidate: the pruned model, or a session of it (e.g. the one that verified the export).
         batches: (feeds, labels or None) per batch.
-        latency_batches: batch sizes at which to also measure median latency of both
-            models (the first evaluation batch, tiled or cut to that size).
-        threads: onnxruntime intra-op threads for the sessions built here (None: onnxruntime's default).
-        warmup: untimed runs before each latency measurement.
-        repeats: timed runs per latency measurement (the median is reported).
+        latency: the batch sizes at which to also measure the median latency of both models, and the
+            threads of the sessions built here (a session given runs with its own).
         outputs: the roles of the outputs (None: inferred from ``reference``'s graph; every
             output is regression when ``reference`` is a session).
         label_output: the class output the labels belong to.
     """
     if outputs is None:
         outputs = _roles_of(reference)
-    ref_sess, cand_sess = _session(reference, threads), _session(candidate, threads)
+    ref_sess, cand_sess = _session(reference, latency.threads), _session(candidate, latency.threads)
     comparison = OutputComparison(outputs, label_output)
     first: Mapping[str, np.ndarray] | None = None
     samples = 0
@@ -212,10 +252,11 @@ def evaluate(
     if first is None:
         raise DataError("no evaluation samples")
     report = EvalReport(samples=samples, outputs=comparison.metrics())
-    for b in latency_batches:
+    for b in latency.batches:
         feeds_b = {k: _resize_batch(v, b) for k, v in first.items()}
         report.latency[str(b)] = {
-            name: measure_latency(sess, feeds_b, warmup=warmup, repeats=repeats, threads=threads)
+            name: measure_latency(sess, feeds_b, warmup=latency.warmup, repeats=latency.repeats,
+                                  threads=latency.threads)
             for name, sess in (("reference", ref_sess), ("candidate", cand_sess))
         }
     return report

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -51,15 +51,16 @@ class RewriteCheck(Record):
         executor_error: the executor vs onnxruntime on the masked model, the model's float sensitivity.
         tolerance: what ``error`` may reach: max(floor, factor * max(executor_error, float32_error)).
         float32_error: onnxruntime's float32 value of the masked model vs its float64 value in the executor
-            (0 where that evaluation was not possible; None in a report written before it was measured).
+            (None where that evaluation was not possible, and in reports written before it was made: left out
+            of the JSON then, so those read back byte for byte).
     """
-
-    omit_if_none: ClassVar[tuple[str, ...]] = ("float32_error",)
 
     error: float
     executor_error: float
     tolerance: float
     float32_error: float | None = None
+
+    omit_if_none = ("float32_error",)
 
 
 def relative_difference(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> float:
@@ -102,15 +103,15 @@ def check_rewrite(
     if not executor_error <= _EXECUTOR_WARNING:
         log.warning("the executor and onnxruntime differ by %.2g (relative) on this model: the mask was trained on "
                     "the executor's values", executor_error)
-    float32_error = 0.0 if float64_outputs is None else relative_difference(float64_outputs, reference)
-    readings = [e for e in (executor_error, float32_error) if np.isfinite(e)]
+    float32_error = None if float64_outputs is None else relative_difference(float64_outputs, reference)
+    readings = [e for e in (executor_error, float32_error) if e is not None and np.isfinite(e)]
     tolerance = max(TOLERANCE_FLOOR, SENSITIVITY_FACTOR * max(readings, default=0.0))
     error = relative_difference(reference, run_model(session, feeds))
     if not error <= tolerance:
+        float32 = "" if float32_error is None else f", float32 vs float64: {float32_error:.2g}"
         raise RewriteError(
             f"the rewritten model differs from the masked original in onnxruntime by {error:.2g} (relative), more "
             f"than the {tolerance:.2g} this model's float rounding explains (executor vs onnxruntime: "
-            f"{executor_error:.2g}, float32 vs float64: {float32_error:.2g}); nothing was written (this is a "
-            "smart-onnx bug: please report it)"
+            f"{executor_error:.2g}{float32}); nothing was written (this is a smart-onnx bug: please report it)"
         )
     return RewriteCheck(error, executor_error, tolerance, float32_error)

@@ -14,6 +14,7 @@ from smart_onnx.hw import mode_for
 from smart_onnx.model import OnnxModel
 from smart_onnx.modes import block, channel, nm  # noqa: F401  (each registers its mode)
 from smart_onnx.modes.base import (
+    GloballyRankedMode,
     ModeBuilder,
     ModeFactory,
     ModeRequest,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_BLOCK",
     "DEFAULT_NM",
     "MODES",
+    "GloballyRankedMode",
     "ModeBuilder",
     "ModeFactory",
     "ModeRequest",

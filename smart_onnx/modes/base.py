@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -20,11 +21,12 @@ from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import RULES, Profile
 from smart_onnx.model import OnnxModel
 from smart_onnx.report import SparsitySummary
-from smart_onnx.search import PruningSpace, Ranking, UnitConstraints, sparsest_mask
+from smart_onnx.search import GlobalRanking, PruningSpace, Ranking, UnitConstraints, sparsest_mask
 
 __all__ = [
-    "Coverage", "ModeBuilder", "ModeFactory", "ModeRequest", "PruningMode", "coverage", "fit_budget",
-    "least_kept_per_group", "mode_builder", "ranked_sparsity", "register_mode", "registered_modes", "require_sparsity",
+    "Coverage", "GloballyRankedMode", "ModeBuilder", "ModeFactory", "ModeRequest", "PruningMode", "coverage",
+    "fit_budget", "least_kept_per_group", "mode_builder", "one_unit_per_group", "ranked_sparsity", "register_mode",
+    "registered_modes", "require_sparsity",
 ]
 
 
@@ -167,6 +169,14 @@ def least_kept_per_group(space: PruningSpace) -> torch.Tensor:
     return least.scatter_reduce_(0, space.unit_group, space.costs("params"), "amin", include_self=False)
 
 
+def one_unit_per_group(space: PruningSpace,
+                       adjust: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> UnitConstraints:
+    """The constraints without a target: every layer or group keeps at least one unit (then ``adjust``)."""
+    if not space.num_units:  # nothing to keep: the ranking's check refuses the empty space
+        return UnitConstraints()
+    return UnitConstraints(group_min_keep=least_kept_per_group(space), adjust=adjust)
+
+
 @dataclass(frozen=True)
 class Coverage:
     """What a mode's units hold of the model's prunable weights and MACs, and the least they must keep.
@@ -284,3 +294,49 @@ def ranked_sparsity(space: PruningSpace, keep: torch.Tensor, requested: float, b
         i = _kind(budget)
         searched = 1.0 - kept[i] / cover.searched[i] if cover.searched[i] > 0 else 0.0
     return SparsitySummary(requested, cover.of_all(kept, "params"), cover.of_all(kept, "macs"), budget, searched)
+
+
+class GloballyRankedMode:
+    """What the modes whose units are ranked together against a requested sparsity share (block, channel).
+
+    A subclass says how its space and the hard mask's constraints come from the request
+    (:meth:`resolve`), why a prunable layer is outside its space (:meth:`why_outside`), and what the
+    constraints keep at least, in words (:meth:`what_stays`); it adds ``rewrite`` and ``pattern``.
+    This class refuses a missing sparsity, converts the request (of *all* prunable weights) into what
+    the search aims for over the units (:func:`fit_budget`), ranks the units globally, and states the
+    report's sparsity (:func:`ranked_sparsity`).
+    """
+
+    name: ClassVar[str]
+    checker_rules: ClassVar[tuple[str, ...]]
+
+    def __init__(self, request: ModeRequest, analysis: Analysis, model: OnnxModel) -> None:
+        self.check(request)
+        self.requested = float(request.sparsity)  # type: ignore[arg-type]  # check refused None
+        self.budget = request.budget
+        self.space, constraints = self.resolve(request, analysis, model)
+        self.sparsity, self.coverage = fit_budget(
+            self.name, request, analysis, self.space, constraints,
+            partial(self.why_outside, request.target, analysis), self.what_stays(request.target))
+        self.ranking = GlobalRanking(self.space, constraints)
+
+    @classmethod
+    def check(cls, request: ModeRequest) -> None:
+        """Refuses a request without a sparsity: in these modes it is free (what ``register_mode`` calls)."""
+        require_sparsity(cls.name, request)
+
+    def resolve(self, request: ModeRequest, analysis: Analysis,
+                model: OnnxModel) -> tuple[PruningSpace, UnitConstraints]:
+        """The space the search scores and the hard mask's constraints, under the request's target (if any)."""
+        raise NotImplementedError
+
+    def why_outside(self, profile: Profile | None, analysis: Analysis, layer: PrunableLayer) -> str:
+        """Why no unit of the space reaches ``layer`` (for the out-of-reach message)."""
+        raise NotImplementedError
+
+    def what_stays(self, profile: Profile | None) -> str:
+        """What the constraints keep at least, in words (``"every channel group keeps a channel"``)."""
+        raise NotImplementedError
+
+    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
+        return ranked_sparsity(self.space, keep, self.requested, self.budget, self.coverage)

@@ -7,7 +7,6 @@ The target's block per op (or one ``block`` for every layer), its dense-only lay
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import torch
@@ -17,53 +16,47 @@ from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import Profile, block_shapes, dense_reasons, format_block
 from smart_onnx.hw.rules import fit_rank
 from smart_onnx.model import OnnxModel
-from smart_onnx.modes.base import (
-    ModeRequest,
-    fit_budget,
-    least_kept_per_group,
-    ranked_sparsity,
-    register_mode,
-    require_sparsity,
-)
-from smart_onnx.report import SparsitySummary
+from smart_onnx.modes.base import GloballyRankedMode, ModeRequest, one_unit_per_group, register_mode
 from smart_onnx.rewrite import apply_block_masks
-from smart_onnx.search import BlockSpace, GlobalRanking, UnitConstraints
+from smart_onnx.search import BlockSpace, UnitConstraints
 
 __all__ = ["DEFAULT_BLOCK", "BlockMode", "block_constraints"]
 
 DEFAULT_BLOCK = (16, 8, 1, 1)  # without a target: what npu-block, the CLI's default target, runs
 
 
-class BlockMode:
+class BlockMode(GloballyRankedMode):
     """Blocks of every prunable layer the target gives a block, ranked globally."""
 
     name = "block"
     checker_rules = ("pattern", "dense", "sparsity")
+    space: BlockSpace
 
-    def __init__(self, request: ModeRequest, analysis: Analysis, model: OnnxModel) -> None:
-        require_sparsity(self.name, request)
+    def resolve(self, request: ModeRequest, analysis: Analysis, model: OnnxModel) -> tuple[BlockSpace, UnitConstraints]:
         profile = request.target
         if profile is None:
-            self.space = BlockSpace(analysis.layers, request.block or DEFAULT_BLOCK)
-            constraints = (UnitConstraints(group_min_keep=least_kept_per_group(self.space))
-                           if self.space.num_units else UnitConstraints())
-        else:
-            shapes = block_shapes(profile, analysis)
-            if request.block is not None:
-                _check_block_allowed(profile, analysis.layers, shapes, request.block)
-                shapes = dict.fromkeys(shapes, request.block)
-            self.space = BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
-            constraints = block_constraints(profile, self.space, analysis, kind=request.budget)
-        self.requested = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
-        self.budget = request.budget
-        # Of all prunable weights: layers the target leaves dense hold the rest.
-        minimum = ("every layer keeps a block" if profile is None else
-                   f"target {profile.name!r} keeps dense-only layers dense"
-                   + (f" and caps each layer at {profile.max_layer_sparsity:.0%} sparsity"
-                      if profile.max_layer_sparsity < 1 else ""))
-        self.sparsity, self.coverage = fit_budget(self.name, request, analysis, self.space, constraints,
-                                                  partial(_why_dense, profile, analysis), minimum)
-        self.ranking = GlobalRanking(self.space, constraints)
+            space = BlockSpace(analysis.layers, request.block or DEFAULT_BLOCK)
+            return space, one_unit_per_group(space)
+        shapes = block_shapes(profile, analysis)
+        if request.block is not None:
+            _check_block_allowed(profile, analysis.layers, shapes, request.block)
+            shapes = dict.fromkeys(shapes, request.block)
+        space = BlockSpace([lay for lay in analysis.layers if lay.name in shapes], shapes)
+        return space, block_constraints(profile, space, analysis, kind=request.budget)
+
+    def why_outside(self, profile: Profile | None, analysis: Analysis, layer: PrunableLayer) -> str:
+        """Only a target leaves layers out: dense-only ones, and those whose op it gives no block."""
+        if profile is None:
+            return "no block fits it"
+        reason = dense_reasons(profile, analysis.layers).get(layer.name)
+        return reason or f"target {profile.name!r} gives {layer.op_type} no block"
+
+    def what_stays(self, profile: Profile | None) -> str:
+        if profile is None:
+            return "every layer keeps a block"
+        return (f"target {profile.name!r} keeps dense-only layers dense"
+                + (f" and caps each layer at {profile.max_layer_sparsity:.0%} sparsity"
+                   if profile.max_layer_sparsity < 1 else ""))
 
     def rewrite(self, model: OnnxModel, keep: torch.Tensor, *, sparse_format: str) -> OnnxModel:
         return apply_block_masks(model, self.space.export(keep), sparse_format=sparse_format)
@@ -72,17 +65,6 @@ class BlockMode:
         """Block shape per layer, in canonical O x I x k order as the user wrote it."""
         blocks = {lb.layer.name: [lb.units.block_shape[a] for a in lb.layer.canonical_axes] for lb in self.space.layers}
         return {"block": blocks, "nm": None}
-
-    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
-        return ranked_sparsity(self.space, keep, self.requested, self.budget, self.coverage)
-
-
-def _why_dense(profile: Profile | None, analysis: Analysis, layer: PrunableLayer) -> str:
-    """Why block mode leaves ``layer`` out of its space (only a target leaves layers out)."""
-    if profile is None:
-        return "no block fits it"
-    reason = dense_reasons(profile, analysis.layers).get(layer.name)
-    return reason or f"target {profile.name!r} gives {layer.op_type} no block"
 
 
 def _check_block_allowed(
@@ -141,4 +123,4 @@ def _forced_block_keep(profile: Profile, space: BlockSpace, analysis: Analysis |
     return keep if bool(keep.any()) else None
 
 
-register_mode("block", BlockMode, check=partial(require_sparsity, "block"))
+register_mode("block", BlockMode, check=BlockMode.check)

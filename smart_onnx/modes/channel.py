@@ -8,7 +8,6 @@ residual stages.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -16,54 +15,50 @@ import torch
 from smart_onnx.graph import Analysis, PrunableLayer
 from smart_onnx.hw import Profile
 from smart_onnx.model import OnnxModel, iter_graphs
-from smart_onnx.modes.base import (
-    ModeRequest,
-    fit_budget,
-    least_kept_per_group,
-    ranked_sparsity,
-    register_mode,
-    require_sparsity,
-)
-from smart_onnx.report import SparsitySummary
+from smart_onnx.modes.base import GloballyRankedMode, ModeRequest, one_unit_per_group, register_mode
 from smart_onnx.rewrite import apply_channel_masks, round_channels
-from smart_onnx.search import ChannelSpace, GlobalRanking, UnitConstraints
+from smart_onnx.search import ChannelSpace, UnitConstraints
 
 __all__ = ["ChannelMode", "align_channel_keep", "channel_constraints", "min_kept_channels"]
 
 
-class ChannelMode:
+class ChannelMode(GloballyRankedMode):
     """Channels of the prunable coupling groups, ranked globally; counts aligned to the target after hardening."""
 
     name = "channel"
     checker_rules = ("channels",)
+    space: ChannelSpace
 
     def __init__(self, request: ModeRequest, analysis: Analysis, model: OnnxModel) -> None:
-        require_sparsity(self.name, request)
+        self.analysis = analysis  # the rewrite follows its coupling groups
+        super().__init__(request, analysis, model)
+
+    def resolve(self, request: ModeRequest, analysis: Analysis,
+                model: OnnxModel) -> tuple[ChannelSpace, UnitConstraints]:
         shapes = {t.name: tuple(int(d) for d in t.dims) for g in iter_graphs(model.graph) for t in g.initializer}
-        self.space = space = ChannelSpace(analysis, analysis.groups, shapes)
-        self.analysis = analysis
-        self.requested = float(request.sparsity)  # type: ignore[arg-type]  # refused when None, above
-        self.budget = request.budget
+        space = ChannelSpace(analysis, analysis.groups, shapes)
         profile = request.target
         if profile is None:  # every group keeps a channel, and no weight axis is emptied
-            constraints = (UnitConstraints(group_min_keep=least_kept_per_group(space), adjust=space.keep_every_axis)
-                           if space.num_units else UnitConstraints())
-        else:
-            rules = channel_constraints(profile, space, kind=request.budget)
+            return space, one_unit_per_group(space, adjust=space.keep_every_axis)
+        rules = channel_constraints(profile, space, kind=request.budget)
 
-            def adjust(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-                aligned = align_channel_keep(profile, space, space.keep_every_axis(keep, scores), scores)
-                return space.keep_every_axis(aligned, scores)
+        def adjust(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            aligned = align_channel_keep(profile, space, space.keep_every_axis(keep, scores), scores)
+            return space.keep_every_axis(aligned, scores)
 
-            constraints = UnitConstraints(rules.keep, rules.group_min_keep, adjust=adjust)
-        # Of all prunable weights: the layers whose every channel group is frozen hold the rest.
-        minimum = ("every channel group keeps a channel" if profile is None else
-                   f"target {profile.name!r} keeps at least {profile.min_channels} channels per group, aligned to "
-                   f"{profile.channel_alignment}" + (f", and caps each group at {profile.max_layer_sparsity:.0%} "
-                                                     "sparsity" if profile.max_layer_sparsity < 1 else ""))
-        self.sparsity, self.coverage = fit_budget(self.name, request, analysis, space, constraints,
-                                                  partial(_why_frozen, analysis), minimum)
-        self.ranking = GlobalRanking(space, constraints)
+        return space, UnitConstraints(rules.keep, rules.group_min_keep, adjust=adjust)
+
+    def why_outside(self, profile: Profile | None, analysis: Analysis, layer: PrunableLayer) -> str:
+        """The first frozen group ``layer`` belongs to: its channels are not searched."""
+        group = next((g for g in analysis.frozen_groups if layer.name in g.layers), None)
+        return f"group {group.id} is frozen: {group.frozen}" if group else "no channel group reaches it"
+
+    def what_stays(self, profile: Profile | None) -> str:
+        if profile is None:
+            return "every channel group keeps a channel"
+        return (f"target {profile.name!r} keeps at least {profile.min_channels} channels per group, aligned to "
+                f"{profile.channel_alignment}" + (f", and caps each group at {profile.max_layer_sparsity:.0%} "
+                                                  "sparsity" if profile.max_layer_sparsity < 1 else ""))
 
     def rewrite(self, model: OnnxModel, keep: torch.Tensor, *, sparse_format: str) -> OnnxModel:
         """Channels removed; ``sparse_format`` does not apply (what is left is dense)."""
@@ -71,15 +66,6 @@ class ChannelMode:
 
     def pattern(self) -> dict[str, Any]:
         return {"block": None, "nm": None}
-
-    def sparsity_summary(self, keep: torch.Tensor) -> SparsitySummary:
-        return ranked_sparsity(self.space, keep, self.requested, self.budget, self.coverage)
-
-
-def _why_frozen(analysis: Analysis, layer: PrunableLayer) -> str:
-    """Why no searched channel reaches ``layer``: the first frozen group it belongs to."""
-    group = next((g for g in analysis.frozen_groups if layer.name in g.layers), None)
-    return f"group {group.id} is frozen: {group.frozen}" if group else "no channel group reaches it"
 
 
 def min_kept_channels(profile: Profile, channels: int) -> int:
@@ -159,4 +145,4 @@ def align_channel_keep(profile: Profile, space: ChannelSpace, keep: torch.Tensor
     return out
 
 
-register_mode("channel", ChannelMode, check=partial(require_sparsity, "channel"))
+register_mode("channel", ChannelMode, check=ChannelMode.check)

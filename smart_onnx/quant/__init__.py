@@ -20,12 +20,11 @@ from smart_onnx.quant.quantize import (
     QuantizeOutcome,
     quantize_model,
 )
-from smart_onnx.quant.report import LATENCY_BATCHES, QuantizeReport, evaluate_quantized
+from smart_onnx.quant.report import QuantizeReport, evaluate_quantized
 
 __all__ = [
     "ACTIVATION_TYPES",
     "CALIBRATION_METHODS",
-    "LATENCY_BATCHES",
     "QuantizeOptions",
     "QuantizeOutcome",
     "QuantizeReport",

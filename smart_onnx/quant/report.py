@@ -8,19 +8,17 @@ once against the dense original when it is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from smart_onnx.data import Dataset
 from smart_onnx.errors import DataError
-from smart_onnx.eval import EVAL_BATCH_SIZE, evaluate, judge_fidelity
+from smart_onnx.eval import EVAL_BATCH_SIZE, EVAL_LATENCY, LatencySettings, evaluate, judge_fidelity
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as pick_label_output
 from smart_onnx.model import OnnxModel
 from smart_onnx.report import QuantizeReport
 
-__all__ = ["LATENCY_BATCHES", "QuantizeReport", "evaluate_quantized"]
-
-# Batch sizes at which the INT8 model's latency is measured against the float model's.
-LATENCY_BATCHES = (1, EVAL_BATCH_SIZE)
+__all__ = ["QuantizeReport", "evaluate_quantized"]
 
 
 def evaluate_quantized(
@@ -30,8 +28,7 @@ def evaluate_quantized(
     *,
     dense: OnnxModel | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
-    latency_batches: Sequence[int] = LATENCY_BATCHES,
-    threads: int | None = None,
+    latency: LatencySettings = EVAL_LATENCY,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
     min_fidelity: float | None = None,
@@ -44,8 +41,8 @@ def evaluate_quantized(
         data: held-out evaluation data (labels score accuracy on the labelled class output).
         dense: the dense original, when ``float_model`` is a pruned version of it.
         batch_size: evaluation batch size.
-        latency_batches: batch sizes at which median latency is measured ((): none).
-        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        latency: the batch sizes at which the INT8 model's median latency is measured against the float
+            models' ((): none; a batch larger than ``data`` is cut to it), and the onnxruntime threads.
         outputs: output roles (None: inferred from the float model's graph).
         label_output: the class output the labels belong to (None: the single class output).
         min_fidelity: the gate each comparison must hold.
@@ -57,13 +54,12 @@ def evaluate_quantized(
         raise DataError(f"{data.source} has no samples to evaluate on")
     outputs = list(outputs) if outputs is not None else infer_output_roles(float_model)
     label_output = label_output or pick_label_output(outputs, None, data.labels is not None)
-    latency = tuple(dict.fromkeys(min(b, len(data)) if b > 1 else b for b in latency_batches))
+    latency = replace(latency, batches=tuple(min(b, len(data)) if b > 1 else b for b in latency.batches))
     report = QuantizeReport(samples=len(data))
     references = {"float": float_model, **({"dense": dense} if dense is not None else {})}
     for key, reference in references.items():
         batches = ((b.inputs, b.labels) for b in data.batches(batch_size))  # read as evaluated, once per reference
-        result = evaluate(reference, quantized, batches, latency_batches=latency, threads=threads, outputs=outputs,
-                          label_output=label_output)
+        result = evaluate(reference, quantized, batches, latency=latency, outputs=outputs, label_output=label_output)
         report.versus[key] = result
         report.fidelity[key] = judge_fidelity(result.outputs, min_fidelity)
     report.bytes = {"int8": quantized.proto.ByteSize(), "float": float_model.proto.ByteSize()}

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smart_onnx._atomic import from_fields
-from smart_onnx.eval.compare import MACS_NOTE, LayerRow, ModelComparison, Totals
+from smart_onnx.eval.compare import LayerRow, ModelComparison, Totals
 from smart_onnx.eval.fidelity import FidelityVerdict
 from smart_onnx.eval.ort import EvalReport
 from smart_onnx.graph import OutputInfo
@@ -32,7 +32,8 @@ class EvalResult(JsonReport):
     Attributes:
         reference, candidate, data: the paths given.
         command: the command line.
-        comparison: onnxruntime metrics, weights, per-layer sizes and latency settings.
+        comparison: onnxruntime metrics, weights, per-layer sizes and latency settings (its ``eval``,
+            ``layers`` and ``totals`` are also this report's, as a :class:`PruneReport` has them).
         outputs: every output's role and why.
         fidelity: the verdict over the outputs (and the ``--min-fidelity`` gate).
         gate: the ``--min-agreement`` gate, when one was given.
@@ -48,6 +49,7 @@ class EvalResult(JsonReport):
     gate: AgreementGate | None = None
     schema_version: int = SCHEMA_VERSION
 
+    # What a PruneReport holds under the same names, so that the HTML page reads either alike.
     @property
     def eval(self) -> EvalReport:
         return self.comparison.eval
@@ -59,18 +61,6 @@ class EvalResult(JsonReport):
     @property
     def totals(self) -> Totals:
         return self.comparison.totals
-
-    @property
-    def weights(self) -> dict[str, dict[str, int]]:
-        return self.comparison.weights
-
-    @property
-    def latency_settings(self) -> dict[str, Any]:
-        return self.comparison.latency
-
-    @property
-    def macs_note(self) -> str:
-        return MACS_NOTE
 
     def to_dict(self) -> dict[str, Any]:
         out = {"schema_version": self.schema_version, "reference": self.reference, "candidate": self.candidate,

@@ -21,7 +21,8 @@ BUDGETS = ("params", "macs")  # what a sparsity counts: weights, or multiply-acc
 class SearchConfig:
     """Knobs of one search; the defaults are what ``smart-onnx prune`` uses."""
 
-    sparsity: float | None = 0.5  # None: not given (prune then takes the N:M pattern's, or refuses)
+    # None: not given, as the CLI's --sparsity; the N:M pattern fixes its own, block and channel mode refuse it.
+    sparsity: float | None = None
     budget: str = "params"  # or "macs"
     method: str = "smart"
     # None: chosen from the data's size and capped by time_budget (see search/budget.py).

@@ -42,7 +42,7 @@ class Ranking:
     space: PruningSpace
 
     def check(self, config: SearchConfig) -> None:
-        """Raise ConstraintError when the space leaves nothing to prune."""
+        """Raise ConstraintError when the space leaves nothing to prune, or ``config`` lacks what the ranking needs."""
         raise NotImplementedError
 
     def fixed_mask(self, weights: Mapping[str, torch.Tensor], config: SearchConfig) -> torch.Tensor:
@@ -66,6 +66,7 @@ class GlobalRanking(Ranking):
         self.constraints = constraints or UnitConstraints()
 
     def check(self, config: SearchConfig) -> None:
+        _requested(config)
         if self.space.num_units == 0 or float(self.space.costs(config.budget).sum()) <= 0:
             raise ConstraintError(
                 "the model has no prunable units in this mode (every layer or group is frozen or dense)")
@@ -177,6 +178,14 @@ def _harden_unadjusted(
     return keep
 
 
+def _requested(config: SearchConfig) -> float:
+    """The sparsity a globally ranked search must meet: one must be given (only an N:M pattern fixes its own)."""
+    if config.sparsity is None:
+        raise ConstraintError("`sparsity` is required to rank units globally (block and channel mode)",
+                              parameters=("sparsity",))
+    return config.sparsity
+
+
 def harden_to_target(
     space: PruningSpace, scores: torch.Tensor, costs: torch.Tensor, config: SearchConfig,
     constraints: UnitConstraints, method: str | None = None,
@@ -186,13 +195,17 @@ def harden_to_target(
     Unit costs can overlap (channel mode), so the keep fraction that meets the target is
     found by bisection on the exact achieved sparsity; the result removes the requested
     fraction or slightly more (by less than one unit's cost, up to the overlap).
+
+    Raises:
+        ConstraintError: no sparsity requested, or the constraints keep more than it allows.
     """
+    requested = _requested(config)
     method = method or config.method
     lo, hi = 0.0, 1.0  # keep fractions: lo meets the target, hi does not (or is the dense end)
     best: torch.Tensor | None = None
     best_frac = 0.0
     dense = _harden(space, scores, costs, 1.0, method, constraints)
-    if achieved_sparsity(space, dense, config.budget) >= config.sparsity - 1e-12:
+    if achieved_sparsity(space, dense, config.budget) >= requested - 1e-12:
         return dense, 1.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
@@ -201,7 +214,7 @@ def harden_to_target(
         except ConstraintError:  # constraints need more than this budget: move towards dense
             lo = mid
             continue
-        if achieved_sparsity(space, keep, config.budget) >= config.sparsity - 1e-12:
+        if achieved_sparsity(space, keep, config.budget) >= requested - 1e-12:
             best, best_frac, lo = keep, mid, mid
         else:
             hi = mid
@@ -212,6 +225,6 @@ def harden_to_target(
         got = achieved_sparsity(space, keep, config.budget)
         raise ConstraintError(
             f"the constraints allow at most {got:.1%} sparsity ({config.budget}), less than the requested "
-            f"{config.sparsity:.1%}; lower `sparsity` or relax the profile", parameters=("sparsity",)
+            f"{requested:.1%}; lower `sparsity` or relax the profile", parameters=("sparsity",)
         )
     return best, best_frac

@@ -106,11 +106,12 @@ def run_search(
 
     Raises:
         ConstraintError: the constraints cannot be met within the budget (bad settings are
-            refused when the SearchConfig is built), or a data-parallel run has more ranks than
-            samples in a batch.
+            refused when the SearchConfig is built), a global ranking without a sparsity, nothing to
+            prune, or a data-parallel run has more ranks than samples in a batch.
         DataError: the data has labels and several class outputs could take them.
     """
     begin = clock()
+    ranking.check(config)  # before any model work: nothing to prune, or no sparsity to rank against
     space = ranking.space
     torch.manual_seed(config.seed)
     if world_size() > 1:
@@ -249,7 +250,6 @@ def _search_mask(
     progress: Progress | None, deadline: float | None,
 ) -> torch.Tensor:
     """The hard mask: from fixed scores (baselines), or SMART's joint search, then the ranking's hardening."""
-    ranking.check(config)
     weights = dict(trainer.executor.weights.named_weights())
     if config.method != "smart":
         return ranking.fixed_mask(weights, config)

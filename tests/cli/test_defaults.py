@@ -23,8 +23,8 @@ def _parameter_default(function, name: str):
 # (command, CLI parameter) -> the library default it must equal.
 LIBRARY = {
     ("eval", "batch_size"): _parameter_default(compare_models, "batch_size"),
-    ("eval", "repeats"): _parameter_default(compare_models, "repeats"),
-    ("eval", "warmup"): _parameter_default(compare_models, "warmup"),
+    ("eval", "repeats"): _parameter_default(compare_models, "latency").repeats,
+    ("eval", "warmup"): _parameter_default(compare_models, "latency").warmup,
     ("prune", "holdout"): _parameter_default(Dataset.split, "holdout_fraction"),
     ("quantize", "holdout"): _parameter_default(Dataset.split, "holdout_fraction"),
     ("prune", "sparse_format"): PruneOptions.sparse_format,
@@ -32,9 +32,9 @@ LIBRARY = {
        for command in ("prune", "quantize")
        for cli_name, field in (("activations", "activations"), ("calibration_method", "calibration"),
                                ("calibration_samples", "samples"))},
-    # Every prune option named as a SearchConfig field, but the sparsity: the CLI asks for one in block and channel
-    # mode (None: not given), where SearchConfig keeps 0.5 for library callers.
-    **{("prune", f.name): f.default for f in dataclasses.fields(SearchConfig) if f.name != "sparsity"},
+    # Every prune option named as a SearchConfig field, the sparsity too (None: not given; block and channel mode
+    # refuse it, in the library as in the CLI).
+    **{("prune", f.name): f.default for f in dataclasses.fields(SearchConfig)},
 }
 
 
@@ -54,8 +54,7 @@ def test_every_listed_default_is_an_option_and_the_search_settings_the_cli_has_a
     assert len(shared) >= 15  # lr, score_lr, batch_size, time_budget, refit, ...
 
 
-def test_the_quantize_latency_batches_are_the_evaluations() -> None:
-    from smart_onnx.quant import LATENCY_BATCHES
-
-    assert _parameter_default(evaluate_quantized, "latency_batches") == LATENCY_BATCHES
-    assert LATENCY_BATCHES[-1] == _parameter_default(compare_models, "batch_size")
+def test_the_quantize_latency_settings_are_the_evaluations() -> None:
+    latency = _parameter_default(compare_models, "latency")
+    assert _parameter_default(evaluate_quantized, "latency") == latency
+    assert latency.batches == (1, _parameter_default(compare_models, "batch_size"))

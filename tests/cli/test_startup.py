@@ -102,8 +102,8 @@ def test_hw_package_imports_neither_search_nor_rewrite_nor_torch() -> None:
 
 
 def test_op_table_matches_the_executor_registry() -> None:
-    from smart_onnx._op_table import SUPPORTED
     from smart_onnx.executor import supported_ops
+    from smart_onnx.op_support import SUPPORTED
 
     assert SUPPORTED == supported_ops(), "the executor's ops changed: regenerate with python -m tools.gen_op_table"
 

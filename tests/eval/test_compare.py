@@ -8,7 +8,9 @@ import pytest
 from smart_onnx.data import load_dataset
 from smart_onnx.errors import DataError, GraphError
 from smart_onnx.eval import (
+    NO_LATENCY,
     EvalReport,
+    LatencySettings,
     OutputComparison,
     OutputMetrics,
     agreement_gate,
@@ -21,6 +23,7 @@ from smart_onnx.eval import (
     layer_totals,
     weight_counts,
 )
+from smart_onnx.eval.compare import WeightCounts
 from smart_onnx.eval.fidelity import verdict_lines
 from smart_onnx.graph import OutputInfo, OutputRole, infer_output_roles, label_output
 from smart_onnx.model import load_model
@@ -149,8 +152,8 @@ def test_inputs_must_match(files) -> None:
 
 def test_weight_counts_and_layers(files) -> None:
     ref, half = load_model(files["ref"]), load_model(files["half"])
-    assert weight_counts(ref) == {"nonzero": 36 + 4 + 320, "total": 36 + 4 + 320 + 5}
-    assert weight_counts(half) == {"nonzero": 36 + 4 + 160, "total": 365}
+    assert weight_counts(ref) == WeightCounts(nonzero=36 + 4 + 320, total=36 + 4 + 320 + 5)
+    assert weight_counts(half) == WeightCounts(nonzero=36 + 4 + 160, total=365)
     rows = compare_layers(ref, half, {"x": (1, 1, 6, 6)})
     by = {r.name: r for r in rows}
     assert by["conv"].sparsity == 0.0 and by["conv"].macs_after == by["conv"].macs_before == 64 * 9
@@ -163,14 +166,16 @@ def test_weight_counts_and_layers(files) -> None:
 def test_compare_models(files) -> None:
     ref, cand = load_model(files["ref"]), load_model(files["scrambled"])
     data = load_dataset(files["data"], ref.inputs)
-    result = compare_models(ref, cand, data, batch_size=16, latency_batch=8, warmup=0, repeats=2, threads=1)
+    result = compare_models(ref, cand, data, batch_size=16,
+                            latency=LatencySettings((1, 8), threads=1, warmup=0, repeats=2))
     assert result.eval.samples == 48
     assert result.eval.top1_agreement < 0.5 and result.eval.reference_accuracy is not None
     assert set(result.eval.latency) == {"1", "8"}
     assert result.eval.latency["8"]["candidate"].threads == 1
     d = result.to_dict()
     assert {"eval", "layers", "weights", "totals", "latency_settings", "macs_note"} <= set(d)
-    assert compare_models(ref, ref, data, latency_batch=None).eval.latency == {}
+    assert d["latency_settings"] == {"batches": [1, 8], "warmup": 0, "repeats": 2, "threads": 1}
+    assert compare_models(ref, ref, data, latency=NO_LATENCY).eval.latency == {}
 
 
 def test_compare_models_streams_the_batches_to_the_whole_sets_result(files, monkeypatch) -> None:
@@ -180,7 +185,7 @@ def test_compare_models_streams_the_batches_to_the_whole_sets_result(files, monk
     whole = evaluate(ref, cand, [(b.inputs, b.labels) for b in data.batches(8)], outputs=roles,
                      label_output=label_output(roles, None, True))
     held = held_batches(monkeypatch)
-    streamed = compare_models(ref, cand, data, batch_size=8, latency_batch=None).eval
+    streamed = compare_models(ref, cand, data, batch_size=8, latency=NO_LATENCY).eval
     assert len(held) == 6 and max(held) <= 2  # the batch in hand and the first (kept for latency), never all
     assert streamed.samples == whole.samples == 48
     assert streamed.outputs == whole.outputs

@@ -155,6 +155,20 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
 
 
+@pytest.mark.parametrize("name", ["block", "channel"])
+def test_a_global_ranking_without_a_sparsity_is_refused_by_name_as_prune_refuses_it(name: str) -> None:
+    """SearchConfig's default sparsity is the CLI's (None): block and channel mode refuse it in the library too."""
+    assert SearchConfig().sparsity is None
+    model, mode = _mode(name)
+    data = Dataset({"x": np.random.default_rng(0).standard_normal((8, 8, 6, 6)).astype(np.float32)})
+    with pytest.raises(ConstraintError, match="`sparsity` is required") as info:
+        run_search(Executor(model), mode.ranking, data, SearchConfig(steps=1, finetune_steps=0))
+    assert info.value.parameters == ("sparsity",)
+    with pytest.raises(ConstraintError, match=f"`sparsity` is required in {name} mode") as info:
+        prune(model, data, None, PruneOptions(mode=name, latency=False))
+    assert info.value.parameters == ("sparsity",)
+
+
 # --------------------------------------------------------------------------- sparsity is of all prunable weights
 
 # moments_layernorm_model returning its hidden states: its embedding and head sit in frozen channel groups

@@ -1,8 +1,10 @@
-"""Convolutions: Conv and ConvTranspose (1-D, 2-D, 3-D), plus the padding helpers pooling shares."""
+"""Convolutions: Conv and ConvTranspose (1-D, 2-D, 3-D), plus the window attributes and padding helpers pooling
+shares (:class:`WindowOp`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,21 +13,11 @@ from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
 from smart_onnx.executor.registry import register
 
-__all__ = ["AUTO_PADS", "auto_pads", "check_attrs", "spatial", "torch_pad"]
+__all__ = ["AUTO_PADS", "WindowOp", "auto_pads", "spatial", "torch_pad"]
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-def check_attrs(ctx: NodeContext, allowed: Sequence[str]) -> None:
-    """Raise GraphError for attributes outside ``allowed`` or an unknown ``auto_pad``."""
-    unknown = sorted(set(ctx.attrs) - set(allowed))
-    if unknown:
-        raise GraphError(f"{ctx.describe()} has attributes {unknown}; supported: {sorted(allowed)}")
-    auto_pad = ctx.attrs.get("auto_pad", "NOTSET")
-    if auto_pad not in AUTO_PADS:
-        raise GraphError(f"{ctx.describe()} has auto_pad={auto_pad!r}; supported values are {list(AUTO_PADS)}")
 
 
 def spatial(values: Sequence[int] | None, n: int, default: int) -> list[int]:
@@ -64,32 +56,60 @@ def torch_pad(pads: Sequence[int]) -> list[int]:
     return out
 
 
-class _ConvBase(OpModule):
-    _attrs = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+class WindowOp(OpModule):
+    """What ONNX's convolutions and pooling share: the sliding-window attributes, and their checks.
+
+    ``auto_pad``, ``dilations``, ``kernel_shape``, ``pads`` and ``strides`` mean the same in Conv,
+    ConvTranspose, MaxPool, AveragePool and LpPool. A subclass adds its own attributes to ``_attrs``
+    (its ``__init__`` takes them, and passes the window's on), and names those ONNX requires in
+    ``_required``.
+    """
+
+    _attrs: tuple[str, ...] = ("auto_pad", "dilations", "kernel_shape", "pads", "strides")
+    _required: tuple[str, ...] = ()
 
     @classmethod
     def from_node(cls, ctx: NodeContext) -> OpModule:
-        check_attrs(ctx, cls._attrs)
+        """Refuses attributes outside ``_attrs``, a missing required one and an unknown ``auto_pad``."""
+        unknown = sorted(set(ctx.attrs) - set(cls._attrs))
+        if unknown:
+            raise GraphError(f"{ctx.describe()} has attributes {unknown}; supported: {sorted(cls._attrs)}")
+        for name in cls._required:
+            if name not in ctx.attrs:
+                raise GraphError(f"{ctx.describe()} has no {name} attribute, which ONNX requires")
+        auto_pad = ctx.attrs.get("auto_pad", "NOTSET")
+        if auto_pad not in AUTO_PADS:
+            raise GraphError(f"{ctx.describe()} has auto_pad={auto_pad!r}; supported values are {list(AUTO_PADS)}")
         return cls(**ctx.attrs)
 
     def __init__(
         self,
         auto_pad: str = "NOTSET",
         dilations: Sequence[int] | None = None,
-        group: int = 1,
         kernel_shape: Sequence[int] | None = None,
         pads: Sequence[int] | None = None,
         strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.auto_pad, self.group = auto_pad, int(group)
+        self.auto_pad, self.kernel_shape = auto_pad, kernel_shape
         self.dilations, self.pads, self.strides = dilations, pads, strides
+
+    def _unsupported_rank(self, what: str) -> GraphError:
+        """The error for an input (or kernel) of a rank outside 1-D to 3-D: ``what`` says what was found."""
+        return GraphError(f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__}) {what}")
+
+
+class _ConvBase(WindowOp):
+    _attrs = (*WindowOp._attrs, "group")
+
+    def __init__(self, group: int = 1, **window: Any) -> None:
+        super().__init__(**window)
+        self.group = int(group)  # the kernel's shape is the weight's
 
     def _geometry(self, x: torch.Tensor, w: torch.Tensor) -> tuple[int, list[int], list[int], list[int]]:
         n = x.dim() - 2
         if n not in _CONV:
-            where = f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__})"
-            raise GraphError(f"{where} supports 1-D to 3-D inputs, got an input of rank {x.dim()}")
+            raise self._unsupported_rank(f"supports 1-D to 3-D inputs, got an input of rank {x.dim()}")
         return n, list(w.shape[2:]), spatial(self.strides, n, 1), spatial(self.dilations, n, 1)
 
 
@@ -122,9 +142,9 @@ class ConvTranspose(_ConvBase):
         self,
         output_padding: Sequence[int] | None = None,
         output_shape: Sequence[int] | None = None,
-        **kwargs: object,
+        **conv: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**conv)
         self.output_padding, self.output_shape = output_padding, output_shape
 
     def _pads(self, sizes: list[int], kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:

@@ -7,14 +7,13 @@ explicitly (asymmetric pads, auto_pad), so torch pooling always runs unpadded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
-from smart_onnx.executor.ops.conv import auto_pads, check_attrs, spatial, torch_pad
+from smart_onnx.executor.ops.conv import WindowOp, auto_pads, spatial, torch_pad
 from smart_onnx.executor.registry import register
 
 __all__: list[str] = []  # handlers are reached through the registry
@@ -31,40 +30,24 @@ def _out_size(size: int, k: int, s: int, d: int, begin: int, end: int, ceil_mode
     return out - 1 if (out - 1) * s >= size + begin else out
 
 
-class _Pool(OpModule):
-    """Shared attribute parsing and window geometry of MaxPool and AveragePool."""
+class _Pool(WindowOp):
+    """Window geometry of MaxPool, AveragePool and LpPool."""
 
-    _attrs: tuple[str, ...] = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
+    _attrs = (*WindowOp._attrs, "ceil_mode")
+    _required = ("kernel_shape",)
 
-    @classmethod
-    def from_node(cls, ctx: NodeContext) -> OpModule:
-        check_attrs(ctx, cls._attrs)
-        if "kernel_shape" not in ctx.attrs:
-            raise GraphError(f"{ctx.describe()} has no kernel_shape attribute, which ONNX requires")
-        return cls(**ctx.attrs)
-
-    def __init__(
-        self,
-        kernel_shape: Sequence[int],
-        auto_pad: str = "NOTSET",
-        ceil_mode: int = 0,
-        dilations: Sequence[int] | None = None,
-        pads: Sequence[int] | None = None,
-        strides: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__()
-        self.kernel = [int(k) for k in kernel_shape]
+    def __init__(self, ceil_mode: int = 0, **window: Any) -> None:
+        super().__init__(**window)
+        self.kernel = [int(k) for k in self.kernel_shape or ()]
         n = len(self.kernel)
-        self.auto_pad, self.ceil_mode = auto_pad, bool(ceil_mode)
-        self.dilations, self.strides = spatial(dilations, n, 1), spatial(strides, n, 1)
-        self.pads = pads
+        self.ceil_mode = bool(ceil_mode)
+        self.dilations, self.strides = spatial(self.dilations, n, 1), spatial(self.strides, n, 1)
 
     def _window(self, x: torch.Tensor) -> tuple[list[int], list[int], list[int]]:
         """(ONNX pads, extra end padding so every output window exists, output sizes)."""
         n = len(self.kernel)
         if x.dim() != n + 2 or n not in _CONV:
-            where = f"node {getattr(self, 'onnx_node', '?')!r} ({type(self).__name__})"
-            raise GraphError(f"{where} has a {n}-D kernel (1-D to 3-D supported) and an input of rank {x.dim()}")
+            raise self._unsupported_rank(f"has a {n}-D kernel (1-D to 3-D supported) and an input of rank {x.dim()}")
         sizes = list(x.shape[2:])
         # onnxruntime sizes SAME padding for pooling with the undilated kernel.
         pads = auto_pads(self.auto_pad, sizes, self.kernel, self.strides, self.pads)
@@ -110,8 +93,8 @@ class MaxPool(_Pool):
         module.with_indices = len(ctx.node.output) > 1 and bool(ctx.node.output[1])
         return module
 
-    def __init__(self, kernel_shape: Sequence[int], storage_order: int = 0, **kwargs: object) -> None:
-        super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, storage_order: int = 0, **pool: Any) -> None:
+        super().__init__(**pool)
         self.column_major, self.with_indices = bool(storage_order), False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +137,8 @@ class AveragePool(_Pool):
 
     _attrs = (*_Pool._attrs, "count_include_pad")
 
-    def __init__(self, kernel_shape: Sequence[int], count_include_pad: int = 0, **kwargs: object) -> None:
-        super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, count_include_pad: int = 0, **pool: Any) -> None:
+        super().__init__(**pool)
         self.count_include_pad = bool(count_include_pad)
         self._divisors: dict[tuple, torch.Tensor] = {}  # (spatial shape, dtype, device) -> taps per window
 
@@ -179,8 +162,8 @@ class LpPool(_Pool):
 
     _attrs = (*_Pool._attrs, "p")
 
-    def __init__(self, kernel_shape: Sequence[int], p: int = 2, **kwargs: object) -> None:
-        super().__init__(kernel_shape, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, p: int = 2, **pool: Any) -> None:
+        super().__init__(**pool)
         self.p = int(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
