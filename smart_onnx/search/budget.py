@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["EPOCHS", "MAX_STEPS", "MIN_STEPS", "TRAIN_SHARE", "StepPlan", "plan_steps"]
+__all__ = ["EPOCHS", "MAX_STEPS", "MIN_STEPS", "TRAIN_SHARE", "StepPlan", "plan_steps", "wanted_steps"]
 
 EPOCHS = 12
 MIN_STEPS = 100
@@ -35,7 +35,8 @@ class StepPlan:
         return asdict(self)
 
 
-def _wanted(samples: int, batch_size: int) -> int:
+def wanted_steps(samples: int, batch_size: int) -> int:
+    """Steps per phase the data asks for: about :data:`EPOCHS` passes, within [:data:`MIN_STEPS`, :data:`MAX_STEPS`]."""
     per_epoch = max(1, samples // max(1, min(batch_size, samples)))
     return int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(EPOCHS * per_epoch))))
 
@@ -54,7 +55,7 @@ def plan_steps(
         time_budget: seconds for the whole run (None: no cap).
         elapsed: seconds of the budget already spent (analysis, statistics, the timing steps).
     """
-    wanted = _wanted(samples, batch_size)
+    wanted = wanted_steps(samples, batch_size)
     search = wanted if steps is None else steps
     finetune = wanted if finetune_steps is None else finetune_steps
     chosen = "given" if steps is not None and finetune_steps is not None else (

@@ -50,3 +50,25 @@ def test_time_budget_bounds_a_run() -> None:
     ran = len(outcome.report.history.loss) + len(outcome.report.history.finetune_loss)
     assert ran <= steps.steps + steps.finetune_steps
     assert wall < 60  # 100k + 100k steps would take hours; the budget (3 s) plus the fixed stages is what runs
+
+
+def test_a_planned_fine_tune_runs_on_to_the_datas_count_while_the_deadline_allows(monkeypatch) -> None:
+    import smart_onnx.search.search as search_module
+    from smart_onnx.search.budget import StepPlan, wanted_steps
+
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    # A plan that under-estimated the time left: 2 + 3 steps where the (generous) budget fits far more.
+    monkeypatch.setattr(search_module, "_plan", lambda trainer, config, begin: StepPlan(2, 3, 0.01, "test plan"))
+    search = SearchConfig(sparsity=0.5, batch_size=8, time_budget=600.0, validation=0.0, augment=False)
+    outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
+    history = outcome.report.history
+    assert len(history.loss) == 2
+    assert len(history.finetune_loss) == wanted_steps(40, 8) > 3
+    # Steps the caller gave are kept as given.
+    given = SearchConfig(sparsity=0.5, batch_size=8, time_budget=600.0, validation=0.0, augment=False,
+                         finetune_steps=3)
+    outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=given))
+    assert len(outcome.report.history.finetune_loss) == 3
