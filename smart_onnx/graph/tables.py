@@ -12,7 +12,7 @@ from __future__ import annotations
 from smart_onnx.graph.view import GraphView
 from smart_onnx.model import OnnxModel
 
-__all__ = ["lookup_tables"]
+__all__ = ["lookup_tables", "token_inputs"]
 
 
 def lookup_tables(model: OnnxModel) -> set[str]:
@@ -34,3 +34,19 @@ def lookup_tables(model: OnnxModel) -> set[str]:
             from_inputs.update(o for o in node.output if o)
     return tables
 
+
+def token_inputs(model: OnnxModel) -> dict[str, int]:
+    """Graph inputs that are the indices of a ``Gather`` (axis 0) of an initializer table: input -> table rows.
+
+    The ids of a token embedding, which augmentation may replace by any row of the table.
+    """
+    view = GraphView(model)
+    found: dict[str, int] = {}
+    for node in view.nodes:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in view.inputs:
+            continue
+        table = view.initializers.get(node.input[0])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is not None and axis == 0 and table.dims:
+            found[node.input[1]] = min(found.get(node.input[1], table.dims[0]), int(table.dims[0]))
+    return found

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
-from smart_onnx.data.augment import ImageAugmenter
+from smart_onnx.data.augment import Augmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
@@ -141,7 +141,7 @@ class Trainer:
 
     def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
                  label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
-                 features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: ImageAugmenter | None = None,
+                 features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: Augmenter | None = None,
                  validation: Dataset | None = None, workers: int = 0, precision: str = "auto") -> None:
         self.executor = executor
         self.data = data
