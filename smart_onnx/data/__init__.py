@@ -26,10 +26,10 @@ Every problem is a ``DataError`` naming the file and input.
 
 from __future__ import annotations
 
-from smart_onnx.data._dataset import EVAL_HOLDOUT, Batch, Dataset
+from smart_onnx.data._dataset import EVAL_HOLDOUT, Batch, Dataset, concat
 from smart_onnx.data._images import ImageLayout, image_layout
 from smart_onnx.data._load import dataset_from_arrays, load_dataset, write_npz
 from smart_onnx.data._mapped import read_rows
 
-__all__ = ["EVAL_HOLDOUT", "Batch", "Dataset", "ImageLayout", "dataset_from_arrays", "image_layout", "load_dataset",
-           "read_rows", "write_npz"]
+__all__ = ["EVAL_HOLDOUT", "Batch", "Dataset", "ImageLayout", "concat", "dataset_from_arrays", "image_layout",
+           "load_dataset", "read_rows", "write_npz"]

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
-from smart_onnx.data.augment import ImageAugmenter
+from smart_onnx.data.augment import Augmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
+from smart_onnx.graph.tables import lookup_tables
 from smart_onnx.search.distributed import any_over_ranks, broadcast_tensors, rank, reduce_sum, world_size
 from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
@@ -140,7 +141,7 @@ class Trainer:
 
     def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
                  label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
-                 features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: ImageAugmenter | None = None,
+                 features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: Augmenter | None = None,
                  validation: Dataset | None = None, workers: int = 0, precision: str = "auto") -> None:
         self.executor = executor
         self.data = data
@@ -164,8 +165,10 @@ class Trainer:
         # varies by batch); otherwise on an even slice of each batch.
         owned = self.teacher.owned if self.teacher.cached is not None else None
         self.reader = BatchReader(data.arrays, draws(self.batches, self.augmenter is not None, owned), workers)
-        # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained.
-        self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1]
+        # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained. Neither are
+        # lookup tables (token embeddings): only the calibration tokens' rows would move (graph/tables.py).
+        fixed = {id(executor.weights.get(name)) for name in lookup_tables(executor.model)}
+        self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1 and id(p) not in fixed]
 
     def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
               transforms: Transforms, use_features: bool, sharded: bool = False,
