@@ -14,6 +14,7 @@ from smart_onnx.model import OnnxModel, normalize
 from tests.helpers import make_model
 
 if TYPE_CHECKING:  # block-mode tests must not depend on the analysis or the executor
+    from smart_onnx.graph import Analysis
     from smart_onnx.graph.groups import CouplingGroup
     from smart_onnx.graph.layers import PrunableLayer
     from smart_onnx.rewrite import BlockMask
@@ -62,9 +63,18 @@ def channel_masks(groups: Sequence[CouplingGroup], keep: Mapping[int, np.ndarray
 
 
 def masked_executor_outputs(
-    model: OnnxModel, groups: Sequence[CouplingGroup], keep: Mapping[int, np.ndarray], feeds: Mapping[str, np.ndarray]
+    model: OnnxModel,
+    groups: Sequence[CouplingGroup],
+    keep: Mapping[int, np.ndarray],
+    feeds: Mapping[str, np.ndarray],
+    analysis: Analysis | None = None,
 ) -> list[np.ndarray]:
-    """The ORIGINAL model run by the Executor with removed channels zeroed in every activation carrying them."""
+    """The ORIGINAL model run by the Executor with removed channels zeroed in every activation carrying them.
+
+    Where a group's channels are also reduced over (a LayerNorm on the hidden dimension), zeros alone are not
+    the pruned model: its statistics are over the kept channels only. Those nodes get the search's mean-1
+    channel weighting, which needs the ``analysis`` the groups come from.
+    """
     from smart_onnx.executor import Executor
 
     axes = {s.tensor: s.axis for g in groups for s in g.values}
@@ -77,10 +87,28 @@ def masked_executor_outputs(
 
         return apply
 
-    transforms = {name: zeroing(mask, axes[name]) for name, mask in channel_masks(groups, keep).items()}
+    transforms: dict = {name: zeroing(mask, axes[name]) for name, mask in channel_masks(groups, keep).items()}
+    if any(g.statistics and g.id in keep for g in groups):
+        assert analysis is not None, "groups with statistics need the analysis for their kept-channel weighting"
+        transforms.update(_statistics_weighting(model, analysis, groups, keep))
     with torch.no_grad():
         out = Executor(model)({k: torch.from_numpy(v) for k, v in feeds.items()}, transforms=transforms)
     return [v.numpy() for v in out.values()]
+
+
+def _statistics_weighting(
+    model: OnnxModel, analysis: Analysis, groups: Sequence[CouplingGroup], keep: Mapping[int, np.ndarray]
+) -> dict:
+    """The channel-space transforms of the statistics nodes alone, for the kept channels as a flat 0/1 mask."""
+    from smart_onnx.executor import ChannelWeights
+    from smart_onnx.search.space import ChannelSpace
+
+    space = ChannelSpace(analysis, groups, {t.name: tuple(t.dims) for t in model.graph.initializer})
+    mask = torch.cat([
+        torch.from_numpy(np.isin(np.arange(g.channels), keep.get(g.id, np.arange(g.channels))).astype(np.float32))
+        for g in space.groups
+    ]) if space.groups else torch.zeros(0)
+    return {key: t for key, t in space.transforms(mask).items() if isinstance(key, ChannelWeights)}
 
 
 def random_block_masks(layers: Sequence[PrunableLayer], sparsity: float, seed: int = 0) -> dict[str, BlockMask]:

@@ -103,7 +103,7 @@ def _rewrite_and_compare(model: OnnxModel, removed: float, rtol: float):
     out = apply_channel_masks(model, analysis, keep)
     onnx.checker.check_model(out.proto, full_check=True)
     feeds = random_feeds(model, seed=4)
-    expected = masked_executor_outputs(model, analysis.groups, keep, feeds)
+    expected = masked_executor_outputs(model, analysis.groups, keep, feeds, analysis)
     for a, e in zip(run_ort(out.proto, feeds), expected, strict=True):
         assert a.shape == e.shape
         assert relative_error(a, e) <= rtol

@@ -28,7 +28,7 @@ def test_channel_removal_on_real_model(realmodels, name: str) -> None:
     keep = {g.id: random_keep(g.channels, 0.5, seed=g.id) for g in analysis.prunable_groups}
     out = apply_channel_masks(model, analysis, keep)
     assert out.num_weights() < model.num_weights()
-    expected = masked_executor_outputs(model, analysis.groups, keep, feeds)
+    expected = masked_executor_outputs(model, analysis.groups, keep, feeds, analysis)
     for a, e in zip(run_ort(out.proto, feeds), expected, strict=True):
         assert relative_error(a, e) <= 1e-4
 

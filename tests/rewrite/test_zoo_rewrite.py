@@ -47,7 +47,7 @@ def test_channel_removal_on_zoo(zoo_export, arch: str, exporter: str, style: str
     assert [(o.domain, o.version) for o in out.proto.opset_import] == [
         (o.domain, o.version) for o in model.proto.opset_import
     ]
-    expected = masked_executor_outputs(model, analysis.groups, keep, feeds)
+    expected = masked_executor_outputs(model, analysis.groups, keep, feeds, analysis)
     for a, e in zip(run_ort(out.proto, feeds), expected, strict=True):
         assert a.shape == e.shape
         assert relative_error(a, e) <= 1e-4
