@@ -46,7 +46,7 @@ class SearchConfig:
     refit: bool = True  # closed-form ridge refit of the kept weights after hardening (search/refit.py)
     refit_ridge: float = 0.01
     refit_samples: int = 256
-    refit_views: int = 3  # augmented views of the samples the refit fits too, when token ids are augmented
+    refit_views: int = 16  # views of each refit sample it fits too, when token ids are augmented (search.py)
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
     workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none
     precision: str = "auto"  # "auto": autocast on CUDA (bf16, else fp16 + GradScaler); "fp32" (search/precision.py)

@@ -89,10 +89,10 @@ def _refit_data(data: Dataset, **config) -> Dataset:
     return _refit_data(trainer, cfg)
 
 
-def test_the_refit_also_fits_augmented_views_of_the_samples_within_its_sample_budget() -> None:
+def test_the_refit_also_fits_augmented_views_of_its_samples() -> None:
     data = Dataset({"input_ids": token_batch(20, seed=4)})
     ids = data.arrays["input_ids"]
-    refit = _refit_data(data)  # 20 samples, augmented by default: 3 views more
+    refit = _refit_data(data, refit_views=3)  # 20 samples, augmented by default: 3 views of each
     got = refit.arrays["input_ids"]
     assert got.shape == (80, 8)
     np.testing.assert_array_equal(got[:20], ids)  # the samples themselves first
@@ -100,9 +100,11 @@ def test_the_refit_also_fits_augmented_views_of_the_samples_within_its_sample_bu
         view = got[20 * k: 20 * (k + 1)]
         assert not np.array_equal(view, ids) and (view == ids).mean() > 0.7  # about 15% of the ids replaced
     assert not np.array_equal(got[20:40], got[40:60])
-    np.testing.assert_array_equal(_refit_data(data).arrays["input_ids"], got)  # reproducible
-    assert len(_refit_data(data, refit_samples=50)) == 50
-    assert len(_refit_data(data, refit_views=1)) == 40
+    np.testing.assert_array_equal(_refit_data(data, refit_views=3).arrays["input_ids"], got)  # reproducible
+    assert len(_refit_data(data)) == 20 * (1 + SearchConfig().refit_views)
+    capped = _refit_data(data, refit_samples=10, refit_views=2)  # views of the first refit_samples samples
+    assert len(capped) == 30
+    np.testing.assert_array_equal(capped.arrays["input_ids"][:10], ids[:10])
     assert len(_refit_data(data, augment=False)) == 20
     assert len(_refit_data(data, refit_views=0)) == 20
 
@@ -124,4 +126,6 @@ def test_image_models_refit_their_samples_alone() -> None:
     trainer, _, _ = _trainer(Executor(model), SimpleNamespace(scored_layers=[]), data, cfg,
                              infer_output_roles(model), None)
     assert trainer.augmenter is not None and trainer.augmenter.kinds == ["image"]
-    assert _refit_data(trainer, cfg) is data
+    refit = _refit_data(trainer, cfg)
+    name = model.inputs[0].name
+    assert len(refit) == len(trainer.data) and np.array_equal(refit.arrays[name], trainer.data.arrays[name])
