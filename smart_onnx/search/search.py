@@ -62,6 +62,8 @@ MIN_VALIDATION = 8
 _VIEW_SEED = 7919
 # The refit's augmented views are drawn from streams at this offset (and the next ones) of the training seed.
 _REFIT_VIEW_SEED = 104729
+# Token-augmented views of each sample the refit fits besides the sample (see _refit_data).
+REFIT_VIEWS = 16
 
 
 @dataclass
@@ -198,9 +200,9 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
     )
 
 
-def _refit_data(trainer: Trainer, config: SearchConfig) -> Dataset:
+def _refit_data(trainer: Trainer, config: SearchConfig, views: int = REFIT_VIEWS) -> Dataset:
     """The refit's samples: the first ``config.refit_samples`` calibration samples and, when training augments
-    token ids, ``config.refit_views`` augmented views of each of them.
+    token ids, ``views`` augmented views of each of them.
 
     The teacher answers any input, so a view is as good a target as a sample. A token sequence gives the
     refit one row per token, and a few dozen sentences are too few rows for a wide layer: 60 sentences give
@@ -211,12 +213,11 @@ def _refit_data(trainer: Trainer, config: SearchConfig) -> Dataset:
     """
     data = trainer.data.take(config.refit_samples)
     augmenter = trainer.augmenter
-    if augmenter is None or "tokens" not in augmenter.kinds or config.refit_views <= 0:
+    if augmenter is None or "tokens" not in augmenter.kinds or views <= 0:
         return data
     inputs, tables = trainer.executor.model.inputs, token_inputs(trainer.executor.model)
-    views = [augmented_views(data, Augmenter(inputs, tables, config.seed + _REFIT_VIEW_SEED + k))
-             for k in range(config.refit_views)]
-    return concat([data, *views], f"{data.source} and {len(views)} augmented views")
+    parts = [augmented_views(data, Augmenter(inputs, tables, config.seed + _REFIT_VIEW_SEED + k)) for k in range(views)]
+    return concat([data, *parts], f"{data.source} and {views} augmented views")
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,
