@@ -133,7 +133,7 @@ class Augmenter:
 
     @property
     def kinds(self) -> list[str]:
-        """What is augmented, for the report: ``image``, ``tokens``."""
+        """What is augmented: ``image``, ``tokens`` (the refit takes views of token inputs only)."""
         return ["image" if isinstance(a, ImageAugmenter) else "tokens" for a in self.parts]
 
     def __call__(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

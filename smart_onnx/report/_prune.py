@@ -23,19 +23,6 @@ if TYPE_CHECKING:  # smart_onnx.search imports torch, which ``eval`` (an EvalRes
 __all__ = ["FrozenGroup", "PruneReport", "SparsitySummary"]
 
 
-# SearchConfig fields added after reports were first written, with the value a run before them had: a report
-# without one reads as that value, and a run at that value writes what those reports wrote (no key).
-_SEARCH_ADDED_LATER: dict[str, Any] = {"refit_views": 0}
-
-
-def _search_dict(search: SearchConfig) -> dict[str, Any]:
-    out = asdict(search)
-    for key, before in _SEARCH_ADDED_LATER.items():
-        if out[key] == before:
-            del out[key]
-    return out
-
-
 @dataclass
 class SparsitySummary(Record):
     """Requested and achieved sparsity, as fractions of *all* prunable weights (and MACs).
@@ -127,7 +114,7 @@ class PruneReport(JsonReport):
         out: dict[str, Any] = {
             "schema_version": self.schema_version, "command": self.command, "seed": self.seed, "mode": self.mode,
             "method": self.method, "budget": self.budget, "target": self.target, "block": self.block, "nm": self.nm,
-            "search": _search_dict(self.search), "steps": self.steps.to_dict(),
+            "search": asdict(self.search), "steps": self.steps.to_dict(),
             "training": self.training.to_dict(),
             "sparsity": self.sparsity.to_dict(), "layers": [r.to_dict() for r in self.layers],
             "frozen_groups": [asdict(g) for g in self.frozen_groups], "outputs": [o.to_dict() for o in self.outputs],
@@ -160,7 +147,7 @@ class PruneReport(JsonReport):
         return from_fields(
             cls, data,
             schema_version=data.get("schema_version", 1),
-            search=from_fields(SearchConfig, {**_SEARCH_ADDED_LATER, **data["search"]}),
+            search=from_fields(SearchConfig, data["search"]),
             steps=from_fields(StepPlan, data["steps"]),
             training=TrainingLog.from_dict(data["training"]),
             history=History.from_dict(data["history"]),

@@ -47,7 +47,6 @@ class SearchConfig:
     refit: bool = True  # closed-form ridge refit of the kept weights after hardening (search/refit.py)
     refit_ridge: float = 0.01
     refit_samples: int = 256
-    refit_views: int = 3  # augmented views of the samples the refit fits too, when token ids are augmented
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
     workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none
     precision: str = "auto"  # "auto": autocast on CUDA (bf16, else fp16 + GradScaler); "fp32" (search/precision.py)
@@ -69,9 +68,8 @@ class SearchConfig:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in BUDGETS:
             raise ConstraintError(f"unknown budget {self.budget!r}; choose {' or '.join(BUDGETS)}")
-        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1 or self.workers < 0 \
-                or self.refit_views < 0:
-            raise ConstraintError("steps, fine-tune steps, workers and refit views must be >= 0, the batch size >= 1")
+        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1 or self.workers < 0:
+            raise ConstraintError("steps, fine-tune steps and workers must be >= 0 and the batch size >= 1")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
         if not 0.0 <= self.validation < 1.0 or self.feature_weight < 0 or self.feature_points < 0:

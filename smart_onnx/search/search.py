@@ -62,6 +62,8 @@ MIN_VALIDATION = 8
 _VIEW_SEED = 7919
 # The refit's augmented views are drawn from streams at this offset (and the next ones) of the training seed.
 _REFIT_VIEW_SEED = 104729
+# Token-augmented views of each sample the refit fits besides the sample (see _refit_data).
+REFIT_VIEWS = 16
 
 
 @dataclass
@@ -190,10 +192,10 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
             raise _OutOfTime
 
     try:
+        data = _refit_data(trainer, config)
         refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
-                             _refit_data(trainer, config), batch_size=config.batch_size,
-                             max_samples=config.refit_samples, ridge=config.refit_ridge, device=config.device,
-                             progress=report)
+                             data, batch_size=config.batch_size, max_samples=len(data), ridge=config.refit_ridge,
+                             device=config.device, progress=report)
     except _OutOfTime:
         return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers")
     done = [lay for lay in refit.layers if lay.skipped is None]
@@ -205,24 +207,24 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
     )
 
 
-def _refit_data(trainer: Trainer, config: SearchConfig) -> Dataset:
-    """The refit's samples: the calibration samples, then, when training augments token ids, up to
-    ``config.refit_views`` augmented views of them (within ``config.refit_samples`` in all).
+def _refit_data(trainer: Trainer, config: SearchConfig, views: int = REFIT_VIEWS) -> Dataset:
+    """The refit's samples: the first ``config.refit_samples`` calibration samples and, when training augments
+    token ids, ``views`` augmented views of each of them.
 
     The teacher answers any input, so a view is as good a target as a sample. A token sequence gives the
     refit one row per token, and a few dozen sentences are too few rows for a wide layer: 60 sentences give
-    1080 rows, below the twice 1536 inputs of MiniLM's FFN output projections, which the refit then skips;
-    with 3 views it fits all 18 layers (held-out sentence-embedding cosine 0.90 -> 0.93 at 50% blocks).
-    An image gives a row per output position, thousands per sample, so image models refit their samples alone.
+    1080 rows, below the twice 1536 inputs of MiniLM's FFN output projections, which the refit then skips.
+    With 3 views it fits all 18 layers, and more rows fit them better: held-out sentence-embedding cosine at
+    50% blocks 0.901 without views, 0.927 with 3, 0.937 with 8, 0.942 with 16 (docs/benchmarks.md). An image
+    gives a row per output position, thousands per sample, so image models refit their samples alone.
     """
-    data, room = trainer.data, config.refit_samples - len(trainer.data)
+    data = trainer.data.take(config.refit_samples)
     augmenter = trainer.augmenter
-    if augmenter is None or "tokens" not in augmenter.kinds or config.refit_views <= 0 or room <= 0:
+    if augmenter is None or "tokens" not in augmenter.kinds or views <= 0:
         return data
     inputs, tables = trainer.executor.model.inputs, token_inputs(trainer.executor.model)
-    views = [augmented_views(data, Augmenter(inputs, tables, config.seed + _REFIT_VIEW_SEED + k))
-             for k in range(min(config.refit_views, -(-room // len(data))))]
-    return concat([data, *views], f"{data.source} and {len(views)} augmented views").take(config.refit_samples)
+    parts = [augmented_views(data, Augmenter(inputs, tables, config.seed + _REFIT_VIEW_SEED + k)) for k in range(views)]
+    return concat([data, *parts], f"{data.source} and {views} augmented views")
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,

@@ -12,6 +12,7 @@ from smart_onnx.data.augment import Augmenter, TokenAugmenter, augmented_views
 from smart_onnx.graph.tables import lookup_tables, token_inputs
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
+from smart_onnx.search.search import REFIT_VIEWS
 from tests.transformers import encoder, token_batch
 
 
@@ -75,7 +76,7 @@ def test_augmenter_has_no_token_part_for_image_models_and_views_of_tokens_differ
 
 
 
-def _refit_data(data: Dataset, **config) -> Dataset:
+def _refit_data(data: Dataset, views: int | None = None, **config) -> Dataset:
     from types import SimpleNamespace
 
     from smart_onnx.executor import Executor
@@ -86,13 +87,13 @@ def _refit_data(data: Dataset, **config) -> Dataset:
     cfg = SearchConfig(sparsity=0.5, batch_size=8, **config)
     space = SimpleNamespace(scored_layers=[])  # the trainer reads only the layers' names (feature points)
     trainer, _, _ = _trainer(Executor(model), space, data, cfg, infer_output_roles(model), None)
-    return _refit_data(trainer, cfg)
+    return _refit_data(trainer, cfg, REFIT_VIEWS if views is None else views)
 
 
-def test_the_refit_also_fits_augmented_views_of_the_samples_within_its_sample_budget() -> None:
+def test_the_refit_also_fits_augmented_views_of_its_samples() -> None:
     data = Dataset({"input_ids": token_batch(20, seed=4)})
     ids = data.arrays["input_ids"]
-    refit = _refit_data(data)  # 20 samples, augmented by default: 3 views more
+    refit = _refit_data(data, views=3)  # 20 samples, augmented by default: 3 views of each
     got = refit.arrays["input_ids"]
     assert got.shape == (80, 8)
     np.testing.assert_array_equal(got[:20], ids)  # the samples themselves first
@@ -100,11 +101,13 @@ def test_the_refit_also_fits_augmented_views_of_the_samples_within_its_sample_bu
         view = got[20 * k: 20 * (k + 1)]
         assert not np.array_equal(view, ids) and (view == ids).mean() > 0.7  # about 15% of the ids replaced
     assert not np.array_equal(got[20:40], got[40:60])
-    np.testing.assert_array_equal(_refit_data(data).arrays["input_ids"], got)  # reproducible
-    assert len(_refit_data(data, refit_samples=50)) == 50
-    assert len(_refit_data(data, refit_views=1)) == 40
+    np.testing.assert_array_equal(_refit_data(data, views=3).arrays["input_ids"], got)  # reproducible
+    assert len(_refit_data(data)) == 20 * (1 + REFIT_VIEWS)
+    capped = _refit_data(data, refit_samples=10, views=2)  # views of the first refit_samples samples
+    assert len(capped) == 30
+    np.testing.assert_array_equal(capped.arrays["input_ids"][:10], ids[:10])
     assert len(_refit_data(data, augment=False)) == 20
-    assert len(_refit_data(data, refit_views=0)) == 20
+    assert len(_refit_data(data, views=0)) == 20
 
 
 def test_image_models_refit_their_samples_alone() -> None:
@@ -124,4 +127,6 @@ def test_image_models_refit_their_samples_alone() -> None:
     trainer, _, _ = _trainer(Executor(model), SimpleNamespace(scored_layers=[]), data, cfg,
                              infer_output_roles(model), None)
     assert trainer.augmenter is not None and trainer.augmenter.kinds == ["image"]
-    assert _refit_data(trainer, cfg) is data
+    refit = _refit_data(trainer, cfg)
+    name = model.inputs[0].name
+    assert len(refit) == len(trainer.data) and np.array_equal(refit.arrays[name], trainer.data.arrays[name])
