@@ -127,6 +127,7 @@ def prune(
     result = run_search(executor, mode.ranking, calibration, cfg, progress=progress, outputs=outputs,
                         label_output=labelled)
     seconds = replace(result.seconds, analysis=analysis_seconds)  # the search timed its own stages
+    cfg = result.config  # as run: the batch and step counts it chose
     if not is_main():  # data-parallel: one process writes, the others only trained
         return None
 
@@ -145,7 +146,7 @@ def prune(
     report = PruneReport(
         command=command, seed=cfg.seed, mode=mode.name, method=cfg.method, budget=cfg.budget,
         target=options.target.name if options.target else None, **mode.pattern(),
-        search=replace(cfg, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps),
+        search=cfg,
         steps=result.plan, training=result.training,
         sparsity=mode.sparsity_summary(result.keep),
         layers=_layer_report(analysis, pruned),

@@ -102,7 +102,7 @@ class PruneRun:
 
 
 def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int | None,
-              finetune_steps: int | None, seed: int = 0, batch_size: int = 32, latency: bool = False,
+              finetune_steps: int | None, seed: int = 0, batch_size: int | None = None, latency: bool = False,
               **search: Any) -> PruneRun:
     """The library ``prune`` on ``bm``'s calibration data, evaluated on its eval data (16x8x1x1 blocks).
 

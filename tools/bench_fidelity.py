@@ -392,7 +392,7 @@ def measure_detections(spec: Detections, dense: dict[str, np.ndarray], pruned: d
 
 
 def run_one(name: str, bm: BenchModel, recipe: Recipe, cfg: Config, *, steps: int | None,
-            finetune_steps: int | None, batch_size: int, seed: int, threads: int,
+            finetune_steps: int | None, batch_size: int | None, seed: int, threads: int,
             extra: dict[str, Any] | None = None) -> Run:
     """One library ``prune`` call (as tools._bench_common.run_prune, plus N:M and a progress line on stderr)."""
     search = SearchConfig(sparsity=cfg.sparsity, method="smart", steps=steps, finetune_steps=finetune_steps,
@@ -404,6 +404,7 @@ def run_one(name: str, bm: BenchModel, recipe: Recipe, cfg: Config, *, steps: in
     outcome = prune(bm.model, bm.calib, bm.eval, options, progress=_progress(f"{name} {cfg.label}"))
     pruned, report = outcome.model, outcome.report
     wall = time.perf_counter() - start
+    batch_size = report.search.batch_size  # as run: None asked the library to choose
     parts: list[dict[str, Any]] = []
     detections = None
     if recipe.parts or recipe.detections:
@@ -434,7 +435,8 @@ def _prunable_weights(bm: BenchModel) -> set[str]:
     return {row["weight"] for row in _layer_sizes(bm.model, shapes).values()}
 
 
-def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threads: int) -> dict[str, Any] | None:
+def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int | None,
+             threads: int) -> dict[str, Any] | None:
     """One onnxsim.pruning recipe (unstructured, per row, at the config's fraction) on the same calibration data,
     judged by smart_onnx.eval.compare_models on the same held-out data. Only the weights of the layers smart_onnx
     counts as prunable keep onnxsim's changes (onnxsim also prunes e.g. depthwise or first/last layers; those are
@@ -472,7 +474,7 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int, threa
         if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
             t.CopyFrom(dense[t.name])
             restored += 1
-    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size,
+    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size or 32,
                          latency=LatencySettings(threads=threads))
     kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",

@@ -52,6 +52,7 @@ from smart_onnx.eval.ort import evaluate, make_session, measure_latency, run_mod
 from smart_onnx.graph import OutputInfo, infer_output_roles, label_output
 from smart_onnx.model import copy_proto, normalize
 from smart_onnx.search import SearchConfig
+from smart_onnx.search.budget import DEFAULT_BATCH
 from smart_onnx.search.loss import distillation_loss
 from smart_onnx.search.phases import weight_groups
 from tools import _bench_common as bench
@@ -195,7 +196,7 @@ class RecipeLoss:
     def batches(self) -> Iterator[torch.Tensor]:
         """Endless shuffled index batches (a new permutation per epoch), the same sequence on every call."""
         gen = torch.Generator().manual_seed(self.seed)
-        batch = min(self.config.batch_size, len(self.x))
+        batch = min(self.config.batch_size or DEFAULT_BATCH, len(self.x))
         while True:
             order = torch.randperm(len(self.x), generator=gen)
             for start in range(0, len(order) - batch + 1, batch):
@@ -482,7 +483,7 @@ def _doc_text(defaults: bool) -> str:
         "weight reduction. **The same for both**: the step budget (Torch-Pruning trains for as many steps as "
         "smart-onnx's fine-tuned channel run ran, search + fine-tune, read from its report) and the recipe that run "
         f"used (its `SearchConfig`): Adam at lr {config.lr:g} (relative to each tensor's RMS where the checkout "
-        f"has `search.phases.weight_groups`), batch {config.batch_size}, the library's "
+        f"has `search.phases.weight_groups`), the same batch, the library's "
         f"`distillation_loss` (KL at T = {config.distill_temperature:g} against the dense model) + "
         f"{config.label_weight:g} x cross-entropy on the labels, the same calibration set. **Not the same** (Torch-"
         "Pruning has no counterpart, or the torch rebuild is not the library's executor): no intermediate-feature "

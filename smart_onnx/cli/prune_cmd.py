@@ -23,6 +23,7 @@ from smart_onnx.prune import MODES, PruneOptions, prune, save_report
 from smart_onnx.quant import QuantizeOptions
 from smart_onnx.rewrite import SPARSE_FORMATS
 from smart_onnx.search import BUDGETS, METHODS, SearchConfig, parse_block
+from smart_onnx.search.budget import DEFAULT_BATCH, MIN_BATCH
 from smart_onnx.search.distributed import init_from_env, is_main, shutdown
 from smart_onnx.search.precision import PRECISIONS
 
@@ -72,8 +73,10 @@ def _nm(text: str) -> tuple[int, int]:
                    "(ridge least squares, layer by layer); with --finetune-steps 0 a fast path without training.")
 @click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
               help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
-@click.option("--batch-size", type=click.IntRange(1), default=SearchConfig.batch_size, show_default=True,
-              help="Samples per training step (under torchrun: the global batch, split across the processes).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help=f"Samples per training step [default: {DEFAULT_BATCH}, halved down to {MIN_BATCH} where the steps "
+                   "wanted do not fit --time-budget] (under torchrun: the global batch, split across the processes; "
+                   f"default {DEFAULT_BATCH}).")
 @click.option("--workers", type=click.IntRange(0), default=SearchConfig.workers, show_default=True,
               help="DataLoader processes reading the coming training batches ahead (memory-mapped .npy/.npz "
                    "rows, lazily decoded images); 0 reads them when needed.")

@@ -6,20 +6,29 @@ minutes on a model whose step takes 3.5 s. So the wanted count follows the data 
 time budget caps it: the steps are measured, and both phases shrink in proportion until
 they fit the part of the budget left for training (:data:`TRAIN_SHARE`; the rest is for
 statistics, refit, export and evaluation).
+
+Where the batch is not given and the wanted steps at :data:`DEFAULT_BATCH` do not fit, the
+batch shrinks instead (:func:`smaller_batch`): the same samples in more, smaller steps, as
+many as fit. A few updates of a large batch leave the search's temperature schedule and the
+fine-tune short of steps, and on a CPU a step's time grows faster than its batch
+(EfficientNet-Lite0, one thread: 7.5 s a step at batch 32, 1.2 s at 8).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["EPOCHS", "MAX_STEPS", "MIN_STEPS", "TRAIN_SHARE", "StepPlan", "plan_steps", "wanted_steps"]
+__all__ = ["DEFAULT_BATCH", "EPOCHS", "MAX_STEPS", "MIN_BATCH", "MIN_STEPS", "TRAIN_SHARE", "StepPlan", "plan_steps",
+           "smaller_batch", "wanted_steps"]
 
 EPOCHS = 12
 MIN_STEPS = 100
 MAX_STEPS = 400
 TRAIN_SHARE = 0.8
+DEFAULT_BATCH = 32
+MIN_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -30,9 +39,13 @@ class StepPlan:
     finetune_steps: int
     step_seconds: float | None
     reason: str
+    # The steps wanted before the time budget cut them (None: not cut); not written into the report.
+    wanted: tuple[int, int] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["wanted"]
+        return out
 
 
 def wanted_steps(samples: int, batch_size: int) -> int:
@@ -41,9 +54,24 @@ def wanted_steps(samples: int, batch_size: int) -> int:
     return int(min(MAX_STEPS, max(MIN_STEPS, math.ceil(EPOCHS * per_epoch))))
 
 
+def smaller_batch(plan: StepPlan, batch_size: int, samples: int) -> int | None:
+    """The batch to train a capped ``plan`` at instead of ``batch_size``: the largest power of two at which its
+    wanted steps would fit were a step's time proportional to its batch, at least :data:`MIN_BATCH`; None
+    where the plan was not capped or the batch cannot shrink."""
+    if plan.wanted is None or plan.step_seconds is None:
+        return None
+    wanted = plan.wanted[0] + plan.wanted[1]
+    fits = plan.steps + plan.finetune_steps
+    if fits >= wanted:
+        return None
+    batch = max(MIN_BATCH, 2 ** int(math.log2(max(1.0, min(batch_size, samples) * fits / wanted))))
+    return batch if batch < min(batch_size, samples) else None
+
+
 def plan_steps(
     *, steps: int | None, finetune_steps: int | None, samples: int, batch_size: int,
     step_seconds: float | None, time_budget: float | None, elapsed: float = 0.0,
+    wanted: tuple[int, int] | None = None,
 ) -> StepPlan:
     """The step counts: the caller's where given, else from the data; then capped by the time budget.
 
@@ -54,12 +82,15 @@ def plan_steps(
         step_seconds: measured wall time of one training step (None: not measured, no cap).
         time_budget: seconds for the whole run (None: no cap).
         elapsed: seconds of the budget already spent (analysis, statistics, the timing steps).
+        wanted: the steps per phase to ask for where the caller's are None, and why, over the data's count
+            (a re-plan at a smaller batch asks for as many samples as the first plan did).
     """
-    wanted = wanted_steps(samples, batch_size)
-    search = wanted if steps is None else steps
-    finetune = wanted if finetune_steps is None else finetune_steps
+    per_phase = wanted_steps(samples, batch_size)
+    search = (wanted[0] if wanted else per_phase) if steps is None else steps
+    finetune = (wanted[1] if wanted else per_phase) if finetune_steps is None else finetune_steps
     chosen = "given" if steps is not None and finetune_steps is not None else (
-        f"{EPOCHS} epochs of {samples} samples at batch {batch_size}, within [{MIN_STEPS}, {MAX_STEPS}] per phase")
+        f"{EPOCHS} epochs of {samples} samples at batch {batch_size}, within [{MIN_STEPS}, {MAX_STEPS}] per phase"
+        if wanted is None else f"the samples of the plan at batch {DEFAULT_BATCH} in batches of {batch_size}")
     if time_budget is None or step_seconds is None or step_seconds <= 0 or search + finetune == 0:
         return StepPlan(search, finetune, step_seconds, chosen)
     available = max(0.0, TRAIN_SHARE * time_budget - elapsed)
@@ -72,4 +103,5 @@ def plan_steps(
     capped_finetune = max(0, min(int(finetune * scale), fits - capped_search))
     return StepPlan(capped_search, capped_finetune, step_seconds,
                     f"{chosen}: {search}+{finetune} steps wanted, {capped_search}+{capped_finetune} fit "
-                    f"{TRAIN_SHARE:.0%} of the {time_budget:.0f} s budget at {step_seconds:.2f} s per step")
+                    f"{TRAIN_SHARE:.0%} of the {time_budget:.0f} s budget at {step_seconds:.2f} s per step",
+                    wanted=(search, finetune))

@@ -28,7 +28,8 @@ class SearchConfig:
     # None: chosen from the data's size and capped by time_budget (see search/budget.py).
     steps: int | None = None
     finetune_steps: int | None = None
-    batch_size: int = 32
+    # None: search.budget.DEFAULT_BATCH, smaller where the time budget cannot fit the steps wanted at it.
+    batch_size: int | None = None
     lr: float = 3e-3  # relative: a step moves each weight tensor by about lr times its RMS (search.phases)
     score_lr: float = 0.05
     tau_start: float = 1.0
@@ -68,7 +69,7 @@ class SearchConfig:
             raise ConstraintError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
         if self.budget not in BUDGETS:
             raise ConstraintError(f"unknown budget {self.budget!r}; choose {' or '.join(BUDGETS)}")
-        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or self.batch_size < 1 or self.workers < 0:
+        if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or (self.batch_size or 1) < 1 or self.workers < 0:
             raise ConstraintError("steps, fine-tune steps and workers must be >= 0 and the batch size >= 1")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")

@@ -19,6 +19,7 @@ Training is distillation to the dense model's outputs (plus cross-entropy with l
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as _label_output
 from smart_onnx.graph.features import feature_points
 from smart_onnx.graph.tables import token_inputs
-from smart_onnx.search.budget import TRAIN_SHARE, StepPlan, plan_steps, wanted_steps
+from smart_onnx.search.budget import DEFAULT_BATCH, TRAIN_SHARE, StepPlan, plan_steps, smaller_batch, wanted_steps
 from smart_onnx.search.config import SearchConfig
 from smart_onnx.search.distributed import (
     broadcast_object,
@@ -75,6 +76,7 @@ class SearchResult:
     history: History = field(default_factory=History)
     seconds: PruneSeconds = field(default_factory=PruneSeconds)  # the search's stages: statistics to finetune
     plan: StepPlan | None = None
+    config: SearchConfig | None = None  # the settings as run: the batch and step counts chosen filled in
     training: TrainingLog = field(default_factory=TrainingLog)  # features, augmentation, early stop: for the report
 
 
@@ -119,6 +121,10 @@ def run_search(
     ranking.check(config)  # before any model work: nothing to prune, or no sparsity to rank against
     space = ranking.space
     torch.manual_seed(config.seed)
+    # A batch not given may shrink to fit the time budget (budget.smaller_batch); in one process only, where
+    # the timing steps that decide it are not all-reduced across ranks.
+    shrink_batch = config.batch_size is None and world_size() == 1
+    config = replace(config, batch_size=config.batch_size or DEFAULT_BATCH)
     if world_size() > 1:
         config = replace(config, device=local_device(config.device))
         if min(config.batch_size, len(data)) < world_size():
@@ -139,8 +145,10 @@ def run_search(
     result.seconds.statistics = time.perf_counter() - start
 
     planned_finetune = config.finetune_steps is None  # not given: the plan's, and the deadline may extend it
-    result.plan = broadcast_object(_plan(trainer, config, begin))  # rank 0's measured plan, on every rank
-    config = replace(config, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps)
+    result.plan = broadcast_object(_plan(trainer, config, begin, shrink_batch))  # rank 0's plan, on every rank
+    config = replace(config, steps=result.plan.steps, finetune_steps=result.plan.finetune_steps,
+                     batch_size=trainer.batch_size)
+    result.config = config
     deadline = search_deadline = None
     start = clock()
     if config.time_budget is not None:  # each phase gets its share of what is left, so a slow search cannot eat both
@@ -261,8 +269,21 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
     return trainer, validation_samples, early_stopping
 
 
-def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:
-    """Step counts from the data and, under a time budget, from two timed steps (one untimed first)."""
+def _plan(trainer: Trainer, config: SearchConfig, begin: float, shrink_batch: bool) -> StepPlan:
+    """Step counts from the data and, under a time budget, from two timed steps (one untimed first); where
+    ``shrink_batch`` and the wanted steps do not fit, the trainer's batch shrinks and the plan is made again."""
+    plan = _timed_plan(trainer, config, begin)
+    batch = smaller_batch(plan, trainer.batch_size, len(trainer.data)) if shrink_batch else None
+    if batch is None or plan.wanted is None:
+        return plan
+    scale = trainer.batch_size / batch
+    trainer.set_batch_size(batch)
+    wanted = (math.ceil(plan.wanted[0] * scale), math.ceil(plan.wanted[1] * scale))
+    return _timed_plan(trainer, config, begin, wanted)
+
+
+def _timed_plan(trainer: Trainer, config: SearchConfig, begin: float,
+                wanted: tuple[int, int] | None = None) -> StepPlan:
     step_seconds = None
     if config.time_budget is not None:
         times = []
@@ -274,8 +295,8 @@ def _plan(trainer: Trainer, config: SearchConfig, begin: float) -> StepPlan:
             p.grad = None
         step_seconds = sum(times[1:]) / 2
     return plan_steps(steps=config.steps, finetune_steps=config.finetune_steps, samples=len(trainer.data),
-                      batch_size=config.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
-                      elapsed=clock() - begin)
+                      batch_size=trainer.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
+                      elapsed=clock() - begin, wanted=wanted)
 
 
 def _search_mask(

@@ -147,7 +147,6 @@ class Trainer:
         self.data = data
         self.device = torch.device(device)
         self.precision = Precision(self.device, precision)
-        self.batch_size = batch_size
         self.label_weight, self.temperature = label_weight, temperature
         self.outputs = list(outputs)
         self.label_output = label_output
@@ -160,15 +159,22 @@ class Trainer:
         self.validation = validation
         self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
                                 cache=self.augmenter is None)
-        self.batches = sampler(len(data), batch_size, seed)
-        # Data-parallel with cached teacher values, each rank trains on the rows of its own samples (a share that
-        # varies by batch); otherwise on an even slice of each batch.
-        owned = self.teacher.owned if self.teacher.cached is not None else None
-        self.reader = BatchReader(data.arrays, draws(self.batches, self.augmenter is not None, owned), workers)
+        self._seed, self._workers = seed, workers
+        self.set_batch_size(batch_size)
         # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained. Neither are
         # lookup tables (token embeddings): only the calibration tokens' rows would move (graph/tables.py).
         fixed = {id(executor.weights.get(name)) for name in lookup_tables(executor.model)}
         self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1 and id(p) not in fixed]
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Train on batches of ``batch_size`` from the next step on."""
+        self.batch_size = batch_size
+        self.batches = sampler(len(self.data), batch_size, self._seed)
+        # Data-parallel with cached teacher values, each rank trains on the rows of its own samples (a share that
+        # varies by batch); otherwise on an even slice of each batch.
+        owned = self.teacher.owned if self.teacher.cached is not None else None
+        self.reader = BatchReader(self.data.arrays, draws(self.batches, self.augmenter is not None, owned),
+                                  self._workers)
 
     def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
               transforms: Transforms, use_features: bool, sharded: bool = False,

@@ -12,7 +12,15 @@ from smart_onnx.data import dataset_from_arrays
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from smart_onnx.search.budget import MAX_STEPS, MIN_STEPS, TRAIN_SHARE, plan_steps
+from smart_onnx.search.budget import (
+    DEFAULT_BATCH,
+    MAX_STEPS,
+    MIN_BATCH,
+    MIN_STEPS,
+    TRAIN_SHARE,
+    plan_steps,
+    smaller_batch,
+)
 
 
 @pytest.mark.parametrize(("samples", "want"), [(64, MIN_STEPS), (1000, 372), (100_000, MAX_STEPS)])
@@ -34,6 +42,39 @@ def test_the_time_budget_shrinks_both_phases_in_proportion() -> None:
     fits = int((TRAIN_SHARE * 600 - 20) / 3.5)
     assert plan.steps + plan.finetune_steps <= fits and plan.steps == plan.finetune_steps
     assert "wanted" in plan.reason and "3.50 s per step" in plan.reason
+
+
+def test_a_plan_the_budget_cuts_asks_for_a_smaller_batch() -> None:
+    # EfficientNet-Lite0 on 64 samples: 7.5 s a step at batch 32, 100 + 100 wanted, 63 fit.
+    cut = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=32, step_seconds=7.5, time_budget=600)
+    assert cut.wanted == (100, 100) and cut.steps + cut.finetune_steps == 64
+    assert smaller_batch(cut, 32, 64) == 8  # 32 x 64 / 200 = 10.2, down to a power of two
+    fits = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=32, step_seconds=1.0, time_budget=600)
+    assert fits.wanted is None and smaller_batch(fits, 32, 64) is None
+    nothing_fits = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=32, step_seconds=1e3,
+                              time_budget=600)
+    assert smaller_batch(nothing_fits, 32, 64) == MIN_BATCH
+    assert smaller_batch(nothing_fits, MIN_BATCH, 64) is None  # already as small as it goes
+    # A re-plan at the smaller batch asks for the first plan's samples.
+    again = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=8, step_seconds=1.2, time_budget=600,
+                       wanted=(400, 400))
+    assert again.steps == again.finetune_steps == 200 and "in batches of 8" in again.reason
+    assert "wanted" not in again.to_dict()  # not a report field
+
+
+def test_prune_shrinks_a_batch_not_given_to_fit_the_budget_and_reports_it() -> None:
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    options = {"mode": "block", "block": (4, 4, 1, 1), "latency": False}
+    search = SearchConfig(sparsity=0.5, time_budget=0.01, validation=0.0, augment=False)  # nothing fits
+    report = prune(model, data, None, PruneOptions(**options, search=search)).report
+    assert report.search.batch_size == MIN_BATCH and "in batches of 4" in report.steps.reason
+    given = SearchConfig(sparsity=0.5, time_budget=0.01, validation=0.0, augment=False, batch_size=16)
+    assert prune(model, data, None, PruneOptions(**options, search=given)).report.search.batch_size == 16
+    unhurried = SearchConfig(sparsity=0.5, steps=2, finetune_steps=2, time_budget=None, augment=False)
+    assert prune(model, data, None, PruneOptions(**options, search=unhurried)).report.search.batch_size == DEFAULT_BATCH
 
 
 def test_time_budget_bounds_a_run() -> None:
@@ -61,7 +102,7 @@ def test_a_planned_fine_tune_runs_on_to_the_datas_count_while_the_deadline_allow
     x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)
     data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
     # A plan that under-estimated the time left: 2 + 3 steps where the (generous) budget fits far more.
-    monkeypatch.setattr(search_module, "_plan", lambda trainer, config, begin: StepPlan(2, 3, 0.01, "test plan"))
+    monkeypatch.setattr(search_module, "_plan", lambda *_: StepPlan(2, 3, 0.01, "test plan"))
     search = SearchConfig(sparsity=0.5, batch_size=8, time_budget=600.0, validation=0.0, augment=False)
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
     history = outcome.report.history
