@@ -5,14 +5,51 @@ network free to drift; matching a handful of internal tensors as well is the sta
 The tensors chosen are where a network's stages meet: the outputs of residual ``Add`` nodes
 (a ResNet/MobileNet block, a transformer sublayer), else, for plain chains, the inputs of
 the prunable layers. At most ``limit`` of them, spread evenly along the graph.
+
+Each is normalised per channel, and a channel is not always axis 1: a transformer's residual
+stream is ``[batch, sequence, hidden]``, its channels the last axis, which the LayerNorm that
+reads it normalises over (:func:`feature_axes`).
 """
 
 from __future__ import annotations
 
-from smart_onnx.graph.view import GraphView
+from collections.abc import Sequence
+
+import numpy as np
+
+from smart_onnx.graph.view import GraphView, attr
 from smart_onnx.model import OnnxModel
 
-__all__ = ["feature_points"]
+__all__ = ["feature_axes", "feature_points"]
+
+# Ops that normalise their input over one axis: that axis is the tensor's channel axis.
+_NORMALISERS = {"LayerNormalization": ("axis", -1), "ReduceMean": ("axes", None)}
+
+
+def feature_axes(model: OnnxModel, names: Sequence[str]) -> dict[str, int]:
+    """Each tensor's channel axis (possibly negative): the one axis a LayerNorm (fused, or decomposed as
+    ReduceMean) reading it, or the sum it is added into (an embedding before the position embedding is
+    added), normalises over; else 1 (``[batch, channels, ...]``)."""
+    view = GraphView(model)
+    return {name: _normalised_axis(view, name, hops=3) or 1 for name in names}
+
+
+def _normalised_axis(view: GraphView, value: str, hops: int) -> int | None:
+    for node, slot in view.consumers(value):
+        if node.op_type == "Add" and hops > 0:
+            axis = _normalised_axis(view, node.output[0], hops - 1)
+            if axis is not None:
+                return axis
+        if node.op_type not in _NORMALISERS or slot != 0:
+            continue
+        key, default = _NORMALISERS[node.op_type]
+        found = attr(node, key)
+        if found is None and node.op_type == "ReduceMean" and len(node.input) > 1:
+            found = view.constant(node.input[1])  # opset 18: the axes are an input
+        axes = [default] if found is None else np.atleast_1d(found).tolist()
+        if len(axes) == 1 and axes[0] is not None:
+            return int(axes[0])
+    return None
 
 
 def _evenly(names: list[str], limit: int) -> list[str]:

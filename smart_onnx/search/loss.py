@@ -39,11 +39,14 @@ class OutputScales:
     Args:
         outputs: the outputs (regression ones are scaled; others are ignored).
         features: internal activations, floored against their own mean channel power as well.
+        axes: the channel axis of a feature that is not axis 1 (graph.features.feature_axes).
     """
 
-    def __init__(self, outputs: Sequence[OutputInfo], features: Sequence[str] = ()) -> None:
+    def __init__(self, outputs: Sequence[OutputInfo], features: Sequence[str] = (),
+                 axes: Mapping[str, int] | None = None) -> None:
         self._names = [o.name for o in outputs if o.role is OutputRole.REGRESSION] + list(features)
         self._features = set(features)
+        self.axes = {n: a for n, a in (axes or {}).items() if a != 1}
         self._sum: dict[str, torch.Tensor] = {}
         self._sumsq: dict[str, torch.Tensor] = {}
         self._count: dict[str, int] = {}
@@ -51,7 +54,8 @@ class OutputScales:
     def update(self, teacher: Mapping[str, torch.Tensor]) -> None:
         for name in self._names:
             t = teacher[name].detach().double()
-            dims = [d for d in range(t.dim()) if d != 1] if t.dim() >= 2 else list(range(t.dim()))
+            axis = _axis(self.axes.get(name, 1), t.dim())
+            dims = [d for d in range(t.dim()) if d != axis] if t.dim() >= 2 else list(range(t.dim()))
             s, sq = t.sum(dim=dims).cpu(), (t * t).sum(dim=dims).cpu()
             self._sum[name] = self._sum[name] + s if name in self._sum else s
             self._sumsq[name] = self._sumsq[name] + sq if name in self._sumsq else sq
@@ -64,7 +68,8 @@ class OutputScales:
         self._count = {k: int(c.item()) for k, c in counts.items()}
 
     def variances(self) -> dict[str, torch.Tensor]:
-        """Name -> variance per axis-1 index (float32, floored), shaped to broadcast against the tensor."""
+        """Name -> variance per channel (float32, floored) as ``[1, channels]``, of axis 1 unless ``axes`` says
+        otherwise; the loss lays it along the channel axis."""
         out = {}
         for name in self._names:
             if name not in self._count:
@@ -111,12 +116,25 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, info: OutputInfo, temperat
     return temperature**2 * (neg_entropy - cross).mean()
 
 
+def _axis(axis: int, dim: int) -> int:
+    """``axis`` as a non-negative index of a ``dim``-dimensional tensor (1 where it has no such axis)."""
+    return axis % dim if -dim <= axis < dim else 1
+
+
+def _channel_shape(dim: int, axis: int) -> tuple[int, ...]:
+    if dim < 2:
+        return (-1,)
+    shape = [1] * dim
+    shape[_axis(axis, dim)] = -1
+    return tuple(shape)
+
+
 def _normalised_mse(student: torch.Tensor, teacher: torch.Tensor, variance: torch.Tensor | None,
-                    channels: torch.Tensor | None = None) -> torch.Tensor:
+                    channels: torch.Tensor | None = None, axis: int = 1) -> torch.Tensor:
     err = (student - teacher) ** 2
     if variance is None:  # no calibration statistics: the batch's own scale
         return err.mean() / (teacher.var(unbiased=False) + teacher.pow(2).mean() * VARIANCE_FLOOR + 1e-30)
-    shape = (1, -1, *([1] * (err.dim() - 2))) if err.dim() >= 2 else (-1,)
+    shape = _channel_shape(err.dim(), axis)
     err = err / variance.reshape(shape).to(err.device)
     if channels is None:
         return err.mean()
@@ -165,9 +183,10 @@ def distillation_loss(
 
 def feature_loss(
     student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], variances: Mapping[str, torch.Tensor],
-    *, sharded: bool = False, placeholder: bool = False,
+    *, sharded: bool = False, placeholder: bool = False, axes: Mapping[str, int] | None = None,
 ) -> torch.Tensor:
-    """Mean over the captured internal activations of their variance-normalised squared error.
+    """Mean over the captured internal activations of their variance-normalised squared error, per channel
+    of ``axes[name]`` (default 1).
 
     Channels the student holds at exactly zero over the whole batch are left out: they are
     channels pruning removed (channel mode), which no weight update can bring back, and
@@ -181,10 +200,11 @@ def feature_loss(
         if name not in teacher or s.dim() < 2:
             continue
         s, t = s.float(), teacher[name].float()
-        alive = s.detach().ne(0).flatten(2).any(dim=2).any(dim=0) if s.dim() > 2 else s.detach().ne(0).any(dim=0)
+        axis = _axis((axes or {}).get(name, 1), s.dim())
+        alive = s.detach().ne(0).movedim(axis, 0).flatten(1).any(dim=1)
         if sharded:
             alive = any_over_ranks(torch.zeros_like(alive) if placeholder else alive)
-        terms.append(_normalised_mse(s, t, variances.get(name), alive))
+        terms.append(_normalised_mse(s, t, variances.get(name), alive, axis))
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).mean()

@@ -20,6 +20,7 @@ from smart_onnx.data.augment import Augmenter
 from smart_onnx.executor import Executor
 from smart_onnx.executor.module import Transforms
 from smart_onnx.graph import OutputInfo
+from smart_onnx.graph.features import feature_axes
 from smart_onnx.graph.tables import lookup_tables
 from smart_onnx.search.distributed import any_over_ranks, broadcast_tensors, rank, reduce_sum, world_size
 from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler
@@ -52,7 +53,8 @@ class _Teacher:
         self.features = list(features)
         self.batch_axis = {o.name: o.batch_axis for o in outputs}
         self.device = device
-        scales = OutputScales(outputs, features)
+        self.axes = feature_axes(executor.model, features)
+        scales = OutputScales(outputs, features, self.axes)
         self.cached: dict[str, torch.Tensor] | None = None
         # Data-parallel: each rank runs its part of the samples (loader.owned_samples) and holds only their
         # values (then trains on the rows of its own samples, see loader.draws); the variances' sums are added up.
@@ -189,7 +191,8 @@ class Trainer:
                                  temperature=self.temperature)
         if features:
             loss = loss + self.feature_weight * feature_loss(captured, teacher, self.teacher.variances,
-                                                             sharded=sharded, placeholder=placeholder)
+                                                             sharded=sharded, placeholder=placeholder,
+                                                             axes=self.teacher.axes)
         return loss
 
     def loss(self, transforms: Transforms, *, use_features: bool = True) -> torch.Tensor:

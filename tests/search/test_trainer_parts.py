@@ -10,11 +10,12 @@ from devkit.zoo import export, mlp_gemm
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.data.augment import ImageAugmenter
 from smart_onnx.graph import find_prunable_layers
-from smart_onnx.graph.features import feature_points
+from smart_onnx.graph.features import feature_axes, feature_points
 from smart_onnx.model import InputSpec, load_model, normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import History, SearchConfig, TrainingLog
-from smart_onnx.search.loss import feature_loss
+from smart_onnx.search.loss import OutputScales, feature_loss
+from tests.transformers import encoder
 
 
 def test_feature_points_are_residual_merges_spread_along_the_graph() -> None:
@@ -32,6 +33,35 @@ def test_plain_chains_fall_back_to_layer_inputs() -> None:
     layers = [lay.name for lay in find_prunable_layers(model)]
     points = feature_points(model, layers)
     assert points and model.inputs[0].name not in points
+
+
+@pytest.mark.parametrize("opset", [14, 17], ids=["decomposed-layernorm", "fused-layernorm"])
+def test_a_residual_streams_channels_are_its_last_axis(opset: int) -> None:
+    model = encoder(opset=opset, classes=3)
+    points = feature_points(model, [])
+    axes = feature_axes(model, points)
+    assert points and all(axes[p] == -1 for p in points if "Add" in p and "attention/self" not in p.lower())
+    resnet = load_model("models/fashion_resnet.onnx")
+    resnet_points = feature_points(resnet, [lay.name for lay in find_prunable_layers(resnet)])
+    assert set(feature_axes(resnet, resnet_points).values()) == {1}  # [batch, channels, h, w]
+
+
+def test_features_are_normalised_per_channel_of_their_axis() -> None:
+    # [batch, sequence, hidden]: hidden channel 0 is 5x louder than the others; per channel of axis -1 an
+    # error of one standard deviation weighs alike in every channel.
+    t = torch.randn(256, 5, 4)
+    t[..., 0] *= 5
+    scales = OutputScales([], features=["f"], axes={"f": -1})
+    scales.update({"f": t})
+    var = scales.variances()
+    assert tuple(var["f"].shape) == (1, 4) and float(var["f"][0, 0]) > 15 * float(var["f"][0, 1])
+    loud, quiet = t.clone(), t.clone()
+    loud[..., 0] += 5.0
+    quiet[..., 1] += 1.0
+    by_hidden = [float(feature_loss({"f": s}, {"f": t}, var, axes={"f": -1})) for s in (loud, quiet)]
+    assert by_hidden[0] == pytest.approx(by_hidden[1], rel=0.2)
+    by_position = [float(feature_loss({"f": s}, {"f": t}, {"f": torch.ones(1, 5)})) for s in (loud, quiet)]
+    assert by_position[0] > 20 * by_position[1]  # what axis 1 (the sequence) made of it
 
 
 def test_feature_loss_skips_channels_the_student_lost() -> None:
