@@ -74,9 +74,9 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
               help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help=f"Samples per training step [default: {DEFAULT_BATCH}, halved down to {MIN_BATCH} where the steps "
-                   "wanted do not fit --time-budget] (under torchrun: the global batch, split across the processes; "
-                   f"default {DEFAULT_BATCH}).")
+              help=f"Samples per training step [default: {DEFAULT_BATCH}, or where the steps wanted do not fit "
+                   f"--time-budget the power of two (at least {MIN_BATCH}) at which they would]. Under torchrun: "
+                   f"the global batch, split across the processes (default {DEFAULT_BATCH}).")
 @click.option("--workers", type=click.IntRange(0), default=SearchConfig.workers, show_default=True,
               help="DataLoader processes reading the coming training batches ahead (memory-mapped .npy/.npz "
                    "rows, lazily decoded images); 0 reads them when needed.")

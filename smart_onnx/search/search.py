@@ -276,7 +276,7 @@ def _plan(trainer: Trainer, config: SearchConfig, begin: float, shrink_batch: bo
     batch = smaller_batch(plan, trainer.batch_size, len(trainer.data)) if shrink_batch else None
     if batch is None or plan.wanted is None:
         return plan
-    scale = trainer.batch_size / batch
+    scale = min(trainer.batch_size, len(trainer.data)) / batch  # the sampler's batches hold at most every sample
     trainer.set_batch_size(batch)
     wanted = (math.ceil(plan.wanted[0] * scale), math.ceil(plan.wanted[1] * scale))
     return _timed_plan(trainer, config, begin, wanted)
