@@ -40,6 +40,7 @@ from smart_onnx.model import OnnxModel, load_model, save_model
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.report import PruneReport
 from smart_onnx.search import SearchConfig, StepInfo
+from smart_onnx.search.budget import DEFAULT_BATCH
 from tools._bench_common import (
     ROOT,
     BenchModel,
@@ -474,7 +475,7 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int | None
         if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
             t.CopyFrom(dense[t.name])
             restored += 1
-    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size or 32,
+    cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size or DEFAULT_BATCH,
                          latency=LatencySettings(threads=threads))
     kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
