@@ -124,7 +124,12 @@ class Augmenter:
     """Image and token augmentation together: each changes its own inputs, in turn."""
 
     def __init__(self, inputs: Sequence[InputSpec], tables: Mapping[str, int], seed: int = 0) -> None:
+        self.inputs, self.tables = inputs, tables
         self.parts = [a for a in (ImageAugmenter(inputs, seed), TokenAugmenter(tables, seed)) if a.active]
+
+    def reseeded(self, seed: int) -> Augmenter:
+        """The same augmentation of the same inputs, drawn from another random stream."""
+        return Augmenter(self.inputs, self.tables, seed)
 
     @property
     def active(self) -> bool:

@@ -230,8 +230,7 @@ def _refit_data(trainer: Trainer, config: SearchConfig, views: int = REFIT_VIEWS
     augmenter = trainer.augmenter
     if augmenter is None or "tokens" not in augmenter.kinds or views <= 0:
         return data
-    inputs, tables = trainer.executor.model.inputs, token_inputs(trainer.executor.model)
-    parts = [augmented_views(data, Augmenter(inputs, tables, config.seed + _REFIT_VIEW_SEED + k)) for k in range(views)]
+    parts = [augmented_views(data, augmenter.reseeded(config.seed + _REFIT_VIEW_SEED + k)) for k in range(views)]
     return concat([data, *parts], f"{data.source} and {views} augmented views")
 
 
@@ -246,14 +245,13 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
         train, validation = data.split(config.validation, seed=config.seed)
         validation_samples, early_stopping = len(validation), "on held-out samples"
     augment = config.augment if config.augment is not None else len(train) < AUGMENT_BELOW
-    tables = token_inputs(executor.model)
-    augmenter = Augmenter(executor.model.inputs, tables, config.seed) if augment else None
+    augmenter = Augmenter(executor.model.inputs, token_inputs(executor.model), config.seed) if augment else None
     if validation is None and config.validation > 0:
         # Too few samples to hold any out: the fine-tune's candidates are judged on one fixed augmented view
         # of each calibration sample (inputs nothing was fitted on; the refit fits the samples themselves
         # exactly), or, for inputs neither images nor token ids, on the samples themselves, which cannot catch
         # overfitting but still gives the refit back when a fine-tune ends worse than it started.
-        views = Augmenter(executor.model.inputs, tables, config.seed + _VIEW_SEED) if augment else None
+        views = augmenter.reseeded(config.seed + _VIEW_SEED) if augmenter is not None else None
         if views is not None and views.active:
             validation = augmented_views(data, views)
             early_stopping = "on an augmented view of each calibration sample (too few to hold out)"

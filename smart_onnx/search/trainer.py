@@ -171,12 +171,11 @@ class Trainer:
     def set_batch_size(self, batch_size: int) -> None:
         """Train on batches of ``batch_size`` from the next step on."""
         self.batch_size = batch_size
-        self.batches = sampler(len(self.data), batch_size, self._seed)
+        batches = sampler(len(self.data), batch_size, self._seed)
         # Data-parallel with cached teacher values, each rank trains on the rows of its own samples (a share that
         # varies by batch); otherwise on an even slice of each batch.
         owned = self.teacher.owned if self.teacher.cached is not None else None
-        self.reader = BatchReader(self.data.arrays, draws(self.batches, self.augmenter is not None, owned),
-                                  self._workers)
+        self.reader = BatchReader(self.data.arrays, draws(batches, self.augmenter is not None, owned), self._workers)
 
     def _loss(self, feeds: dict[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], labels: torch.Tensor | None,
               transforms: Transforms, use_features: bool, sharded: bool = False,
