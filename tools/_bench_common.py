@@ -28,7 +28,7 @@ from smart_onnx.search import SearchConfig
 __all__ = [
     "DOC", "MODELS", "BenchModel", "PruneRun", "bench_model", "command_line", "emit", "footer", "machine",
     "markdown_table",
-    "parse_budgets", "results_path", "run_prune", "today", "write_section",
+    "parse_budgets", "results_path", "run_prune", "steps_run", "today", "write_section",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,10 +95,13 @@ class PruneRun:
 
     @property
     def steps_run(self) -> tuple[int, int]:
-        """Search and fine-tune steps actually run (the loss curves' lengths: the time budget or early stopping
-        may end a phase before the steps planned)."""
-        history = self.report.history
-        return len(history.get("loss", [])), len(history.get("finetune_loss", []))
+        return steps_run(self.report)
+
+
+def steps_run(report: PruneReport) -> tuple[int, int]:
+    """Search and fine-tune steps a run actually ran (the loss curves' lengths: the time budget or early stopping
+    may end a phase before the steps planned)."""
+    return len(report.history.loss), len(report.history.finetune_loss)
 
 
 def run_prune(bm: BenchModel, mode: str, sparsity: float, method: str, *, steps: int | None,

@@ -49,6 +49,7 @@ from tools._bench_common import (
     machine,
     markdown_table,
     results_path,
+    steps_run,
     today,
 )
 
@@ -287,10 +288,7 @@ class Run:
 
     @property
     def steps_run(self) -> tuple[int, int]:
-        """Search and fine-tune steps actually run (the loss curves' lengths: a time budget or early
-        stopping may end a phase before the steps asked for)."""
-        history = self.report.history
-        return len(history.loss), len(history.finetune_loss)
+        return steps_run(self.report)
 
     @property
     def budget(self) -> str:
