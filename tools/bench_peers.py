@@ -366,16 +366,15 @@ def _smart_label(method: str, mode: str, run: bench.PruneRun, defaults: bool) ->
 def recipe_note(run: bench.PruneRun) -> str:
     """What smart-onnx's fine-tuned channel run did beyond the recipe Torch-Pruning shares (from its report)."""
     training, plan = run.report.training, run.report.steps
-    refit = training.get("refit")
-    refit_text = f"refit {refit['layers']} layers" if isinstance(refit, dict) else "no refit"
-    stopped = [v for k, v in training.items() if k in ("stopped", "search_stopped", "search_replanned") and v]
+    refit_text = f"refit {training.refit.layers} layers" if training.refit is not None else "no refit"
+    stopped = [v for v in (training.stopped, training.search_stopped, training.search_replanned) if v]
     return (f"plan {plan.steps}+{plan.finetune_steps} ({plan.reason}); ran {'+'.join(map(str, run.steps_run))}"
-            f"{': ' + '; '.join(map(str, stopped)) if stopped else ''}; "
-            f"feature distillation at {len(training.get('features', []))} points "
-            f"(weight {training.get('feature_weight')}; fine-tune only in channel mode); {refit_text}; "
-            f"augmentation {'on' if training.get('augment') else 'off'} "
-            f"({training.get('calibration_samples')} training samples); "
-            f"held-out early stopping: {training.get('early_stopping', 'on')}")
+            f"{': ' + '; '.join(stopped) if stopped else ''}; "
+            f"feature distillation at {len(training.features)} points "
+            f"(weight {training.feature_weight}; fine-tune only in channel mode); {refit_text}; "
+            f"augmentation {'on' if training.augment else 'off'} "
+            f"({training.calibration_samples} training samples); "
+            f"held-out early stopping: {training.early_stopping}")
 
 
 def compare(bm: bench.BenchModel, steps: int | None, ft: int | None, seed: int) -> tuple[list[Row], str]:
