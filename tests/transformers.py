@@ -5,9 +5,16 @@
   from zero: float32 rounding differences of the MatMul before it are amplified past 1e-4.
 * :func:`fused_attention_model`: onnx.helper graph with onnxruntime's fused com.microsoft ``Attention`` (packed
   Q/K/V weight, ``num_heads``), its output projection, a residual FFN and a head.
+* :func:`contrib_transformer`: onnx.helper graph as onnxruntime's transformer optimizer writes it with
+  com.microsoft ``MultiHeadAttention`` (projected Q/K/V, packed bias, ``num_heads``) and ``SkipLayerNormalization``
+  (the residual Add and LayerNorm in one node), ``BiasGelu`` and ``FastGelu``: a post-LN encoder with a classifier,
+  or a pre-LN causal decoder whose residual stream runs through SkipLayerNormalization's sum output and whose LM
+  head is the token table itself.
 * :func:`encoder` / :func:`decoder`: small torch modules exported with the legacy exporter; at opset
   14 LayerNorm is written decomposed (ReduceMean, Sub, Pow, Sqrt, Div), at 17 fused. The encoder returns
-  its mean-pooled hidden states (a sentence embedding) or, with ``classes``, a classifier's logits.
+  its mean-pooled hidden states (a sentence embedding) or, with ``classes``, a classifier's logits. The
+  exporter folds the decoder's tied LM head into a transposed copy of the table; ``decoder(tied=True)`` reads
+  the table itself through a Transpose, as a tied head is when the copy is not folded.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from torch import nn
 
 from smart_onnx.model import OnnxModel, normalize
 
-__all__ = ["decoder", "encoder", "export", "fused_attention_model", "moments_layernorm_model", "token_batch"]
+__all__ = ["contrib_transformer", "decoder", "encoder", "export", "fused_attention_model", "moments_layernorm_model",
+           "token_batch"]
 
 
 def _moments_layernorm(prefix: str, x: str, width: int, nodes: list, inits: list, rng) -> str:
@@ -88,6 +96,91 @@ def fused_attention_model(qkv_hidden_sizes: tuple[int, int, int] | None = None, 
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return normalize(model)
+
+
+def contrib_transformer(pre_norm: bool = False, layers: int = 2, vocab: int = 50, seq: int = 8, dim: int = 32,
+                        heads: int = 4, ffn: int = 64, classes: int = 3, statistics_output: bool = False) -> OnnxModel:
+    """A transformer in onnxruntime's fused ops: MultiHeadAttention, SkipLayerNormalization, BiasGelu, FastGelu.
+
+    Token and position embeddings (Gather), a LayerNormalization, then per block: Q, K, V MatMuls into
+    ``MultiHeadAttention`` (their biases packed into its ``[3 x dim]`` bias), the output projection into
+    ``SkipLayerNormalization`` (the projection's bias as its ``bias``, the residual as ``skip``), the FFN
+    (``BiasGelu`` in even blocks, ``FastGelu`` in odd ones) into another.
+
+    * post-LN (BERT): inputs ``input_ids`` [batch, seq] and ``attention_mask`` [batch, seq] int32 (the key padding
+      mask), output ``logits`` [batch, classes] of a classifier on the mean-pooled stream.
+    * ``pre_norm`` (GPT-2): causal (``unidirectional``), no mask; each SkipLayerNormalization's sum output
+      (``input_skip_bias_sum``) carries the residual stream on and its normalised output feeds the next sublayer
+      (the last one's is the final LayerNorm); output ``logits`` [batch, seq, vocab] of the LM head, a MatMul by
+      the token table through a Transpose (tied embeddings).
+
+    ``statistics_output``: the first SkipLayerNormalization also returns its mean (read by an ``Identity`` output).
+    """
+    rng = np.random.default_rng(0)
+    nodes: list = []
+    inits: dict[str, np.ndarray] = {}
+
+    def f(name: str, *shape: int, scale: float | None = None) -> str:
+        inits[name] = (rng.standard_normal(shape) * (shape[0] ** -0.5 if scale is None else scale)).astype(np.float32)
+        return name
+
+    def node(op: str, inputs: list[str], outputs: list[str] | str, name: str, **attrs: object) -> str:
+        outs = [outputs] if isinstance(outputs, str) else outputs
+        domain = "com.microsoft" if op in ("MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu") \
+            else ""
+        nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        return outs[0]
+
+    def gamma(name: str) -> str:
+        inits[name] = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+        return name
+
+    inits["position_ids"] = np.arange(seq, dtype=np.int64)
+    tokens = node("Gather", [f("tokens.weight", vocab, dim, scale=0.5), "input_ids"], "tok", "embed/tokens")
+    positions = node("Gather", [f("positions.weight", seq, dim, scale=0.5), "position_ids"], "pos", "embed/positions")
+    stream = node("Add", [tokens, positions], "embedded", "embed/add")
+    normed = node("LayerNormalization", [stream, gamma("embed/ln.g"), f("embed/ln.b", dim, scale=0.1)], "embed.ln",
+                  "embed/ln", axis=-1, epsilon=1e-5)
+    if not pre_norm:
+        stream = normed
+    attention = {"unidirectional": 1} if pre_norm else {}
+    for i in range(layers):
+        p = f"blocks.{i}/"
+        q, k, v = (node("MatMul", [normed, f(f"{p}{w}", dim, dim)], f"{p}{w}.out", f"{p}attn/{w}") for w in "qkv")
+        mha_inputs = [q, k, v, f(p + "qkv.b", 3 * dim, scale=0.1)] + ([] if pre_norm else ["attention_mask"])
+        ctx = node("MultiHeadAttention", mha_inputs, p + "ctx", p + "attn/mha", num_heads=heads, **attention)
+        out = node("MatMul", [ctx, f(p + "o", dim, dim)], p + "o.out", p + "attn/out")
+        stats = [p + "ln1.mean"] if i == 0 and statistics_output else [""]
+        outputs = [p + "ln1", *stats, "", p + "res1"] if pre_norm else [p + "ln1", *stats]
+        normed = node("SkipLayerNormalization", [out, stream, gamma(p + "ln1.g"), f(p + "ln1.b", dim, scale=0.1),
+                                                 f(p + "o.b", dim, scale=0.1)], outputs, p + "ln1", epsilon=1e-5)
+        stream = p + "res1" if pre_norm else normed
+        h = node("MatMul", [normed, f(p + "ffn1", dim, ffn)], p + "ffn1.out", p + "ffn/ffn1")
+        gelu = node("BiasGelu" if i % 2 == 0 else "FastGelu", [h, f(p + "ffn1.b", ffn, scale=0.1)], p + "gelu",
+                    p + "ffn/gelu")
+        h = node("MatMul", [gelu, f(p + "ffn2", ffn, dim)], p + "ffn2.out", p + "ffn/ffn2")
+        outputs = [p + "ln2", "", "", p + "res2"] if pre_norm else [p + "ln2"]
+        normed = node("SkipLayerNormalization", [h, stream, gamma(p + "ln2.g"), f(p + "ln2.b", dim, scale=0.1),
+                                                 f(p + "ffn2.b", dim, scale=0.1)], outputs, p + "ln2", epsilon=1e-5)
+        stream = p + "res2" if pre_norm else normed
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])]
+    if pre_norm:
+        table = node("Transpose", ["tokens.weight"], "tokens.weight.t", "lm_head/transpose", perm=[1, 0])
+        node("MatMul", [normed, table], "logits", "lm_head")
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", seq, vocab])]
+    else:
+        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT32, ["batch", seq]))
+        pooled = node("ReduceMean", [normed], "pooled", "pool", axes=[1], keepdims=0)
+        logits = node("MatMul", [pooled, f("classifier.w", dim, classes)], "classifier.out", "classifier")
+        node("Add", [logits, f("classifier.b", classes, scale=0.1)], "logits", "classifier/add")
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])]
+    if statistics_output:
+        node("Identity", ["blocks.0/ln1.mean"], "ln1_mean", "ln1_mean")
+        outputs.append(helper.make_tensor_value_info("ln1_mean", TensorProto.FLOAT, ["batch", seq, 1]))
+    graph = helper.make_graph(nodes, "contrib_transformer", inputs, outputs,
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return normalize(helper.make_model(graph, opset_imports=opsets, ir_version=8))
 
 
 def moments_layernorm_model(width: int = 64, hidden: int = 128, seq: int = 12, features: int = 16,
@@ -239,6 +332,22 @@ def encoder(opset: int = 17, fused_qkv: bool = False, seed: int = 0, classes: in
     return export(module, opset)
 
 
-def decoder(opset: int = 17, seed: int = 0) -> OnnxModel:
+def decoder(opset: int = 17, seed: int = 0, tied: bool = False) -> OnnxModel:
+    """The exported :class:`Decoder`; ``tied``: its LM head reads ``tokens.weight`` through a Transpose node instead of
+    the transposed copy the exporter folds it into, so one initializer is both the Gather table and the head."""
     torch.manual_seed(seed)
-    return export(Decoder(), opset)
+    model = export(Decoder(), opset)
+    if not tied:
+        return model
+    proto = model.proto
+    head = proto.graph.node[-1]
+    copy = head.input[1]
+    assert head.op_type == "MatMul" and copy not in ("tokens.weight",), head
+    transpose = helper.make_node("Transpose", ["tokens.weight"], ["tokens.weight.t"], name="/lm_head/Transpose",
+                                 perm=[1, 0])
+    head.input[1] = "tokens.weight.t"
+    proto.graph.node.insert(len(proto.graph.node) - 1, transpose)
+    kept = [t for t in proto.graph.initializer if t.name != copy]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return normalize(proto)
