@@ -87,7 +87,7 @@ class OpModule(nn.Module):
     """
 
     static_inputs: ClassVar[frozenset[int]] = frozenset()
-    # Ops that take a mean over channels (ReduceMean, LayerNormalization) accept ``channel_weights``: a tensor
+    # Ops that take a mean over channels (ReduceMean, the LayerNorms) accept ``channel_weights``: a tensor
     # broadcastable to input 0 whose mean over the reduced axis is 1 (``m * n / sum(m)`` for a channel mask
     # ``m``), so that every mean they take is weighted by it: over the kept channels only, for a hard mask.
     weighs_channels: ClassVar[bool] = False

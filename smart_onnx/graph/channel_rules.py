@@ -11,13 +11,14 @@ re-arrange the channel axis in :mod:`~smart_onnx.graph.shape_rules` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import onnx
 
 from smart_onnx.graph import layer_rules, shape_rules
-from smart_onnx.graph.coupling import Tracer, merge_operands
+from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
 from smart_onnx.graph.groups import Role
+from smart_onnx.graph.head_rules import multihead_attention
 from smart_onnx.graph.shape_rules import statistics
 from smart_onnx.graph.view import attr
 
@@ -107,22 +108,49 @@ def _elementwise(t: Tracer, node: onnx.NodeProto) -> None:
 
 def _norm(t: Tracer, node: onnx.NodeProto) -> None:
     lay = t.data_layout(node, "parameters")
+    if lay is not None:
+        _normalise(t, node, lay, params=range(1, len(node.input)))
+
+
+def _skip_layernorm(t: Tracer, node: onnx.NodeProto) -> None:
+    """com.microsoft SkipLayerNormalization: the residual ``Add`` of input and skip (and ``bias``, a per-channel offset,
+    input 4), then a LayerNorm over the last axis with ``gamma`` and ``beta`` (inputs 2, 3): the two rules it fuses.
+    Its sum output (``input_skip_bias_sum``, 3) carries the stream on, as a pre-LN model's residual."""
+    if any(i in (2, 3) for i, _ in t.input_layouts(node)):
+        t.freeze_inputs(node, "reads traced channels as its gamma or beta")
+        return
+    rank = t.rank(node.output[0]) or t.rank(node.input[0])
+    lay = merge_operands(t, node, [0, 1, 4], rank, Role.AFFINE_CONST)
     if lay is None:
         return
+    if len(node.output) > 3:
+        t.set_layout(node.output[3], lay, node)
+    _normalise(t, node, lay, params=(2, 3))
+
+
+# Normalisations over the trailing axes, whose scale and bias broadcast against them (their last axis).
+_LAYER_NORMS = ("LayerNormalization", "SkipLayerNormalization")
+
+
+def _normalise(t: Tracer, node: onnx.NodeProto, lay: Layout, params: Iterable[int]) -> None:
+    """Output 0 of a normalisation of ``lay``: per channel on axis 1 (BatchNorm, InstanceNorm), or over the trailing
+    axes (the LayerNorms), whose mean and variance are then taken over the kept channels; parameters ``params``
+    (constant inputs) are sliced with the channels."""
     role = Role.NORM_PARAM
-    if node.op_type == "LayerNormalization":
-        first = int(attr(node, "axis", -1)) % lay.rank
+    if node.op_type in _LAYER_NORMS:
+        first = int(attr(node, "axis", -1)) % lay.rank  # SkipLayerNormalization has no axis: the last
         if lay.axis < first:  # channels are not among the normalised axes
             t.set_layout(node.output[0], lay, node)
             return
         if not statistics(t, node, lay, list(range(first, lay.rank))):
+            t.set_layout(node.output[0], lay, node)  # frozen: what it normalises goes on as one group, for this reason
             return
         role = Role.AFFINE_CONST
     elif lay.axis != 1:
         t.freeze_inputs(node, f"normalises per channel on axis 1 but the channels are on axis {lay.axis}")
         return
-    for i in range(1, len(node.input)):
-        value = node.input[i]
+    for i in params:
+        value = node.input[i] if i < len(node.input) else ""
         if not value:
             continue
         source = t.initializer_behind(value)
@@ -130,8 +158,8 @@ def _norm(t: Tracer, node: onnx.NodeProto) -> None:
             t.freeze_inputs(node, f"reads parameter {value!r}, which is not a constant")
             return
         shape = t.shape(source)
-        # BatchNorm/InstanceNorm params are [C]; LayerNorm's broadcast against the normalised (channel) axis.
-        k = len(shape) - 1 if node.op_type == "LayerNormalization" else 0
+        # BatchNorm/InstanceNorm params are [C]; a LayerNorm's broadcast against the normalised (channel) axis.
+        k = len(shape) - 1 if node.op_type in _LAYER_NORMS else 0
         if 0 <= k < len(shape) and shape[k] > 1:
             t.add_slice(source, k, lay.owners, role, node)
     t.set_layout(node.output[0], lay, node)
@@ -160,6 +188,8 @@ RULES: dict[str, Rule] = {
     **layer_rules.RULES,
 }
 # com.microsoft ops of onnxruntime's transformer optimizer: a GELU of the input plus a per-channel bias passes
-# channels through (the bias sliced as Add's is); Attention's heads are channels (graph/layer_rules.py).
+# channels through (the bias sliced as Add's is); Attention's and MultiHeadAttention's heads are channels
+# (graph/layer_rules.py, graph/head_rules.py); SkipLayerNormalization is a residual Add and a LayerNorm.
 MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise,
-                             "Attention": layer_rules.fused_attention}
+                             "Attention": layer_rules.fused_attention, "MultiHeadAttention": multihead_attention,
+                             "SkipLayerNormalization": _skip_layernorm}

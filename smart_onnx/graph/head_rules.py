@@ -13,6 +13,11 @@ the Transpose back, a Reshape to ``[B, S, H*D]`` and the output projection.
   (the heads of Q and K, of the attention weights and V) ties them, head for head, and keeps
   them on that axis. Channels on one of the two multiplied axes still freeze.
 
+* :func:`multihead_attention`: onnxruntime's com.microsoft ``MultiHeadAttention`` does the Reshapes,
+  the two MatMuls and the Softmax in one node over the projected ``[B, S, H*D]`` query, key and value:
+  its heads are tied across the three as the batched MatMuls tie them, and ``num_heads`` is the ``H``
+  entry that drops by one per removed head.
+
 The Reshape back to ``[B, S, H*D]`` needs no rule of its own: merging the ``H`` axis with
 ``D`` is a reshape :func:`~smart_onnx.graph.shape_rules.regroup` follows, and its target's
 ``H*D`` entry drops by ``D`` per removed head. Removing a head's rows from Q, K and V and its
@@ -28,8 +33,9 @@ import onnx
 
 from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
 from smart_onnx.graph.groups import Role
+from smart_onnx.graph.view import attr
 
-__all__ = ["batched_matmul", "head_split", "tie_heads"]
+__all__ = ["batched_matmul", "head_split", "multihead_attention", "tie_heads"]
 
 
 def head_split(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axis: int) -> tuple[int, ...] | None:
@@ -65,3 +71,58 @@ def batched_matmul(t: Tracer, node: onnx.NodeProto) -> None:
     out = merge_operands(t, node, [0, 1], rank, Role.ELEMENTWISE_CONST)
     if out is not None:
         t.set_layout(node.output[0], out, node)
+
+
+# MultiHeadAttention's inputs after the key padding mask (attention bias, past key and value, ...) and outputs after
+# the first (present key and value, ...): KV caches and score biases whose layout the rule does not follow.
+_MHA_INPUTS, _MHA_OUTPUTS = 5, 1
+
+
+def multihead_attention(t: Tracer, node: onnx.NodeProto) -> None:
+    """com.microsoft MultiHeadAttention over the projected ``[B, S|L, N*H]`` query, key and value: heads as channels.
+
+    Head ``h`` is positions ``h*H..(h+1)*H`` of the query and the key and ``h*Hv..`` of the value, tied across the
+    three (the channels of their projections, so their output columns go per head), and positions ``h*Hv..`` of
+    the output, which the output projection reads; the packed ``bias`` ``[q + k + v]`` is sliced with them and
+    ``num_heads`` drops by one per removed head. Key and value may come from another sequence (cross-attention):
+    heads never mix positions, so which sequence they read does not matter. Packed forms (Q, K, V in the query,
+    K and V in the key, 4-D ``[B, N, L, H]`` inputs), KV caches and attention biases freeze what the node reads.
+    """
+    heads = int(attr(node, "num_heads", 0))
+    extra = [name for name in [*node.input[_MHA_INPUTS:], *node.output[_MHA_OUTPUTS:]] if name]
+    if heads < 1 or extra:
+        what = f"attention bias or key/value cache inputs or outputs {extra}" if extra else "no num_heads"
+        t.freeze_inputs(node, f"has {what}, so its heads cannot be traced")
+        return
+    if any(i == 4 for i, _ in t.input_layouts(node)):
+        t.freeze_inputs(node, "reads traced channels as its key padding mask")
+        return
+    parts: list[Layout] = []
+    for i, name in enumerate(("query", "key", "value")):
+        value = node.input[i] if i < len(node.input) else ""
+        lay = t.layout(value)
+        if not value:
+            t.freeze_inputs(node, f"has no {name} input (packed into another), so its heads cannot be traced")
+            return
+        if lay is None:
+            t.freeze_inputs(node, f"reads {name} {value!r}, whose channels the analysis cannot trace, so its heads "
+                                  "cannot lose them")
+            return
+        if lay.rank != 3 or lay.axis != 2 or len(lay.owners) % heads:
+            t.freeze_inputs(node, f"reads {name} {value!r} of rank {lay.rank} with {len(lay.owners)} channels on axis "
+                                  f"{lay.axis}, not [batch, sequence, {heads} x head size]")
+            return
+        parts.append(lay)
+    owners = [tie_heads(t, lay, (heads, len(lay.owners) // heads)) for lay in parts]
+    t.tie(owners[0], owners[1])
+    t.tie(owners[0], owners[2])
+    bias = node.input[3] if len(node.input) > 3 else ""
+    if bias:
+        source = t.initializer_behind(bias)
+        width = sum(len(lay.owners) for lay in parts)
+        if source is None or t.shape(source) != (width,):
+            t.freeze_inputs(node, f"adds bias {bias!r}, which is not a constant [{width}] (q + k + v)")
+            return
+        t.add_slice(source, 0, np.concatenate([lay.owners for lay in parts]), Role.AFFINE_CONST, node)
+    t.add_edit(node, "num_heads", 0, heads, owners[0])
+    t.set_layout(node.output[0], Layout(2, 3, np.repeat(owners[2], len(parts[2].owners) // heads)), node)

@@ -94,6 +94,10 @@ def _reduce(t: Tracer, node: onnx.NodeProto) -> None:
     t.set_layout(node.output[0], lay.moved(axis, lay.rank if keep else lay.rank - len(axes)), node)
 
 
+# The outputs that return a LayerNorm's mean and inverse standard deviation.
+_STATISTICS_OUTPUTS = {"LayerNormalization": (1, 2), "SkipLayerNormalization": (1, 2)}
+
+
 def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) -> bool:
     """A mean (LayerNorm's mean and variance, a ReduceMean) over the channel axis alone: recorded, so that the
     masked model takes it over the kept channels only, which is what the pruned model computes. False (frozen)
@@ -102,9 +106,11 @@ def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) ->
         t.freeze_inputs(node, f"takes its mean over axes {axes}, the channel axis {lay.axis} with others, so it "
                               "cannot be taken over the kept channels alone")
         return False
-    if node.op_type == "LayerNormalization" and any(node.output[1:]):
-        t.freeze_inputs(node, "also returns its mean and inverse standard deviation, which would change with "
-                              "the channels")
+    returned = [node.output[i] for i in _STATISTICS_OUTPUTS.get(node.op_type, ()) if i < len(node.output)]
+    if any(returned):
+        names = ", ".join(repr(name) for name in returned if name)
+        t.freeze_inputs(node, f"also returns its mean or inverse standard deviation ({names}), which would change "
+                              "with the channels")
         return False
     t.add_slice(node.input[0], lay.axis, lay.owners, Role.STATISTICS, node)
     return True

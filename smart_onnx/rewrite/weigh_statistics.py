@@ -9,7 +9,9 @@ the executor uses:
 
 * a ``ReduceMean`` over the channels reads ``Mul(x, w)``;
 * a fused ``LayerNormalization`` becomes ``mean = ReduceMean(x * w)``, ``d = x - mean``,
-  ``d / Sqrt(ReduceMean(d * d * w) + epsilon) * scale + bias``.
+  ``d / Sqrt(ReduceMean(d * d * w) + epsilon) * scale + bias``;
+* a com.microsoft ``SkipLayerNormalization`` becomes ``x = input + skip (+ bias)`` (its sum output, where the graph
+  reads it) and that LayerNorm of ``x`` with ``gamma`` and ``beta``.
 
 ``w`` is mean 1 over the channel axis (``m * n / sum(m)`` for a 0/1 mask ``m``). This model is only
 run, never written: it is a second graph for the same function, not a rewrite of the user's.
@@ -38,7 +40,8 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
         weights: node name -> weights broadcastable to its input 0, mean 1 over the channel axis.
 
     Raises:
-        RewriteError: a named node is not a ReduceMean or a LayerNormalization of the main graph.
+        RewriteError: a named node is not a ReduceMean, LayerNormalization or SkipLayerNormalization of the main
+            graph, or a LayerNorm named there returns its mean or inverse standard deviation.
     """
     if not weights:
         return model
@@ -60,7 +63,10 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
                                           name=unique_name(f"{node.name}_weigh", taken)))
             node.input[0] = weighed
             nodes.append(node)
-        elif node.op_type == "LayerNormalization":
+        elif node.op_type in ("LayerNormalization", "SkipLayerNormalization"):
+            if any(node.output[1:3]):  # the channel analysis freezes such a LayerNorm's channels
+                raise RewriteError(f"node {node.name!r} ({node.op_type}) returns its mean or inverse standard "
+                                   "deviation, which its weighed form does not compute")
             nodes.extend(_layernorm(node, w_name, graph, taken, opset))
         else:
             raise RewriteError(f"node {node.name!r} ({node.op_type}) takes no mean over channels to weigh")
@@ -71,9 +77,11 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
 
 def _layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[str],
                opset: int) -> list[onnx.NodeProto]:
-    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
-    x, scale = node.input[0], node.input[1]
-    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    # LayerNormalization: x, scale, bias. SkipLayerNormalization: input, skip, gamma, beta, bias (added to the sum).
+    skip = node.op_type == "SkipLayerNormalization"
+    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12 if skip else 1e-5)  # the specs' defaults
+    x, scale = node.input[0], node.input[2 if skip else 1]
+    bias = _optional(node, 3 if skip else 2)
     base = node.name
 
     def value(suffix: str) -> str:
@@ -92,7 +100,14 @@ def _layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[
             return op("ReduceMean", [v, const("axes", np.array([-1], np.int64))], keepdims=1)
         return op("ReduceMean", [v], axes=[-1], keepdims=1)
 
-    steps = [op("Mul", [x, w])]
+    steps = []
+    if skip:  # the sum, in the executor's order: input + skip, then + bias; the node's output 3 where it has one
+        total, added = _optional(node, 3, outputs=True), _optional(node, 4)
+        steps.append(op("Add", [x, node.input[1]], None if added else total))
+        if added:
+            steps.append(op("Add", [steps[-1].output[0], added], total))
+        x = steps[-1].output[0]
+    steps.append(op("Mul", [x, w]))
     steps.append(mean(steps[-1].output[0]))
     d = op("Sub", [x, steps[-1].output[0]])
     steps += [d, op("Mul", [d.output[0], d.output[0]])]
@@ -105,3 +120,9 @@ def _layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[
     if bias:
         steps.append(op("Add", [steps[-1].output[0], bias], node.output[0]))
     return steps
+
+
+def _optional(node: onnx.NodeProto, index: int, outputs: bool = False) -> str | None:
+    """Input (or output) ``index`` of ``node``, None where it is absent or empty."""
+    names = node.output if outputs else node.input
+    return names[index] if len(names) > index and names[index] else None

@@ -18,6 +18,7 @@ import torch
 
 from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
+from smart_onnx.executor.ops.norm import weighed_layer_norm
 from smart_onnx.executor.registry import register
 
 __all__: list[str] = []  # handlers are reached through the registry
@@ -150,7 +151,9 @@ class SkipLayerNormalization(OpModule):
     """com.microsoft SkipLayerNormalization: LayerNorm of ``input + skip (+ bias)`` over the last axis.
 
     Outputs: the normalised value, its mean and inverse standard deviation (``[.., 1]``) and the sum
-    ``input + skip + bias``. The variance is ``E[x^2] - E[x]^2``, the order onnxruntime's CPU kernel uses.
+    ``input + skip + bias``. The variance is ``E[x^2] - E[x]^2``, the order onnxruntime's CPU kernel uses. With
+    ``channel_weights`` (a channel mask over the hidden dimension) the mean and variance are weighted means, as
+    LayerNormalization's: over the kept channels, what the pruned model's node computes.
     """
 
     @classmethod
@@ -162,9 +165,16 @@ class SkipLayerNormalization(OpModule):
         super().__init__()
         self.epsilon = epsilon
 
+    weighs_channels = True
+
     def forward(self, x: torch.Tensor, skip: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                bias: torch.Tensor | None = None,
+                channel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         total = x + skip if bias is None else x + skip + bias.to(x.dtype)
+        if channel_weights is not None:  # over the kept channels of a channel mask, as LayerNormalization
+            out, mean, std = weighed_layer_norm(total, gamma.to(x.dtype), None if beta is None else beta.to(x.dtype),
+                                                channel_weights, self.epsilon)
+            return out, mean, 1 / std, total
         mean = total.mean(dim=-1, keepdim=True)
         inv_std = torch.rsqrt((total * total).mean(dim=-1, keepdim=True) - mean * mean + self.epsilon)
         out = (total - mean) * inv_std * gamma.to(x.dtype)

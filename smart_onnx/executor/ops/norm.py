@@ -11,7 +11,7 @@ from smart_onnx.executor.base import NodeContext, OpModule
 from smart_onnx.executor.ops.reduce import mean_last_axis
 from smart_onnx.executor.registry import register
 
-__all__: list[str] = []  # handlers are reached through the registry
+__all__ = ["weighed_layer_norm"]  # handlers are reached through the registry
 
 
 def _stash_dtype(x: torch.Tensor, stash_type: int) -> torch.dtype:
@@ -107,14 +107,21 @@ class LayerNormalization(OpModule):
 
 
     def _weighed(self, x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
-        """Normalised over the last axis with its mean and variance weighted by ``w`` (mean 1 over that axis): over
-        the kept channels of a channel mask, as the pruned model's LayerNorm computes them. The channel analysis
-        gives weights only to a LayerNorm over the last axis alone without its statistics outputs. The op order
-        is the one the verification's masked model writes in ONNX (``rewrite.weigh_statistics``)."""
-        mean = mean_last_axis(x * w)
-        d = x - mean
-        y = d / torch.sqrt(mean_last_axis(d * d * w) + self.epsilon) * scale
-        return y if b is None else y + b
+        """The channel analysis gives weights only to a LayerNorm over the last axis alone without its statistics
+        outputs."""
+        return weighed_layer_norm(x, scale, b, w, self.epsilon)[0]
+
+
+def weighed_layer_norm(x: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None, w: torch.Tensor,
+                       epsilon: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` normalised over the last axis with its mean and variance weighted by ``w`` (mean 1 over that axis): over
+    the kept channels of a channel mask, as the pruned model's LayerNorm computes them; and that mean and standard
+    deviation. The op order is the one the verification's masked model writes in ONNX (``rewrite.weigh_statistics``)."""
+    mean = mean_last_axis(x * w)
+    d = x - mean
+    std = torch.sqrt(mean_last_axis(d * d * w) + epsilon)
+    y = d / std * scale
+    return (y if b is None else y + b), mean, std
 
 
 @register("GroupNormalization", versions=(18, 21))
