@@ -3,8 +3,9 @@
 With a few dozen calibration samples, matching only the outputs leaves the inside of the
 network free to drift; matching a handful of internal tensors as well is the standard remedy.
 The tensors chosen are where a network's stages meet: the outputs of residual ``Add`` nodes
-(a ResNet/MobileNet block, a transformer sublayer), else, for plain chains, the inputs of
-the prunable layers. At most ``limit`` of them, spread evenly along the graph.
+(a ResNet/MobileNet block, a transformer sublayer) and the residual stream a com.microsoft
+``SkipLayerNormalization`` writes (the residual Add fused with its LayerNorm), else, for plain
+chains, the inputs of the prunable layers. At most ``limit`` of them, spread evenly along the graph.
 
 Each is normalised per channel, and a channel is not always axis 1: a transformer's residual
 stream is ``[batch, sequence, hidden]``, its channels the last axis, which the LayerNorm that
@@ -24,6 +25,9 @@ __all__ = ["feature_axes", "feature_points"]
 
 # Ops that normalise their input over one axis: that axis is the tensor's channel axis.
 _NORMALISERS = {"LayerNormalization": ("axis", -1), "ReduceMean": ("axes", None)}
+# com.microsoft SkipLayerNormalization normalises input + skip (inputs 0 and 1) over the last axis; its outputs are
+# that stream (normalised, output 0, or as summed, output 3).
+_SKIP_LAYERNORM = "SkipLayerNormalization"
 
 
 def feature_axes(model: OnnxModel, names: Sequence[str]) -> dict[str, int]:
@@ -35,11 +39,16 @@ def feature_axes(model: OnnxModel, names: Sequence[str]) -> dict[str, int]:
 
 
 def _normalised_axis(view: GraphView, value: str, hops: int) -> int | None:
+    producer = view.producer(value)
+    if producer is not None and producer.op_type == _SKIP_LAYERNORM:
+        return -1
     for node, slot in view.consumers(value):
         if node.op_type == "Add" and hops > 0:
             axis = _normalised_axis(view, node.output[0], hops - 1)
             if axis is not None:
                 return axis
+        if node.op_type == _SKIP_LAYERNORM and slot in (0, 1):
+            return -1
         if node.op_type not in _NORMALISERS or slot != 0:
             continue
         key, default = _NORMALISERS[node.op_type]
@@ -73,6 +82,10 @@ def feature_points(model: OnnxModel, layer_nodes: list[str], limit: int = 8) -> 
     skip = set(view.outputs) | set(view.initializers) | set(view.inputs)
     merges = []
     for node in view.nodes:
+        if node.op_type == _SKIP_LAYERNORM:  # the stream: the sum where the graph reads it (pre-LN), else normalised
+            stream = node.output[3] if len(node.output) > 3 and node.output[3] else node.output[0]
+            if stream not in skip:
+                merges.append(stream)
         if node.op_type != "Add" or len(node.input) != 2:
             continue
         # Both operands computed (not a bias or a constant): two branches meet here.
