@@ -159,7 +159,7 @@ def contrib_transformer(pre_norm: bool = False, layers: int = 2, vocab: int = 50
         gelu = node("BiasGelu" if i % 2 == 0 else "FastGelu", [h, f(p + "ffn1.b", ffn, scale=0.1)], p + "gelu",
                     p + "ffn/gelu")
         h = node("MatMul", [gelu, f(p + "ffn2", ffn, dim)], p + "ffn2.out", p + "ffn/ffn2")
-        outputs = [p + "ln2", "", "", p + "res2"] if pre_norm else [p + "ln2"]
+        outputs = [p + "ln2", "", "", p + "res2"] if pre_norm and i < layers - 1 else [p + "ln2"]
         normed = node("SkipLayerNormalization", [h, stream, gamma(p + "ln2.g"), f(p + "ln2.b", dim, scale=0.1),
                                                  f(p + "ffn2.b", dim, scale=0.1)], outputs, p + "ln2", epsilon=1e-5)
         stream = p + "res2" if pre_norm else normed

@@ -22,6 +22,7 @@ MODELS = {
     "classifier-fused-layernorm": lambda: encoder(opset=17, classes=3),
     "causal-decoder-decomposed-layernorm": lambda: decoder(opset=14),
     "causal-decoder-fused-layernorm": lambda: decoder(opset=17),
+    "causal-decoder-tied-lm-head": lambda: decoder(opset=17, tied=True),
 }
 
 
@@ -57,6 +58,18 @@ def test_the_residual_stream_is_one_group_through_every_layernorm(name: str) -> 
     # Shape entries read from the stream are pinned (written as constants when it shrinks): the head size
     # d // heads, and the width d of attention's reshape(b, s, d) back, which is the heads' count, not the stream's.
     assert {(e.op_type, e.old_value) for e in g.edits if e.per_channel == 0} == {("Concat", 8), ("Concat", 32)}
+
+
+def test_a_tied_lm_head_reads_the_hidden_channels_of_the_embedding_table() -> None:
+    """One initializer is the Gather's table and, through a Transpose, the LM head's weight: its columns are the
+    hidden channels for both, cut once; its rows, the vocabulary, reach the logits and stay."""
+    model = decoder(opset=17, tied=True)
+    analysis = _analysis(model)
+    g = _hidden(analysis)
+    assert g.frozen is None and "/MatMul" in g.layers
+    assert {(s.role, s.axis) for s in g.slices if s.tensor == "tokens.weight"} == {
+        (Role.EMBEDDING, 1), (Role.CONSUMER_WEIGHT, 1)}
+    assert analysis.group_of("/MatMul").frozen.startswith("its channels reach graph output 'output'")
 
 
 def test_a_sentence_encoder_keeps_its_hidden_width() -> None:

@@ -1,4 +1,5 @@
-"""Models with onnxruntime's fused com.microsoft ops (its transformer optimizer's output) run and prune around them."""
+"""Models with onnxruntime's fused com.microsoft ops (its transformer optimizer's output) run and prune around and
+through them: heads of Attention and MultiHeadAttention, the hidden dimension through SkipLayerNormalization."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import helper
 
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.eval.ort import make_session, run_model
+from smart_onnx.eval.verify import TOLERANCE_FLOOR
 from smart_onnx.executor import Executor
 from smart_onnx.model import normalize, save_model
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from tests.transformers import encoder, fused_attention_model, token_batch
+from tests.transformers import contrib_transformer, encoder, fused_attention_model, token_batch
 
 D, F, S = 32, 64, 6
 
@@ -73,3 +76,47 @@ def test_onnxruntimes_optimized_encoder_runs_in_the_executor_and_prunes(mode: st
     path = save_model(out.model, tmp_path / "pruned.onnx")
     onnx.checker.check_model(str(path), full_check=True)
     assert onnx.load(str(path)).ir_version <= 13
+
+
+@pytest.mark.parametrize(("pre_norm", "mode", "method"), [
+    (False, "channel", "uniform"), (False, "channel", "smart"), (False, "block", "smart"),
+    (True, "channel", "uniform"), (True, "block", "smart"),
+], ids=lambda v: {False: "post-ln-encoder", True: "pre-ln-decoder-tied-head"}.get(v, v) if isinstance(v, bool) else v)
+def test_multihead_attention_and_skip_layernorm_models_prune_through_them(pre_norm: bool, mode: str, method: str,
+                                                                          tmp_path) -> None:
+    """In channel mode heads (MultiHeadAttention's ``num_heads`` rewritten), the hidden dimension (through every
+    SkipLayerNormalization, the embeddings and, in the decoder, the tied LM head) and the FFNs are units; ``uniform``
+    cuts every group, SMART chooses. The rewritten model runs in onnxruntime and computes the masked one."""
+    model = contrib_transformer(pre_norm=pre_norm)
+    data = {"input_ids": token_batch(48)}
+    if not pre_norm:
+        mask = np.ones((48, 8), np.int32)
+        mask[:, -2:] = np.random.default_rng(3).integers(0, 2, (48, 2))
+        data["attention_mask"] = mask
+    calib, hold = dataset_from_arrays(data, model.inputs).split(0.25, seed=0)
+    search = SearchConfig(sparsity=0.5, steps=6, finetune_steps=3, batch_size=8, method=method)
+    extra = {"block": (8, 8)} if mode == "block" else {}
+    out = prune(model, calib, hold, PruneOptions(mode=mode, search=search, latency=False, **extra))
+    check = out.report.export_check
+    # onnxruntime: rewritten against masked; the executor against onnxruntime on the masked model.
+    assert check.error <= check.tolerance == TOLERANCE_FLOOR and check.executor_error <= TOLERANCE_FLOOR
+    assert [g.layers for g in out.report.frozen_groups] == [["lm_head"] if pre_norm else ["classifier"]]
+    assert out.report.sparsity.achieved_params >= 0.5 - 1e-9
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    assert onnx.load(str(path)).ir_version <= 13
+    got = run_model(make_session(out.model), {k: v[:4] for k, v in data.items()})
+    assert got["logits"].shape == ((4, 8, 50) if pre_norm else (4, 3))
+    heads = {n.name: helper.get_attribute_value(a) for n in out.model.graph.node for a in n.attribute
+             if a.name == "num_heads"}
+    widths = {t.name: tuple(t.dims) for t in out.model.graph.initializer}
+    if mode == "block":
+        assert set(heads.values()) == {4} and widths == {t.name: tuple(t.dims) for t in model.graph.initializer}
+        return
+    hidden = widths["tokens.weight"][1]
+    for i in range(2):
+        assert widths[f"blocks.{i}/qkv.b"] == (3 * 8 * heads[f"blocks.{i}/attn/mha"],)  # whole heads
+        assert widths[f"blocks.{i}/ln1.g"] == widths[f"blocks.{i}/o.b"] == widths[f"blocks.{i}/ffn2.b"] == (hidden,)
+    if method == "uniform":
+        assert hidden < 32 and all(h < 4 for h in heads.values())
+        assert all(widths[f"blocks.{i}/ffn1"][1] < 64 for i in range(2))
