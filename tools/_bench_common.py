@@ -142,6 +142,16 @@ def machine() -> str:
             f"load average at the start {load}")
 
 
+def load_note() -> str:
+    """Said when the machine was busier than its cores at the start: other jobs shared the CPUs, so the run's
+    wall times and latencies are upper bounds. Empty otherwise."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return (f" (above the {cores} cores: other jobs shared the CPUs during the run, so latencies and wall times are "
+            "upper bounds)")
+
+
 def today() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 

@@ -46,6 +46,7 @@ from tools._bench_common import (
     BenchModel,
     command_line,
     emit,
+    load_note,
     machine,
     markdown_table,
     results_path,
@@ -679,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--set {item!r}: SearchConfig has no field {key!r}")
         extra[key] = _value(value)
     configs = parse_configs(args.configs)
-    where = machine()
+    where = machine() + load_note()
     started = today()
 
     runs = []
@@ -742,7 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "Data:\n\n" + data_lines + "\n\n"
         + "Time per optimisation step (report.seconds / steps):\n\n" + "\n".join(step_lines(runs)) + "\n\n"
         + f"- command: `{command_line('tools.bench_fidelity', argv).strip()}`\n"
-        + f"- machine: {where}; 2 cores shared with other jobs, so times are upper bounds\n"
+        + f"- machine: {where}\n"
         + f"- date: {started}\n"
     )
     emit(HEADING, body, args.write)

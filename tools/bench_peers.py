@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -497,15 +496,6 @@ def _doc_text(defaults: bool) -> str:
     )
 
 
-def _load_note() -> str:
-    """Said when the machine was busier than its cores at the start: then other jobs shared the CPUs."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= cores:
-        return ""
-    return (f" (above the {cores} cores: other jobs shared the CPUs during the run, so latencies and wall times are "
-            "upper bounds)")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=bench.MODELS, default=list(bench.MODELS))
@@ -527,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.defaults and args.budget:
         parser.error("--budget sets step counts, --defaults lets the library choose them: give one")
     torch.set_num_threads(args.threads)
-    where, busy = bench.machine(), _load_note()
+    where, busy = bench.machine(), bench.load_note()
     cache = json.loads(args.results.read_text()) if args.results.exists() else {}
     parts, verdicts, margins = [], [], []
     budgets = bench.parse_budgets(args.models, args.steps, args.finetune_steps, args.budget)

@@ -10,7 +10,6 @@ seconds of the report (``report.seconds``) of the median run. Target: <= 5 minut
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shlex
 import statistics
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smart_onnx.report import PruneReport
-from tools._bench_common import ROOT, emit, footer, machine, markdown_table
+from tools._bench_common import ROOT, emit, footer, load_note, machine, markdown_table
 
 HEADING = "## prune run time"
 TARGET_S = 300.0
@@ -55,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
     parser.add_argument("extra", nargs="*", help="extra prune options after --, e.g. -- --steps 50")
     args = parser.parse_args(argv)
-    where = machine()
+    where = machine() + load_note()
     runs = []
     for i in range(args.repeats):
         runs.append(run_once(args.extra))
@@ -78,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(block mode 16x8x1x1, method {search.method}, {search.steps} search + {search.finetune_steps} "
         f"fine-tune steps, batch {search.batch_size}, evaluation with latency on the held-out 20 %).\n\n"
         f"Per-stage seconds of the median run (`report[\"seconds\"]`):\n\n{table}\n\n"
-        + footer("tools.bench_prune_time", argv, where,
-                 note=f"; {os.cpu_count()} cores shared with other jobs while measured, so wall times are upper bounds")
+        + footer("tools.bench_prune_time", argv, where)
     )
     emit(HEADING, body, args.write)
     return 0
