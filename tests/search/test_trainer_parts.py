@@ -149,6 +149,65 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
     assert lrs == pytest.approx([0.1 / FINETUNE_WARMUP, 0.05, 0.1, 0.1])
 
 
+class _QuadraticTrainer:
+    """A fake trainer: one weight pulled towards 1 by noisy gradients; the held-out loss records what it judged."""
+
+    def __init__(self, held_out: bool) -> None:
+        from smart_onnx.search.precision import Precision
+
+        self.weight_params = [torch.nn.Parameter(torch.full((3,), 0.5))]
+        self.precision = Precision("cpu", "fp32")
+        self.held_out, self.judged, self.steps = held_out, [], []
+        self.noise = torch.Generator().manual_seed(0)
+
+    def loss(self, transforms):
+        target = 1 + torch.randn(3, generator=self.noise)
+        return (self.weight_params[0] - target).pow(2).sum()
+
+    def validation_loss(self, transforms):
+        if not self.held_out:
+            return None
+        self.judged.append(self.weight_params[0].detach().clone())
+        return float((self.judged[-1] - 1).pow(2).sum())
+
+
+@pytest.mark.parametrize("held_out", [True, False])
+def test_fine_tune_judges_and_keeps_a_running_average_of_the_weights(held_out: bool) -> None:
+    from smart_onnx.search.phases import AVERAGE_SPAN, FinetunePhase
+
+    trainer, steps = _QuadraticTrainer(held_out), 200
+    phase = FinetunePhase(trainer, {}, steps, SearchConfig(lr=0.2, patience=1000), History(), TrainingLog(), None,
+                          None)
+    weights = []
+    original_after_step = phase.after_step
+
+    def after_step(step: int, value: float) -> str | None:
+        weights.append(trainer.weight_params[0].detach().clone())  # the weights the step left
+        stopped = original_after_step(step, value)
+        assert torch.equal(trainer.weight_params[0].detach(), weights[-1])  # judging did not change them
+        return stopped
+
+    phase.after_step = after_step
+    assert phase.run() is None and len(weights) == steps
+    decay, average = 1 - 1 / (AVERAGE_SPAN * steps), torch.full((3,), 0.5)
+    averages = []
+    for w in weights:
+        average = decay * average + (1 - decay) * w
+        averages.append(average)
+    final = trainer.weight_params[0].detach()
+    if held_out:  # the start, then every check's average; the best of them is kept
+        checks = [averages[s - 1] for s in range(phase.check_every, steps + 1, phase.check_every)]
+        assert len(trainer.judged) == 1 + len(checks)
+        for judged, expected in zip(trainer.judged[1:], checks):
+            assert torch.allclose(judged, expected, atol=1e-6)
+        best = min(trainer.judged, key=lambda w: float((w - 1).pow(2).sum()))
+        assert torch.allclose(final, best, atol=1e-6)
+    else:
+        assert torch.allclose(final, averages[-1], atol=1e-6)
+    # The average is steadier than the last step's weights, which the noisy gradients keep moving.
+    assert float((final - 1).abs().max()) < float((weights[-1] - 1).abs().max())
+
+
 def test_each_weight_tensor_steps_by_the_learning_rate_times_its_rms() -> None:
     from smart_onnx.search.phases import WEIGHT_RMS_FLOOR, weight_groups
 
