@@ -77,15 +77,17 @@ def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float |
         budget covers every unit.
     """
     rows = z.shape[0]
-    k = _budget_rows(budget, rows, z.device)
-    total = z.new_full((rows,), z.shape[1]) if costs is None else costs.sum(-1)
+    budgets = _budget_rows(budget, rows, z.device)
+    totals = z.new_full((rows,), z.shape[1]) if costs is None else costs.sum(-1)
+    k = budgets  # k, z and the other per-row state below hold the rows still iterated; budgets and totals all rows
     lo = -z.amax(-1) - _MARGIN
     hi = -z.amin(-1) + _MARGIN
-    tol = torch.maximum(_RTOL * k.abs(), 8 * _EPS * total)
+    tol = torch.maximum(_RTOL * k.abs(), 8 * _EPS * totals)
     t = 0.5 * (lo + hi)
     step = torch.full_like(t, float("inf"))
     step_before = step.clone()
-    done = (k <= 0) | (k >= total)
+    done = (k <= 0) | (k >= totals)
+    solved, index = t.clone(), torch.arange(rows, device=z.device)  # every row's t; the rows still iterated
     for _ in range(_MAX_ITER):
         s = torch.add(z, t[:, None]).sigmoid_()
         f = _cost_sums(s, costs) - k
@@ -102,10 +104,20 @@ def solve_threshold(z: torch.Tensor, costs: torch.Tensor | None, budget: float |
         t_next = torch.where(use_newton, newton, 0.5 * (lo + hi))
         step_before, step = step, t_next - t
         t = torch.where(done, t, t_next)
+        if 4 * int(done.sum()) >= len(done):
+            # A row once done never changes again: when they are a quarter of the rows iterated, they leave with
+            # their t, so an iteration costs the rows still open, not all of them (N:M on a ResNet-50 ranks 6.4M
+            # rows of 4 at once; 14% are open after three iterations at tau 1, 35% after eight at tau 0.01).
+            solved[index[done]] = t[done]
+            rest = (~done).nonzero().flatten()
+            index, z, k, lo, hi, tol, t, step, step_before, done = (
+                x.index_select(0, rest) for x in (index, z, k, lo, hi, tol, t, step, step_before, done))
+            costs = None if costs is None else costs.index_select(0, rest)
     else:
         logger.warning("soft top-k threshold not converged after %d iterations (rtol %g)", _MAX_ITER, _RTOL)
-    t = torch.where(k <= 0, torch.full_like(t, -float("inf")), t)
-    return torch.where(k >= total, torch.full_like(t, float("inf")), t)
+    solved[index] = t
+    solved = torch.where(budgets <= 0, torch.full_like(solved, -float("inf")), solved)
+    return torch.where(budgets >= totals, torch.full_like(solved, float("inf")), solved)
 
 
 def _check_inputs(scores: torch.Tensor, costs: torch.Tensor | None, tau: float) -> None:

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smart_onnx.errors import ConstraintError, InternalError
-from smart_onnx.search.soft_topk import SoftTopK, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
+from smart_onnx.search.soft_topk import (
+    SoftTopK,
+    hard_topk,
+    hard_topk_grouped,
+    soft_topk,
+    soft_topk_grouped,
+    solve_threshold,
+)
 
 
 def _scores(n: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -52,6 +59,22 @@ def test_gradcheck_costs_broadcast_over_leading_axes() -> None:
     assert torch.autograd.gradcheck(lambda s: SoftTopK.apply(s, c, 2.0, 0.5), (m,))
     kept = (c * SoftTopK.apply(m, c, 2.0, 0.5)).sum(-1)
     torch.testing.assert_close(kept, torch.full((2, 3), 2.0, dtype=torch.float64))
+
+
+def test_rows_leaving_the_iteration_when_solved_keep_their_own_threshold() -> None:
+    """solve_threshold drops the rows it has solved from its iterations: each row's t is what it is alone."""
+    gen = torch.Generator().manual_seed(12)
+    scale = torch.logspace(-2, 3, 40, dtype=torch.float64)[:, None]  # rows that converge after 2 to 20 iterations
+    z = torch.randn(40, 5, generator=gen, dtype=torch.float64) * scale
+    costs = torch.rand(40, 5, generator=gen, dtype=torch.float64) + 0.5
+    budget = torch.rand(40, generator=gen, dtype=torch.float64) * 2 + 0.2
+    budget[3], budget[17] = 0.0, float(costs[17].sum())  # all pruned, all kept
+    t = solve_threshold(z, costs, budget)
+    alone = torch.cat([solve_threshold(z[i:i + 1], costs[i:i + 1], budget[i:i + 1]) for i in range(40)])
+    torch.testing.assert_close(t, alone, rtol=1e-12, atol=0)
+    assert t[3] == -float("inf") and t[17] == float("inf")
+    kept = (costs * torch.sigmoid(z + t[:, None])).sum(1)
+    torch.testing.assert_close(kept[budget > 0], budget[budget > 0], rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("unit_costs", [True, False], ids=["unit", "costs"])
