@@ -10,14 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smart_onnx.errors import ConstraintError, InternalError
-from smart_onnx.search.soft_topk import (
-    SoftTopK,
-    hard_topk,
-    hard_topk_grouped,
-    soft_topk,
-    soft_topk_grouped,
-    solve_threshold,
-)
+from smart_onnx.search import SoftTopK, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped, solve_threshold
 
 
 def _scores(n: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
