@@ -22,8 +22,8 @@ from smart_onnx.data import Dataset
 from smart_onnx.errors import SmartOnnxError
 from smart_onnx.eval.compare import LayerRow, layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
-from smart_onnx.eval.ort import LatencySettings, evaluate, make_session
-from smart_onnx.eval.verify import RewriteCheck, check_rewrite
+from smart_onnx.eval.ort import LatencySettings, evaluate, make_session, run_model
+from smart_onnx.eval.verify import check_rewrite
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
 from smart_onnx.hw import Profile, check_model, record_original
@@ -134,11 +134,18 @@ def prune(
     start = time.perf_counter()
     trained = set_weights(model, result.weights)
     result.weights = {}  # the trained model holds them now: one copy fewer at the export's peak
-    pruned = mode.rewrite(trained, result.keep, sparse_format=options.sparse_format)
-    session = make_session(pruned)  # one onnxruntime session: export check here, eval below
     hard = result.keep.float()
-    export_check = _verify_export(executor, mode.space.transforms(hard), mode.space.statistics(hard), trained,
-                                  session, holdout or calibration)
+    feeds = _verify_feeds(holdout or calibration)
+    masked = _masked_outputs(executor, mode.space.transforms(hard), mode.space.statistics(hard), trained, feeds)
+    # The export holds copies of the model (the trained, the rewritten, onnxruntime's sessions): each is made when
+    # needed and let go when done, the executor's weights first, so that few exist at once (BERT-base: the
+    # masked model's session was built beside the rewritten one's, the executor, and four protos, 5990 MiB).
+    del executor, hard
+    pruned = mode.rewrite(trained, result.keep, sparse_format=options.sparse_format)
+    del trained
+    session = make_session(pruned)  # one onnxruntime session: export check here, eval below
+    export_check = check_rewrite(masked.reference, session, feeds, masked.executor, masked.float64)
+    del masked
     if options.target is not None:
         record_original(pruned.proto, model)
     seconds.export = time.perf_counter() - start
@@ -177,22 +184,38 @@ def prune(
     return PruneOutcome(pruned, report)
 
 
-def _verify_export(executor: Executor, transforms: Mapping[Any, Any], statistics: Mapping[str, torch.Tensor],
-                   trained: OnnxModel, session: Any, data: Dataset) -> RewriteCheck:
-    """onnxruntime on the rewritten model (``session``) must reproduce onnxruntime on ``trained`` with the mask
-    written in as zeros (and the means of LayerNorms over pruned channels weighted by it: ``statistics``), within
-    the model's own float sensitivity (see :mod:`smart_onnx.eval.verify`)."""
+def _verify_feeds(data: Dataset) -> dict[str, np.ndarray]:
+    """The batch the rewrite is checked on: the first 8 samples."""
     sample = data.take(min(8, len(data)))
-    feeds = {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
+    return {k: np.ascontiguousarray(v) for k, v in sample.arrays.items()}
+
+
+@dataclass(frozen=True)
+class _MaskedOutputs:
+    """The original graph's outputs on the check's batch with the trained weights and the hard mask written in."""
+
+    reference: dict[str, np.ndarray]  # onnxruntime's: what the rewritten model must reproduce
+    executor: dict[str, np.ndarray]  # the executor's: the model's float sensitivity (see eval/verify.py)
+    float64: dict[str, np.ndarray] | None  # the executor's in float64, where the graph runs so
+
+
+def _masked_outputs(executor: Executor, transforms: Mapping[Any, Any], statistics: Mapping[str, torch.Tensor],
+                    trained: OnnxModel, feeds: Mapping[str, np.ndarray]) -> _MaskedOutputs:
+    """The masked model's outputs: the mask written in as zeros (and the means of LayerNorms over pruned channels
+    weighted by it: ``statistics``). The masked copy of the model and its onnxruntime session exist only in here,
+    before the rewritten model's, so the export never holds both."""
     executor.to("cpu")
+    with torch.no_grad():
+        expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
+                                                       transforms=transforms).items()}
+    wide = _in_float64(executor, transforms, feeds)
     with torch.no_grad():
         zeroed = {n: fn(executor.weights.get(n)).detach().cpu().numpy() for n, fn in transforms.items()
                   if isinstance(n, str)}
-        expected = {k: v.numpy() for k, v in executor({k: torch.from_numpy(v) for k, v in feeds.items()},
-                                                       transforms=transforms).items()}
     weighed = {node: w.detach().cpu().numpy() for node, w in statistics.items()}
     masked = weigh_statistics(set_weights(trained, zeroed, validate=False), weighed)
-    return check_rewrite(masked, session, feeds, expected, _in_float64(executor, transforms, feeds))
+    del zeroed  # copied into the masked model
+    return _MaskedOutputs(run_model(make_session(masked), feeds), expected, wide)
 
 
 def _in_float64(executor: Executor, transforms: Mapping[Any, Any], feeds: Mapping[str, np.ndarray]

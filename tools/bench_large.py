@@ -4,6 +4,7 @@
     python -m tools.bench_large --write              # also replace "## Large models" in docs/benchmarks.md
     python -m tools.bench_large --models bert6 --steps 4 --finetune-steps 3 --batch 8
     python -m tools.bench_large --scale --models resnet50 bert12 --write   # modes x 1 and 2 processes (torchrun)
+    python -m tools.bench_large --scale --models resnet50 --modes nm --procs 2   # one row of that table
 
 Every measurement runs in a fresh subprocess (peak RSS is per process): ``size`` (fp32 weights, activation
 bytes of one forward pass, native and executor), ``native`` (forward + cross-entropy + backward + Adam of the
@@ -208,7 +209,7 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
     for owner, attr, stage in ((prune_mod, "analyze", "analysis"), (prune_mod, "Executor", "import"),
                                (search_mod, "activation_stats", "statistics"),
                                (trainer_mod._Teacher, "__init__", "teacher"),
-                               (prune_mod, "set_weights", "export"), (prune_mod, "_verify_export", "verify (ORT)"),
+                               (prune_mod, "set_weights", "export"), (prune_mod, "_masked_outputs", "verify (ORT)"),
                                (prune_mod, "evaluate", "eval (ORT)")):
         _wrap(owner, attr, mark(stage))
     _wrap(ranking_mod, "harden_to_target", before_harden, after_harden)
@@ -430,6 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of {DOC.name}")
     parser.add_argument("--scale", action="store_true",
                         help=f"prune per mode in 1 and 2 processes (torchrun); section '{SCALE_HEADING}'")
+    parser.add_argument("--modes", nargs="+", choices=("block", "channel", "nm"),
+                        help="with --scale: only these of each model's modes (default: all it has)")
+    parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="with --scale: process counts")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -506,7 +510,8 @@ def _scale(args: argparse.Namespace, argv: list[str] | None) -> None:
     kw = {"batch": args.batch, "steps": args.steps, "finetune_steps": args.finetune_steps, "calib": args.calib,
           "holdout": args.holdout}
     runs = [measure_scale(name, args.folder, procs, mode, **kw)
-            for name in args.models for mode in SCALE_MODES[name] for procs in (1, 2)]
+            for name in args.models for mode in SCALE_MODES[name] if args.modes is None or mode in args.modes
+            for procs in args.procs]
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
     sys.stdout.write(scale_table(runs) + "\n")

@@ -98,7 +98,9 @@ def _install(rec: StageRecorder) -> None:
     rec.wrap(search_mod, "refit_layers", "refit", "fine-tune steps")
     rec.wrap(prune_mod, "set_weights", "export: rewrite")
     rec.wrap(prune_mod, "make_session", "export: ORT session")
-    rec.wrap(prune_mod, "_verify_export", "export: verify", "report")
+    rec.wrap(prune_mod, "_verify_export", "export: verify", "report")  # before the masked model was run first
+    rec.wrap(prune_mod, "_masked_outputs", "export: masked model (executor, ORT)", "export: rewrite")
+    rec.wrap(prune_mod, "check_rewrite", "export: verify", "report")
     rec.wrap(prune_mod, "evaluate", "eval (ORT)", "report")
 
 

@@ -4,9 +4,9 @@ The rewrite (zeroed blocks, removed channels and heads) must not change what the
 computes beyond float rounding. Comparing it with the torch executor would mix two
 questions: whether the rewrite is right, and how far torch and onnxruntime round apart on
 this model (a decomposed LayerNorm computing ``E[x^2] - E[x]^2`` in float32 turns one
-last-place difference into 1e-4 of its output). So the check runs onnxruntime on the
-original graph with the hard mask written in as zeros and on the rewritten graph, and
-judges their difference against a tolerance from the model's own float sensitivity: the
+last-place difference into 1e-4 of its output). So the check compares onnxruntime on the
+original graph with the hard mask written in as zeros (the caller's reference) and on the
+rewritten graph, and judges their difference against a tolerance from the model's own float sensitivity: the
 executor-vs-onnxruntime difference on the same batch and the same masked model, or, where the
 caller evaluated the masked model in float64 too, how far onnxruntime's float32 value is from
 that, whichever is larger; times :data:`SENSITIVITY_FACTOR`, never below :data:`TOLERANCE_FLOOR`.
@@ -28,7 +28,6 @@ import numpy as np
 from smart_onnx._atomic import Record
 from smart_onnx.errors import RewriteError
 from smart_onnx.eval.ort import make_session, run_model
-from smart_onnx.model import OnnxModel
 
 __all__ = ["SENSITIVITY_FACTOR", "TOLERANCE_FLOOR", "RewriteCheck", "check_rewrite", "relative_difference"]
 
@@ -78,13 +77,15 @@ def relative_difference(expected: Mapping[str, np.ndarray], got: Mapping[str, np
 
 
 def check_rewrite(
-    masked: OnnxModel, rewritten: Any, feeds: Mapping[str, np.ndarray], executor_outputs: Mapping[str, np.ndarray],
-    float64_outputs: Mapping[str, np.ndarray] | None = None,
+    reference: Mapping[str, np.ndarray], rewritten: Any, feeds: Mapping[str, np.ndarray],
+    executor_outputs: Mapping[str, np.ndarray], float64_outputs: Mapping[str, np.ndarray] | None = None,
 ) -> RewriteCheck:
-    """Run the masked and the rewritten model in onnxruntime on ``feeds`` and judge the difference.
+    """Run the rewritten model in onnxruntime on ``feeds`` and judge its difference from the masked model's.
 
     Args:
-        masked: the original graph with the trained weights and the hard mask written in as zeros.
+        reference: onnxruntime's outputs for ``feeds`` of the original graph with the trained weights and the hard
+            mask written in as zeros (the caller runs it, so its copy of the model and its session can be gone
+            before the rewritten model's session is built).
         rewritten: an onnxruntime session of the rewritten model (or the model itself).
         feeds: one batch of inputs.
         executor_outputs: the executor's outputs for ``feeds`` under the same hard mask.
@@ -97,8 +98,6 @@ def check_rewrite(
         RewriteError: the rewritten model differs by more than the tolerance (or gives NaN where
             the masked model does not); nothing should be written.
     """
-    session = rewritten if hasattr(rewritten, "run") else make_session(rewritten)
-    reference = run_model(make_session(masked), feeds)
     executor_error = relative_difference(reference, executor_outputs)
     if not executor_error <= _EXECUTOR_WARNING:
         log.warning("the executor and onnxruntime differ by %.2g (relative) on this model: the mask was trained on "
@@ -106,6 +105,7 @@ def check_rewrite(
     float32_error = None if float64_outputs is None else relative_difference(float64_outputs, reference)
     readings = [e for e in (executor_error, float32_error) if e is not None and np.isfinite(e)]
     tolerance = max(TOLERANCE_FLOOR, SENSITIVITY_FACTOR * max(readings, default=0.0))
+    session = rewritten if hasattr(rewritten, "run") else make_session(rewritten)
     error = relative_difference(reference, run_model(session, feeds))
     if not error <= tolerance:
         float32 = "" if float32_error is None else f", float32 vs float64: {float32_error:.2g}"

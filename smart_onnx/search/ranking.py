@@ -116,9 +116,11 @@ class GroupedRanking(Ranking):
         return self._hard(scores)  # magnitude and uniform coincide: N of every M by |w|
 
     def soft_mask(self, initial: torch.Tensor, config: SearchConfig, device: torch.device | str) -> SoftMask:
+        m = self.space.m
         return SoftMask(
-            mask=lambda scores, tau: torch.cat([soft_topk_grouped(s, self.n, tau).reshape(-1)
-                                                for s in self.space.per_layer(scores)]),
+            # Every layer's groups are rows of one [G, M] view of the flat scores, as NMSpace numbers them; rows
+            # are ranked independently, so one call over all of them is the per-layer masks concatenated.
+            mask=lambda scores, tau: soft_topk_grouped(scores.view(-1, m), self.n, tau).reshape(-1),
             sparsity=lambda _: self.space.sparsity,
         )
 

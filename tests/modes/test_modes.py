@@ -27,7 +27,8 @@ from smart_onnx.modes import (
 )
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.report import PruneReport
-from smart_onnx.search import NMSpace, SearchConfig, achieved_sparsity, run_search
+from smart_onnx.search import GroupedRanking, NMSpace, SearchConfig, achieved_sparsity, run_search
+from smart_onnx.search.soft_topk import soft_topk_grouped
 from tests.hw import INPUT, small_cnn
 
 REQUESTS = {
@@ -118,6 +119,38 @@ def test_nm_flat_mask_is_each_layers_groups_in_order() -> None:
     keep = torch.zeros(space.num_units, dtype=torch.bool)
     keep[::2] = True  # the first and third of every 4
     assert achieved_sparsity(space, keep, "params") == pytest.approx(space.sparsity)
+
+
+def test_nm_soft_mask_ranks_all_layers_in_one_call_as_each_layer_alone() -> None:
+    """The N:M soft mask is one soft top-k over every layer's groups at once: the same values and score gradients
+    as one call per layer on its own slice, concatenated (what it was), to float rounding."""
+    model = small_cnn()
+    space = NMSpace(analyze(model, INPUT).layers, 2, 4)
+    mask = GroupedRanking(space).soft_mask(torch.zeros(space.num_units), SearchConfig(sparsity=None), "cpu").mask
+    gen = torch.Generator().manual_seed(5)
+    initial = torch.randn(space.num_units, generator=gen)
+    grad_p = torch.randn(space.num_units, generator=gen)
+    ends = np.cumsum([units.num_units for _, units in space.layers]).tolist()
+    for tau in (1.0, 0.05):
+        lean, plain = initial.clone().requires_grad_(), initial.clone().requires_grad_()
+        p = mask(lean, tau)
+        p.backward(grad_p)
+        q = torch.cat([soft_topk_grouped(plain[a:b].view(-1, 4), 2, tau).reshape(-1)
+                       for a, b in zip([0, *ends[:-1]], ends)])
+        q.backward(grad_p)
+        torch.testing.assert_close(p, q, rtol=2e-7, atol=1e-9)
+        torch.testing.assert_close(lean.grad, plain.grad, rtol=2e-7, atol=1e-9)
+
+
+def test_nm_per_layer_views_pass_gradients_as_slices_do() -> None:
+    model = small_cnn()
+    space = NMSpace(analyze(model, INPUT).layers, 2, 4)
+    weights = torch.randn(space.num_units, generator=torch.Generator().manual_seed(6))
+    split, sliced = torch.ones(space.num_units, requires_grad=True), torch.ones(space.num_units, requires_grad=True)
+    sum(((v * w) ** 2).sum() for v, w in zip(space.per_layer(split), space.per_layer(weights))).backward()
+    starts = [0, *np.cumsum([units.num_units for _, units in space.layers]).tolist()]
+    sum(((sliced[a:b] * weights[a:b]) ** 2).sum() for a, b in zip(starts, starts[1:])).backward()
+    assert torch.equal(split.grad, sliced.grad)
 
 
 @pytest.mark.parametrize(("request_", "match"), [

@@ -103,8 +103,11 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     make_session = ort_mod.make_session
     monkeypatch.setattr(ort_mod, "make_session", counting)
     monkeypatch.setattr(prune_mod, "make_session", counting)
-    r = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1)).report
-    assert len(built) == 2  # the pruned model's session checks the export and is evaluated; the reference's
+    outcome = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1))
+    r = outcome.report
+    # The pruned model's session checks the export and is evaluated; the masked original's gives the export
+    # check its reference; the dense reference's is evaluated.
+    assert len(built) == 3 and sum(m is outcome.model for m in built) == 1
     assert r.eval.samples == len(model_and_data[2]) and r.export_relative_error <= 1e-4
 
 

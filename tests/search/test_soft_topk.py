@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smart_onnx.errors import ConstraintError, InternalError
-from smart_onnx.search.soft_topk import SoftTopK, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped
+from smart_onnx.search import SoftTopK, hard_topk, hard_topk_grouped, soft_topk, soft_topk_grouped, solve_threshold
 
 
 def _scores(n: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -50,6 +52,50 @@ def test_gradcheck_costs_broadcast_over_leading_axes() -> None:
     assert torch.autograd.gradcheck(lambda s: SoftTopK.apply(s, c, 2.0, 0.5), (m,))
     kept = (c * SoftTopK.apply(m, c, 2.0, 0.5)).sum(-1)
     torch.testing.assert_close(kept, torch.full((2, 3), 2.0, dtype=torch.float64))
+
+
+def test_rows_leaving_the_iteration_when_solved_keep_their_own_threshold() -> None:
+    """solve_threshold drops the rows it has solved from its iterations: each row's t is what it is alone."""
+    gen = torch.Generator().manual_seed(12)
+    scale = torch.logspace(-2, 3, 40, dtype=torch.float64)[:, None]  # rows that converge after 2 to 20 iterations
+    z = torch.randn(40, 5, generator=gen, dtype=torch.float64) * scale
+    costs = torch.rand(40, 5, generator=gen, dtype=torch.float64) + 0.5
+    budget = torch.rand(40, generator=gen, dtype=torch.float64) * 2 + 0.2
+    budget[3], budget[17] = 0.0, float(costs[17].sum())  # all pruned, all kept
+    t = solve_threshold(z, costs, budget)
+    alone = torch.cat([solve_threshold(z[i:i + 1], costs[i:i + 1], budget[i:i + 1]) for i in range(40)])
+    torch.testing.assert_close(t, alone, rtol=1e-12, atol=0)
+    assert t[3] == -float("inf") and t[17] == float("inf")
+    kept = (costs * torch.sigmoid(z + t[:, None])).sum(1)
+    torch.testing.assert_close(kept[budget > 0], budget[budget > 0], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("unit_costs", [True, False], ids=["unit", "costs"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_in_chunks_give_the_whole_tensors_values_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, unit_costs: bool, dtype: torch.dtype
+) -> None:
+    """Both passes run over chunks of rows to bound their float64 work tensors: the one-chunk result to the last
+    bits of float64 (an element's sigmoid rounds by one ulp differently where it falls in a vectorised loop's
+    scalar tail, which moves with the chunk's size); float32 results round those differences away."""
+    soft_topk_module = importlib.import_module("smart_onnx.search.soft_topk")
+    gen = torch.Generator().manual_seed(11)
+    m = (torch.randn(3, 67, 4, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    c = None if unit_costs else _costs(4).reshape(1, 1, 4)  # broadcast over both leading axes
+    budget = torch.rand(3 * 67, generator=gen, dtype=torch.float64) * 2 + 0.5
+    grad_p = torch.randn(m.shape, generator=gen, dtype=torch.float64).to(dtype)
+    results = []
+    for units in (1 << 20, 4, 20):  # one chunk; a row per chunk; 5 rows per chunk, the last one shorter
+        monkeypatch.setattr(soft_topk_module, "_CHUNK_UNITS", units)
+        scores = m.clone().requires_grad_()
+        p = SoftTopK.apply(scores, c, budget, 0.3)
+        p.backward(grad_p)
+        results.append((p.detach(), scores.grad))
+    tol = {"rtol": 1e-13, "atol": 1e-15} if dtype == torch.float64 else {"rtol": 2e-7, "atol": 1e-9}
+    for p, grad in results[1:]:
+        torch.testing.assert_close(p, results[0][0], **tol)
+        torch.testing.assert_close(grad, results[0][1], **tol)
+    assert p.dtype == grad.dtype == dtype and p.is_contiguous() and grad.is_contiguous()
 
 
 @pytest.mark.parametrize("n", [1, 7, 1000, 10**6])

@@ -208,6 +208,47 @@ def test_fine_tune_judges_and_keeps_a_running_average_of_the_weights(held_out: b
     assert float((final - 1).abs().max()) < float((weights[-1] - 1).abs().max())
 
 
+def test_a_step_leaves_no_gradient_or_soft_mask_to_the_next_forward_pass() -> None:
+    """The forward pass is a step's memory peak: the last step's gradients (a copy of every weight and score) and
+    its soft mask (one value per weight in N:M mode) are gone before it starts."""
+    import weakref
+
+    from smart_onnx.search.phases import SearchPhase
+    from smart_onnx.search.precision import Precision
+
+    scores = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6))
+    masks: list[weakref.ref] = []
+    seen: list[tuple[bool, ...]] = []
+
+    class _Space:
+        masks_activations = False
+
+        def transforms(self, mask):
+            return {"w": mask}
+
+    class _Trainer:
+        weight_params = [torch.nn.Parameter(torch.full((6,), 0.5))]
+        precision = Precision("cpu")
+
+        def loss(self, transforms, use_features=True):
+            seen.append((*(p.grad is None for p in (*self.weight_params, scores)), *(m() is None for m in masks)))
+            return ((self.weight_params[0] * transforms["w"] - 1) ** 2).sum()
+
+    def soft_mask(tau):
+        mask = torch.sigmoid(scores / tau)
+        masks.append(weakref.ref(mask))
+        return mask
+
+    config = SearchConfig(steps=3)
+    phase = SearchPhase(_Trainer(), [scores], soft_mask, _Space(), lambda m: float((m < 0.5).float().mean()), config,
+                        History(), TrainingLog(), None, None)
+    assert phase.run() is None
+    # Each forward pass: no gradient held, and every mask but the one just made for this step gone.
+    assert [all(flags[:2]) and all(flags[2:-1]) and not flags[-1] for flags in seen] == [True] * 3
+    assert scores.grad is None and all(m() is None for m in masks)
+    assert phase.history.sparsity == [0.5] * 3
+
+
 def test_each_weight_tensor_steps_by_the_learning_rate_times_its_rms() -> None:
     from smart_onnx.search.phases import WEIGHT_RMS_FLOOR, weight_groups
 
