@@ -209,9 +209,11 @@ def work_prune(name: str, onnx_path: Path, batch: int, steps: int, finetune_step
     for owner, attr, stage in ((prune_mod, "analyze", "analysis"), (prune_mod, "Executor", "import"),
                                (search_mod, "activation_stats", "statistics"),
                                (trainer_mod._Teacher, "__init__", "teacher"),
-                               (prune_mod, "set_weights", "export"), (prune_mod, "_masked_outputs", "verify (ORT)"),
+                               (prune_mod, "set_weights", "export"), (prune_mod, "check_rewrite", "verify (ORT)"),
                                (prune_mod, "evaluate", "eval (ORT)")):
         _wrap(owner, attr, mark(stage))
+    # The masked model is run in onnxruntime before the rewrite, which is export again.
+    _wrap(prune_mod, "_masked_outputs", mark("verify (ORT)"), mark("export"))
     _wrap(ranking_mod, "harden_to_target", before_harden, after_harden)
 
     def progress(info: StepInfo) -> None:
