@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,28 +182,36 @@ class Executor(nn.Module):
     :class:`WeightStore`) keyed by ONNX tensor name; a tensor read by several
     nodes is one parameter.
 
+    Args:
+        model: the ONNX model.
+        shared: initializers by name taken as they are instead of read from ``model`` (frozen buffers that
+            share storage with the given tensors): a frozen copy of a model reuses the tensors training
+            never changes instead of holding them twice.
+
     Raises:
         UnsupportedOpError: on construction, for the first node that cannot run.
     """
 
-    def __init__(self, model: OnnxModel) -> None:
+    def __init__(self, model: OnnxModel, shared: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
         opsets = _opsets(model)
-        arrays, trainable = self._collect_weights(model, opsets)
-        self.weights = WeightStore(arrays, trainable)
+        shared = shared or {}
+        arrays, trainable = self._collect_weights(model, opsets, skip=shared)
+        self.weights = WeightStore(arrays, trainable, shared)
         self.graph_module = GraphModule(model.graph, self.weights, opsets)
         self.input_specs = model.inputs
         self.input_names = [s.name for s in self.input_specs]
         self.output_names = list(self.graph_module.output_names)
 
     @staticmethod
-    def _collect_weights(model: OnnxModel, opsets: Mapping[str, int]) -> tuple[dict[str, np.ndarray], set[str]]:
+    def _collect_weights(model: OnnxModel, opsets: Mapping[str, int],
+                         skip: Container[str]) -> tuple[dict[str, np.ndarray], set[str]]:
         arrays: dict[str, np.ndarray] = {}
         floats: set[str] = set()
         for graph in iter_graphs(model.graph):
             for t in graph.initializer:
-                if t.name in arrays:
+                if t.name in arrays or t.name in skip:
                     continue
                 arrays[t.name] = tensor_to_array(t)
                 if is_float_tensor(t):

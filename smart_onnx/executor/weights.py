@@ -20,7 +20,9 @@ __all__ = ["WeightStore"]
 class WeightStore(nn.Module):
     """Initializers by ONNX name; ``parameters()`` yields exactly the trainable weights."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], trainable: Iterable[str]) -> None:
+    def __init__(self, arrays: Mapping[str, np.ndarray], trainable: Iterable[str],
+                 shared: Mapping[str, torch.Tensor] | None = None) -> None:
+        """``shared`` tensors join as buffers sharing their storage (never trained here)."""
         super().__init__()
         self.params = nn.ParameterDict()
         self._name_to_key: dict[str, str] = {}
@@ -34,6 +36,8 @@ class WeightStore(nn.Module):
                 self.params[key] = nn.Parameter(tensor)
             else:
                 self.register_buffer(f"c_{key}", tensor, persistent=True)
+        for name, tensor in (shared or {}).items():
+            self.register_buffer(f"c_{self._make_key(name)}", tensor.detach(), persistent=True)
 
     def _make_key(self, name: str) -> str:
         key = re.sub(r"\W", "_", name) or "_"

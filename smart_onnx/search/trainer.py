@@ -49,7 +49,8 @@ class _Teacher:
     """The dense model's outputs and features per batch; variances of the regressed tensors."""
 
     def __init__(self, executor: Executor, data: Dataset, batch_size: int, device: torch.device,
-                 outputs: Sequence[OutputInfo], features: Sequence[str], cache: bool) -> None:
+                 outputs: Sequence[OutputInfo], features: Sequence[str], cache: bool,
+                 shared: Mapping[str, torch.Tensor]) -> None:
         self.features = list(features)
         self.batch_axis = {o.name: o.batch_axis for o in outputs}
         self.device = device
@@ -75,7 +76,7 @@ class _Teacher:
         scales.sum_over_ranks()
         self.variances = scales.variances()
         broadcast_tensors(self.variances.values())  # the same sums on every rank; rank 0's values, to be exact
-        self._source = executor.model
+        self._source, self._shared = executor.model, shared
         self._dense: Executor | None = None
 
     def _allocate(self, values: Mapping[str, torch.Tensor], n: int, total: int) -> dict[str, torch.Tensor] | None:
@@ -94,9 +95,9 @@ class _Teacher:
         return buffers
 
     def dense_executor(self) -> Executor:
-        """A frozen copy of the dense model, built on first use."""
+        """A frozen copy of the dense model, built on first use; the tensors given as ``shared`` are not copied."""
         if self._dense is None:
-            self._dense = Executor(self._source).to(self.device)
+            self._dense = Executor(self._source, shared=self._shared).to(self.device)
             for p in self._dense.parameters():
                 p.requires_grad_(False)
         return self._dense
@@ -159,14 +160,26 @@ class Trainer:
         self.feature_weight = feature_weight
         self.augmenter = augmenter if augmenter is not None and augmenter.active else None
         self.validation = validation
-        self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
-                                cache=self.augmenter is None)
-        self._seed, self._workers = seed, workers
-        self.set_batch_size(batch_size)
         # Scalars (epsilons, GELU's 0.5, attention scales) are constants in spirit: never trained. Neither are
         # lookup tables (token embeddings): only the calibration tokens' rows would move (graph/tables.py).
         fixed = {id(executor.weights.get(name)) for name in lookup_tables(executor.model)}
-        self.weight_params = [p for p in executor.weights.parameters() if p.numel() > 1 and id(p) not in fixed]
+        self.trained = {name: p for name, p in executor.weights.named_weights() if p.numel() > 1 and id(p) not in fixed}
+        trained = {id(p) for p in self.weight_params}
+        for p in executor.weights.parameters():
+            if id(p) not in trained:  # no gradient: none of them is stepped (a token table's would be its size)
+                p.requires_grad_(False)
+        # What training never changes, the teacher's dense copy shares instead of holding twice.
+        untrained = {name: executor.weights.get(name) for name in executor.weights.names()
+                     if id(executor.weights.get(name)) not in trained}
+        self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
+                                cache=self.augmenter is None, shared=untrained)
+        self._seed, self._workers = seed, workers
+        self.set_batch_size(batch_size)
+
+    @property
+    def weight_params(self) -> list[torch.nn.Parameter]:
+        """The trained weights (of :attr:`trained`, by ONNX name)."""
+        return list(self.trained.values())
 
     def set_batch_size(self, batch_size: int) -> None:
         """Train on batches of ``batch_size`` from the next step on."""

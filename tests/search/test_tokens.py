@@ -130,3 +130,27 @@ def test_image_models_refit_their_samples_alone() -> None:
     refit = _refit_data(trainer, cfg)
     name = model.inputs[0].name
     assert len(refit) == len(trainer.data) and np.array_equal(refit.arrays[name], trainer.data.arrays[name])
+
+
+def test_the_teachers_dense_copy_shares_what_is_never_trained_and_no_gradient_is_kept_for_it() -> None:
+    from smart_onnx.executor import Executor
+    from smart_onnx.search.trainer import Trainer
+
+    model = encoder()
+    (table,) = lookup_tables(model)
+    executor = Executor(model)
+    trainer = Trainer(executor, Dataset({"input_ids": token_batch(16, seed=1)}), batch_size=8, seed=0, device="cpu",
+                      label_weight=0.0, temperature=1.0, outputs=[], label_output=None)
+    dense = trainer.teacher.dense_executor()
+    untrained = [n for n in executor.weights.names() if n not in trainer.trained]
+    assert table in untrained and trainer.trained
+    for name in untrained:  # the same storage: one copy of the token table, not two
+        assert dense.weights.get(name).data_ptr() == executor.weights.get(name).data_ptr()
+        assert not executor.weights.get(name).requires_grad
+    for name, p in trainer.trained.items():  # the trained ones are the dense model's own
+        assert dense.weights.get(name).data_ptr() != p.data_ptr() and p.requires_grad
+        assert torch.equal(dense.weights.get(name), p.detach())
+    ids = torch.as_tensor(token_batch(4, seed=2))
+    expected = Executor(model)({"input_ids": ids})
+    got = trainer.teacher.dense({"input_ids": ids})
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
