@@ -197,13 +197,19 @@ class FinetunePhase(Phase):
                  deadline: float | None) -> None:
         optimizers = [torch.optim.Adam(weight_groups(trainer.weight_params, config.lr), lr=config.lr)]
         super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
-        self.transforms = transforms
+        # The mask is fixed: the trained weights are zeroed under it in place (again after every step), not
+        # multiplied by it in every forward pass, which held a masked copy of each weight for the backward pass
+        # (a copy of the weights at the fine-tune's peak). The kept weights train exactly as under the product.
+        self.zeroed = {name: (trainer.trained[name], mask) for name, mask in transforms.items()
+                       if name in trainer.trained} if steps else {}
+        self.transforms = {key: f for key, f in transforms.items() if key not in self.zeroed}
+        self._zero_pruned()
         self.check_every = max(10, steps // 20)
         self.warmup = max(1, min(FINETUNE_WARMUP, steps // 5))
         self.decay = 1.0 - 1.0 / max(1.0, AVERAGE_SPAN * steps)
         self.average = [p.detach().clone() for p in trainer.weight_params] if steps else []
         self.best, self.best_state, self.since_best = math.inf, None, 0
-        start = trainer.validation_loss(transforms) if steps else None
+        start = trainer.validation_loss(self.transforms) if steps else None
         if start is not None:  # the weights as hardened and refitted are a candidate too: a fine-tune may only hurt
             history.validation_loss.append(start)
             self.best, self.best_state = start, [p.detach().clone() for p in trainer.weight_params]
@@ -214,8 +220,14 @@ class FinetunePhase(Phase):
                 group["lr"] = group["base_lr"] * min(1.0, (step + 1) / self.warmup)
         return self.trainer.loss(self.transforms)
 
+    def _zero_pruned(self) -> None:
+        with torch.no_grad():
+            for weight, mask in self.zeroed.values():
+                weight.copy_(mask(weight))
+
     def after_step(self, step: int, value: float) -> str | None:
         self.history.finetune_loss.append(value)
+        self._zero_pruned()  # Adam moved the pruned weights (their gradient is not masked); they never reach a loss
         with torch.no_grad():
             for mean, p in zip(self.average, self.trainer.weight_params):
                 mean.lerp_(p.detach(), 1.0 - self.decay)
@@ -233,7 +245,11 @@ class FinetunePhase(Phase):
         self.history.validation_loss.append(held)
         if held < self.best:
             self.best, self.since_best = held, 0
-            self.best_state = [mean.clone() for mean in self.average]
+            if self.best_state is None:
+                self.best_state = [mean.clone() for mean in self.average]
+            else:  # in place: a new copy beside the old one would be one more copy of the weights at its peak
+                for saved, mean in zip(self.best_state, self.average):
+                    saved.copy_(mean)
             return None
         self.since_best += 1
         if self.since_best >= self.config.patience:

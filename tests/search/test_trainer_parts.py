@@ -130,6 +130,7 @@ def test_fine_tune_learning_rate_ramps_up() -> None:
 
     class _Trainer:
         weight_params = [torch.nn.Parameter(torch.full((2,), 0.5))]
+        trained = {"w": weight_params[0]}
         validation = None
 
         def loss(self, transforms):
@@ -156,6 +157,7 @@ class _QuadraticTrainer:
         from smart_onnx.search.precision import Precision
 
         self.weight_params = [torch.nn.Parameter(torch.full((3,), 0.5))]
+        self.trained = {"w": self.weight_params[0]}
         self.precision = Precision("cpu", "fp32")
         self.held_out, self.judged, self.steps = held_out, [], []
         self.noise = torch.Generator().manual_seed(0)
@@ -206,6 +208,49 @@ def test_fine_tune_judges_and_keeps_a_running_average_of_the_weights(held_out: b
         assert torch.allclose(final, averages[-1], atol=1e-6)
     # The average is steadier than the last step's weights, which the noisy gradients keep moving.
     assert float((final - 1).abs().max()) < float((weights[-1] - 1).abs().max())
+
+
+class _MaskedTrainer(_QuadraticTrainer):
+    """The quadratic fake with a hard mask on weight 'w', under the name ``name`` among its trained weights; it
+    records the transforms and the weights each forward pass sees."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(held_out=True)
+        self.trained = {name: self.weight_params[0]}
+        self.forwarded: list[tuple[set, torch.Tensor]] = []
+
+    def loss(self, transforms):
+        w = self.weight_params[0]
+        self.forwarded.append((set(transforms), w.detach().clone()))
+        return (transforms["w"](w) if "w" in transforms else w).sub(torch.tensor([1.0, -2.0, 3.0])).pow(2).sum()
+
+    def validation_loss(self, transforms):
+        w = self.weight_params[0]
+        return float((transforms["w"](w) if "w" in transforms else w).sub(1).pow(2).sum())
+
+
+def test_fine_tune_zeroes_pruned_weights_in_place_and_trains_the_kept_ones_as_under_the_mask() -> None:
+    """A trained weight's hard mask is applied once to the weight and after every step, never in the forward pass
+    (where it held a masked copy of the weight for the backward pass); the kept weights end exactly as when the
+    mask multiplies them in every forward pass (the same fake, the weight under another name)."""
+    from smart_onnx.search.phases import FinetunePhase
+
+    keep = torch.tensor([1.0, 0.0, 1.0])
+    runs = {}
+    for name in ("w", "not-masked-by-name"):
+        trainer = _MaskedTrainer(name)
+        phase = FinetunePhase(trainer, {"w": lambda w: w * keep}, 60, SearchConfig(lr=0.2, patience=1000), History(),
+                              TrainingLog(), None, None)
+        assert phase.run() is None
+        runs[name] = trainer
+    zeroed, multiplied = runs["w"], runs["not-masked-by-name"]
+    assert len(zeroed.forwarded) == len(multiplied.forwarded) == 60
+    assert all("w" not in names and float(w[1]) == 0.0 for names, w in zeroed.forwarded)
+    assert all("w" in names for names, _ in multiplied.forwarded)
+    final = zeroed.weight_params[0].detach()
+    assert float(final[1]) == 0.0
+    assert torch.equal(final[keep.bool()], multiplied.weight_params[0].detach()[keep.bool()])
+    assert float((final[0] - 1).abs()) < 0.5  # it trained
 
 
 def test_a_step_leaves_no_gradient_or_soft_mask_to_the_next_forward_pass() -> None:
