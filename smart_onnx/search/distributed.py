@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["any_over_ranks", "batch_shard", "broadcast_object", "broadcast_tensors", "clock", "init_from_env",
+__all__ = ["adam", "any_over_ranks", "batch_shard", "broadcast_object", "broadcast_tensors", "clock", "init_from_env",
            "is_main", "local_device", "rank", "reduce_gradients", "reduce_named", "reduce_sum", "reduce_tensors",
            "shard", "shutdown", "world_size"]
 
@@ -43,6 +43,22 @@ BUCKET_BYTES = 32 * 2**20
 
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def adam(params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam``; data-parallel, with its moments sharded across the ranks (ZeRO stage 1).
+
+    Every rank holds the same summed gradients (:func:`reduce_gradients`), so the step is one
+    Adam's; torch's ``ZeroRedundancyOptimizer`` keeps each tensor's two moments on one rank only,
+    steps it there and broadcasts the result. Per rank the moments cost 2 / N copies of the
+    weights instead of 2 (BERT-base at 2 ranks: 417 MiB less on each).
+    """
+    params = list(params)
+    if not _active() or not params:
+        return torch.optim.Adam(params, lr=lr)
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.Adam, lr=lr)
 
 
 def world_size() -> int:

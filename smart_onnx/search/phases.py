@@ -19,7 +19,7 @@ import torch
 
 from smart_onnx.executor.module import Transforms
 from smart_onnx.search.config import SearchConfig
-from smart_onnx.search.distributed import clock, reduce_gradients
+from smart_onnx.search.distributed import adam, clock, reduce_gradients
 from smart_onnx.search.records import History, TrainingLog
 from smart_onnx.search.schedule import ExponentialTemperature
 from smart_onnx.search.space import PruningSpace
@@ -137,8 +137,8 @@ class SearchPhase(Phase):
                  history: History, training: TrainingLog, progress: Progress | None,
                  deadline: float | None) -> None:
         self.schedule = ExponentialTemperature(config.tau_start, config.tau_end, config.steps)
-        optimizers = [torch.optim.Adam(weight_groups(trainer.weight_params, config.lr), lr=config.lr),
-                      torch.optim.Adam(scores, lr=config.score_lr)]
+        optimizers = [adam(weight_groups(trainer.weight_params, config.lr), config.lr),
+                      adam(scores, config.score_lr)]
         super().__init__(trainer, optimizers, config.steps, config, history, training, progress, deadline)
         self.soft_mask, self.space, self.sparsity_of = soft_mask, space, sparsity_of
         self.use_features = not space.masks_activations
@@ -195,7 +195,7 @@ class FinetunePhase(Phase):
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
                  history: History, training: TrainingLog, progress: Progress | None,
                  deadline: float | None) -> None:
-        optimizers = [torch.optim.Adam(weight_groups(trainer.weight_params, config.lr), lr=config.lr)]
+        optimizers = [adam(weight_groups(trainer.weight_params, config.lr), config.lr)]
         super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
         # The mask is fixed: the trained weights are zeroed under it in place (again after every step), not
         # multiplied by it in every forward pass, which held a masked copy of each weight for the backward pass

@@ -63,6 +63,31 @@ def test_sums_over_two_ranks_keep_dtypes_and_take_missing_names_as_zeros(tmp_pat
         assert torch.equal(got["named"]["one"], torch.full((1,), 5.0))
 
 
+def _adam_steps(sizes: list[int]) -> dict:
+    """Three steps of :func:`distributed.adam` on per-tensor groups, the same gradients on every rank."""
+    params = [torch.nn.Parameter(torch.linspace(-1.0, 1.0, n)) for n in sizes]
+    optimizer = distributed.adam([{"params": [p], "lr": 0.01 * (i + 1)} for i, p in enumerate(params)], 0.01)
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.cos(torch.arange(p.numel(), dtype=torch.float32) * (step + i + 1))
+        optimizer.step()
+    local = getattr(optimizer, "optim", optimizer)  # the rank's own Adam under ZeRO
+    held = sum(p.numel() for p, state in local.state.items() if state)
+    return {"params": [p.detach().clone() for p in params], "held": held, "sharded": local is not optimizer}
+
+
+def test_data_parallel_adam_shards_its_moments_and_steps_like_one_adam(tmp_path) -> None:
+    sizes = [40, 30, 20, 10]
+    alone = _adam_steps(sizes)
+    ranks = run_ranks(_adam_steps, 2, tmp_path, sizes)
+    assert not alone["sharded"] and alone["held"] == sum(sizes)
+    for got in ranks:
+        assert got["sharded"]
+        for a, b in zip(got["params"], alone["params"]):
+            assert torch.equal(a, b)  # the same step as one Adam, on every rank
+    assert [got["held"] for got in ranks] == [50, 50]  # each rank keeps the moments of half the weights
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
