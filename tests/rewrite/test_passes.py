@@ -82,11 +82,34 @@ def test_validate_checks_strict_shape_inference() -> None:
         validate(proto)
 
 
-def test_models_over_the_protobuf_limit_are_checked_from_a_file(monkeypatch) -> None:
+def _large_model() -> OnnxModel:
+    return typed_model([helper.make_node("MatMul", ["x", "W"], ["y"])], {"x": np.zeros((2, 64), np.float32)}, ["y"],
+                       {"W": np.arange(64 * 32, dtype=np.float32).reshape(64, 32)})
+
+
+def test_large_models_are_checked_from_a_file_and_left_as_they_were(monkeypatch) -> None:
+    """Above the in-memory limit the checkers read the graph from a file and the weights from another (so they
+    never hold the weights); the caller's message keeps its weights (onnx.save_model with external data would
+    have moved them into the deleted temporary file)."""
     import smart_onnx.rewrite.passes as passes
 
-    monkeypatch.setattr(passes, "_PROTO_LIMIT", 0)
-    validate(_model())
-    broken = _BreakWeight()(_model()).model
+    monkeypatch.setattr(passes, "_IN_MEMORY_LIMIT", 0)
+    model, broken, short = _large_model(), _BreakWeight()(_model()).model, _large_model()
+    short.graph.initializer[0].raw_data = short.graph.initializer[0].raw_data[:-4]
+    before = model.proto.SerializeToString()
+    checked = []
+    original = onnx.checker.check_model
+
+    def check_model(subject, full_check=False):
+        loaded = onnx.load(subject, load_external_data=False)
+        checked.append(loaded.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL)
+        return original(subject, full_check=full_check)
+
+    monkeypatch.setattr(onnx.checker, "check_model", check_model)
+    validate(model)
+    assert checked == [True]  # a file, its weights in another
+    assert model.proto.SerializeToString() == before
     with pytest.raises(RewriteError, match="fails"):
         validate(broken)
+    with pytest.raises(RewriteError, match="'W' holds 8188 bytes of raw data, its shape and type need 8192"):
+        validate(short)
