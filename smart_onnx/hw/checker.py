@@ -228,7 +228,7 @@ def check_model(
     results = []
     for layer in layers:
         weight = tensor_to_array(initializers[layer.weight])
-        ref = reference_weights.get(layer.name)
+        ref = tensor_to_array(reference_weights[layer.name]) if layer.name in reference_weights else None
         ignore = None
         if ref is not None and ref.shape == weight.shape:
             ignore = ref == 0
@@ -305,11 +305,12 @@ def _symbolic_inputs(model: OnnxModel) -> str:
     return ", ".join(found)
 
 
-def _weights_by_layer(model: OnnxModel) -> dict[str, np.ndarray]:
-    """Prunable layer name -> its weight (a QDQ model's as dequantized integers)."""
+def _weights_by_layer(model: OnnxModel) -> dict[str, onnx.TensorProto]:
+    """Prunable layer name -> its weight tensor (a QDQ model's as dequantized integers), read as each layer is
+    judged: as arrays all at once they were a copy of the reference's weights for the whole check."""
     view, _ = dequantized_view(model)
     initializers = view.initializers
-    return {lay.name: tensor_to_array(initializers[lay.weight]) for lay in find_prunable_layers(view)}
+    return {lay.name: initializers[lay.weight] for lay in find_prunable_layers(view)}
 
 
 def original_layers(model: OnnxModel) -> dict[str, dict[str, int]]:
