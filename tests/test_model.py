@@ -133,3 +133,41 @@ def test_save_keeps_the_ir_an_opset_needs(tmp_path) -> None:
     assert onnx.load(str(out)).ir_version == 11
     proto.ir_version = 7
     assert onnx.load(str(save_model(proto, tmp_path / "m7.onnx"))).ir_version == 7
+
+
+def test_weights_apart_are_written_beside_the_model_without_touching_it(tmp_path) -> None:
+    from onnx import TensorProto
+
+    from smart_onnx.model import write_weights_apart
+
+    big, small = np.arange(600, dtype=np.float32).reshape(2, 300), np.ones(3, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "big"], ["h"]), helper.make_node("Add", ["h", "h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])],
+        [numpy_helper.from_array(big, "big"), numpy_helper.from_array(small, "small")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=14)
+    proto.metadata_props.add(key="k", value="v")
+    before = proto.SerializeToString()
+    path = write_weights_apart(proto, tmp_path / "m.onnx", ir_version=9)
+    assert proto.SerializeToString() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    assert (tmp_path / "m.onnx.data").stat().st_size == big.nbytes  # the 12-byte tensor stays inside
+    skeleton = onnx.load(str(path), load_external_data=False)
+    assert [t.data_location for t in skeleton.graph.initializer] == [TensorProto.EXTERNAL, TensorProto.DEFAULT]
+    loaded = onnx.load(str(path))
+    assert loaded.ir_version == 9 and loaded.metadata_props[0].value == "v"
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), big)
+    loaded.ir_version = 14
+    loaded.graph.initializer[0].ClearField("external_data")
+    loaded.graph.initializer[0].ClearField("data_location")
+    assert loaded.SerializeToString() == before
+
+
+def test_proto_bytes_is_the_serialised_size_but_for_the_header() -> None:
+    from smart_onnx.model import proto_bytes
+
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"x": np.zeros((1, 64), np.float32)}, ["y"],
+                       {"w": np.ones((64, 500), np.float32)})
+    header = proto.ByteSize() - proto_bytes(proto)  # inputs, outputs, names, opsets: not the weights or nodes
+    assert 0 <= header < 200 and proto_bytes(proto) > 64 * 500 * 4

@@ -16,14 +16,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import onnx
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 
 from smart_onnx.errors import RewriteError, SmartOnnxError
-from smart_onnx.model import OnnxModel
+from smart_onnx.model import OnnxModel, proto_bytes, write_weights_apart
 
 __all__ = ["Pass", "PassResult", "Sequential", "Validate", "run_passes", "validate"]
 
@@ -35,8 +32,6 @@ _STRICT = {"check_type": True, "strict_mode": True, "data_prop": True}
 # it, and shape inference's model in and out): BERT-base's 437 MB set the peak of a whole prune. Above 2 GiB
 # protobuf cannot serialise the message at all.
 _IN_MEMORY_LIMIT = 64 * 2**20
-# Initializers of at least this many bytes go to the weights file.
-_EXTERNAL_BYTES = 1024
 _SUB_BYTE_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
                    if hasattr(onnx.TensorProto, name)}
 
@@ -141,7 +136,7 @@ def validate(model: OnnxModel | onnx.ModelProto, subject: str = "the rewritten m
         RewriteError: the checker or shape inference rejects the model.
     """
     proto = model.proto if isinstance(model, OnnxModel) else model
-    if proto.ByteSize() > _IN_MEMORY_LIMIT:
+    if proto_bytes(proto) > _IN_MEMORY_LIMIT:
         _validate_on_disk(proto, subject)
         return
     _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(proto, full_check=True))
@@ -154,12 +149,10 @@ def _validate_on_disk(proto: onnx.ModelProto, subject: str) -> None:
     ``proto`` is left as it is (``onnx.save_model`` with external data would move the caller's weights into
     the temporary file and clear them from the message).
     """
+    for tensor in proto.graph.initializer:
+        _check_raw_size(tensor, subject)
     with tempfile.TemporaryDirectory(prefix="smart_onnx_validate_") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        with open(os.path.join(tmp, "model.data"), "wb") as weights:
-            skeleton = _weightless(proto, weights, subject)
-        onnx.save_model(skeleton, path)
-        del skeleton
+        path = str(write_weights_apart(proto, os.path.join(tmp, "model.onnx")))
         _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(path, full_check=True))
         inferred = os.path.join(tmp, "inferred.onnx")
         _run_check(
@@ -167,56 +160,19 @@ def _validate_on_disk(proto: onnx.ModelProto, subject: str) -> None:
         )
 
 
-def _weightless(proto: onnx.ModelProto, weights: BinaryIO, subject: str) -> onnx.ModelProto:
-    """A copy of ``proto`` whose main-graph initializers of :data:`_EXTERNAL_BYTES` or more are written to
-    ``weights`` (the file ``model.data``) and referenced as external data: the copy never holds them."""
-    skeleton = onnx.ModelProto()
-    for field, value in proto.ListFields():
-        if field.name != "graph":
-            _copy_field(skeleton, field, value)
-    for field, value in proto.graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(skeleton.graph, field, value)
-    for tensor in proto.graph.initializer:
-        if len(tensor.raw_data) < _EXTERNAL_BYTES:
-            skeleton.graph.initializer.append(tensor)
-            continue
-        _check_raw_size(tensor, subject)
-        out = skeleton.graph.initializer.add()
-        for field, value in tensor.ListFields():
-            if field.name != "raw_data":
-                _copy_field(out, field, value)
-        offset = weights.tell()
-        weights.write(tensor.raw_data)
-        out.data_location = onnx.TensorProto.EXTERNAL
-        for key, text in (("location", "model.data"), ("offset", offset), ("length", weights.tell() - offset)):
-            out.external_data.add(key=key, value=str(text))
-    return skeleton
-
-
-def _copy_field(target: Message, field: FieldDescriptor, value: object) -> None:
-    # protobuf 7 has is_repeated and no label; older releases the reverse
-    if getattr(field, "is_repeated", None) or getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED:
-        getattr(target, field.name).extend(value)
-    elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        getattr(target, field.name).CopyFrom(value)
-    else:
-        setattr(target, field.name, value)
-
-
 def _check_raw_size(tensor: onnx.TensorProto, subject: str) -> None:
     """The in-memory checker's test of raw data against the declared shape, which it does not make of external
     data (sub-byte types, packed several to a byte, are left to it)."""
-    if tensor.data_type in _SUB_BYTE_TYPES:
+    if not tensor.HasField("raw_data") or tensor.data_type in _SUB_BYTE_TYPES:
         return
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, ValueError, TypeError):
         return
-    needed = math.prod(tensor.dims) * itemsize
-    if len(tensor.raw_data) < needed:
+    needed, held = math.prod(tensor.dims) * itemsize, len(tensor.raw_data)
+    if held < needed:
         raise RewriteError(f"{subject} fails the full ONNX checker: initializer {tensor.name!r} holds "
-                           f"{len(tensor.raw_data)} bytes of raw data, its shape and type need {needed}")
+                           f"{held} bytes of raw data, its shape and type need {needed}")
 
 
 def _run_check(subject: str, what: str, check: Callable[[], object]) -> None:

@@ -65,3 +65,24 @@ def test_relative_difference_ignores_integer_outputs_and_lets_nan_win() -> None:
     expected = {"a": np.array([1.0, 2.0], np.float32), "i": np.array([1, 2])}
     assert relative_difference(expected, {"a": np.array([1.0, 2.5], np.float32), "i": np.array([9, 9])}) == 0.25
     assert np.isnan(relative_difference(expected, {"a": np.array([np.nan, 2.0], np.float32), "i": np.array([1, 2])}))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_sessions_read_models_above_the_ir_version_onnxruntime_takes_without_copying_them(monkeypatch,
+                                                                                        in_memory: bool) -> None:
+    """A model of IR 14 (onnx 1.23's default; onnxruntime reads 13) runs: the IR version is overridden in the
+    bytes given to onnxruntime, as bytes or (large models) through a file, and the caller's model keeps its own."""
+    import smart_onnx.eval.ort as ort_module
+
+    if not in_memory:
+        monkeypatch.setattr(ort_module, "_IN_MEMORY_BYTES", 0)
+    w = RNG.standard_normal((4, 300)).astype(np.float32)  # 4800 bytes: its data apart from the file's graph
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 300])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    model = normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=14))
+    before = model.proto.SerializeToString()
+    got = run_model(make_session(model), FEEDS)
+    np.testing.assert_allclose(got["y"], FEEDS["x"] @ w, rtol=1e-5, atol=1e-5)
+    assert model.proto.SerializeToString() == before  # IR 14 and its weights, as given
