@@ -113,3 +113,34 @@ def test_a_planned_fine_tune_runs_on_to_the_datas_count_while_the_deadline_allow
                          finetune_steps=3)
     outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=given))
     assert len(outcome.report.history.finetune_loss) == 3
+
+
+def test_the_refit_leaves_the_fine_tune_its_share_of_the_time_left(monkeypatch) -> None:
+    """Under a time budget the refit gets REFIT_SHARE of what the search leaves, the fine-tune the rest: first in
+    line and outside the step plan, the refit used to take all of it (MiniLM under load: 1 fine-tune step)."""
+    import smart_onnx.search.search as search_module
+    from smart_onnx.search.distributed import clock
+
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    seen = {}
+    refit, finetune = search_module._refit, search_module.FinetunePhase
+
+    def watched_refit(*args):
+        seen["refit"] = (clock(), args[-1])
+        return refit(*args)
+
+    def watched_finetune(*args):
+        seen["finetune"] = args[-1]
+        return finetune(*args)
+
+    monkeypatch.setattr(search_module, "_refit", watched_refit)
+    monkeypatch.setattr(search_module, "FinetunePhase", watched_finetune)
+    search = SearchConfig(sparsity=0.5, steps=2, finetune_steps=2, batch_size=8, time_budget=600.0, augment=False)
+    prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
+    started, refit_deadline = seen["refit"]
+    left = seen["finetune"] - started
+    assert left > 0
+    assert refit_deadline - started == pytest.approx(left * search_module.REFIT_SHARE, rel=0.01)
