@@ -15,7 +15,7 @@ from smart_onnx.errors import DataError
 from smart_onnx.eval import EVAL_BATCH_SIZE, EVAL_LATENCY, LatencySettings, evaluate, judge_fidelity
 from smart_onnx.graph import OutputInfo, infer_output_roles
 from smart_onnx.graph import label_output as pick_label_output
-from smart_onnx.model import OnnxModel
+from smart_onnx.model import OnnxModel, proto_bytes
 from smart_onnx.report import QuantizeReport
 
 __all__ = ["QuantizeReport", "evaluate_quantized"]
@@ -62,7 +62,8 @@ def evaluate_quantized(
         result = evaluate(reference, quantized, batches, latency=latency, outputs=outputs, label_output=label_output)
         report.versus[key] = result
         report.fidelity[key] = judge_fidelity(result.outputs, min_fidelity)
-    report.bytes = {"int8": quantized.proto.ByteSize(), "float": float_model.proto.ByteSize()}
+    # proto_bytes, not ByteSize(): the latter serialises each whole model to measure it (twice its size in memory)
+    report.bytes = {"int8": proto_bytes(quantized.proto), "float": proto_bytes(float_model.proto)}
     if dense is not None:
-        report.bytes["dense"] = dense.proto.ByteSize()
+        report.bytes["dense"] = proto_bytes(dense.proto)
     return report

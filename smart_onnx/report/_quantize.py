@@ -29,7 +29,8 @@ class QuantizeReport:
     Attributes:
         versus: ``"float"`` (and ``"dense"``) -> onnxruntime, that model against the INT8 one.
         fidelity: the same keys -> the verdict over the outputs.
-        bytes: ``"int8"``, ``"float"`` (and ``"dense"``) -> serialised size.
+        bytes: ``"int8"``, ``"float"`` (and ``"dense"``) -> serialised size (of the graph's weights and nodes:
+            the file's to within its header's bytes).
     """
 
     samples: int
