@@ -165,7 +165,10 @@ def run_search(
         start = time.perf_counter()
         # The refit is not in the step plan: first in line, it took what the search left and the fine-tune got
         # one step (MiniLM, channel 45 %, 600 s at load 5: refit of 10 of 18 layers, then 1 of 100 steps).
-        refit_deadline = None if deadline is None else clock() + max(0.0, deadline - clock()) * REFIT_SHARE
+        refit_deadline = None
+        if deadline is not None:
+            now = clock()  # rank 0's, broadcast to every rank: read once
+            refit_deadline = now + max(0.0, deadline - now) * REFIT_SHARE
         result.training.refit = _refit(trainer, space, transforms, config, progress, refit_deadline)
         result.seconds.refit = time.perf_counter() - start
     start = time.perf_counter()
