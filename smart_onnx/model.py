@@ -38,6 +38,7 @@ __all__ = [
     "OnnxModel",
     "constant_node_value",
     "copy_proto",
+    "is_large",
     "iter_graphs",
     "load_model",
     "proto_bytes",
@@ -60,6 +61,8 @@ SAVE_IR_VERSION = 10
 _PROTO_LIMIT = 2**31 - 2**20
 # write_weights_apart: initializers of at least this many bytes go to the weights file.
 _APART_BYTES = 1024
+# Models over this size reach the checkers and onnxruntime as a file with the weights apart (see is_large).
+_LARGE_BYTES = 64 * 2**20
 
 _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT,
@@ -161,6 +164,14 @@ def proto_bytes(proto: onnx.ModelProto) -> int:
     graph = proto.graph
     return sum(t.ByteSize() for t in graph.initializer) + sum(t.ByteSize() for t in graph.sparse_initializer) + sum(
         n.ByteSize() for n in graph.node)
+
+
+def is_large(proto: onnx.ModelProto) -> bool:
+    """Whether ``proto`` goes to the tools that read a whole model (the full checker, shape inference,
+    onnxruntime) as a file written by :func:`write_weights_apart` rather than as its bytes: over 64 MiB, the
+    bytes beside the tool's own parse were about two more copies of the model (BERT-base's 437 MB set the peak
+    of a whole prune); over 2 GiB protobuf cannot serialise it at all."""
+    return proto_bytes(proto) > _LARGE_BYTES
 
 
 def write_weights_apart(proto: onnx.ModelProto, path: str | os.PathLike[str], ir_version: int | None = None) -> Path:

@@ -23,7 +23,7 @@ from smart_onnx._atomic import from_fields
 from smart_onnx.errors import DataError, ModelLoadError
 from smart_onnx.eval.fidelity import OutputComparison, OutputMetrics
 from smart_onnx.graph import OutputInfo, infer_output_roles
-from smart_onnx.model import MAX_IR_VERSION, OnnxModel, proto_bytes, write_weights_apart
+from smart_onnx.model import MAX_IR_VERSION, OnnxModel, is_large, write_weights_apart
 
 __all__ = [
     "LATENCY_REPEATS",
@@ -43,14 +43,13 @@ log = logging.getLogger(__name__)
 # A latency is the median of LATENCY_REPEATS timed runs after LATENCY_WARMUP untimed ones (every caller's default).
 LATENCY_WARMUP = 3
 LATENCY_REPEATS = 20
-# Models up to this size are given to onnxruntime as bytes, larger ones through a temporary file.
-_IN_MEMORY_BYTES = 64 * 2**20
 
 
 def make_session(
     model: OnnxModel | onnx.ModelProto | str | Path, *, threads: int | None = None
 ) -> ort.InferenceSession:
-    """An onnxruntime CPU session (IR version clamped; models over 64 MiB go through a temporary file).
+    """An onnxruntime CPU session (IR version clamped; large models, see ``model.is_large``, go through a
+    temporary file).
 
     Raises:
         ModelLoadError: onnxruntime refuses the model (message from onnxruntime, first line).
@@ -65,7 +64,7 @@ def make_session(
         if isinstance(model, (str, Path)):
             return ort.InferenceSession(str(model), opts, providers=providers)
         proto = model.proto if isinstance(model, OnnxModel) else model
-        if proto_bytes(proto) <= _IN_MEMORY_BYTES:
+        if not is_large(proto):
             return ort.InferenceSession(b"".join(_serialized(proto)), opts, providers=providers)
         with tempfile.TemporaryDirectory() as tmp:
             # A session made from the model's bytes held them beside its own copy of the weights, at its peak and

@@ -20,18 +20,13 @@ from dataclasses import dataclass
 import onnx
 
 from smart_onnx.errors import RewriteError, SmartOnnxError
-from smart_onnx.model import OnnxModel, proto_bytes, write_weights_apart
+from smart_onnx.model import OnnxModel, is_large, write_weights_apart
 
 __all__ = ["Pass", "PassResult", "Sequential", "Validate", "run_passes", "validate"]
 
 log = logging.getLogger(__name__)
 
 _STRICT = {"check_type": True, "strict_mode": True, "data_prop": True}
-# Models larger than this are checked from a file whose weights lie beside it: the checkers then read the graph
-# without the weights. In memory, the check held about four copies of them (serialised for the checker, parsed by
-# it, and shape inference's model in and out): BERT-base's 437 MB set the peak of a whole prune. Above 2 GiB
-# protobuf cannot serialise the message at all.
-_IN_MEMORY_LIMIT = 64 * 2**20
 _SUB_BYTE_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
                    if hasattr(onnx.TensorProto, name)}
 
@@ -136,7 +131,7 @@ def validate(model: OnnxModel | onnx.ModelProto, subject: str = "the rewritten m
         RewriteError: the checker or shape inference rejects the model.
     """
     proto = model.proto if isinstance(model, OnnxModel) else model
-    if proto_bytes(proto) > _IN_MEMORY_LIMIT:
+    if is_large(proto):  # in memory the checks held about four copies of the model (serialised, parsed, inferred)
         _validate_on_disk(proto, subject)
         return
     _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(proto, full_check=True))

@@ -72,10 +72,10 @@ def test_sessions_read_models_above_the_ir_version_onnxruntime_takes_without_cop
                                                                                         in_memory: bool) -> None:
     """A model of IR 14 (onnx 1.23's default; onnxruntime reads 13) runs: the IR version is overridden in the
     bytes given to onnxruntime, as bytes or (large models) through a file, and the caller's model keeps its own."""
-    import smart_onnx.eval.ort as ort_module
+    import smart_onnx.model as model_module
 
     if not in_memory:
-        monkeypatch.setattr(ort_module, "_IN_MEMORY_BYTES", 0)
+        monkeypatch.setattr(model_module, "_LARGE_BYTES", 0)
     w = RNG.standard_normal((4, 300)).astype(np.float32)  # 4800 bytes: its data apart from the file's graph
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],

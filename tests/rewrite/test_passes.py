@@ -91,9 +91,9 @@ def test_large_models_are_checked_from_a_file_and_left_as_they_were(monkeypatch)
     """Above the in-memory limit the checkers read the graph from a file and the weights from another (so they
     never hold the weights); the caller's message keeps its weights (onnx.save_model with external data would
     have moved them into the deleted temporary file)."""
-    import smart_onnx.rewrite.passes as passes
+    import smart_onnx.model as model_module
 
-    monkeypatch.setattr(passes, "_IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(model_module, "_LARGE_BYTES", 0)
     model, broken, short = _large_model(), _BreakWeight()(_model()).model, _large_model()
     short.graph.initializer[0].raw_data = short.graph.initializer[0].raw_data[:-4]
     before = model.proto.SerializeToString()
