@@ -177,7 +177,7 @@ def run_search(
         # The plan split the budget on estimates made before the search and the refit; where they took less
         # than their share (EfficientNet-Lite0: 6 + 6 steps planned, 430 of 600 s used), the fine-tune goes on
         # to the data's count or the deadline, whichever comes first; early stopping still keeps its best.
-        steps = max(steps, wanted_steps(len(trainer.data), config.batch_size))
+        steps = max(steps, wanted_steps(len(trainer.data), config.batch_size, trainer.augmenter is not None))
     result.training.stopped = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
                                             progress, deadline).run()
     result.seconds.finetune = time.perf_counter() - start
@@ -302,7 +302,7 @@ def _timed_plan(trainer: Trainer, config: SearchConfig, begin: float,
         step_seconds = sum(times[1:]) / 2
     return plan_steps(steps=config.steps, finetune_steps=config.finetune_steps, samples=len(trainer.data),
                       batch_size=trainer.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
-                      elapsed=clock() - begin, wanted=wanted)
+                      elapsed=clock() - begin, wanted=wanted, augmented=trainer.augmenter is not None)
 
 
 def _search_mask(

@@ -62,6 +62,31 @@ def test_a_plan_the_budget_cuts_asks_for_a_smaller_batch() -> None:
     assert "wanted" not in again.to_dict()  # not a report field
 
 
+def test_augmented_data_asks_for_the_most_steps_and_the_budget_decides() -> None:
+    """Augmented views are new data at every pass: MAX_STEPS per phase are asked for and the budget caps them, but
+    only the data's own count (12 epochs) may shrink the batch."""
+    free = plan_steps(steps=None, finetune_steps=None, samples=60, batch_size=32, step_seconds=None, time_budget=None,
+                      augmented=True)
+    assert (free.steps, free.finetune_steps) == (MAX_STEPS, MAX_STEPS) and "augmented" in free.reason
+    # MiniLM on 60 sentences: 0.4 s a step, all 800 fit 480 s.
+    fits = plan_steps(steps=None, finetune_steps=None, samples=60, batch_size=32, step_seconds=0.4, time_budget=600,
+                      augmented=True)
+    assert (fits.steps, fits.finetune_steps) == (MAX_STEPS, MAX_STEPS)
+    # 1.7 s a step: 282 of the 800 fit, more than the data's own 100 + 100, so the batch stays.
+    part = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=32, step_seconds=1.7, time_budget=600,
+                      augmented=True)
+    assert part.steps == part.finetune_steps and part.steps + part.finetune_steps == int(480 / 1.7)
+    assert part.wanted is None and smaller_batch(part, 32, 64) is None and "augmented" in part.reason
+    # 7.5 s a step: not even the data's own count fits, so the batch shrinks for that count, as without augmentation.
+    cut = plan_steps(steps=None, finetune_steps=None, samples=64, batch_size=32, step_seconds=7.5, time_budget=600,
+                     augmented=True)
+    assert cut.wanted == (MIN_STEPS, MIN_STEPS) and smaller_batch(cut, 32, 64) == 8
+    # Counts the caller gives are kept.
+    given = plan_steps(steps=50, finetune_steps=20, samples=64, batch_size=32, step_seconds=0.1, time_budget=600,
+                       augmented=True)
+    assert (given.steps, given.finetune_steps) == (50, 20)
+
+
 def test_prune_shrinks_a_batch_not_given_to_fit_the_budget_and_reports_it() -> None:
     module, example = resnet_like()
     model = normalize(export(module, example, dynamo=False, opset=17))
