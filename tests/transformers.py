@@ -98,6 +98,53 @@ def fused_attention_model(qkv_hidden_sizes: tuple[int, int, int] | None = None, 
     return normalize(model)
 
 
+def embed_layernorm_model(vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64,
+                          segments: bool = True) -> OnnxModel:
+    """BERT's embeddings as onnxruntime's optimizer fuses them: int64 ``input_ids`` and ``attention_mask`` cast to
+    int32 into com.microsoft ``EmbedLayerNormalization`` (word, position and, with ``segments``, segment tables),
+    whose mask index (key lengths) feeds a fused ``Attention``; its output projection and residual go into
+    ``SkipLayerNormalization``, then an FFN and a per-token head ``y`` [N, seq, 8]. The embedding sum before the
+    LayerNorm (its third output) is the graph output ``embedding_sum``."""
+    rng = np.random.default_rng(0)
+
+    def f(*shape: int, scale: float | None = None) -> np.ndarray:
+        return (rng.standard_normal(shape) * (shape[0] ** -0.5 if scale is None else scale)).astype(np.float32)
+
+    inits = {"word": f(vocab, dim, scale=0.5), "pos": f(seq, dim, scale=0.5), "seg": f(2, dim, scale=0.5),
+             "g0": 1 + f(dim, scale=0.1), "b0": f(dim, scale=0.1), "w": f(dim, 3 * dim), "b": f(3 * dim, scale=0.1),
+             "wo": f(dim, dim), "g1": 1 + f(dim, scale=0.1), "b1": f(dim, scale=0.1), "bo": f(dim, scale=0.1),
+             "w1": f(dim, ffn), "w2": f(ffn, dim), "wy": f(dim, 8)}
+    ms = "com.microsoft"
+    segment = ["segments32", "", "", "seg"] if segments else ["", "", "", ""]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids32"], name="cast_ids", to=TensorProto.INT32),
+        helper.make_node("Cast", ["attention_mask"], ["mask32"], name="cast_mask", to=TensorProto.INT32),
+        *([helper.make_node("Cast", ["token_type_ids"], ["segments32"], name="cast_segments", to=TensorProto.INT32)]
+          if segments else []),
+        helper.make_node("EmbedLayerNormalization", ["ids32", segment[0], "word", "pos", segment[3], "g0", "b0",
+                                                     "mask32"], ["emb", "mask_index", "embedding_sum"],
+                         name="embed", domain=ms, epsilon=1e-12),
+        helper.make_node("Attention", ["emb", "w", "b", "mask_index"], ["a"], name="attn", domain=ms,
+                         num_heads=heads),
+        helper.make_node("MatMul", ["a", "wo"], ["o"], name="attn_out"),
+        helper.make_node("SkipLayerNormalization", ["o", "emb", "g1", "b1", "bo"], ["ln1"], name="ln1", domain=ms,
+                         epsilon=1e-12),
+        helper.make_node("MatMul", ["ln1", "w1"], ["h"], name="ffn1"),
+        helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+        helper.make_node("MatMul", ["hr", "w2"], ["f2"], name="ffn2"),
+        helper.make_node("Add", ["ln1", "f2"], ["r2"], name="residual"),
+        helper.make_node("MatMul", ["r2", "wy"], ["y"], name="head"),
+    ]
+    names = ["input_ids", "attention_mask", *(["token_type_ids"] if segments else [])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", seq]) for n in names]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, 8]),
+               helper.make_tensor_value_info("embedding_sum", TensorProto.FLOAT, ["N", seq, dim])]
+    graph = helper.make_graph(nodes, "embed_layernorm", inputs, outputs,
+                              [numpy_helper.from_array(a, name) for name, a in inits.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)]
+    return normalize(helper.make_model(graph, opset_imports=opsets, ir_version=8))
+
+
 def contrib_transformer(pre_norm: bool = False, layers: int = 2, vocab: int = 50, seq: int = 8, dim: int = 32,
                         heads: int = 4, ffn: int = 64, classes: int = 3, statistics_output: bool = False) -> OnnxModel:
     """A transformer in onnxruntime's fused ops: MultiHeadAttention, SkipLayerNormalization, BiasGelu, FastGelu.

@@ -57,6 +57,7 @@ from tools._bench_common import (
 HEADING = "## Per-output fidelity (issue 13)"
 SMALL_DATA_HEADING = "## Small-data fidelity (issue 14)"
 PEER_METHODS = ("sparsegpt", "wanda", "magnitude")  # onnxsim.pruning recipes, unstructured
+STRUCTURED_PEERS = ("structured-wanda", "attention-head-wanda")  # beside channel configs: they change shapes
 ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("ablation refit=False", {"refit": False}),
     ("ablation feature_weight=0", {"feature_weight": 0.0}),
@@ -234,6 +235,13 @@ def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
     tokenizer = WordPiece(bert_vocab())
     return (Dataset(sentence_feeds(tokenizer, CALIBRATION_SENTENCES), source="CALIBRATION_SENTENCES"),
             Dataset(sentence_feeds(tokenizer, HELD_OUT_SENTENCES), source="HELD_OUT_SENTENCES"))
+
+
+recipe("minilm-fused", "paraphrase-MiniLM-L3-v2 fused by onnxruntime's optimizer",
+       "the MiniLM recipe's sentences; the model is the MiniLM file through onnxruntime's transformer optimizer "
+       "(devkit.thirdparty `paraphrase-minilm-ort-fused`: EmbedLayerNormalization, Attention, "
+       "SkipLayerNormalization, BiasGelu)",
+       model="paraphrase-minilm-ort-fused")(_minilm_data)
 
 
 # --------------------------------------------------------------------------- configurations
@@ -464,19 +472,24 @@ def run_peer(bm: BenchModel, cfg: Config, method: str, *, batch_size: int | None
     elif method == "structured-wanda":
         # Shape-changing: removes the fraction of each matched chain's output channels; nothing is restored.
         out = peer.apply_structured_wanda_pruning(proto, calibration_data=calib, sparsity=cfg.sparsity)
+    elif method == "attention-head-wanda":
+        # Shape-changing: removes the fraction of the heads of fused com.microsoft Attention nodes.
+        out = peer.apply_attention_head_wanda_pruning(proto, calibration_data=calib, sparsity=cfg.sparsity)
     else:
         raise ValueError(method)
     wall = time.perf_counter() - start
     keep = _prunable_weights(bm)
     dense = {t.name: t for t in bm.model.graph.initializer}
     restored = 0
-    for t in out.graph.initializer if method != "structured-wanda" else ():
+    structured = method in STRUCTURED_PEERS
+    for t in out.graph.initializer if not structured else ():
         if t.name not in keep and t.name in dense and t.raw_data != dense[t.name].raw_data:
             t.CopyFrom(dense[t.name])
             restored += 1
     cmp = compare_models(bm.model, normalize(out), bm.eval, batch_size=batch_size or DEFAULT_BATCH,
                          latency=LatencySettings(threads=threads))
-    kind = "structured, channels removed" if method == "structured-wanda" else "unstructured"
+    kind = {"structured-wanda": "structured, channels removed", "attention-head-wanda": "structured, heads removed"
+            }.get(method, "unstructured")
     return {"method": f"onnxsim {str(getattr(onnxsim, '__version__', '?')).lstrip('v')} {method} ({kind})",
             "outputs": [m.to_dict() for m in cmp.eval.outputs], "totals": cmp.totals.to_dict(), "wall_s": wall,
             "restored": restored, "steps": "-"}
@@ -706,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stderr.write(f"{name} {cfg.label} {label}: done in {abl.wall_s:.0f} s\n")
                     _record(args.records, run_record(name, cfg, label, abl))
             if args.peers:
-                for method in PEER_METHODS + (("structured-wanda",) if cfg.mode == "channel" else ()):
+                for method in PEER_METHODS + (STRUCTURED_PEERS if cfg.mode == "channel" else ()):
                     try:
                         row = run_peer(bm, cfg, method, batch_size=batch, threads=threads)
                     except Exception as e:  # a peer failing must not lose the other rows

@@ -13,10 +13,11 @@ from smart_onnx.data import dataset_from_arrays
 from smart_onnx.eval.ort import make_session, run_model
 from smart_onnx.eval.verify import TOLERANCE_FLOOR
 from smart_onnx.executor import Executor
+from smart_onnx.graph.tables import lookup_tables, token_inputs
 from smart_onnx.model import normalize, save_model
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from tests.transformers import contrib_transformer, encoder, fused_attention_model, token_batch
+from tests.transformers import contrib_transformer, embed_layernorm_model, encoder, fused_attention_model, token_batch
 
 D, F, S = 32, 64, 6
 
@@ -76,6 +77,46 @@ def test_onnxruntimes_optimized_encoder_runs_in_the_executor_and_prunes(mode: st
     path = save_model(out.model, tmp_path / "pruned.onnx")
     onnx.checker.check_model(str(path), full_check=True)
     assert onnx.load(str(path)).ir_version <= 13
+
+
+def _embed_feeds(n: int, segments: bool, seed: int = 1) -> dict[str, np.ndarray]:
+    ids = token_batch(n, seed=seed)
+    mask = np.ones_like(ids)
+    mask[:, -3:] = np.random.default_rng(seed).integers(0, 2, (n, 3))  # some padded keys
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if segments:
+        feeds["token_type_ids"] = np.repeat((np.arange(ids.shape[1])[None] >= 4).astype(np.int64), n, axis=0)
+    return feeds
+
+
+@pytest.mark.parametrize("segments", [True, False], ids=["segments", "no-segments"])
+def test_embed_layernorm_runs_as_onnxruntime_runs_it_and_its_tables_are_lookups(segments: bool) -> None:
+    model = embed_layernorm_model(segments=segments)
+    feeds = _embed_feeds(6, segments)
+    with torch.no_grad():
+        executed = Executor(model)({k: torch.from_numpy(v) for k, v in feeds.items()})
+    expected = run_model(make_session(model), feeds)
+    for key, value in expected.items():  # the head reads the mask index through Attention: padding included
+        assert np.max(np.abs(executed[key].numpy() - value)) <= 1e-5 * np.max(np.abs(value)), key
+    # The ids reach the tables through a Cast to int32: still token ids, and the tables are not trained.
+    assert token_inputs(model) == {"input_ids": 50, **({"token_type_ids": 2} if segments else {})}
+    assert lookup_tables(model) == {"word", "pos", *(["seg"] if segments else [])}
+
+
+def test_a_model_with_fused_embeddings_prunes_its_heads_and_ffn(tmp_path) -> None:
+    model = embed_layernorm_model()
+    data = dataset_from_arrays(_embed_feeds(48, True), model.inputs)
+    calib, hold = data.split(0.25, seed=0)
+    search = SearchConfig(sparsity=0.3, steps=6, finetune_steps=2, batch_size=8, method="uniform")
+    out = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False))
+    assert out.report.export_check.error <= out.report.export_check.tolerance
+    shrunk = {r.name for r in out.report.layers if r.shape_after != r.shape_before}
+    # Heads (the fused Attention's packed columns, the projection's rows) and FFN channels; the stream, a graph
+    # output, stays whole.
+    assert {"attn", "ffn1"} <= shrunk <= {"attn", "attn_out", "ffn1", "ffn2"}
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    run_model(make_session(out.model), _embed_feeds(4, True, seed=3))
 
 
 @pytest.mark.parametrize(("pre_norm", "mode", "method"), [

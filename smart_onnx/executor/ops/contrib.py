@@ -1,7 +1,7 @@
 """com.microsoft contrib ops as onnxruntime's transformer optimizer writes them.
 
-Attention, MultiHeadAttention, SkipLayerNormalization, BiasGelu and FastGelu: what
-``onnxruntime.transformers.optimizer`` turns a BERT-style encoder into. The attention forms run
+EmbedLayerNormalization, Attention, MultiHeadAttention, SkipLayerNormalization, BiasGelu and FastGelu:
+what ``onnxruntime.transformers.optimizer`` turns a BERT-style encoder into. The attention forms run
 here are the ones a fused encoder or decoder uses without a KV cache: the packed input projection
 of ``Attention`` (weights ``[in, q + k + v]``, optional ``qkv_hidden_sizes``) or the separate,
 already projected ``query``/``key``/``value`` of ``MultiHeadAttention``; an optional bias; a key
@@ -181,6 +181,49 @@ class SkipLayerNormalization(OpModule):
         if beta is not None:
             out = out + beta.to(x.dtype)
         return out, mean, inv_std, total
+
+
+@register("EmbedLayerNormalization", versions=(1,), domain=MS)
+class EmbedLayerNormalization(OpModule):
+    """com.microsoft EmbedLayerNormalization: BERT's embeddings, the sum of word, position and (optional) segment
+    rows normalised over the hidden axis.
+
+    Inputs: input_ids ``[B, S]``, segment_ids, word_embedding ``[V, H]``, position_embedding ``[P, H]``,
+    segment_embedding, gamma, beta, mask ``[B, S]``, position_ids (default ``0 .. S-1``). Outputs: the normalised
+    sum, the mask index (the number of ones in each row of ``mask``, int32 ``[B]``: the key lengths ``Attention``
+    reads; zeros without a mask) and the sum before normalisation. The variance is taken around the mean (two
+    passes), as onnxruntime's CPU kernel does.
+    """
+
+    @classmethod
+    def from_node(cls, ctx: NodeContext) -> OpModule:
+        _refuse_extra(ctx, {"epsilon", "mask_index_type"}, 9, 3)
+        if int(ctx.attrs.get("mask_index_type", 1)) not in (0, 1):
+            raise GraphError(f"{ctx.describe()} has mask_index_type {ctx.attrs['mask_index_type']}; smart-onnx "
+                             "supports 0 and 1")
+        return cls(float(ctx.attrs.get("epsilon", 1e-12)))
+
+    def __init__(self, epsilon: float = 1e-12) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None, word: torch.Tensor,
+                position: torch.Tensor, segment: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
+                beta: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        ids = input_ids.long()
+        positions = torch.arange(ids.shape[-1], device=ids.device) if position_ids is None else position_ids.long()
+        total = word[ids] + position.to(word.dtype)[positions]
+        if segment is not None and segment_ids is not None:
+            total = total + segment.to(word.dtype)[segment_ids.long()]
+        centred = total - total.mean(dim=-1, keepdim=True)
+        out = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.epsilon)
+        if gamma is not None:
+            out = out * gamma.to(out.dtype)
+        if beta is not None:
+            out = out + beta.to(out.dtype)
+        lengths = (mask != 0).sum(dim=-1) if mask is not None else torch.zeros(ids.shape[0], device=ids.device)
+        return out, lengths.to(torch.int32), total
 
 
 @register("BiasGelu", versions=(1,), domain=MS)
