@@ -176,7 +176,8 @@ def run_search(
     if deadline is not None and planned_finetune and config.method == "smart":
         # The plan split the budget on estimates made before the search and the refit; where they took less
         # than their share (EfficientNet-Lite0: 6 + 6 steps planned, 430 of 600 s used), the fine-tune goes on
-        # to the data's count or the deadline, whichever comes first; early stopping still keeps its best.
+        # to the data's count (augmented data: budget.MAX_STEPS) or the deadline, whichever comes first; early
+        # stopping still keeps its best.
         steps = max(steps, wanted_steps(len(trainer.data), config.batch_size, trainer.augmenter is not None))
     result.training.stopped = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
                                             progress, deadline).run()
