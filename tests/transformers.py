@@ -99,12 +99,13 @@ def fused_attention_model(qkv_hidden_sizes: tuple[int, int, int] | None = None, 
 
 
 def embed_layernorm_model(vocab: int = 50, seq: int = 8, dim: int = 32, heads: int = 4, ffn: int = 64,
-                          segments: bool = True) -> OnnxModel:
+                          segments: bool = True, sum_output: bool = True) -> OnnxModel:
     """BERT's embeddings as onnxruntime's optimizer fuses them: int64 ``input_ids`` and ``attention_mask`` cast to
     int32 into com.microsoft ``EmbedLayerNormalization`` (word, position and, with ``segments``, segment tables),
     whose mask index (key lengths) feeds a fused ``Attention``; its output projection and residual go into
     ``SkipLayerNormalization``, then an FFN and a per-token head ``y`` [N, seq, 8]. The embedding sum before the
-    LayerNorm (its third output) is the graph output ``embedding_sum``."""
+    LayerNorm (its third output) is the graph output ``embedding_sum`` with ``sum_output``; without it no output
+    carries the hidden width, so channel mode may prune it."""
     rng = np.random.default_rng(0)
 
     def f(*shape: int, scale: float | None = None) -> np.ndarray:
@@ -122,7 +123,8 @@ def embed_layernorm_model(vocab: int = 50, seq: int = 8, dim: int = 32, heads: i
         *([helper.make_node("Cast", ["token_type_ids"], ["segments32"], name="cast_segments", to=TensorProto.INT32)]
           if segments else []),
         helper.make_node("EmbedLayerNormalization", ["ids32", segment[0], "word", "pos", segment[3], "g0", "b0",
-                                                     "mask32"], ["emb", "mask_index", "embedding_sum"],
+                                                     "mask32"],
+                         ["emb", "mask_index", *(["embedding_sum"] if sum_output else [])],
                          name="embed", domain=ms, epsilon=1e-12),
         helper.make_node("Attention", ["emb", "w", "b", "mask_index"], ["a"], name="attn", domain=ms,
                          num_heads=heads),
@@ -137,8 +139,9 @@ def embed_layernorm_model(vocab: int = 50, seq: int = 8, dim: int = 32, heads: i
     ]
     names = ["input_ids", "attention_mask", *(["token_type_ids"] if segments else [])]
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", seq]) for n in names]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, 8]),
-               helper.make_tensor_value_info("embedding_sum", TensorProto.FLOAT, ["N", seq, dim])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, 8])]
+    if sum_output:
+        outputs.append(helper.make_tensor_value_info("embedding_sum", TensorProto.FLOAT, ["N", seq, dim]))
     graph = helper.make_graph(nodes, "embed_layernorm", inputs, outputs,
                               [numpy_helper.from_array(a, name) for name, a in inits.items()])
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)]

@@ -158,7 +158,10 @@ class GraphModule(nn.Module):
             if needs_scope:
                 result = forward(*args, scope=env, transforms=transforms)
             elif weighed is not None and weighed in transforms:
-                result = forward(*args, channel_weights=transforms[weighed](args[0]))
+                # The weights take the dtype and device of the first float input: input 0 of a fused embedding
+                # (EmbedLayerNormalization) holds the token ids, and int64 weights would truncate to 0 and 1.
+                like = next((a for a in args if a is not None and a.is_floating_point()), args[0])
+                result = forward(*args, channel_weights=transforms[weighed](like))
             else:
                 result = forward(*args)
         except (GraphError, UnsupportedOpError):

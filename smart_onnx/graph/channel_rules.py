@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import onnx
 
 from smart_onnx.graph import layer_rules, shape_rules
-from smart_onnx.graph.coupling import Layout, Tracer, merge_operands
+from smart_onnx.graph.coupling import Layout, Tracer, embedding_table, merge_operands
 from smart_onnx.graph.groups import Role
 from smart_onnx.graph.head_rules import multihead_attention
 from smart_onnx.graph.shape_rules import statistics
@@ -128,8 +128,35 @@ def _skip_layernorm(t: Tracer, node: onnx.NodeProto) -> None:
     _normalise(t, node, lay, params=(2, 3))
 
 
+def _embed_layernorm(t: Tracer, node: onnx.NodeProto) -> None:
+    """com.microsoft EmbedLayerNormalization: the word, position and segment tables (inputs 2, 3, 4) read along their
+    rows and summed, the columns of all three a new space as an embedding ``Gather``'s are; then a LayerNorm over the
+    last axis with ``gamma`` and ``beta`` (inputs 5, 6). The sum (output 2) carries the channels too; the mask index
+    (output 1) carries none."""
+    if any(True for _ in t.input_layouts(node)):
+        t.freeze_inputs(node, "reads traced channels as its ids, tables or parameters")
+        return
+    lay = embedding_table(t, node, index=2)
+    if lay is None:  # no constant word table: nothing to trace, and the readers of its outputs freeze
+        return
+    for i in (3, 4):
+        value = node.input[i] if i < len(node.input) else ""
+        source = t.initializer_behind(value) if value else None
+        shape = t.shape(source) if source is not None else None
+        if value and (shape is None or len(shape) != 2 or shape[1] != len(lay.owners)):
+            t.freeze(lay.owners, f"node {node.name!r} (EmbedLayerNormalization) reads table {value!r}, whose "
+                                 "columns the analysis cannot tie to the word table's")
+        elif value:
+            t.add_slice(source, 1, lay.owners, Role.EMBEDDING, node)
+    rank = t.rank(node.output[0]) or 3
+    lay = Layout(rank - 1, rank, lay.owners)
+    if len(node.output) > 2 and node.output[2]:
+        t.set_layout(node.output[2], lay, node)
+    _normalise(t, node, lay, params=(5, 6))
+
+
 # Normalisations over the trailing axes, whose scale and bias broadcast against them (their last axis).
-_LAYER_NORMS = ("LayerNormalization", "SkipLayerNormalization")
+_LAYER_NORMS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
 
 
 def _normalise(t: Tracer, node: onnx.NodeProto, lay: Layout, params: Iterable[int]) -> None:
@@ -189,7 +216,8 @@ RULES: dict[str, Rule] = {
 }
 # com.microsoft ops of onnxruntime's transformer optimizer: a GELU of the input plus a per-channel bias passes
 # channels through (the bias sliced as Add's is); Attention's and MultiHeadAttention's heads are channels
-# (graph/layer_rules.py, graph/head_rules.py); SkipLayerNormalization is a residual Add and a LayerNorm.
+# (graph/layer_rules.py, graph/head_rules.py); SkipLayerNormalization is a residual Add and a LayerNorm;
+# EmbedLayerNormalization embedding lookups, their sum and a LayerNorm.
 MS_RULES: dict[str, Rule] = {"BiasGelu": _elementwise, "FastGelu": _elementwise,
                              "Attention": layer_rules.fused_attention, "MultiHeadAttention": multihead_attention,
-                             "SkipLayerNormalization": _skip_layernorm}
+                             "SkipLayerNormalization": _skip_layernorm, "EmbedLayerNormalization": _embed_layernorm}

@@ -221,11 +221,11 @@ class Tracer:
         self.edits.append(EditRecord(edit, np.asarray(owners, dtype=np.int64)))
 
 
-def embedding_table(t: Tracer, node: onnx.NodeProto) -> Layout | None:
+def embedding_table(t: Tracer, node: onnx.NodeProto, index: int = 0) -> Layout | None:
     """The channels of a float ``[rows, width]`` constant that ``node`` reads along its rows (a Gather of token
     embeddings, a Slice of position embeddings): a new space of ``width`` channels, the table's columns, which
-    a residual ``Add`` ties to the layers writing the same stream. None when input 0 is no such table."""
-    source = t.initializer_behind(node.input[0]) if node.input else None
+    a residual ``Add`` ties to the layers writing the same stream. None when input ``index`` is no such table."""
+    source = t.initializer_behind(node.input[index]) if len(node.input) > index and node.input[index] else None
     if source is None or not is_float_tensor(t.view.initializers[source]):
         return None
     shape = t.shape(source)

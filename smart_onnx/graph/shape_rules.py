@@ -112,7 +112,10 @@ def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) ->
         t.freeze_inputs(node, f"also returns its mean or inverse standard deviation ({names}), which would change "
                               "with the channels")
         return False
-    t.add_slice(node.input[0], lay.axis, lay.owners, Role.STATISTICS, node)
+    # What the mean runs over, for its shape: input 0, except where that holds the ids of the rows a fused
+    # embedding sums (EmbedLayerNormalization), whose normalised output has the shape of that sum.
+    normalised = node.output[0] if node.op_type == "EmbedLayerNormalization" else node.input[0]
+    t.add_slice(normalised, lay.axis, lay.owners, Role.STATISTICS, node)
     return True
 
 

@@ -11,7 +11,9 @@ the executor uses:
 * a fused ``LayerNormalization`` becomes ``mean = ReduceMean(x * w)``, ``d = x - mean``,
   ``d / Sqrt(ReduceMean(d * d * w) + epsilon) * scale + bias``;
 * a com.microsoft ``SkipLayerNormalization`` becomes ``x = input + skip (+ bias)`` (its sum output, where the graph
-  reads it) and that LayerNorm of ``x`` with ``gamma`` and ``beta``.
+  reads it) and that LayerNorm of ``x`` with ``gamma`` and ``beta``;
+* a com.microsoft ``EmbedLayerNormalization`` stays for its lookups, its mask index and its sum (output 2, added
+  where the graph does not read it), and that LayerNorm of the sum writes its output 0.
 
 ``w`` is mean 1 over the channel axis (``m * n / sum(m)`` for a 0/1 mask ``m``). This model is only
 run, never written: it is a second graph for the same function, not a rewrite of the user's.
@@ -40,7 +42,7 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
         weights: node name -> weights broadcastable to its input 0, mean 1 over the channel axis.
 
     Raises:
-        RewriteError: a named node is not a ReduceMean, LayerNormalization or SkipLayerNormalization of the main
+        RewriteError: a named node is not a ReduceMean or a (Skip/Embed) LayerNormalization of the main
             graph, or a LayerNorm named there returns its mean or inverse standard deviation.
     """
     if not weights:
@@ -68,6 +70,8 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
                 raise RewriteError(f"node {node.name!r} ({node.op_type}) returns its mean or inverse standard "
                                    "deviation, which its weighed form does not compute")
             nodes.extend(_layernorm(node, w_name, graph, taken, opset))
+        elif node.op_type == "EmbedLayerNormalization":
+            nodes.extend(_embed_layernorm(node, w_name, graph, taken, opset))
         else:
             raise RewriteError(f"node {node.name!r} ({node.op_type}) takes no mean over channels to weigh")
     del graph.node[:]
@@ -75,13 +79,33 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
     return out
 
 
-def _layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[str],
-               opset: int) -> list[onnx.NodeProto]:
-    # LayerNormalization: x, scale, bias. SkipLayerNormalization: input, skip, gamma, beta, bias (added to the sum).
+def _embed_layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[str],
+                     opset: int) -> list[onnx.NodeProto]:
+    """The node computing its lookups, mask index and sum only (output 0 renamed to a value nothing reads), then the
+    weighed LayerNorm of the sum with ``gamma`` and ``beta`` (inputs 5, 6) writing the node's output 0."""
+    lookups = onnx.NodeProto()
+    lookups.CopyFrom(node)
+    outputs = list(node.output) + [""] * (3 - len(node.output))
+    outputs[0] = unique_name(f"{node.name}_unweighed", taken)
+    outputs[2] = outputs[2] or unique_name(f"{node.name}_sum", taken)
+    del lookups.output[:]
+    lookups.output.extend(outputs)
+    return [lookups, *_layernorm(node, w, graph, taken, opset, x=outputs[2], scale=node.input[5],
+                                 bias=_optional(node, 6))]
+
+
+def _layernorm(node: onnx.NodeProto, w: str, graph: onnx.GraphProto, taken: set[str], opset: int,
+               x: str | None = None, scale: str | None = None, bias: str | None = None) -> list[onnx.NodeProto]:
+    """The weighed LayerNorm of ``x`` (default: the node's normalised input) with ``scale`` and ``bias`` (default:
+    the node's) writing the node's output 0.
+
+    LayerNormalization: x, scale, bias. SkipLayerNormalization: input, skip, gamma, beta, bias (added to the sum)."""
     skip = node.op_type == "SkipLayerNormalization"
-    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12 if skip else 1e-5)  # the specs' defaults
-    x, scale = node.input[0], node.input[2 if skip else 1]
-    bias = _optional(node, 3 if skip else 2)
+    fused = node.op_type != "LayerNormalization"
+    eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12 if fused else 1e-5)  # the specs' defaults
+    if x is None:
+        x, scale = node.input[0], node.input[2 if skip else 1]
+        bias = _optional(node, 3 if skip else 2)
     base = node.name
 
     def value(suffix: str) -> str:

@@ -119,6 +119,27 @@ def test_a_model_with_fused_embeddings_prunes_its_heads_and_ffn(tmp_path) -> Non
     run_model(make_session(out.model), _embed_feeds(4, True, seed=3))
 
 
+@pytest.mark.parametrize("method", ["uniform", "smart"])
+def test_the_hidden_width_is_pruned_out_of_fused_embeddings(method: str, tmp_path) -> None:
+    """Where no output carries the stream, its channels start at EmbedLayerNormalization: the word, position and
+    segment tables lose columns with gamma, beta and every layer reading the stream, and the LayerNorm of the
+    masked model takes its statistics over the kept channels as the pruned one does (the executor's masked model
+    agrees with onnxruntime's to float rounding, not to the 1e-1 that int weights gave)."""
+    model = embed_layernorm_model(sum_output=False)
+    calib, hold = dataset_from_arrays(_embed_feeds(48, True), model.inputs).split(0.25, seed=0)
+    search = SearchConfig(sparsity=0.4, steps=6, finetune_steps=2, batch_size=8, method=method)
+    out = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False))
+    check = out.report.export_check
+    assert check.error <= check.tolerance and check.executor_error < 1e-5
+    dims = {t.name: tuple(t.dims) for t in out.model.graph.initializer}
+    width = dims["g0"][0]
+    assert width < 32 and dims["word"] == (50, width) and dims["pos"] == (8, width) and dims["seg"] == (2, width)
+    assert dims["b0"] == dims["g1"] == (width,) and dims["wy"] == (width, 8)
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    run_model(make_session(out.model), _embed_feeds(4, True, seed=3))
+
+
 @pytest.mark.parametrize(("pre_norm", "mode", "method"), [
     (False, "channel", "uniform"), (False, "channel", "smart"), (False, "block", "smart"),
     (True, "channel", "uniform"), (True, "block", "smart"),

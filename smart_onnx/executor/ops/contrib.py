@@ -207,21 +207,27 @@ class EmbedLayerNormalization(OpModule):
         super().__init__()
         self.epsilon = epsilon
 
+    weighs_channels = True
+
     def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None, word: torch.Tensor,
                 position: torch.Tensor, segment: torch.Tensor | None = None, gamma: torch.Tensor | None = None,
                 beta: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                position_ids: torch.Tensor | None = None,
+                channel_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         ids = input_ids.long()
         positions = torch.arange(ids.shape[-1], device=ids.device) if position_ids is None else position_ids.long()
         total = word[ids] + position.to(word.dtype)[positions]
         if segment is not None and segment_ids is not None:
             total = total + segment.to(word.dtype)[segment_ids.long()]
-        centred = total - total.mean(dim=-1, keepdim=True)
-        out = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.epsilon)
-        if gamma is not None:
-            out = out * gamma.to(out.dtype)
-        if beta is not None:
-            out = out + beta.to(out.dtype)
+        scale = torch.ones((), dtype=total.dtype, device=total.device) if gamma is None else gamma.to(total.dtype)
+        if channel_weights is not None:  # over the kept channels of a channel mask, as LayerNormalization
+            out = weighed_layer_norm(total, scale, None if beta is None else beta.to(total.dtype), channel_weights,
+                                     self.epsilon)[0]
+        else:
+            centred = total - total.mean(dim=-1, keepdim=True)
+            out = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.epsilon) * scale
+            if beta is not None:
+                out = out + beta.to(out.dtype)
         lengths = (mask != 0).sum(dim=-1) if mask is not None else torch.zeros(ids.shape[0], device=ids.device)
         return out, lengths.to(torch.int32), total
 
