@@ -182,3 +182,24 @@ def test_multihead_attention_and_skip_layernorm_models_prune_through_them(pre_no
     if method == "uniform":
         assert hidden < 32 and all(h < 4 for h in heads.values())
         assert all(widths[f"blocks.{i}/ffn1"][1] < 64 for i in range(2))
+
+
+@pytest.mark.realmodels
+@pytest.mark.slow
+def test_onnxruntimes_optimized_minilm_loses_heads_and_ffn_channels(realmodels, tmp_path) -> None:
+    """The real MiniLM through onnxruntime's transformer optimizer (EmbedLayerNormalization, packed Attention,
+    SkipLayerNormalization, BiasGelu) in channel mode: heads leave the packed weights with ``num_heads`` rewritten,
+    FFN channels leave through BiasGelu, and onnxruntime runs the written file."""
+    real = realmodels("paraphrase-minilm-ort-fused")
+    model = normalize(onnx.load(str(real.path)))
+    calib, hold = dataset_from_arrays(real.feeds(40, seed=0), model.inputs).split(0.2, seed=0)
+    search = SearchConfig(sparsity=0.3, steps=4, finetune_steps=2, batch_size=8, method="uniform", refit=False)
+    out = prune(model, calib, hold, PruneOptions(mode="channel", search=search, latency=False))
+    assert out.report.export_check.error <= out.report.export_check.tolerance
+    heads = [helper.get_attribute_value(a) for n in out.model.graph.node if n.op_type == "Attention"
+             for a in n.attribute if a.name == "num_heads"]
+    assert len(heads) == 3 and sum(heads) < 36
+    assert 0.3 - 1e-9 <= out.report.sparsity.achieved_params <= 0.32
+    path = save_model(out.model, tmp_path / "pruned.onnx")
+    onnx.checker.check_model(str(path), full_check=True)
+    run_model(make_session(out.model), real.feeds(2, seed=5))
