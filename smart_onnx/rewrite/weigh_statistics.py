@@ -39,7 +39,8 @@ def weigh_statistics(model: OnnxModel, weights: Mapping[str, np.ndarray]) -> Onn
 
     Args:
         model: the masked original (trained weights, mask written in as zeros).
-        weights: node name -> weights broadcastable to its input 0, mean 1 over the channel axis.
+        weights: node name -> weights broadcastable to the value it normalises (its input 0; an
+            EmbedLayerNormalization's sum), mean 1 over the channel axis.
 
     Raises:
         RewriteError: a named node is not a ReduceMean or a (Skip/Embed) LayerNormalization of the main
