@@ -11,7 +11,8 @@ Augmented calibration data (a few dozen samples, see data/augment.py) is new dat
 pass, so such a run asks for :data:`MAX_STEPS` per phase and the time budget decides how many
 it gets: a count from the passes alone gave 60 sentences 100 + 100 steps in 105 s of a 600 s
 budget, and MiniLM at 45 % channels went from a held-out cosine of 0.967 there to 0.976 at
-400 + 400 (docs/benchmarks.md). Only the data's own count decides whether the batch shrinks.
+400 + 400 (docs/benchmarks.md). Only the data's own count decides whether the batch shrinks
+(and how far search.py lets the fine-tune of a plan the budget cut run on).
 
 Where the batch is not given and the wanted steps at :data:`DEFAULT_BATCH` do not fit, the
 batch shrinks instead (:func:`smaller_batch`): the same samples in more, smaller steps, as
