@@ -152,24 +152,26 @@ def _embed_layernorm(t: Tracer, node: onnx.NodeProto) -> None:
     lay = Layout(rank - 1, rank, lay.owners)
     if len(node.output) > 2 and node.output[2]:
         t.set_layout(node.output[2], lay, node)
-    _normalise(t, node, lay, params=(5, 6))
+    # Its input 0 holds the ids; the mean runs over the sum, which has the normalised output's shape.
+    _normalise(t, node, lay, params=(5, 6), normalised=node.output[0])
 
 
 # Normalisations over the trailing axes, whose scale and bias broadcast against them (their last axis).
 _LAYER_NORMS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
 
 
-def _normalise(t: Tracer, node: onnx.NodeProto, lay: Layout, params: Iterable[int]) -> None:
+def _normalise(t: Tracer, node: onnx.NodeProto, lay: Layout, params: Iterable[int],
+               normalised: str | None = None) -> None:
     """Output 0 of a normalisation of ``lay``: per channel on axis 1 (BatchNorm, InstanceNorm), or over the trailing
     axes (the LayerNorms), whose mean and variance are then taken over the kept channels; parameters ``params``
-    (constant inputs) are sliced with the channels."""
+    (constant inputs) are sliced with the channels. ``normalised``: the value normalised, where not input 0."""
     role = Role.NORM_PARAM
     if node.op_type in _LAYER_NORMS:
         first = int(attr(node, "axis", -1)) % lay.rank  # SkipLayerNormalization has no axis: the last
         if lay.axis < first:  # channels are not among the normalised axes
             t.set_layout(node.output[0], lay, node)
             return
-        if not statistics(t, node, lay, list(range(first, lay.rank))):
+        if not statistics(t, node, lay, list(range(first, lay.rank)), normalised):
             t.set_layout(node.output[0], lay, node)  # frozen: what it normalises goes on as one group, for this reason
             return
         role = Role.AFFINE_CONST

@@ -98,10 +98,11 @@ def _reduce(t: Tracer, node: onnx.NodeProto) -> None:
 _STATISTICS_OUTPUTS = {"LayerNormalization": (1, 2), "SkipLayerNormalization": (1, 2)}
 
 
-def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) -> bool:
+def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int], value: str | None = None) -> bool:
     """A mean (LayerNorm's mean and variance, a ReduceMean) over the channel axis alone: recorded, so that the
     masked model takes it over the kept channels only, which is what the pruned model computes. False (frozen)
-    when it also runs over other axes, or a LayerNorm returns its statistics."""
+    when it also runs over other axes, or a LayerNorm returns its statistics. ``value`` is what the mean runs
+    over (for its shape), where that is not input 0."""
     if axes != [lay.axis]:
         t.freeze_inputs(node, f"takes its mean over axes {axes}, the channel axis {lay.axis} with others, so it "
                               "cannot be taken over the kept channels alone")
@@ -112,10 +113,7 @@ def statistics(t: Tracer, node: onnx.NodeProto, lay: Layout, axes: list[int]) ->
         t.freeze_inputs(node, f"also returns its mean or inverse standard deviation ({names}), which would change "
                               "with the channels")
         return False
-    # What the mean runs over, for its shape: input 0, except where that holds the ids of the rows a fused
-    # embedding sums (EmbedLayerNormalization), whose normalised output has the shape of that sum.
-    normalised = node.output[0] if node.op_type == "EmbedLayerNormalization" else node.input[0]
-    t.add_slice(normalised, lay.axis, lay.owners, Role.STATISTICS, node)
+    t.add_slice(value or node.input[0], lay.axis, lay.owners, Role.STATISTICS, node)
     return True
 
 

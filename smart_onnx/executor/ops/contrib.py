@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from smart_onnx.errors import GraphError
 from smart_onnx.executor.base import NodeContext, OpModule
@@ -191,8 +192,8 @@ class EmbedLayerNormalization(OpModule):
     Inputs: input_ids ``[B, S]``, segment_ids, word_embedding ``[V, H]``, position_embedding ``[P, H]``,
     segment_embedding, gamma, beta, mask ``[B, S]``, position_ids (default ``0 .. S-1``). Outputs: the normalised
     sum, the mask index (the number of ones in each row of ``mask``, int32 ``[B]``: the key lengths ``Attention``
-    reads; zeros without a mask) and the sum before normalisation. The variance is taken around the mean (two
-    passes), as onnxruntime's CPU kernel does.
+    reads; zeros without a mask) and the sum before normalisation. The variance is taken around the mean, as
+    onnxruntime's CPU kernel does (torch's layer norm, as LayerNormalization).
     """
 
     @classmethod
@@ -219,15 +220,13 @@ class EmbedLayerNormalization(OpModule):
         total = word[ids] + position.to(word.dtype)[positions]
         if segment is not None and segment_ids is not None:
             total = total + segment.to(word.dtype)[segment_ids.long()]
-        scale = torch.ones((), dtype=total.dtype, device=total.device) if gamma is None else gamma.to(total.dtype)
+        gamma = None if gamma is None else gamma.to(total.dtype)
+        beta = None if beta is None else beta.to(total.dtype)
         if channel_weights is not None:  # over the kept channels of a channel mask, as LayerNormalization
-            out = weighed_layer_norm(total, scale, None if beta is None else beta.to(total.dtype), channel_weights,
-                                     self.epsilon)[0]
+            scale = total.new_ones(()) if gamma is None else gamma
+            out = weighed_layer_norm(total, scale, beta, channel_weights, self.epsilon)[0]
         else:
-            centred = total - total.mean(dim=-1, keepdim=True)
-            out = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + self.epsilon) * scale
-            if beta is not None:
-                out = out + beta.to(out.dtype)
+            out = F.layer_norm(total, total.shape[-1:], gamma, beta, self.epsilon)
         lengths = (mask != 0).sum(dim=-1) if mask is not None else torch.zeros(ids.shape[0], device=ids.device)
         return out, lengths.to(torch.int32), total
 
