@@ -144,10 +144,11 @@ def _validate_on_disk(proto: onnx.ModelProto, subject: str) -> None:
     ``proto`` is left as it is (``onnx.save_model`` with external data would move the caller's weights into
     the temporary file and clear them from the message).
     """
-    for tensor in proto.graph.initializer:
-        _check_raw_size(tensor, subject)
     with tempfile.TemporaryDirectory(prefix="smart_onnx_validate_") as tmp:
         path = str(write_weights_apart(proto, os.path.join(tmp, "model.onnx")))
+        # The sizes from the written file: its weights' lengths are in it, without reading each tensor's bytes again.
+        for tensor in onnx.load(path, load_external_data=False).graph.initializer:
+            _check_raw_size(tensor, subject)
         _run_check(subject, "the full ONNX checker", lambda: onnx.checker.check_model(path, full_check=True))
         inferred = os.path.join(tmp, "inferred.onnx")
         _run_check(
@@ -157,14 +158,15 @@ def _validate_on_disk(proto: onnx.ModelProto, subject: str) -> None:
 
 def _check_raw_size(tensor: onnx.TensorProto, subject: str) -> None:
     """The in-memory checker's test of raw data against the declared shape, which it does not make of external
-    data (sub-byte types, packed several to a byte, are left to it)."""
-    if not tensor.HasField("raw_data") or tensor.data_type in _SUB_BYTE_TYPES:
+    data (its ``length`` is what the tensor holds; sub-byte types, packed several to a byte, are left to it)."""
+    length = next((entry.value for entry in tensor.external_data if entry.key == "length"), None)
+    if (length is None and not tensor.HasField("raw_data")) or tensor.data_type in _SUB_BYTE_TYPES:
         return
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, ValueError, TypeError):
         return
-    needed, held = math.prod(tensor.dims) * itemsize, len(tensor.raw_data)
+    needed, held = math.prod(tensor.dims) * itemsize, int(length) if length is not None else len(tensor.raw_data)
     if held < needed:
         raise RewriteError(f"{subject} fails the full ONNX checker: initializer {tensor.name!r} holds "
                            f"{held} bytes of raw data, its shape and type need {needed}")
