@@ -65,7 +65,7 @@ def make_session(
             return ort.InferenceSession(str(model), opts, providers=providers)
         proto = model.proto if isinstance(model, OnnxModel) else model
         if not is_large(proto):
-            return ort.InferenceSession(b"".join(_serialized(proto)), opts, providers=providers)
+            return ort.InferenceSession(_serialized(proto), opts, providers=providers)
         with tempfile.TemporaryDirectory() as tmp:
             # A session made from the model's bytes held them beside its own copy of the weights, at its peak and
             # after (BERT-base-size: 1254 and 990 MiB above the model); from a file with the weights apart, 346 and
@@ -77,12 +77,14 @@ def make_session(
         raise ModelLoadError(f"onnxruntime cannot load the model: {str(e).strip().splitlines()[0][:300]}") from e
 
 
-def _serialized(proto: onnx.ModelProto) -> Iterable[bytes]:
-    """``proto``'s bytes, then (where its IR version is above what onnxruntime reads) a message setting only the
-    IR version: a field given twice takes its last value when protobuf parses, so no copy of the model is made."""
-    yield proto.SerializeToString()
+def _serialized(proto: onnx.ModelProto) -> bytes:
+    """``proto``'s bytes, followed (where its IR version is above what onnxruntime reads) by a message setting only
+    the IR version: a field given twice takes its last value when protobuf parses, so no copy of the model message
+    is made; the bytes are joined only where that tail is needed."""
+    data = proto.SerializeToString()
     if proto.ir_version > MAX_IR_VERSION:
-        yield onnx.ModelProto(ir_version=MAX_IR_VERSION).SerializeToString()
+        data += onnx.ModelProto(ir_version=MAX_IR_VERSION).SerializeToString()
+    return data
 
 
 def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
