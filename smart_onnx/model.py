@@ -41,6 +41,8 @@ __all__ = [
     "is_large",
     "iter_graphs",
     "load_model",
+    "normalize",
+    "normalized",
     "proto_bytes",
     "resolve_input_shapes",
     "save_ir_version",
@@ -303,6 +305,21 @@ def normalize(proto: onnx.ModelProto, path: Path | None = None) -> OnnxModel:
     return OnnxModel(proto, path, frozenset(lifted))
 
 
+def normalized(model: OnnxModel) -> OnnxModel:
+    """``model`` as :func:`normalize` reads it, leaving ``model`` as it is: a copy only where reading changes the
+    graph (Constant nodes to lift, sparse initializers to densify), so a model already in that form, as most
+    written ones are, is wrapped as it stands instead of held twice.
+    """
+    def changes(graph: onnx.GraphProto) -> bool:
+        return bool(graph.sparse_initializer) or any(n.op_type == "Constant" for n in graph.node)
+
+    proto = model.proto
+    if any(changes(graph) for graph in iter_graphs(proto.graph)):
+        return normalize(copy_proto(proto), model.path)
+    # Sorting a sorted graph and naming named nodes change nothing (_toposort keeps a sorted order).
+    return normalize(proto, model.path)
+
+
 def _name_nodes(root: onnx.GraphProto) -> None:
     """Give unnamed nodes (and repeated names) unique names: analysis and reports key layers by node name."""
     seen: set[str] = set()
@@ -499,21 +516,33 @@ def save_model(model: OnnxModel | onnx.ModelProto, path: str | os.PathLike[str])
         raise ModelLoadError(f"cannot write {str(out)!r}: directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise ModelLoadError(f"cannot write {str(out)!r}: directory {str(parent)!r} is not writable")
-    to_save = copy_proto(proto)
-    to_save.ir_version = save_ir_version(to_save)
-    external = proto_bytes(to_save) > _PROTO_LIMIT
+    ir_version = save_ir_version(proto)
     try:
         with atomic_output(out) as tmp:
-            if external:
+            if proto_bytes(proto) > _PROTO_LIMIT:
+                # onnx moves the weights out of the message it saves this way, so it gets a copy.
+                to_save = copy_proto(proto)
+                to_save.ir_version = ir_version
                 onnx.save_model(
                     to_save, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=out.name + ".data", size_threshold=1024,
                 )
             else:
-                onnx.save_model(to_save, str(tmp))
+                _save_as_ir(proto, tmp, ir_version)
     except OSError as e:
         raise ModelLoadError(f"cannot write {str(out)!r} ({_short(e)})") from e
     return out
+
+
+def _save_as_ir(proto: onnx.ModelProto, path: Path, ir_version: int) -> None:
+    # The caller's message with the written IR version for the time of the write: a copy of a
+    # large model to change one header field would double its memory.
+    original = proto.ir_version
+    proto.ir_version = ir_version
+    try:
+        onnx.save_model(proto, str(path))
+    finally:
+        proto.ir_version = original
 
 
 def save_ir_version(proto: onnx.ModelProto) -> int:

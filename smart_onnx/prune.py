@@ -27,7 +27,7 @@ from smart_onnx.eval.verify import check_rewrite
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
 from smart_onnx.hw import Profile, check_model, record_original
-from smart_onnx.model import OnnxModel, copy_proto, normalize, tensor_to_array
+from smart_onnx.model import OnnxModel, normalized, tensor_to_array
 from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
 from smart_onnx.report import FrozenGroup, PruneReport
@@ -164,7 +164,7 @@ def prune(
     )
     if options.target is not None:
         start = time.perf_counter()
-        report.check = check_model(normalize(copy_proto(pruned.proto)), options.target, reference=model,
+        report.check = check_model(normalized(pruned), options.target, reference=model,
                                    input_shapes=_input_shapes(calibration), rules=mode.checker_rules)
         seconds.check = time.perf_counter() - start
     start = time.perf_counter()
@@ -242,7 +242,7 @@ def _in_float64(executor: Executor, transforms: Mapping[Any, Any], feeds: Mappin
 
 def _layer_report(analysis: Analysis, after: OnnxModel) -> list[LayerRow]:
     """Per prunable layer: weight shape before/after, nonzeros, sparsity (of the original size), MACs after."""
-    new = {t.name: t for t in normalize(copy_proto(after.proto)).graph.initializer}  # COO Constants as weights
+    new = {t.name: t for t in normalized(after).graph.initializer}  # COO Constants as weights
     rows = []
     for layer in analysis.layers:
         numel = math.prod(layer.weight_shape)

@@ -10,7 +10,15 @@ import pytest
 from onnx import helper, numpy_helper
 
 from smart_onnx.errors import GraphError, ModelLoadError
-from smart_onnx.model import SAVE_IR_VERSION, load_model, normalize, resolve_input_shapes, save_model
+from smart_onnx.model import (
+    SAVE_IR_VERSION,
+    OnnxModel,
+    load_model,
+    normalize,
+    normalized,
+    resolve_input_shapes,
+    save_model,
+)
 from tests.helpers import make_model, run_executor, run_ort
 
 
@@ -114,6 +122,18 @@ def test_symbolic_batch_resolves_and_other_symbols_need_a_shape() -> None:
     assert resolve_input_shapes(model, {"x": (2, 3, 8, 4)}) == {"x": (2, 3, 8, 4)}
 
 
+def test_normalized_reads_a_model_as_normalize_does_and_leaves_it_alone() -> None:
+    with_constant = OnnxModel(_mul_add(), None)
+    before = with_constant.proto.SerializeToString()
+    read = normalized(with_constant)
+    assert "c" in read.initializers and read.proto is not with_constant.proto  # lifted, on a copy
+    assert with_constant.proto.SerializeToString() == before
+    already = normalize(_mul_add())  # nothing left to lift: wrapped as it stands, not copied
+    before = already.proto.SerializeToString()
+    assert normalized(already).proto is already.proto
+    assert already.proto.SerializeToString() == before
+
+
 def test_sparse_value_constant_is_lifted_and_runs() -> None:
     sparse = helper.make_sparse_tensor(
         numpy_helper.from_array(np.array([4.0], np.float32), "s"), numpy_helper.from_array(np.array([2], np.int64)), [3]
@@ -133,6 +153,23 @@ def test_save_keeps_the_ir_an_opset_needs(tmp_path) -> None:
     assert onnx.load(str(out)).ir_version == 11
     proto.ir_version = 7
     assert onnx.load(str(save_model(proto, tmp_path / "m7.onnx"))).ir_version == 7
+
+
+def test_save_leaves_the_callers_model_as_it_was(tmp_path, monkeypatch) -> None:
+    proto = _mul_add()
+    proto.ir_version = 13
+    before = proto.SerializeToString()
+    save_model(proto, tmp_path / "m.onnx")
+    assert proto.SerializeToString() == before
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save_model", full_disk)
+    with pytest.raises(ModelLoadError, match="No space left"):
+        save_model(proto, tmp_path / "full.onnx")
+    assert proto.SerializeToString() == before
+    assert not (tmp_path / "full.onnx").exists()
 
 
 def test_weights_apart_are_written_beside_the_model_without_touching_it(tmp_path) -> None:
