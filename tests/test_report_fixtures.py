@@ -8,6 +8,7 @@ by its time budget, N:M without the refit, block with its search stopped by the 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,32 @@ def test_an_earlier_report_loads_and_writes_back_the_same_bytes(path: Path) -> N
     report = PruneReport.from_json(text)
     assert report.to_json() == text
     assert PruneReport.from_dict(json.loads(text)) == report
+
+
+def _fixture(stem: str) -> PruneReport:
+    return PruneReport.from_json((Path(__file__).parent / "fixtures" / "reports" / f"{stem}.json").read_text())
+
+
+def test_a_degraded_run_is_told_what_limited_it() -> None:
+    stopped = _fixture("block-out-of-time")  # the search stopped at its 4 s budget; 86 + 10 held-out samples, augmented
+    assert stopped.remedies() == [
+        "a longer --time-budget: the search stopped at 4 s (time budget reached after 4 of 40 search steps)",
+        "more calibration samples: this run learned from 96, few enough to be augmented",
+        "a lower --sparsity than 40%",
+    ]
+    nm = _fixture("nm-norefit")  # ran every step it asked for: no budget line; its sparsity is the pattern's
+    assert nm.remedies() == ["more calibration samples: this run learned from 96, few enough to be augmented"]
+
+
+def test_a_plan_cut_by_the_budget_names_the_steps_it_asked_for_and_reads_back() -> None:
+    report = _fixture("channel-budget")
+    report.steps = replace(report.steps, asked=(300, 300))
+    assert report.remedies()[0] == ("a longer --time-budget: 2 s fit 120+120 of the 300+300 search + fine-tune "
+                                    "steps this run asked for")
+    assert PruneReport.from_json(report.to_json()).steps.asked == (300, 300)
+
+
+def test_a_faithful_run_needs_no_remedy() -> None:
+    report = _fixture("block-out-of-time")
+    report.fidelity.degraded, report.fidelity.warnings = [], []
+    assert report.remedies() == []

@@ -39,6 +39,8 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
         header, out_rows = output_table(ev.outputs, fidelity.degraded if fidelity else ())
         parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev.samples} held-out "
                                                           f"samples)"))
-    parts.append("\n".join(verdict_lines(fidelity)))
+    remedies = report.remedies()
+    parts.append("\n".join(verdict_lines(fidelity) + (["what may help:"] + [f"  - {r}" for r in remedies]
+                                                      if remedies else [])))
     parts.append(f"wrote {output}\nwrote {report_path}")
     return "\n\n".join(parts)

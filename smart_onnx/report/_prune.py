@@ -135,6 +135,31 @@ class PruneReport(JsonReport):
             out["output"] = self.output
         return out
 
+    def remedies(self) -> list[str]:
+        """What may bring a degraded output back, from what limited this run; empty where every output is
+        faithful or none was judged.
+
+        Most of the gap such a run leaves is generalisation: a model pruned from a few dozen samples reproduces
+        them almost exactly and the held-out samples less well (docs/benchmarks.md), so what the run was short
+        of comes first: the steps its time budget cut, then samples.
+        """
+        if self.fidelity is None or self.fidelity.faithful:
+            return []
+        out = []
+        plan, budget = self.steps, self.search.time_budget
+        if plan.asked is not None and budget is not None:
+            out.append(f"a longer --time-budget: {budget:.0f} s fit {plan.steps}+{plan.finetune_steps} of the "
+                       f"{plan.asked[0]}+{plan.asked[1]} search + fine-tune steps this run asked for")
+        elif self.training.search_stopped is not None and budget is not None:
+            out.append(f"a longer --time-budget: the search stopped at {budget:.0f} s "
+                       f"({self.training.search_stopped})")
+        samples = self.training.calibration_samples + self.training.validation_samples
+        if self.training.augment:
+            out.append(f"more calibration samples: this run learned from {samples}, few enough to be augmented")
+        if self.nm is None:
+            out.append(f"a lower --sparsity than {self.sparsity.requested:.0%}")
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruneReport:
         """The report from its JSON object (a report without ``schema_version`` is version 1)."""

@@ -46,13 +46,23 @@ class StepPlan:
     finetune_steps: int
     step_seconds: float | None
     reason: str
+    # The steps per phase asked for where the time budget cut them (None: the plan fits, or no budget).
+    asked: tuple[int, int] | None = None
     # The steps wanted before the time budget cut them, which a smaller batch may fit (None: not cut, or cut only
     # in the steps augmented data asks for beyond its own count); not written into the report.
     wanted: tuple[int, int] | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.asked is not None:  # a JSON list, read back
+            object.__setattr__(self, "asked", (int(self.asked[0]), int(self.asked[1])))
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         del out["wanted"]
+        if out["asked"] is None:  # as reports written before the field
+            del out["asked"]
+        else:
+            out["asked"] = list(out["asked"])
         return out
 
 
@@ -124,4 +134,4 @@ def plan_steps(
     return StepPlan(capped_search, capped_finetune, step_seconds,
                     f"{chosen}: {search}+{finetune} steps wanted, {capped_search}+{capped_finetune} fit "
                     f"{TRAIN_SHARE:.0%} of the {time_budget:.0f} s budget at {step_seconds:.2f} s per step",
-                    wanted=cut)
+                    asked=(search, finetune), wanted=cut)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from smart_onnx.cli.summary import render_summary
 from smart_onnx.data import dataset_from_arrays
 from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.report import PruneReport
 from smart_onnx.search import SearchConfig
 from tests.transformers import moments_layernorm_model
 
@@ -33,3 +35,12 @@ def test_sparsity_line_is_of_all_prunable_weights_and_names_the_searched_units_a
     assert searched > shown + 0.01  # of the searched units alone it is more: shown apart
     assert abs(searched - report.sparsity.searched) < 1e-3
     assert report.search.sparsity == pytest.approx(0.4 * before / (2 * 64 * 128))  # what the search aimed for
+
+
+def test_a_degraded_summary_says_what_may_help_after_its_verdict() -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "reports" / "block-out-of-time.json"
+    text = render_summary(PruneReport.from_json(fixture.read_text()), "out.onnx", "out.json")
+    verdict = text.index("result: DEGRADED")
+    assert text.index("what may help:") > verdict
+    assert "  - a longer --time-budget: the search stopped at 4 s" in text
+    assert "  - a lower --sparsity than 40%" in text
