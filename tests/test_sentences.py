@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devkit.sentences import CALIBRATION_SENTENCES, HELD_OUT_SENTENCES, WordPiece, sentence_feeds
+from devkit.sentences import (
+    CALIBRATION_SENTENCES,
+    HELD_OUT_SENTENCES,
+    MORE_CALIBRATION_SENTENCES,
+    WordPiece,
+    sentence_feeds,
+)
 from devkit.thirdparty import bert_vocab
 from tests.conftest import _fetched
 
@@ -37,10 +43,11 @@ def test_sentence_feeds_pad_on_the_right_and_mask_the_padding() -> None:
         WordPiece({"the": 0})
 
 
-def test_the_two_sentence_sets_share_no_sentence() -> None:
-    assert len(CALIBRATION_SENTENCES) == 60 and len(HELD_OUT_SENTENCES) == 24
-    assert not set(CALIBRATION_SENTENCES) & set(HELD_OUT_SENTENCES)
-    assert len(set(CALIBRATION_SENTENCES)) == 60 and len(set(HELD_OUT_SENTENCES)) == 24
+def test_the_sentence_sets_share_no_sentence() -> None:
+    sets = {"calibration": CALIBRATION_SENTENCES, "held out": HELD_OUT_SENTENCES, "more": MORE_CALIBRATION_SENTENCES}
+    assert {k: len(v) for k, v in sets.items()} == {"calibration": 60, "held out": 24, "more": 360}
+    every = [s.lower() for v in sets.values() for s in v]
+    assert len(set(every)) == len(every) == 444  # no sentence twice, in a set or across them, whatever its case
 
 
 @pytest.mark.realmodels
