@@ -121,12 +121,14 @@ def _summary(r: PruneReport | EvalResult, names: tuple[str, str]) -> str:
 
 
 def _eval(ev: EvalReport | None, fidelity: FidelityVerdict | None, settings: LatencySettings | None,
-          candidate: str) -> str:
+          candidate: str, remedies: list[str]) -> str:
     if not ev:
         return ""
     out = [f"<h2>Evaluation ({ev.samples} samples, onnxruntime)</h2>"]
     out.append(_table(*output_table(ev.outputs, fidelity.degraded if fidelity else ())))
     out.append("".join(f"<p><b>{_e(line)}</b></p>" for line in verdict_lines(fidelity)))
+    if remedies:
+        out.append("<p>What may help:</p><ul>" + "".join(f"<li>{_e(r)}</li>" for r in remedies) + "</ul>")
     if ev.latency:
         rows = []
         for batch, pair in ev.latency.items():
@@ -207,7 +209,8 @@ def render_html(report: PruneReport | EvalResult, *, title: str = "smart-onnx re
     body = "".join([
         f"<h1>{_e(title)}</h1>", command, _summary(report, names),
         _eval(report.eval, report.fidelity, comparison.latency if comparison else None,
-              "candidate" if names[1] == "candidate" else "pruned"),
+              "candidate" if names[1] == "candidate" else "pruned",
+              report.remedies() if hasattr(report, "remedies") else []),  # prune's report: what limited it
         _check(getattr(report, "check", None), getattr(report, "target", None)),
         _layers(report.layers, overall), _history(getattr(report, "history", None)), _footer(report),
     ])

@@ -110,3 +110,11 @@ def test_screenshot_renders(tmp_path) -> None:
     page = write_html(prune_report(), tmp_path / "r.html")
     png = tool.screenshot(page, tmp_path / "r.png", size=(1000, 1000))
     assert tool.distinct_colors(png) > 50  # text, tables and plots, not a blank page
+
+
+def test_a_degraded_prune_page_says_what_may_help() -> None:
+    report = prune_report()
+    assert "What may help" not in render_html(report)  # faithful
+    report.fidelity = replace(report.fidelity, degraded=["logits"], warnings=["output 'logits' (class): low"])
+    page = render_html(report)
+    assert "What may help" in page and "<li>a lower --sparsity than 50%</li>" in page
