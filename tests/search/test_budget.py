@@ -34,6 +34,7 @@ def test_wanted_steps_follow_the_data(samples: int, want: int) -> None:
 def test_given_steps_are_kept_when_they_fit() -> None:
     plan = plan_steps(steps=50, finetune_steps=20, samples=64, batch_size=32, step_seconds=0.1, time_budget=600)
     assert (plan.steps, plan.finetune_steps) == (50, 20) and "fit" in plan.reason
+    assert plan.asked is None and "asked" not in plan.to_dict()  # nothing was cut
 
 
 def test_the_time_budget_shrinks_both_phases_in_proportion() -> None:
@@ -42,6 +43,7 @@ def test_the_time_budget_shrinks_both_phases_in_proportion() -> None:
     fits = int((TRAIN_SHARE * 600 - 20) / 3.5)
     assert plan.steps + plan.finetune_steps <= fits and plan.steps == plan.finetune_steps
     assert "wanted" in plan.reason and "3.50 s per step" in plan.reason
+    assert plan.asked == (400, 400) and plan.to_dict()["asked"] == [400, 400]  # what the report tells the user
 
 
 def test_a_plan_the_budget_cuts_asks_for_a_smaller_batch() -> None:
