@@ -39,8 +39,9 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
         header, out_rows = output_table(ev.outputs, fidelity.degraded if fidelity else ())
         parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev.samples} held-out "
                                                           f"samples)"))
-    remedies = report.remedies()
-    parts.append("\n".join(verdict_lines(fidelity) + (["what may help:"] + [f"  - {r}" for r in remedies]
-                                                      if remedies else [])))
+    verdict = verdict_lines(fidelity)
+    if remedies := report.remedies():
+        verdict += ["what may help:", *(f"  - {r}" for r in remedies)]
+    parts.append("\n".join(verdict))
     parts.append(f"wrote {output}\nwrote {report_path}")
     return "\n\n".join(parts)
