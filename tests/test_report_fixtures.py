@@ -30,6 +30,14 @@ def test_an_earlier_report_loads_and_writes_back_the_same_bytes(path: Path) -> N
     assert PruneReport.from_dict(json.loads(text)) == report
 
 
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_an_earlier_report_reads_as_run_without_the_refits_block_choice(path: Path) -> None:
+    report = PruneReport.from_json(path.read_text())
+    assert report.search.refit_reselect is False and "refit_reselect" not in report.to_dict()["search"]
+    chosen = replace(report, search=replace(report.search, refit_reselect=True))
+    assert PruneReport.from_json(chosen.to_json()).search.refit_reselect is True
+
+
 def _fixture(stem: str) -> PruneReport:
     return PruneReport.from_json((Path(__file__).parent / "fixtures" / "reports" / f"{stem}.json").read_text())
 

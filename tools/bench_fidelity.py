@@ -66,6 +66,7 @@ PEER_METHODS = ("sparsegpt", "wanda", "magnitude")  # onnxsim.pruning recipes, u
 STRUCTURED_PEERS = ("structured-wanda", "attention-head-wanda")  # beside channel configs: they change shapes
 ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("ablation refit=False", {"refit": False}),
+    ("ablation refit_reselect=False", {"refit_reselect": False}),
     ("ablation feature_weight=0", {"feature_weight": 0.0}),
     ("ablation augment=False", {"augment": False}),
 )

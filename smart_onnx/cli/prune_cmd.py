@@ -71,6 +71,9 @@ def _nm(text: str) -> tuple[int, int]:
 @click.option("--refit/--no-refit", default=SearchConfig.refit, show_default=True,
               help="After the mask is fixed, re-fit each pruned layer's kept weights to the dense layer's outputs "
                    "(ridge least squares, layer by layer); with --finetune-steps 0 a fast path without training.")
+@click.option("--refit-reselect/--no-refit-reselect", default=SearchConfig.refit_reselect, show_default=True,
+              help="Block mode: the refit also re-chooses which blocks each block row keeps, as many as the search "
+                   "kept there, where that lowers the layer's reconstruction error (greedy OBS removal).")
 @click.option("--feature-weight", type=float, default=SearchConfig.feature_weight, show_default=True,
               help="Weight of the distillation of internal features (residual stage outputs); 0 turns it off.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -136,7 +139,8 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
               output_roles: tuple[str, ...] = (), label_output: str | None = None,
               min_fidelity: float | None = None, time_budget: float = SearchConfig.time_budget,
               augment: bool | None = None, feature_weight: float = SearchConfig.feature_weight,
-              refit: bool = SearchConfig.refit, quantize: str | None = None,
+              refit: bool = SearchConfig.refit, refit_reselect: bool = SearchConfig.refit_reselect,
+              quantize: str | None = None,
               activations: str = QuantizeOptions.activations, calibration_method: str = QuantizeOptions.calibration,
               calibration_samples: int | None = QuantizeOptions.samples,
               workers: int = SearchConfig.workers, precision: str = SearchConfig.precision) -> None:
@@ -146,7 +150,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
                           time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit,
-                          workers=workers, precision=precision)
+                          refit_reselect=refit_reselect, workers=workers, precision=precision)
     quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
                             target=target) if quantize else None
     output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))

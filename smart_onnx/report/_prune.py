@@ -114,7 +114,7 @@ class PruneReport(JsonReport):
         out: dict[str, Any] = {
             "schema_version": self.schema_version, "command": self.command, "seed": self.seed, "mode": self.mode,
             "method": self.method, "budget": self.budget, "target": self.target, "block": self.block, "nm": self.nm,
-            "search": asdict(self.search), "steps": self.steps.to_dict(),
+            "search": _search_dict(self.search), "steps": self.steps.to_dict(),
             "training": self.training.to_dict(),
             "sparsity": self.sparsity.to_dict(), "layers": [r.to_dict() for r in self.layers],
             "frozen_groups": [asdict(g) for g in self.frozen_groups], "outputs": [o.to_dict() for o in self.outputs],
@@ -172,7 +172,8 @@ class PruneReport(JsonReport):
         return from_fields(
             cls, data,
             schema_version=data.get("schema_version", 1),
-            search=from_fields(SearchConfig, data["search"]),
+            # Reports from before the refit re-chose blocks lack the key: those runs did not.
+            search=from_fields(SearchConfig, {"refit_reselect": False, **data["search"]}),
             steps=from_fields(StepPlan, data["steps"]),
             training=TrainingLog.from_dict(data["training"]),
             history=History.from_dict(data["history"]),
@@ -188,3 +189,11 @@ class PruneReport(JsonReport):
             totals=optional("totals", Totals.from_dict),
             quantize=optional("quantize", QuantizeInfo.from_dict),
         )
+
+
+def _search_dict(search: SearchConfig) -> dict[str, Any]:
+    """The search settings as written: ``refit_reselect`` only when on, as reports written before it read."""
+    out = asdict(search)
+    if not out["refit_reselect"]:
+        del out["refit_reselect"]
+    return out

@@ -47,6 +47,8 @@ class SearchConfig:
     validation: float = 0.1  # calibration fraction held out for early stopping of the fine-tune (0: none)
     refit: bool = True  # closed-form ridge refit of the kept weights after hardening (search/refit.py)
     refit_ridge: float = 0.01
+    # SMART in block mode: the refit may re-choose which blocks each block row keeps, as many (search/refit.py).
+    refit_reselect: bool = True
     refit_samples: int = 256
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
     workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none

@@ -57,6 +57,10 @@ class Ranking:
         """The bool hard mask of the searched scores."""
         raise NotImplementedError
 
+    def locked(self) -> torch.Tensor | None:
+        """Bool ``[num_units]``: units whose state nothing after hardening may change (None: no such unit)."""
+        return None
+
 
 class GlobalRanking(Ranking):
     """All units ranked together under a cost budget (block and channel mode)."""
@@ -91,6 +95,10 @@ class GlobalRanking(Ranking):
 
     def harden(self, scores: torch.Tensor, config: SearchConfig) -> torch.Tensor:
         return harden_to_target(self.space, scores, self.space.costs(config.budget), config, self.constraints)[0]
+
+    def locked(self) -> torch.Tensor | None:
+        keep = self.constraints.keep
+        return None if keep is None else keep.detach().cpu().bool()
 
 
 class GroupedRanking(Ranking):

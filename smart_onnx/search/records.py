@@ -25,7 +25,9 @@ class RefitLog:
         skipped: layer -> why it was not refitted.
         mean_error_before, mean_error_after: the refitted layers' mean relative output error (None: none refitted).
         passes: passes over the calibration data.
-        stopped: why it ended before every layer (the time budget); then the other fields are not written.
+        stopped: why it ended before every layer (the time budget); then only it and ``units_moved`` are written.
+        units_moved: units the refit newly kept in place of as many it pruned (``refit_reselect``; written
+            only when some moved).
     """
 
     layers: int = 0
@@ -34,11 +36,14 @@ class RefitLog:
     mean_error_after: float | None = None
     passes: int = 0
     stopped: str | None = None
+    units_moved: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        if self.stopped is not None:
-            return {"stopped": self.stopped}
         out = asdict(self)
+        if not out["units_moved"]:  # as reports written before the refit re-chose units
+            del out["units_moved"]
+        if self.stopped is not None:
+            return {k: v for k, v in out.items() if k in ("stopped", "units_moved")}
         del out["stopped"]
         return out
 

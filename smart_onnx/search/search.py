@@ -169,7 +169,12 @@ def run_search(
         if deadline is not None:
             now = clock()  # rank 0's, broadcast to every rank: read once
             refit_deadline = now + max(0.0, deadline - now) * REFIT_SHARE
-        result.training.refit = _refit(trainer, space, transforms, config, progress, refit_deadline)
+        result.training.refit, moved = _refit(trainer, ranking, transforms, config, progress, refit_deadline)
+        if moved:
+            keep = _keep_with(space, result.keep, moved)
+            result.training.refit.units_moved = int((keep & ~result.keep).sum())
+            result.keep = keep
+            transforms = space.transforms(result.keep.to(trainer.device, torch.float32))
         result.seconds.refit = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
@@ -194,14 +199,16 @@ class _OutOfTime(Exception):
     """Raised from the refit's progress callback to end it at the time budget."""
 
 
-def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config: SearchConfig,
-           progress: Progress | None, deadline: float | None) -> RefitLog:
-    """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py).
+def _refit(trainer: Trainer, ranking: Ranking, transforms: Transforms, config: SearchConfig,
+           progress: Progress | None, deadline: float | None) -> tuple[RefitLog, dict[str, torch.Tensor]]:
+    """The kept weights re-fitted layer by layer to the dense layers' outputs (see search/refit.py), and the
+    layers whose kept units the refit re-chose (``config.refit_reselect``): weight -> its kept elements.
 
     At the time budget it ends after the pass in progress: every layer refitted so far keeps its
-    new weights (each is refitted only where that lowers its error), the rest keep theirs.
+    new weights (each is refitted only where that lowers its error) and mask, the rest keep theirs.
     """
     passes = [0, 0]
+    moved: dict[str, torch.Tensor] = {}
 
     def report(done: int, total: int) -> None:
         passes[:] = [done, total]
@@ -210,20 +217,33 @@ def _refit(trainer: Trainer, space: PruningSpace, transforms: Transforms, config
         if deadline is not None and clock() > deadline and done < total:
             raise _OutOfTime
 
+    space = ranking.space
+    reselect = config.refit_reselect and config.method == "smart"  # a baseline's mask is its method's own
     try:
         data = _refit_data(trainer, config)
         refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
                              data, batch_size=config.batch_size, max_samples=len(data), ridge=config.refit_ridge,
-                             device=config.device, progress=report)
+                             device=config.device, progress=report,
+                             units=space.element_units if reselect else None, locked=ranking.locked(), masks=moved)
     except _OutOfTime:
-        return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers")
+        return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers"), moved
     done = [lay for lay in refit.layers if lay.skipped is None]
     return RefitLog(
         layers=len(done), skipped={lay.name: lay.skipped for lay in refit.layers if lay.skipped},
         mean_error_before=float(np.mean([lay.error_before for lay in done])) if done else None,
         mean_error_after=float(np.mean([lay.error_after for lay in done])) if done else None,
         passes=refit.passes,
-    )
+    ), moved
+
+
+def _keep_with(space: PruningSpace, keep: torch.Tensor, moved: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The hard mask with the units of each weight in ``moved`` set from its kept elements."""
+    keep = keep.clone()
+    for weight, kept in moved.items():
+        units = space.element_units(weight)
+        keep[units[~kept]] = False
+        keep[units[kept]] = True
+    return keep
 
 
 def _refit_data(trainer: Trainer, config: SearchConfig, views: int = REFIT_VIEWS) -> Dataset:

@@ -132,6 +132,13 @@ class PruningSpace:
         """Global magnitude baseline: the L2 norm of each unit's weights."""
         return self.unit_importance(weights, None).sqrt().float()
 
+    def element_units(self, weight: str) -> torch.Tensor | None:
+        """Each element's unit (int64, the weight's shape, indices into the flat mask) where every element of
+        ``weight`` is in exactly one unit of its own layer, so the refit may re-choose kept units within the
+        layer (see search/refit.py); None where units are not that (channels span layers, N:M fixes a count
+        per group), or the weight has no units."""
+        return None
+
 
 # --------------------------------------------------------------------------- block
 
@@ -199,6 +206,12 @@ class BlockSpace(PruningSpace):
     def unit_importance(self, weights: Mapping[str, torch.Tensor], stats: ActivationStats | None) -> torch.Tensor:
         parts = [lb.units.reduce(_importance(weights[lb.layer.weight], lb.layer, stats)) for lb in self.layers]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+    def element_units(self, weight: str) -> torch.Tensor | None:
+        for lb in self.layers:
+            if lb.layer.weight == weight:
+                return lb.units.expand(torch.arange(lb.start, lb.end, dtype=torch.float64)).long()
+        return None
 
     def export(self, keep: torch.Tensor) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
         """Hard mask -> {initializer: (keep grid, block shape in tensor order)} for ``apply_block_masks``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,22 @@ def test_run_search_returns_a_mask_that_meets_the_sparsity_and_trained_weights(n
     assert len(result.history.loss) == 3 and len(result.history.finetune_loss) <= 2
     assert set(result.weights) >= {layer.weight for layer in mode.space.scored_layers}
     assert (result.plan.steps, result.plan.finetune_steps) == (3, 2)
+
+
+def test_the_refit_re_chooses_blocks_at_the_same_sparsity_and_the_weights_follow_the_new_mask() -> None:
+    model, mode = _mode("block", block=(4, 4, 1, 1))
+    data = Dataset({"x": np.random.default_rng(0).standard_normal((16, 8, 6, 6)).astype(np.float32)})
+    config = SearchConfig(sparsity=mode.sparsity, steps=3, finetune_steps=2, batch_size=8, time_budget=None)
+    plain = run_search(Executor(model), mode.ranking, data, dataclasses.replace(config, refit_reselect=False))
+    chosen = run_search(Executor(model), mode.ranking, data, config)
+    moved = chosen.training.refit.units_moved
+    assert plain.training.refit.units_moved == 0 and moved > 0
+    # the search is seeded alike: the masks differ by the units the refit moved, as many kept as pruned
+    assert int((chosen.keep & ~plain.keep).sum()) == moved == int((plain.keep & ~chosen.keep).sum())
+    assert mode.sparsity_summary(chosen.keep) == mode.sparsity_summary(plain.keep)
+    for weight, mask in mode.space.transforms(chosen.keep.float()).items():
+        value = torch.from_numpy(chosen.weights[weight])
+        assert bool((value[mask(torch.ones_like(value)) == 0] == 0).all())
 
 
 @pytest.mark.parametrize("name", ["block", "channel"])

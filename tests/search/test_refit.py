@@ -121,6 +121,49 @@ def test_refit_keeps_masks_and_lowers_layer_and_model_error(zoo_export, arch: st
         assert _relative(after[name], ref) < _relative(before[name], ref)
 
 
+@pytest.mark.parametrize("arch", ["resnet_like", "mlp_gemm"])
+def test_re_chosen_blocks_keep_every_block_rows_count_and_lower_the_error(zoo_export, arch: str) -> None:
+    samples = 160 if arch == "mlp_gemm" else 32
+    model = normalize(copy_proto(zoo_export(arch, "legacy17").proto))
+    space = BlockSpace(analyze(model).layers, (4, 4, 1, 1))
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.rand(space.num_units, generator=gen) < 0.5
+    locked = torch.rand(space.num_units, generator=gen) < 0.2
+    layers = list(space.scored_layers)
+    _, _, dense, _, _, calib, held = _setup(zoo_export, arch, "block", samples=samples)
+    plain, chosen = Executor(model), Executor(model)
+    args = dict(batch_size=32, max_samples=samples)
+    searched = refit_layers(plain, dense, layers, space.transforms(keep.float()), calib, **args)
+    masks: dict[str, torch.Tensor] = {}
+    report = refit_layers(chosen, dense, layers, space.transforms(keep.float()), calib, units=space.element_units,
+                          locked=locked, masks=masks, **args)
+    assert masks, "no layer re-chose a block"
+    new = keep.clone()
+    for weight, kept in masks.items():
+        ids = space.element_units(weight)
+        assert all(bool((kept[ids == u] == kept[ids == u][0]).all()) for u in ids.unique())  # whole blocks
+        new[ids[kept]], new[ids[~kept]] = True, False
+    assert bool((new[locked] == keep[locked]).all())
+    for lb in space.layers:  # every block row keeps as many blocks
+        rows = lb.units.grid_shape[0]
+        assert torch.equal(new[lb.start:lb.end].reshape(rows, -1).sum(1),
+                           keep[lb.start:lb.end].reshape(rows, -1).sum(1)), lb.layer.name
+    # the weights are zero outside the new mask and the reported errors are those of the model under it
+    transforms = space.transforms(new.float())
+    nodes = {n.name: n for n in model.graph.node}
+    refitted = [r for r in report.layers if r.skipped is None]
+    for lay in (lay for lay, r in zip(layers, report.layers) if r.skipped is None):
+        value = chosen.weights.get(lay.weight)
+        assert bool((value[transforms[lay.weight](torch.ones_like(value)) == 0] == 0).all())
+    outs = [nodes[r.name].output[0] for r in refitted]
+    pruned_out, dense_out = _values(chosen, calib, outs, transforms), _values(dense, calib, outs)
+    for r, out in zip(refitted, outs):
+        assert _relative(pruned_out[out], dense_out[out]) == pytest.approx(r.error_after, rel=1e-3, abs=1e-9)
+    first = layers[0].name  # the same input either way: re-choosing can only lower its error
+    assert report.layers[0].name == first and report.layers[0].error_after <= searched.layers[0].error_after
+    assert report.layers[0].error_after < searched.layers[0].error_after or layers[0].weight not in masks
+
+
 def test_first_layer_error_before_is_the_masked_models(zoo_export) -> None:
     model, executor, dense, layers, transforms, calib, _ = _setup(zoo_export, "resnet_like", "block", seed=1)
     stem = layers[0]
