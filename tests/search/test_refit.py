@@ -297,6 +297,19 @@ def test_refit_on_cuda(zoo_export) -> None:
     assert all(p.device.type == "cuda" for p in executor.parameters())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_blocks_are_re_chosen_on_cuda_as_on_the_cpu(zoo_export) -> None:
+    model = normalize(copy_proto(zoo_export("resnet_like", "legacy17").proto))
+    space = BlockSpace(analyze(model).layers, (4, 4, 1, 1))
+    keep = torch.rand(space.num_units, generator=torch.Generator().manual_seed(0)) < 0.5
+    _, _, dense, _, _, calib, _ = _setup(zoo_export, "resnet_like", "block")
+    masks = {device: {} for device in ("cpu", "cuda")}
+    for device, moved in masks.items():
+        refit_layers(Executor(model), dense, list(space.scored_layers), space.transforms(keep.float()), calib,
+                     batch_size=16, max_samples=32, device=device, units=space.element_units, masks=moved)
+    assert masks["cpu"] and masks["cpu"].keys() == masks["cuda"].keys()
+
+
 def test_a_node_our_model_does_not_reproduce_is_skipped() -> None:
     """A Gemm whose C is [1, N] is not a bias to the layer finder: X W^T misses it, so no refit."""
     rng = np.random.default_rng(2)
