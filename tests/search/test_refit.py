@@ -130,7 +130,7 @@ def test_re_chosen_blocks_keep_every_block_rows_count_and_lower_the_error(zoo_ex
     keep = torch.rand(space.num_units, generator=gen) < 0.5
     locked = torch.rand(space.num_units, generator=gen) < 0.2
     layers = list(space.scored_layers)
-    _, _, dense, _, _, calib, held = _setup(zoo_export, arch, "block", samples=samples)
+    _, _, dense, _, _, calib, _ = _setup(zoo_export, arch, "block", samples=samples)
     plain, chosen = Executor(model), Executor(model)
     args = dict(batch_size=32, max_samples=samples)
     searched = refit_layers(plain, dense, layers, space.transforms(keep.float()), calib, **args)
