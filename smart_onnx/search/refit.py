@@ -52,8 +52,9 @@ _REPRODUCE_TOL = 1e-3  # relative error allowed between our X W^T + b and the de
 # Fewer calibration rows per solved feature overfit: on a 64-32-10 MLP at 50% 4x4 blocks the held-out
 # output error rose after refitting from 48 samples (0.75 rows per feature) and fell from 130 (2 per feature).
 _MIN_ROWS_PER_FEATURE = 2
-# Wider layers keep the searched mask: the greedy block choice costs about inputs^3 per block row. MiniLM's three
-# 1536-input FFN projections (72 block rows, 0.84 s each in float32) took its refit at 50 % from 18 s to 171 s.
+# Layers of more inputs keep the searched mask: the greedy block choice costs about inputs^3 per block row.
+# MiniLM's three 1536-input FFN projections (72 block rows, 0.84 s each in float32) took its refit at 50 %
+# from 18 s to 171 s.
 _RESELECT_MAX_FEATURES = 1280
 # Live values kept between passes, all batches and both models together; a batch past it is run from the
 # inputs again each pass (one 32-channel 112 x 112 activation is 49 MiB a batch of 32).
@@ -409,7 +410,7 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
     result.error_before, result.rows_refit = float(before.sum()) / total, int(better.sum())
     chosen = _Choice(scale != 0, torch.where(better[..., None], new, current), torch.where(better, after, before))
     moved = None
-    if ids is not None and layer.groups == 1 and features <= _RESELECT_MAX_FEATURES:
+    if ids is not None and layer.groups == 1 and features - int(plan.bias_col) <= _RESELECT_MAX_FEATURES:
         canonical = ids.to(gram.pp.device).permute(layer.canonical_axes).reshape(chosen.keep.shape[1], -1)
         reselected = _reselect(plan, gram, canonical, chosen, current,
                                None if locked is None else locked.to(gram.pp.device), ridge)
