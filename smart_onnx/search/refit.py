@@ -241,6 +241,16 @@ def _is_feature(gram: _Gram) -> torch.Tensor:
     return is_feature
 
 
+def _solvable(plan: _Plan, gram: _Gram, keep: torch.Tensor) -> torch.Tensor:
+    """The kept weights ``[groups, O/g, D(+1)]`` the solve may change: not those over inputs never active on
+    the calibration data (no information: a ridge solve would set them to exactly zero, new zeros outside the
+    mask's pattern that a target's check rejects), nor a bias the layer does not own alone."""
+    solve = keep & (gram.pp.diagonal(dim1=-2, dim2=-1) > 0)[:, None, :]
+    if plan.bias_col and not plan.bias_fit:
+        solve[..., -1] = False
+    return solve
+
+
 def _dampened(a: torch.Tensor, is_feature: torch.Tensor, ridge: float) -> torch.Tensor:
     """``a`` (a Gram matrix) plus ``ridge`` times its mean feature diagonal on the features' diagonal."""
     diag = a.diagonal()
@@ -338,7 +348,7 @@ def _reselect(plan: _Plan, gram: _Gram, ids: torch.Tensor, old: _Choice, current
     state, so the count of kept weights is exactly the mask's.
     """
     keep, features = old.keep[0], ids.shape[1]
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(_dampened(gram.pp[0], _is_feature(gram), ridge)))
+    hinv = None  # the inverse of the dampened X^T X, once a band has blocks to move
     active = gram.pp[0].diagonal()[:features] > 0
     new_keep, bands = keep.clone(), []
     _, band_of = torch.unique(ids, dim=0, return_inverse=True)
@@ -354,16 +364,15 @@ def _reselect(plan: _Plan, gram: _Gram, ids: torch.Tensor, old: _Choice, current
             movable &= ~locked[names]
         if not bool((movable & kept).any()) or not bool((movable & ~kept).any()):
             continue
+        if hinv is None:
+            hinv = torch.cholesky_inverse(torch.linalg.cholesky(_dampened(gram.pp[0], _is_feature(gram), ridge)))
         chosen = _band_selection(hinv, hinv @ gram.py[0][:, rows], torch.cat([local, bias]), kept, movable)
         if not bool((chosen == kept).all()):
             new_keep[rows, :features] = chosen[local][None, :]
             bands.append(rows)
     if not bands:
         return None
-    solve = new_keep.clone()
-    solve[:, :features] &= active[None, :]
-    if plan.bias_col and not plan.bias_fit:
-        solve[:, -1] = False
+    solve = _solvable(plan, gram, new_keep[None])[0]
     weights = _solve(gram, 0, solve, current[0] * new_keep * ~solve, ridge)
     errors = gram.errors(weights[None])[0]
     out = _Choice(old.keep.clone(), old.weights.clone(), old.errors.clone())
@@ -398,11 +407,7 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
     # alpha/beta times the transforms' multipliers: 1 on kept elements, 0 on masked ones for hard masks
     scale = _effective(plan, mask_w(torch.ones_like(w)), None if b is None else mask_b(torch.ones_like(b)))
     current = _effective(plan, mask_w(w), None if b is None else mask_b(b))
-    # Inputs never active on the calibration data carry no information: a ridge solve would set their
-    # weights to exactly zero, new zeros outside the mask's pattern that a target's check rejects.
-    solve = (scale != 0) & (gram.pp.diagonal(dim1=-2, dim2=-1) > 0)[:, None, :]
-    if plan.bias_col and not plan.bias_fit:
-        solve[..., -1] = False
+    solve = _solvable(plan, gram, scale != 0)
     new = torch.stack([_solve(gram, g, solve[g], current[g] * ~solve[g], ridge) for g in range(layer.groups)])
     before, after = gram.errors(current), gram.errors(new)
     better = after < before
