@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from smart_onnx.executor.ops.shape import Op, VersionedOp, axis, choice
 from smart_onnx.executor.registry import register
@@ -248,18 +249,14 @@ class Pad(VersionedOp):
         if len(amounts) != 2 * len(dims):
             raise RuntimeError(f"Pad has {len(amounts)} pads for {len(dims)} axes")
         fill = 0 if constant_value is None else constant_value.reshape(-1)[0].item()
+        grow = [0] * (2 * x.dim())  # F.pad's order: (before, after) of the last axis first
         for a, before, after in zip(dims, amounts[: len(dims)], amounts[len(dims) :]):
             x = x.narrow(a, max(-before, 0), x.shape[a] - max(-before, 0) - max(-after, 0))  # crop first
             before, after = max(before, 0), max(after, 0)
-            if not before and not after:
-                continue
             if self.mode == "constant":
-                shape = list(x.shape)
-                parts = []
-                for n in (before, after):
-                    shape[a] = n
-                    parts.append(torch.full(shape, fill, dtype=x.dtype, device=x.device))
-                x = torch.cat([parts[0], x, parts[1]], dim=a)
-            else:
+                grow[2 * (x.dim() - 1 - a)], grow[2 * (x.dim() - 1 - a) + 1] = before, after
+            elif before or after:
                 x = x.index_select(a, _pad_positions(x.shape[a], before, after, self.mode, x.device))
-        return x
+        # One constant_pad_nd rather than a concatenation per axis: its backward is a view of the gradient, where
+        # a concatenation's allocates and fills a zero tensor per axis (a tenth of EfficientNet-Lite's training step).
+        return F.pad(x, grow, value=fill) if any(grow) else x
