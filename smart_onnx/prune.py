@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from smart_onnx.data import Dataset
-from smart_onnx.errors import SmartOnnxError
+from smart_onnx.errors import ModelLoadError, SmartOnnxError
 from smart_onnx.eval.compare import LayerRow, layer_totals
 from smart_onnx.eval.fidelity import judge_fidelity
-from smart_onnx.eval.ort import LatencySettings, evaluate, make_session, run_model
+from smart_onnx.eval.ort import LatencySettings, evaluate, make_session, run_model, tensor_runner
 from smart_onnx.eval.verify import check_rewrite
 from smart_onnx.executor import Executor
 from smart_onnx.graph import Analysis, analyze, infer_output_roles, label_output
@@ -32,7 +32,7 @@ from smart_onnx.modes import MODES, ModeRequest, build_mode, check_request
 from smart_onnx.provenance import read_provenance, source_sha256, stamp_provenance
 from smart_onnx.report import FrozenGroup, PruneReport
 from smart_onnx.rewrite import set_weights, weigh_statistics
-from smart_onnx.search import SearchConfig, StepInfo, run_search
+from smart_onnx.search import DenseRunner, SearchConfig, StepInfo, run_search
 from smart_onnx.search.distributed import is_main
 
 __all__ = ["MODES", "PruneOptions", "PruneOutcome", "prune", "save_report"]
@@ -125,7 +125,7 @@ def prune(
     analysis_seconds = time.perf_counter() - start
 
     result = run_search(executor, mode.ranking, calibration, cfg, progress=progress, outputs=outputs,
-                        label_output=labelled)
+                        label_output=labelled, dense_runner=_dense_runner(model))
     seconds = replace(result.seconds, analysis=analysis_seconds)  # the search timed its own stages
     cfg = result.config  # as run: the batch and step counts it chose
     if not is_main():  # data-parallel: one process writes, the others only trained
@@ -182,6 +182,19 @@ def prune(
         "target": report.target, "source_sha256": source_sha256(model), "quantized": "no"})
     report.provenance = read_provenance(pruned.proto)
     return PruneOutcome(pruned, report)
+
+
+def _dense_runner(model: OnnxModel) -> DenseRunner:
+    """The search's dense teacher in onnxruntime, with as many threads as torch; where onnxruntime refuses the
+    model the search keeps its torch copy (the evaluation will then say why)."""
+    def build(tensors: Sequence[str]) -> Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None:
+        try:
+            return tensor_runner(model, tensors, threads=torch.get_num_threads())
+        except ModelLoadError as e:
+            log.info("the dense teacher runs in torch: %s", e)
+            return None
+
+    return build
 
 
 def _verify_feeds(data: Dataset) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "make_session",
     "measure_latency",
     "run_model",
+    "tensor_runner",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,29 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) ->
         raise DataError(f"onnxruntime could not run the data: {str(e).strip().splitlines()[0][:300]}") from e
     return dict(zip(names, values))
 
+
+
+def tensor_runner(
+    model: OnnxModel, tensors: Sequence[str] = (), *, threads: int | None = None
+) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None:
+    """A function running ``model`` in onnxruntime on a batch of feeds, returning its outputs and the inner
+    ``tensors`` (by name) besides; None for a model ``model.is_large`` calls large, which adding outputs would copy.
+
+    Raises:
+        ModelLoadError: onnxruntime refuses the model.
+    """
+    proto = model.proto
+    if is_large(proto):
+        return None
+    shown = {o.name for o in proto.graph.output}
+    extra = [t for t in dict.fromkeys(tensors) if t not in shown]
+    if extra:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model.proto)
+        # A name alone: onnxruntime infers the type and shape of an output that a node produces.
+        proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in extra)
+    session = make_session(proto, threads=threads)
+    return lambda feeds: run_model(session, feeds)
 
 # --------------------------------------------------------------------------- latency
 

@@ -20,6 +20,7 @@ from smart_onnx.search.soft_topk import (
     solve_threshold,
 )
 from smart_onnx.search.space import BlockSpace, ChannelSpace, NMSpace, PruningSpace, parse_block
+from smart_onnx.search.trainer import DenseRunner
 from smart_onnx.search.units import BlockUnits, ChannelTarget, ChannelUnits, NMUnits
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ChannelSpace",
     "ChannelTarget",
     "ChannelUnits",
+    "DenseRunner",
     "GlobalRanking",
     "GroupedRanking",
     "History",

@@ -51,7 +51,7 @@ from smart_onnx.search.records import History, PruneSeconds, RefitLog, TrainingL
 from smart_onnx.search.refit import refit_layers
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.stats import activation_stats
-from smart_onnx.search.trainer import Trainer
+from smart_onnx.search.trainer import DenseRunner, Trainer
 
 __all__ = ["SearchResult", "StepInfo", "run_search"]
 
@@ -92,6 +92,7 @@ def run_search(
     progress: Progress | None = None,
     outputs: Sequence[OutputInfo] | None = None,
     label_output: str | None = None,
+    dense_runner: DenseRunner | None = None,
 ) -> SearchResult:
     """Search a hard mask over ``space`` on ``data`` and fine-tune the weights under it.
 
@@ -105,6 +106,8 @@ def run_search(
         outputs: the roles of the model's outputs (None: inferred from the graph).
         label_output: the class output the data's labels belong to (None: the single class
             output when the data has labels).
+        dense_runner: runs the dense teacher on the CPU (see :data:`~smart_onnx.search.trainer.DenseRunner`;
+            None: a frozen torch copy of the model).
 
     Returns:
         The hard mask (``keep``), the fine-tuned weights by ONNX name, loss/tau/sparsity curves.
@@ -137,7 +140,8 @@ def run_search(
     broadcast_tensors(executor.parameters())  # the same starting weights on every rank
     outputs = infer_output_roles(executor.model) if outputs is None else outputs
     label_output = label_output or _label_output(outputs, None, data.labels is not None)
-    trainer, validation_samples, early_stopping = _trainer(executor, space, data, config, outputs, label_output)
+    trainer, validation_samples, early_stopping = _trainer(executor, space, data, config, outputs, label_output,
+                                                           dense_runner)
     result = SearchResult(keep=torch.zeros(0), weights={})
     result.training = TrainingLog(features=trainer.features, feature_weight=config.feature_weight,
                                   augment=trainer.augmenter is not None, calibration_samples=len(trainer.data),
@@ -266,7 +270,8 @@ def _refit_data(trainer: Trainer, config: SearchConfig, views: int = REFIT_VIEWS
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,
-             outputs: Sequence[OutputInfo], label_output: str | None) -> tuple[Trainer, int, str]:
+             outputs: Sequence[OutputInfo], label_output: str | None,
+             dense_runner: DenseRunner | None = None) -> tuple[Trainer, int, str]:
     """The trainer with this run's features, augmentation and validation split; the samples held out for
     the fine-tune's early stopping, and what its candidates are judged on."""
     train, validation = data, None
@@ -294,7 +299,8 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
     trainer = Trainer(executor, train, batch_size=config.batch_size, seed=config.seed, device=config.device,
                       label_weight=config.label_weight, temperature=config.distill_temperature, outputs=outputs,
                       label_output=label_output, features=features, feature_weight=config.feature_weight,
-                      augmenter=augmenter, validation=validation, workers=config.workers, precision=config.precision)
+                      augmenter=augmenter, validation=validation, workers=config.workers, precision=config.precision,
+                      dense_runner=dense_runner)
     return trainer, validation_samples, early_stopping
 
 

@@ -3,8 +3,10 @@
 The teacher is the dense model. Its outputs (and internal features) over the calibration
 set are computed once and kept while they fit :data:`TEACHER_CACHE_BYTES`; otherwise, or
 when inputs are augmented (every step sees new inputs), a frozen dense copy of the model
-recomputes them per batch, so memory does not grow with the number of samples. In a
-data-parallel run each rank computes and keeps them for the samples it trains on only.
+recomputes them per batch, so memory does not grow with the number of samples; on the CPU,
+where the caller gives a :data:`DenseRunner` (``prune`` gives onnxruntime), that runs them
+instead of the copy. In a data-parallel run each rank computes and keeps them for the samples
+it trains on only.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 from smart_onnx.search.precision import Precision, to_fp32
 
-__all__ = ["TEACHER_CACHE_BYTES", "Trainer"]
+__all__ = ["TEACHER_CACHE_BYTES", "DenseRunner", "Trainer"]
 
 log = logging.getLogger(__name__)
 
 # The dense outputs and features of the calibration samples (a rank's own, data-parallel) are kept up to this size.
 TEACHER_CACHE_BYTES = 256 * 2**20
+
+# Given the inner tensors the teacher captures, a function that runs the dense model on a batch of numpy feeds and
+# returns every output and those tensors by name; None where it cannot. onnxruntime's CPU inference, from ``prune``,
+# takes a quarter of the torch copy's time on EfficientNet-Lite0 (docs/benchmarks.md, "The teacher in onnxruntime").
+DenseRunner = Callable[[Sequence[str]], Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None]
 
 
 def _capture(store: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, Callable]:
@@ -50,7 +57,7 @@ class _Teacher:
 
     def __init__(self, executor: Executor, data: Dataset, batch_size: int, device: torch.device,
                  outputs: Sequence[OutputInfo], features: Sequence[str], cache: bool,
-                 shared: Mapping[str, torch.Tensor]) -> None:
+                 shared: Mapping[str, torch.Tensor], runner: DenseRunner | None = None) -> None:
         self.features = list(features)
         self.batch_axis = {o.name: o.batch_axis for o in outputs}
         self.device = device
@@ -78,6 +85,8 @@ class _Teacher:
         broadcast_tensors(self.variances.values())  # the same sums on every rank; rank 0's values, to be exact
         self._source, self._shared = executor.model, shared
         self._dense: Executor | None = None
+        self._make_runner = runner if device.type == "cpu" else None  # built on first use, as the dense copy
+        self._runner: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None = None
 
     def _allocate(self, values: Mapping[str, torch.Tensor], n: int, total: int) -> dict[str, torch.Tensor] | None:
         """Whole-set buffers filled batch by batch (never a list joined at the end: that holds the set twice)."""
@@ -103,7 +112,14 @@ class _Teacher:
         return self._dense
 
     def dense(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Outputs and features of the frozen dense copy on ``feeds``."""
+        """Outputs and features of the dense model on ``feeds``: the runner's where there is one, else the frozen
+        dense copy's."""
+        if self._make_runner is not None:
+            self._runner, self._make_runner = self._make_runner(self.features), None
+            log.info("dense teacher: %s", "the caller's runner" if self._runner is not None else "a torch copy")
+        if self._runner is not None:
+            values = self._runner({k: v.numpy() for k, v in feeds.items()})
+            return {k: torch.from_numpy(v) for k, v in values.items() if np.issubdtype(v.dtype, np.floating)}
         with torch.no_grad():
             return self._run(self.dense_executor(), feeds)
 
@@ -140,12 +156,14 @@ class Trainer:
         validation: held-out calibration samples for :meth:`validation_loss`.
         workers: DataLoader processes reading the coming batches ahead (0: read when needed).
         precision: ``auto`` (autocast on CUDA, see search/precision.py) or ``fp32``.
+        dense_runner: runs the dense teacher on the CPU instead of a torch copy (see :data:`DenseRunner`).
     """
 
     def __init__(self, executor: Executor, data: Dataset, *, batch_size: int, seed: int, device: str,
                  label_weight: float, temperature: float, outputs: Sequence[OutputInfo], label_output: str | None,
                  features: Sequence[str] = (), feature_weight: float = 0.0, augmenter: Augmenter | None = None,
-                 validation: Dataset | None = None, workers: int = 0, precision: str = "auto") -> None:
+                 validation: Dataset | None = None, workers: int = 0, precision: str = "auto",
+                 dense_runner: DenseRunner | None = None) -> None:
         self.executor = executor
         self.data = data
         self.device = torch.device(device)
@@ -172,7 +190,7 @@ class Trainer:
         untrained = {name: executor.weights.get(name) for name in executor.weights.names()
                      if id(executor.weights.get(name)) not in trained}
         self.teacher = _Teacher(executor, data, batch_size, self.device, self.outputs, self.features,
-                                cache=self.augmenter is None, shared=untrained)
+                                cache=self.augmenter is None, shared=untrained, runner=dense_runner)
         self._seed, self._workers = seed, workers
         self.set_batch_size(batch_size)
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 import smart_onnx.search.trainer as trainer_module
 from devkit.zoo import export
 from smart_onnx.cli.main import cli
-from smart_onnx.data import dataset_from_arrays
+from smart_onnx.data import Dataset, dataset_from_arrays
 from smart_onnx.graph import infer_output_roles
-from smart_onnx.model import load_model, normalize
+from smart_onnx.model import OnnxModel, load_model, normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
 from tests.multihead import build_multihead
@@ -137,16 +137,48 @@ def test_sequence_output_is_distilled_per_step_and_judged_by_decoding() -> None:
     assert metrics.top1_agreement is not None and metrics.fidelity == metrics.decode_agreement
 
 
-def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> None:
-    """Above the cache budget a frozen dense copy gives the same teacher: same loss curve."""
+def _teacher_run(heads, *, augment: bool, refit: bool) -> tuple[OnnxModel, Dataset, PruneOptions]:
+    """The heads model, 32 of its labelled calibration samples, and two steps a phase at batch 8."""
     model = load_model(heads["model"])
     arrays = dict(np.load(heads["calib"]))
     labels = arrays.pop("label")
     data = dataset_from_arrays(arrays, model.inputs, labels=labels).take(32)
     options = PruneOptions(mode="block", latency=False, search=SearchConfig(
-        sparsity=0.3, steps=2, finetune_steps=2, batch_size=8, augment=False, time_budget=None))
+        sparsity=0.3, steps=2, finetune_steps=2, batch_size=8, augment=augment, refit=refit,
+        time_budget=None))
+    return model, data, options
+
+
+def test_teacher_recomputed_per_batch_matches_the_cache(monkeypatch, heads) -> None:
+    """Above the cache budget the teacher recomputed per batch (in onnxruntime) gives the same loss curve."""
+    model, data, options = _teacher_run(heads, augment=False, refit=True)
     cached = prune(model, data, None, options).report.history
     monkeypatch.setattr(trainer_module, "TEACHER_CACHE_BYTES", 0)
     streamed = prune(model, data, None, options).report.history
     assert np.allclose(cached.loss, streamed.loss, rtol=1e-4)
     assert np.allclose(cached.finetune_loss, streamed.finetune_loss, rtol=1e-4)
+
+
+def test_the_teacher_in_onnxruntime_gives_the_torch_copys_loss_curve(monkeypatch, heads) -> None:
+    """prune's teacher runs in onnxruntime (outputs and inner features); the torch copy gives the same losses."""
+    import smart_onnx.prune as prune_module
+
+    model, data, options = _teacher_run(heads, augment=True, refit=False)  # augmented: recomputed every step
+    calls: list[tuple[str, ...]] = []
+    build = prune_module._dense_runner
+
+    def counted(m):
+        def runner(tensors):
+            run = build(m)(tensors)
+            assert run is not None
+            calls.append(tuple(tensors))
+            return run
+        return runner
+
+    monkeypatch.setattr(prune_module, "_dense_runner", counted)
+    in_ort = prune(model, data, None, options).report
+    assert len(calls) == 1 and calls[0] == tuple(in_ort.training.features) and calls[0]
+    monkeypatch.setattr(prune_module, "_dense_runner", lambda m: lambda tensors: None)
+    in_torch = prune(model, data, None, options).report
+    assert np.allclose(in_ort.history.loss, in_torch.history.loss, rtol=1e-4)
+    assert np.allclose(in_ort.history.finetune_loss, in_torch.history.finetune_loss, rtol=1e-4)

@@ -105,9 +105,12 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     monkeypatch.setattr(prune_mod, "make_session", counting)
     outcome = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1))
     r = outcome.report
-    # The pruned model's session checks the export and is evaluated; the masked original's gives the export
-    # check its reference; the dense reference's is evaluated.
-    assert len(built) == 3 and sum(m is outcome.model for m in built) == 1
+    # The search's teacher runs the dense model with its feature tensors as extra outputs while it trains; the
+    # pruned model's session checks the export and is evaluated; the masked original's gives the export check
+    # its reference; the dense reference's is evaluated.
+    teacher, *rest = built
+    assert [o.name for o in teacher.graph.output][-len(r.training.features):] == r.training.features
+    assert len(rest) == 3 and sum(m is outcome.model for m in rest) == 1
     assert r.eval.samples == len(model_and_data[2]) and r.export_relative_error <= 1e-4
 
 
