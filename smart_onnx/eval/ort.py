@@ -101,25 +101,26 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) ->
 
 def tensor_runner(
     model: OnnxModel, tensors: Sequence[str] = (), *, threads: int | None = None
-) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None:
+) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
     """A function running ``model`` in onnxruntime on a batch of feeds, returning its outputs and the inner
-    ``tensors`` (by name) besides; None for a model ``model.is_large`` calls large, which adding outputs would copy.
+    ``tensors`` (by name) besides.
 
     Raises:
         ModelLoadError: onnxruntime refuses the model.
     """
-    proto = model.proto
-    if is_large(proto):
-        return None
-    shown = {o.name for o in proto.graph.output}
+    graph = model.proto.graph
+    shown = {o.name for o in graph.output}
     extra = [t for t in dict.fromkeys(tensors) if t not in shown]
-    if extra:
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model.proto)
-        # A name alone: onnxruntime infers the type and shape of an output that a node produces.
-        proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in extra)
-    session = make_session(proto, threads=threads)
+    # Added to the model's own message while the session is made, then taken off again: a copy with them would
+    # hold the weights twice (make_session passes a large model to onnxruntime as a file, without copying it).
+    # A name alone: onnxruntime infers the type and shape of an output that a node produces.
+    graph.output.extend(onnx.ValueInfoProto(name=t) for t in extra)
+    try:
+        session = make_session(model.proto, threads=threads)
+    finally:
+        del graph.output[len(graph.output) - len(extra):]
     return lambda feeds: run_model(session, feeds)
+
 
 # --------------------------------------------------------------------------- latency
 

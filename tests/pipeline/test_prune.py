@@ -94,10 +94,12 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     import smart_onnx.eval.ort as ort_mod
     import smart_onnx.prune as prune_mod
 
-    built = []
+    built, outputs = [], []
 
     def counting(model, **kw):
         built.append(model)
+        proto = model.proto if hasattr(model, "proto") else model
+        outputs.append([o.name for o in proto.graph.output])  # as the session sees them
         return make_session(model, **kw)
 
     make_session = ort_mod.make_session
@@ -108,9 +110,10 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     # The search's teacher runs the dense model with its feature tensors as extra outputs while it trains; the
     # pruned model's session checks the export and is evaluated; the masked original's gives the export check
     # its reference; the dense reference's is evaluated.
-    teacher, *rest = built
-    assert [o.name for o in teacher.graph.output][-len(r.training.features):] == r.training.features
+    _, *rest = built
+    assert outputs[0][-len(r.training.features):] == r.training.features and r.training.features
     assert len(rest) == 3 and sum(m is outcome.model for m in rest) == 1
+    assert all(names == outputs[-1] for names in outputs[1:])  # the teacher's outputs were taken off again
     assert r.eval.samples == len(model_and_data[2]) and r.export_relative_error <= 1e-4
 
 
