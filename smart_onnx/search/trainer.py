@@ -38,7 +38,7 @@ TEACHER_CACHE_BYTES = 256 * 2**20
 
 # Given the inner tensors the teacher captures, a function that runs the dense model on a batch of numpy feeds and
 # returns every output and those tensors by name; None where it cannot. onnxruntime's CPU inference, from ``prune``,
-# takes a quarter of the torch copy's time on EfficientNet-Lite0 (docs/benchmarks.md, "The teacher in onnxruntime").
+# takes a third of the torch copy's time on EfficientNet-Lite0 (docs/benchmarks.md, "The teacher in onnxruntime").
 DenseRunner = Callable[[Sequence[str]], Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None]
 
 
