@@ -101,7 +101,6 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) ->
     return dict(zip(names, values))
 
 
-
 def tensor_runner(
     model: OnnxModel, tensors: Sequence[str] = (), *, threads: int | None = None
 ) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:

@@ -258,5 +258,6 @@ class Pad(VersionedOp):
             elif before or after:
                 x = x.index_select(a, _pad_positions(x.shape[a], before, after, self.mode, x.device))
         # One constant_pad_nd rather than a concatenation per axis: its backward is a view of the gradient, where
-        # a concatenation's allocates and fills a zero tensor per axis (a tenth of EfficientNet-Lite's training step).
+        # a concatenation's allocates and fills a zero tensor per axis (EfficientNet-Lite0's search step 2-5 % the
+        # shorter on an idle machine, 15 % beside another run: docs/benchmarks.md, "The teacher in onnxruntime").
         return F.pad(x, grow, value=fill) if any(grow) else x
