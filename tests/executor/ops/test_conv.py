@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from smart_onnx.executor import Executor
+from smart_onnx.executor.ops.conv import Conv
 from smart_onnx.model import normalize
 from tests.executor.ops.onenode import C, check, one_node
 from tests.helpers import run_executor, run_ort
@@ -42,6 +43,23 @@ def test_conv2d(opset: int, bias: bool, case: str) -> None:
 @pytest.mark.parametrize("group", [2, 4])
 def test_conv_groups(group: int) -> None:
     check("Conv", [_r(1, 4, 7, 7), C(_r(8, 4 // group, 3, 3)), C(_r(8))], opset=13, group=group, pads=[1, 1, 1, 1])
+
+
+def test_depthwise_conv_in_channels_last_gives_the_nchw_values_and_gradients() -> None:
+    """On the CPU a depthwise Conv runs on a channels-last copy of its input (for speed): same numbers as NCHW."""
+    check("Conv", [_r(2, 6, 9, 9), C(_r(6, 1, 3, 3)), C(_r(6))], opset=13, group=6, pads=[0, 0, 1, 1],
+          strides=[2, 2])
+    x, w = (torch.from_numpy(a).requires_grad_(True) for a in (_r(2, 6, 9, 9), _r(6, 1, 3, 3)))
+    y = Conv(group=6, pads=[1, 1, 1, 1])(x, w)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    x0, w0 = (t.detach().clone().requires_grad_(True) for t in (x, w))
+    y0 = torch.nn.functional.conv2d(x0, w0, None, 1, 1, 1, 6)
+    g = torch.from_numpy(_r(*y0.shape))
+    (y * g).sum().backward()
+    (y0 * g).sum().backward()
+    torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x0.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w.grad, w0.grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
