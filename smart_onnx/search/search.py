@@ -231,6 +231,8 @@ def _refit(trainer: Trainer, ranking: Ranking, transforms: Transforms, config: S
                              units=space.element_units if reselect else None, locked=ranking.locked(), masks=moved)
     except _OutOfTime:
         return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers"), moved
+    finally:
+        trainer.teacher.release_executor()  # the fine-tune's teacher: a runner again where there is one
     done = [lay for lay in refit.layers if lay.skipped is None]
     return RefitLog(
         layers=len(done), skipped={lay.name: lay.skipped for lay in refit.layers if lay.skipped},

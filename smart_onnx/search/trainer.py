@@ -85,7 +85,8 @@ class _Teacher:
         broadcast_tensors(self.variances.values())  # the same sums on every rank; rank 0's values, to be exact
         self._source, self._shared = executor.model, shared
         self._dense: Executor | None = None
-        self._make_runner = runner if device.type == "cpu" else None  # built on first use, as the dense copy
+        # Built on first use, as the dense copy; None on CUDA, and once it could not build a runner.
+        self._make_runner = runner if device.type == "cpu" else None
         self._runner: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]] | None = None
 
     def _allocate(self, values: Mapping[str, torch.Tensor], n: int, total: int) -> dict[str, torch.Tensor] | None:
@@ -104,18 +105,30 @@ class _Teacher:
         return buffers
 
     def dense_executor(self) -> Executor:
-        """A frozen copy of the dense model, built on first use; the tensors given as ``shared`` are not copied."""
+        """A frozen copy of the dense model, built on first use; the tensors given as ``shared`` are not copied.
+
+        One dense copy of the weights at a time: while this one lives (the refit runs it layer by layer) the
+        runner's session is let go, and :meth:`release_executor` hands the per-batch teacher back to a runner.
+        """
+        self._runner = None
         if self._dense is None:
             self._dense = Executor(self._source, shared=self._shared).to(self.device)
             for p in self._dense.parameters():
                 p.requires_grad_(False)
         return self._dense
 
+    def release_executor(self) -> None:
+        """Let the torch copy go where a runner will serve the per-batch teacher instead (made on its next call)."""
+        if self._make_runner is not None:
+            self._dense = None
+
     def dense(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Outputs and features of the dense model on ``feeds``: the runner's where there is one, else the frozen
         dense copy's."""
-        if self._make_runner is not None:
-            self._runner, self._make_runner = self._make_runner(self.features), None
+        if self._runner is None and self._make_runner is not None and self._dense is None:
+            self._runner = self._make_runner(self.features)
+            if self._runner is None:
+                self._make_runner = None  # the torch copy from now on
             log.info("dense teacher: %s", "the caller's runner" if self._runner is not None else "a torch copy")
         if self._runner is not None:
             values = self._runner({k: v.numpy() for k, v in feeds.items()})

@@ -107,13 +107,16 @@ def test_one_onnxruntime_session_per_model(model_and_data, monkeypatch) -> None:
     monkeypatch.setattr(prune_mod, "make_session", counting)
     outcome = _run(model_and_data, mode="block", sparsity=0.5, block=(4, 4, 1, 1))
     r = outcome.report
-    # The search's teacher runs the dense model with its feature tensors as extra outputs while it trains; the
-    # pruned model's session checks the export and is evaluated; the masked original's gives the export check
+    # The search's teacher runs the dense model with its feature tensors as extra outputs while it trains, once for
+    # the search and again for the fine-tune (the refit between them runs a torch copy: one dense copy at a time);
+    # the pruned model's session checks the export and is evaluated; the masked original's gives the export check
     # its reference; the dense reference's is evaluated.
-    _, *rest = built
-    assert outputs[0][-len(r.training.features):] == r.training.features and r.training.features
+    assert r.training.features and r.training.refit is not None
+    teacher = [names for names in outputs if names[-len(r.training.features):] == r.training.features]
+    assert len(teacher) == 2 and outputs[:2] == teacher
+    rest = built[2:]
     assert len(rest) == 3 and sum(m is outcome.model for m in rest) == 1
-    assert all(names == outputs[-1] for names in outputs[1:])  # the teacher's outputs were taken off again
+    assert all(names == outputs[-1] for names in outputs[2:])  # the teacher's outputs were taken off again
     assert r.eval.samples == len(model_and_data[2]) and r.export_relative_error <= 1e-4
 
 
