@@ -16,15 +16,16 @@ from smart_onnx.search.refit import refit_layers
 from tests.helpers import count_forwards, make_model, run_ranks
 
 
-def _setup(zoo_export, arch: str, mode: str, seed: int = 0, samples: int = 48):
-    """Model, pruned and dense executors, the space's layers, a random hard mask's transforms, data."""
+def _setup(zoo_export, arch: str, mode: str, seed: int = 0, samples: int = 48, kept: float = 0.5):
+    """Model, pruned and dense executors, the space's layers, a random hard mask's transforms (blocks: about
+    ``kept`` of them kept), data."""
     zm = zoo_export(arch, "legacy17")
     model = normalize(copy_proto(zm.proto))
     analysis = analyze(model)
     gen = torch.Generator().manual_seed(seed)
     if mode == "block":
         space = BlockSpace(analysis.layers, (4, 4, 1, 1))
-        transforms = space.transforms((torch.rand(space.num_units, generator=gen) < 0.5).float())
+        transforms = space.transforms((torch.rand(space.num_units, generator=gen) < kept).float())
     elif mode == "nm":
         space = NMSpace(analysis.layers, 2, 4)
         keep = GroupedRanking(space).harden(torch.rand(space.num_units, generator=gen), SearchConfig(sparsity=None))
@@ -182,6 +183,48 @@ def test_unmasked_layers_are_refit_to_compensate_upstream_pruning(zoo_export) ->
     report = refit_layers(executor, dense, [last], only_first, calib, batch_size=16, max_samples=48)
     assert report.layers[0].skipped is None and report.layers[0].error_after < report.layers[0].error_before
     assert report.layers[0].rows_refit > 0
+
+
+def test_layers_short_of_rows_draw_views_and_re_choose_blocks_only_with_rows_for_every_input(zoo_export) -> None:
+    # mlp_gemm: Gemms of 64 and 32 inputs, one row per sample; about 15 % of the 4x4 blocks kept.
+    runs = [0]
+
+    def run(views=None, max_views=8):
+        _, executor, dense, layers, transforms, calib, held = _setup(zoo_export, "mlp_gemm", "block", samples=24,
+                                                                     kept=0.15)
+        space = BlockSpace(layers, (4, 4, 1, 1))
+        masks: dict[str, torch.Tensor] = {}
+        counted = count_forwards(dense, "run_range")
+        report = refit_layers(executor, dense, layers, transforms, calib, batch_size=8, max_samples=24,
+                              units=space.element_units, views=views, max_views=max_views, masks=masks)
+        runs[0] = counted[0]
+        (pruned,), (target,) = _outputs(executor, held, transforms).values(), _outputs(dense, held).values()
+        # 4 rows per kept weight let the kept weights be solved; re-choosing blocks weighs every input (and bias)
+        inputs = {lay.name: lay.weight_shape[1] + 1 for lay in layers}
+        weights = {lay.name: lay.weight for lay in layers}
+        assert all(r.samples >= 2 * inputs[r.name] for r in report.layers if weights[r.name] in masks)
+        assert any(r.samples < 2 * inputs[r.name] for r in report.layers)
+        return report, _relative(pruned, target), calib
+
+    alone, error_alone, calib = run()
+    assert all(r.skipped and "calibration rows for" in r.skipped and "kept a row" in r.skipped for r in alone.layers)
+    (name, array), = calib.arrays.items()
+    drawn = []
+
+    def views(k: int) -> Dataset:  # fresh samples of the calibration data's distribution
+        drawn.append(k)
+        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
+
+    report, error, _ = run(views)
+    assert all(r.skipped is None for r in report.layers)
+    assert all(r.samples >= 24 * 2 and r.samples % 24 == 0 for r in report.layers)  # whole views, as needed
+    assert drawn[0] == 0 and max(drawn) < 7  # the first layer's rows were enough before the last view
+    assert error < error_alone
+    run()
+    plain = runs[0]
+    drawn.clear()
+    few, _, _ = run(views, max_views=1)  # 48 rows cannot reach 66 or 68: view 0 counted in each pass, never run
+    assert set(drawn) == {0} and all(r.skipped for r in few.layers) and runs[0] == plain
 
 
 def test_convtranspose_is_skipped_with_a_reason(zoo_export) -> None:
@@ -348,11 +391,18 @@ def test_resumed_passes_equal_passes_from_the_inputs_with_fewer_node_runs(zoo_ex
     assert node_runs[0] < 0.6 * node_runs[1]
 
 
-def _refit_run(zm, batch_size: int) -> dict:
-    """One rank's refit of resnet_like under a block mask: its weights, report and dense forward passes."""
-    _, executor, dense, layers, transforms, calib, _ = _setup(lambda *_: zm, "resnet_like", "block", samples=32)
+def _refit_run(zm, batch_size: int, views: bool = False, samples: int = 32) -> dict:
+    """One rank's refit of resnet_like under a block mask: its weights, report and dense forward passes; with
+    ``views``, fresh samples for the layers short of rows."""
+    _, executor, dense, layers, transforms, calib, _ = _setup(lambda *_: zm, "resnet_like", "block", samples=samples)
+    (name, array), = calib.arrays.items()
+
+    def view(k: int) -> Dataset:
+        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
+
     runs = count_forwards(dense, "run_range")  # one run per batch and pass, resumed from its snapshot
-    report = refit_layers(executor, dense, layers, transforms, calib, batch_size=batch_size, max_samples=32)
+    report = refit_layers(executor, dense, layers, transforms, calib, batch_size=batch_size, max_samples=samples,
+                          views=view if views else None)
     return {"weights": executor.weights.to_arrays(executor.weights.parameter_names()), "runs": runs[0],
             "passes": report.passes, "layers": [(r.name, r.skipped, r.samples, r.rows_refit, r.error_before,
                                                  r.error_after) for r in report.layers]}
@@ -375,3 +425,17 @@ def test_two_ranks_refit_like_one_with_half_the_batches_each(zoo_export, tmp_pat
             np.testing.assert_allclose(rank["weights"][name], w, rtol=1e-5, atol=1e-6, err_msg=name)
     for name in one["weights"]:  # rank 0's weights everywhere, bit for bit
         np.testing.assert_array_equal(two[0]["weights"][name], two[1]["weights"][name])
+
+
+def test_two_ranks_draw_the_same_views_for_a_layer_short_of_rows(zoo_export, tmp_path) -> None:
+    zm = zoo_export("resnet_like", "legacy17")
+    alone, one = _refit_run(zm, 4, samples=16), _refit_run(zm, 4, views=True, samples=16)
+    short = [a[0] for a, b in zip(alone["layers"], one["layers"]) if a[1] and not b[1]]
+    assert short  # the classifier after global pooling: one row per sample
+    two = run_ranks(_refit_run, 2, tmp_path, zm, 4, True, 16)
+    for rank in two:
+        for a, b in zip(rank["layers"], one["layers"]):
+            assert a[:4] == b[:4]
+        for name, w in one["weights"].items():
+            np.testing.assert_allclose(rank["weights"][name], w, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert [r["runs"] for r in two][0] == [r["runs"] for r in two][1] < one["runs"]  # each rank half the views

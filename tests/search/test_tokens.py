@@ -87,7 +87,9 @@ def _refit_data(data: Dataset, views: int | None = None, **config) -> Dataset:
     cfg = SearchConfig(sparsity=0.5, batch_size=8, **config)
     space = SimpleNamespace(scored_layers=[])  # the trainer reads only the layers' names (feature points)
     trainer, _, _ = _trainer(Executor(model), space, data, cfg, infer_output_roles(model), None)
-    return _refit_data(trainer, cfg, REFIT_VIEWS if views is None else views)
+    joined, more = _refit_data(trainer, cfg, REFIT_VIEWS if views is None else views)
+    assert (more is None) == (cfg.augment is False)  # further views, for layers short of rows, where augmented
+    return joined
 
 
 def test_the_refit_also_fits_augmented_views_of_its_samples() -> None:
@@ -110,7 +112,7 @@ def test_the_refit_also_fits_augmented_views_of_its_samples() -> None:
     assert len(_refit_data(data, views=0)) == 20
 
 
-def test_image_models_refit_their_samples_alone() -> None:
+def test_image_models_refit_their_samples_and_draw_views_only_for_layers_short_of_rows() -> None:
     from types import SimpleNamespace
 
     from devkit.zoo import export as export_model
@@ -127,9 +129,12 @@ def test_image_models_refit_their_samples_alone() -> None:
     trainer, _, _ = _trainer(Executor(model), SimpleNamespace(scored_layers=[]), data, cfg,
                              infer_output_roles(model), None)
     assert trainer.augmenter is not None and trainer.augmenter.kinds == ["image"]
-    refit = _refit_data(trainer, cfg)
+    refit, views = _refit_data(trainer, cfg)
     name = model.inputs[0].name
     assert len(refit) == len(trainer.data) and np.array_equal(refit.arrays[name], trainer.data.arrays[name])
+    first, second = views(0).arrays[name], views(1).arrays[name]
+    assert first.shape == refit.arrays[name].shape and not np.array_equal(first, refit.arrays[name])
+    assert not np.array_equal(first, second) and np.array_equal(views(0).arrays[name], first)  # reproducible
 
 
 def test_the_teachers_dense_copy_shares_what_is_never_trained_and_no_gradient_is_kept_for_it() -> None:
