@@ -497,6 +497,7 @@ def photo_crops(
     *,
     scale: tuple[float, float] = (0.3, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    photos: tuple[str, ...] = SKIMAGE_PHOTOS,
 ) -> np.ndarray:
     """``n`` random resized crops of :func:`skimage_photos`: calibration images for a square image input.
 
@@ -511,6 +512,7 @@ def photo_crops(
         seed: seed of the crop positions, sizes, flips and photo order.
         cache: cache root; defaults to :func:`cache_dir`.
         scale, ratio: ranges of the crop's area fraction and width / height.
+        photos: which of the wheel's photos to crop (file names under ``skimage/data``).
 
     Returns:
         float32 ``n x 3 x size x size`` (NCHW, RGB) in [0, 1], not normalised: apply the model's mean/std.
@@ -522,13 +524,13 @@ def photo_crops(
     if n < 1 or size < 1:
         raise ValueError(f"photo_crops needs n >= 1 and size >= 1, got n={n}, size={size}")
     folder = fetch_wheel("scikit-image", cache) / "skimage" / "data"
-    photos = _decode_photos(folder, SKIMAGE_PHOTOS)
+    images = _decode_photos(folder, photos)
     rng = np.random.default_rng(seed)
-    order = np.resize(np.arange(len(photos)), n)
+    order = np.resize(np.arange(len(images)), n)
     rng.shuffle(order)
     out = np.empty((n, 3, size, size), dtype=np.float32)
     for i, which in enumerate(order):
-        photo = photos[which]
+        photo = images[which]
         top, left, h, w = _crop_box(rng, photo.shape[0], photo.shape[1], scale, ratio)
         box = (left, top, left + w, top + h)
         crop = Image.fromarray(photo).resize((size, size), Image.Resampling.BILINEAR, box=box)

@@ -50,6 +50,17 @@ def test_photo_crops_shape_range_and_determinism() -> None:
     assert photo_crops(1, 7, seed=3).shape == (1, 3, 7, 7)
 
 
+def test_photo_crops_of_some_photos_come_from_those_alone() -> None:
+    one = _fetched("scikit-image photos", lambda: photo_crops(6, 32, seed=0, photos=("coffee.png",)))
+    other = photo_crops(6, 32, seed=0, photos=("rocket.jpg",))
+    assert one.shape == other.shape == (6, 3, 32, 32)
+    # every coffee crop is nearer the coffee crops' mean colour than the rocket crops' (and the other way round)
+    means = one.mean((0, 2, 3)), other.mean((0, 2, 3))
+    for crops, own, far in ((one, *means), (other, *means[::-1])):
+        colours = crops.mean((2, 3))
+        assert (np.abs(colours - own).sum(1) < np.abs(colours - far).sum(1)).all()
+
+
 def test_photo_crops_rejects_empty_requests() -> None:
     with pytest.raises(ValueError, match="n >= 1"):
         photo_crops(0, 32)
