@@ -199,18 +199,20 @@ class _Sums:
 class _Gram:
     """Sums over the calibration rows: X_p^T X_p, X_p^T Y and ``||Y||^2`` per output.
 
-    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. With ``split``, the sums
-    of every other sample of each batch are also kept apart (``even``), for a layer that views may later join:
-    a fit without half of the samples can then be judged on that half.
+    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. With ``short_of``
+    (``(samples, rows needed)``), a layer the samples will leave short of rows also keeps the sums of every other
+    sample of each batch apart (``even``), as views may join it: a fit without half of the samples can then be
+    judged on that half. Whether it will be short is known at the first batch, from its rows per sample.
     """
 
-    def __init__(self, plan: _Plan, dense_w: torch.Tensor, split: bool = False) -> None:
+    def __init__(self, plan: _Plan, dense_w: torch.Tensor, short_of: tuple[int, int] | None = None) -> None:
         self.plan, self.wd = plan, dense_w
         g, o, d = dense_w.shape
         self.pp, self.py, self.yy = dense_w.new_zeros(g, d, d), dense_w.new_zeros(g, d, o), dense_w.new_zeros(g, o)
         self.rows, self.mismatch, self.norm = 0, 0.0, 0.0
-        # the even samples' sums (not for transA, whose samples are not along axis 0)
-        self.even = _Sums(self.pp.clone(), self.py.clone(), self.yy.clone()) if split and not plan.trans_a else None
+        # not for transA, whose samples are not along axis 0
+        self.short_of = short_of if not plan.trans_a else None
+        self.even: _Sums | None = None  # the even samples' sums
         self.samples: _Sums | None = None  # the sums of the samples alone, once views are added
 
     @property
@@ -233,6 +235,12 @@ class _Gram:
         The products are float32 matrix products over one sample's rows (at most :data:`_PRODUCT_ROWS`
         for Gemm/MatMul; a conv's output positions), summed into float64: about twice the speed of float64
         products and no float64 copy of the rows, at a rounding of about 1e-7 relative per product."""
+        if self.short_of is not None:
+            samples, need = self.short_of
+            outputs = self.wd.shape[0] * self.wd.shape[1]
+            if y.numel() / outputs / max(1, y.shape[0]) * samples < need:  # rows a sample gives, times the samples
+                self.even = _Sums(self.pp.clone(), self.py.clone(), self.yy.clone())
+            self.short_of = None
         if self.even is None or self.samples is not None or xp.shape[0] < 2:
             self._add(xp, y, xd, [self.total])
             return
@@ -454,9 +462,10 @@ def _rows_needed(scale: torch.Tensor) -> int:
 def _views_help(gram: _Gram, solve: torch.Tensor, current: torch.Tensor, ridge: float) -> torch.Tensor:
     """``[groups, O/g]``: the rows of a layer fitted on views too whose fit predicts samples it did not see
     better than the weights it would replace: each half of the samples judged by the fit on the views and the
-    other half. A view is not a sample the model meets (MNIST's digits flipped): the CNN's classifier fitted on
-    views and all 64 samples lowered its error on them and lost 0.017 held-out cosine.
-    Without the halves (a transposed input), the samples' own error must not rise."""
+    other half. A view is not a sample the model meets (a flipped digit), so a fit that lowers the error over
+    views and samples together may predict real inputs worse. The check cannot see past what the layers before
+    learnt from all of the samples (see :func:`_add_views`). Without the halves (a transposed input), the
+    samples' own error must not rise."""
     if gram.even is None:
         return gram.errors(_fit(gram, solve, current, ridge), gram.samples) <= gram.errors(current, gram.samples)
     even, odd = gram.even, gram.samples - gram.even
@@ -691,7 +700,8 @@ def refit_layers(
             ready = [i for i in pending if not plans[i].up & ~done] or pending[:1]
             for p in (plans[i] for i in ready):
                 bias = dense.weights.get(p.layer.bias) if p.bias_col else None
-                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias), split=views is not None)
+                short_of = (samples, _rows_needed(_multipliers(p, executor, live))) if views is not None else None
+                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias), short_of)
             acts = {plans[i].act for i in ready}
             outs = {plans[i].node.output[0] for i in ready}
             # Every node before the first layer not yet refitted has its final weights: the runs of the
