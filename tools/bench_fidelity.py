@@ -150,7 +150,7 @@ def recipe(
 
 
 # Held-out sets of a few hundred: at 64 crops one crop is 1.6 points of agreement, and EfficientNet-Lite0's runs that
-# read 84-89 % there read 81-85 % on 512 other crops (docs/benchmarks.md).
+# read 84-89 % there read 79.7-85.0 % on 512 other crops (docs/benchmarks.md).
 NUDENET_CALIB, NUDENET_HELD = 64, 128
 
 
