@@ -40,6 +40,8 @@ def render_summary(report: PruneReport, output: Path | str, report_path: Path | 
         parts.append(format_table(header, out_rows, title=f"Fidelity to the dense model ({ev.samples} held-out "
                                                           f"samples)"))
     verdict = verdict_lines(fidelity)
+    if caveat := report.caveat():
+        verdict.append(caveat)
     if remedies := report.remedies():
         verdict += ["what may help:", *(f"  - {r}" for r in remedies)]
     parts.append("\n".join(verdict))

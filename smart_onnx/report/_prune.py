@@ -135,6 +135,17 @@ class PruneReport(JsonReport):
             out["output"] = self.output
         return out
 
+    def caveat(self) -> str | None:
+        """What a faithful verdict does not cover, where the run learned from few enough samples to augment them:
+        the held-out data judged it, and inputs unlike the calibration data were not judged. EfficientNet-Lite0
+        pruned to 50 % blocks from 64 crops of three photos kept cosine 0.95 on other crops of them and fell to
+        0.2 on two other photos (docs/benchmarks.md, "Photos the calibration never saw")."""
+        if self.fidelity is None or not self.fidelity.faithful or not self.training.augment:
+            return None
+        samples = self.training.calibration_samples + self.training.validation_samples
+        return (f"note: learned from {samples} calibration samples; faithful on the held-out data given, which "
+                "says little about inputs unlike the calibration data: calibrate on the inputs the model will meet")
+
     def remedies(self) -> list[str]:
         """What may bring a degraded output back, from what limited this run; empty where every output is
         faithful or none was judged.

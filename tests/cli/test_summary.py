@@ -44,3 +44,18 @@ def test_a_degraded_summary_says_what_may_help_after_its_verdict() -> None:
     assert text.index("what may help:") > verdict
     assert "  - a longer --time-budget: the search stopped at 4 s" in text
     assert "  - a lower --sparsity than 40%" in text
+
+
+def test_a_faithful_summary_from_few_augmented_samples_says_what_it_did_not_judge() -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "reports" / "block-out-of-time.json"
+    report = PruneReport.from_json(fixture.read_text())
+    assert report.caveat() is None  # degraded: the remedies say more samples
+    report.fidelity.degraded, report.fidelity.warnings = [], []
+    assert report.fidelity.faithful and report.training.augment
+    text = render_summary(report, "out.onnx", "out.json")
+    samples = report.training.calibration_samples + report.training.validation_samples
+    verdict = text.index("result: every output faithful")
+    assert text.index(f"note: learned from {samples} calibration samples") > verdict
+    assert "what may help" not in text
+    report.training.augment = False  # enough samples not to augment: nothing to add
+    assert "note: learned from" not in render_summary(report, "out.onnx", "out.json")
