@@ -199,19 +199,22 @@ class _Sums:
 class _Gram:
     """Sums over the calibration rows: X_p^T X_p, X_p^T Y and ``||Y||^2`` per output.
 
-    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. With ``short_of``
-    (``(samples, rows needed)``), a layer the samples will leave short of rows also keeps the sums of every other
-    sample of each batch apart (``even``), as views may join it: a fit without half of the samples can then be
-    judged on that half. Whether it will be short is known at the first batch, from its rows per sample.
+    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. ``need`` is the fewest rows
+    the layer's fit takes (:func:`_rows_needed`), ``pruned`` whether any of its weights is masked. With
+    ``split_for`` (the samples of a run that may add views), a pruned layer those samples will leave short of rows
+    also keeps the sums of every other sample of each batch apart (``even``), as views may join it: a fit without
+    half of the samples can then be judged on that half. Whether it will be short is known at the first batch,
+    from its rows per sample.
     """
 
-    def __init__(self, plan: _Plan, dense_w: torch.Tensor, short_of: tuple[int, int] | None = None) -> None:
-        self.plan, self.wd = plan, dense_w
+    def __init__(self, plan: _Plan, dense_w: torch.Tensor, need: int = 0, pruned: bool = False,
+                 split_for: int | None = None) -> None:
+        self.plan, self.wd, self.need, self.pruned = plan, dense_w, need, pruned
         g, o, d = dense_w.shape
         self.pp, self.py, self.yy = dense_w.new_zeros(g, d, d), dense_w.new_zeros(g, d, o), dense_w.new_zeros(g, o)
         self.rows, self.mismatch, self.norm = 0, 0.0, 0.0
         # not for transA, whose samples are not along axis 0
-        self.short_of = short_of if not plan.trans_a else None
+        self.split_for = split_for if pruned and not plan.trans_a else None
         self.even: _Sums | None = None  # the even samples' sums
         self.samples: _Sums | None = None  # the sums of the samples alone, once views are added
 
@@ -235,12 +238,11 @@ class _Gram:
         The products are float32 matrix products over one sample's rows (at most :data:`_PRODUCT_ROWS`
         for Gemm/MatMul; a conv's output positions), summed into float64: about twice the speed of float64
         products and no float64 copy of the rows, at a rounding of about 1e-7 relative per product."""
-        if self.short_of is not None:
-            samples, need = self.short_of
+        if self.split_for is not None:
             outputs = self.wd.shape[0] * self.wd.shape[1]
-            if y.numel() / outputs / max(1, y.shape[0]) * samples < need:  # rows a sample gives, times the samples
+            if y.numel() / outputs / max(1, y.shape[0]) * self.split_for < self.need:  # rows a sample gives
                 self.even = _Sums(self.pp.clone(), self.py.clone(), self.yy.clone())
-            self.short_of = None
+            self.split_for = None
         if self.even is None or self.samples is not None or xp.shape[0] < 2:
             self._add(xp, y, xd, [self.total])
             return
@@ -459,15 +461,16 @@ def _rows_needed(scale: torch.Tensor) -> int:
     return min(_MIN_ROWS_PER_FEATURE * scale.shape[2], _MIN_ROWS_PER_KEPT * kept)
 
 
-def _views_help(gram: _Gram, solve: torch.Tensor, current: torch.Tensor, ridge: float) -> torch.Tensor:
+def _views_help(gram: _Gram, solve: torch.Tensor, current: torch.Tensor, new: torch.Tensor,
+                ridge: float) -> torch.Tensor:
     """``[groups, O/g]``: the rows of a layer fitted on views too whose fit predicts samples it did not see
     better than the weights it would replace: each half of the samples judged by the fit on the views and the
     other half. A view is not a sample the model meets (a flipped digit), so a fit that lowers the error over
     views and samples together may predict real inputs worse. The check cannot see past what the layers before
     learnt from all of the samples (see :func:`_add_views`). Without the halves (a transposed input), the
-    samples' own error must not rise."""
+    samples' own error must not rise under ``new``, the fit on all rows."""
     if gram.even is None:
-        return gram.errors(_fit(gram, solve, current, ridge), gram.samples) <= gram.errors(current, gram.samples)
+        return gram.errors(new, gram.samples) <= gram.errors(current, gram.samples)
     even, odd = gram.even, gram.samples - gram.even
     held = (gram.errors(_fit(gram, solve, current, ridge, gram.total - odd), odd)
             + gram.errors(_fit(gram, solve, current, ridge, gram.total - even), even))
@@ -492,10 +495,9 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
     layer, gram = plan.layer, plan.gram
     result, features = LayerRefit(layer.name, samples=gram.rows), gram.pp.shape[1]
     scale = _multipliers(plan, ex, transforms)
-    need = _rows_needed(scale)
-    if gram.rows < need:
+    if gram.rows < gram.need:
         result.skipped = (f"{gram.rows} calibration rows for {features} input features, at most "
-                          f"{int((scale != 0).sum(2).max())} kept a row: the fit would overfit (needs {need}; "
+                          f"{int((scale != 0).sum(2).max())} kept a row: the fit would overfit (needs {gram.need}; "
                           f"raise max_samples, or augment)")
         return result, None
     if gram.mismatch > _REPRODUCE_TOL**2 * gram.norm:
@@ -511,7 +513,7 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
     before, after = gram.errors(current), gram.errors(new)
     better = after < before
     if gram.samples is not None:
-        better &= _views_help(gram, solve, current, ridge)
+        better &= _views_help(gram, solve, current, new, ridge)
     total = max(float(gram.yy.sum()), 1e-300)
     result.error_before, result.rows_refit = float(before.sum()) / total, int(better.sum())
     chosen = _Choice(scale != 0, torch.where(better[..., None], new, current), torch.where(better, after, before))
@@ -580,20 +582,18 @@ def _add_views(ready: Sequence[_Plan], executor: Executor, dense: Executor, live
 
     Views run from the model's inputs (no snapshot of theirs is kept). Each rank adds its share of a view's
     batches, and every rank counts the rows all ranks hold, so all draw the same views."""
-    scales = {id(p): _multipliers(p, executor, live) for p in ready}
-    need = {key: _rows_needed(scale) for key, scale in scales.items()}
-    rows = reduce_sum([p.gram.rows for p in ready])
     # Only a layer with pruned weights: one kept whole would be fitted to make up, on views, for the errors of the
     # layers before it, which differ on the model's real inputs (the MNIST CNN's dense classifier: 0.004-0.017
     # held-out cosine lost); its own pruning is what views help a layer recover.
-    if not any(0 < n < need[id(p)] and bool((scales[id(p)] == 0).any()) for p, n in zip(ready, rows)):
+    rows = reduce_sum([p.gram.rows for p in ready])
+    wanting = [(p, n) for p, n in zip(ready, rows) if p.gram.pruned and 0 < n < p.gram.need]
+    if not wanting:
         return
     first = views(0).take(max_samples)
     per_view = len(first) / max(1, samples)  # rows a view adds, per row of the samples
-    reach = {id(p) for p, n in zip(ready, rows)
-             if n * (1 + per_view * max_views) >= need[id(p)] and bool((scales[id(p)] == 0).any())}
+    reach = {id(p) for p, n in wanting if n * (1 + per_view * max_views) >= p.gram.need}
     for k in range(max_views):
-        short = [p for p, n in zip(ready, rows) if 0 < n < need[id(p)] and id(p) in reach]
+        short = [p for p, n in zip(ready, rows) if id(p) in reach and n < p.gram.need]
         if not short:
             return
         acts, outs = {p.act for p in short}, {p.node.output[0] for p in short}
@@ -700,8 +700,9 @@ def refit_layers(
             ready = [i for i in pending if not plans[i].up & ~done] or pending[:1]
             for p in (plans[i] for i in ready):
                 bias = dense.weights.get(p.layer.bias) if p.bias_col else None
-                short_of = (samples, _rows_needed(_multipliers(p, executor, live))) if views is not None else None
-                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias), short_of)
+                scale = _multipliers(p, executor, live)
+                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias), _rows_needed(scale),
+                               bool((scale == 0).any()), samples if views is not None else None)
             acts = {plans[i].act for i in ready}
             outs = {plans[i].node.output[0] for i in ready}
             # Every node before the first layer not yet refitted has its final weights: the runs of the
