@@ -96,8 +96,8 @@ def _nm(text: str) -> tuple[int, int]:
               help="auto: on CUDA the forward passes run under autocast (bf16 where the GPU has it, else fp16 with "
                    "loss scaling); scores, masks and losses stay fp32. fp32: no autocast. The CPU always runs fp32.")
 @click.option("--threads", type=click.IntRange(1), default=None,
-              help="CPU threads for torch [default: torch's choice]. On a busy machine 1 is often fastest: "
-                   "idle intra-op threads spin while they wait for a core.")
+              help="CPU threads for torch [default: torch's count, halved for the search while timed steps are "
+                   "faster with half (other work holding some cores); the report's steps say what was chosen].")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None,
               help="Held-out data for the report (default: hold out part of --data).")
 @click.option("--holdout", type=float, default=EVAL_HOLDOUT, show_default=True,
@@ -150,7 +150,7 @@ def prune_cmd(model: Path, data_path: Path, sparsity: float | None, target: str,
                           finetune_steps=finetune_steps, batch_size=batch_size, lr=lr, score_lr=score_lr,
                           distill_temperature=distill_temperature, seed=seed, device=device,
                           time_budget=time_budget, augment=augment, feature_weight=feature_weight, refit=refit,
-                          refit_reselect=refit_reselect, workers=workers, precision=precision)
+                          refit_reselect=refit_reselect, workers=workers, precision=precision, threads=threads)
     quant = QuantizeOptions(activations=activations, calibration=calibration_method, samples=calibration_samples,
                             target=target) if quantize else None
     output = output or model.with_name(model.stem + (".pruned.int8.onnx" if quant else ".pruned.onnx"))

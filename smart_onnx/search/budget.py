@@ -48,6 +48,9 @@ class StepPlan:
     reason: str
     # The steps per phase asked for where the time budget cut them (None: the plan fits, or no budget).
     asked: tuple[int, int] | None = None
+    # The torch threads the run trains with where they were chosen by timing (search/threads.py); None: the caller's
+    # count or torch's, untimed.
+    threads: int | None = None
     # The steps wanted before the time budget cut them, which a smaller batch may fit (None: not cut, or cut only
     # in the steps augmented data asks for beyond its own count); not written into the report.
     wanted: tuple[int, int] | None = field(default=None, compare=False)
@@ -63,6 +66,8 @@ class StepPlan:
             del out["asked"]
         else:
             out["asked"] = list(out["asked"])
+        if out["threads"] is None:
+            del out["threads"]
         return out
 
 

@@ -40,6 +40,9 @@ class SearchConfig:
     score_layer_norm: float = 0.5  # see PruningSpace.initial_scores
     seed: int = 0
     device: str = "cpu"
+    # CPU threads of torch for the search; None: torch's count, or fewer where timed steps are faster with fewer
+    # (a busy machine; search/threads.py), in one CPU process under a time budget.
+    threads: int | None = None
     time_budget: float | None = 600.0  # seconds for the whole search; None: no cap
     feature_weight: float = 1.0  # internal-feature distillation (0: outputs only); see Trainer
     feature_points: int = 8
@@ -73,6 +76,8 @@ class SearchConfig:
             raise ConstraintError(f"unknown budget {self.budget!r}; choose {' or '.join(BUDGETS)}")
         if (self.steps or 0) < 0 or (self.finetune_steps or 0) < 0 or (self.batch_size or 1) < 1 or self.workers < 0:
             raise ConstraintError("steps, fine-tune steps and workers must be >= 0 and the batch size >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConstraintError(f"`threads` must be >= 1, got {self.threads}", parameters=("threads",))
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise ConstraintError(f"the time budget must be a positive number of seconds, got {self.time_budget}")
         if not 0.0 <= self.validation < 1.0 or self.feature_weight < 0 or self.feature_points < 0:

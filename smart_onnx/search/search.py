@@ -51,6 +51,7 @@ from smart_onnx.search.records import History, PruneSeconds, RefitLog, TrainingL
 from smart_onnx.search.refit import refit_layers
 from smart_onnx.search.space import PruningSpace
 from smart_onnx.search.stats import activation_stats
+from smart_onnx.search.threads import ThreadChoice, choose_threads
 from smart_onnx.search.trainer import DenseRunner, Trainer
 
 __all__ = ["SearchResult", "StepInfo", "run_search"]
@@ -122,6 +123,19 @@ def run_search(
             prune, or a data-parallel run has more ranks than samples in a batch.
         DataError: the data has labels and several class outputs could take them.
     """
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _search(executor, ranking, data, config, progress=progress, outputs=outputs,
+                       label_output=label_output, dense_runner=dense_runner)
+    finally:
+        torch.set_num_threads(threads)  # a count given or chosen by timing holds for this search only
+
+
+def _search(executor: Executor, ranking: Ranking, data: Dataset, config: SearchConfig, *, progress: Progress | None,
+            outputs: Sequence[OutputInfo] | None, label_output: str | None,
+            dense_runner: DenseRunner | None) -> SearchResult:
     begin = clock()
     ranking.check(config)  # before any model work: nothing to prune, or no sparsity to rank against
     space = ranking.space
@@ -318,30 +332,57 @@ def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: Sea
 
 
 def _plan(trainer: Trainer, config: SearchConfig, begin: float, shrink_batch: bool) -> StepPlan:
-    """Step counts from the data and, under a time budget, from two timed steps (one untimed first); where
-    ``shrink_batch`` and the wanted steps do not fit, the trainer's batch shrinks and the plan is made again."""
-    plan = _timed_plan(trainer, config, begin)
+    """Step counts from the data and, under a time budget, from two timed steps (one untimed first), at the
+    thread count :func:`_threads` chooses; where ``shrink_batch`` and the wanted steps do not fit, the trainer's
+    batch shrinks and the plan is made again."""
+    threads = _threads(trainer, config)
+    plan = _timed_plan(trainer, config, begin, step_seconds=threads.step_seconds if threads else None)
     batch = smaller_batch(plan, trainer.batch_size, len(trainer.data)) if shrink_batch else None
-    if batch is None or plan.wanted is None:
+    if batch is not None and plan.wanted is not None:
+        scale = min(trainer.batch_size, len(trainer.data)) / batch  # the sampler's batches hold at most every sample
+        trainer.set_batch_size(batch)
+        wanted = (math.ceil(plan.wanted[0] * scale), math.ceil(plan.wanted[1] * scale))
+        plan = _timed_plan(trainer, config, begin, wanted)
+    if threads is None:
         return plan
-    scale = min(trainer.batch_size, len(trainer.data)) / batch  # the sampler's batches hold at most every sample
-    trainer.set_batch_size(batch)
-    wanted = (math.ceil(plan.wanted[0] * scale), math.ceil(plan.wanted[1] * scale))
-    return _timed_plan(trainer, config, begin, wanted)
+    return replace(plan, threads=threads.threads, reason=f"{plan.reason}; {threads.note()}")
 
 
-def _timed_plan(trainer: Trainer, config: SearchConfig, begin: float,
-                wanted: tuple[int, int] | None = None) -> StepPlan:
-    step_seconds = None
-    if config.time_budget is not None:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            trainer.loss({}).backward()
-            times.append(time.perf_counter() - start)
-        for p in trainer.weight_params:
-            p.grad = None
-        step_seconds = sum(times[1:]) / 2
+def _step_seconds(trainer: Trainer, timed: int = 2) -> float:
+    """Mean wall time of ``timed`` training steps after one untimed step (its caches and pools warm)."""
+    times = []
+    for _ in range(timed + 1):
+        start = time.perf_counter()
+        trainer.loss({}).backward()
+        times.append(time.perf_counter() - start)
+    for p in trainer.weight_params:
+        p.grad = None
+    return sum(times[1:]) / timed
+
+
+def _threads(trainer: Trainer, config: SearchConfig) -> ThreadChoice | None:
+    """The thread count timed steps find fastest (search/threads.py), set on the trainer; None where the caller
+    fixed the count, nothing is timed (no time budget), or the run is on a GPU, data-parallel or on one thread."""
+    count = torch.get_num_threads()
+    if (config.threads is not None or config.time_budget is None or count == 1 or world_size() > 1
+            or trainer.device.type != "cpu"):
+        return None
+
+    def time_at(threads: int) -> float:
+        trainer.set_threads(threads)
+        return _step_seconds(trainer, timed=1)
+
+    choice = choose_threads(count, _step_seconds(trainer), time_at)
+    if torch.get_num_threads() != choice.threads:
+        trainer.set_threads(choice.threads)
+    log.info("threads: %s", choice.note())
+    return choice
+
+
+def _timed_plan(trainer: Trainer, config: SearchConfig, begin: float, wanted: tuple[int, int] | None = None,
+                step_seconds: float | None = None) -> StepPlan:
+    if step_seconds is None and config.time_budget is not None:
+        step_seconds = _step_seconds(trainer)
     return plan_steps(steps=config.steps, finetune_steps=config.finetune_steps, samples=len(trainer.data),
                       batch_size=trainer.batch_size, step_seconds=step_seconds, time_budget=config.time_budget,
                       elapsed=clock() - begin, wanted=wanted, augmented=trainer.augmenter is not None)

@@ -117,6 +117,10 @@ class _Teacher:
                 p.requires_grad_(False)
         return self._dense
 
+    def renew_runner(self) -> None:
+        """Make the runner again on its next call (it took torch's thread count when it was made)."""
+        self._runner = None
+
     def release_executor(self) -> None:
         """Let the torch copy go where a runner will serve the per-batch teacher instead (made on its next call)."""
         if self._make_runner is not None:
@@ -211,6 +215,11 @@ class Trainer:
     def weight_params(self) -> list[torch.nn.Parameter]:
         """The trained weights (of :attr:`trained`, by ONNX name)."""
         return list(self.trained.values())
+
+    def set_threads(self, threads: int) -> None:
+        """Train, and run the dense teacher, with ``threads`` CPU threads from the next step on."""
+        torch.set_num_threads(threads)
+        self.teacher.renew_runner()
 
     def set_batch_size(self, batch_size: int) -> None:
         """Train on batches of ``batch_size`` from the next step on."""
