@@ -343,7 +343,7 @@ def _plan(trainer: Trainer, config: SearchConfig, begin: float, shrink_batch: bo
         trainer.set_batch_size(batch)
         wanted = (math.ceil(plan.wanted[0] * scale), math.ceil(plan.wanted[1] * scale))
         plan = _timed_plan(trainer, config, begin, wanted)
-    if threads is None:
+    if threads is None or not threads.timed:
         return plan
     return replace(plan, threads=threads.threads, reason=f"{plan.reason}; {threads.note()}")
 
@@ -369,13 +369,17 @@ def _threads(trainer: Trainer, config: SearchConfig) -> ThreadChoice | None:
         return None
 
     def time_at(threads: int) -> float:
-        trainer.set_threads(threads)
+        # The teacher's session keeps the count it was made with (each one made holds a copy of the weights):
+        # it is made again only where the choice differs, so on idle cores the choice costs two steps, no session.
+        torch.set_num_threads(threads)
         return _step_seconds(trainer, timed=1)
 
     choice = choose_threads(count, _step_seconds(trainer), time_at)
-    if torch.get_num_threads() != choice.threads:
+    torch.set_num_threads(count)
+    if choice.threads != count:
         trainer.set_threads(choice.threads)
-    log.info("threads: %s", choice.note())
+    if choice.timed:
+        log.info("threads: %s", choice.note())
     return choice
 
 

@@ -6,7 +6,8 @@ waits for a thread that is not scheduled: MiniLM's search step took 0.79 s at 2 
 process and 0.39 s at 1 (0.26 s at 2 on idle cores; docs/benchmarks.md, "Threads on a busy machine").
 So where the caller fixed no count, the plan's timed step at torch's count is timed again at half of it,
 and halved again while each halving is faster by :data:`FASTER`; on idle cores the first halving is slower
-and the run keeps torch's count, for the price of two steps.
+and the run keeps torch's count, for the price of two steps. A step shorter than :data:`MIN_STEP_SECONDS` is
+not timed again.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FASTER", "ThreadChoice", "choose_threads"]
+__all__ = ["FASTER", "MIN_STEP_SECONDS", "ThreadChoice", "choose_threads"]
 
-# A halved count is taken where its step takes less than this share of the best time so far: the noise of one
-# timed step must not halve the threads of an idle machine.
-FASTER = 0.9
+# A halved count is taken where its step takes less than this share of the best time so far. Beside busy work
+# a halving halved MiniLM's step (above); on idle cores small ops can run a little faster on fewer
+# threads too, and a margin that one timed step's noise crosses would change the count, and with it the float
+# rounding and the mask, from one run to the next.
+FASTER = 0.75
+# Steps shorter than this are not timed at fewer threads: a run of them takes seconds at any count, and their
+# timings are the noisiest (the README's bundled ResNet: 0.04 s a step; the tests' models: milliseconds).
+MIN_STEP_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -29,19 +35,25 @@ class ThreadChoice:
     step_seconds: float  # one training step at ``threads``
     tried: tuple[tuple[int, float], ...]  # (threads, seconds a step), in the order timed
 
+    @property
+    def timed(self) -> bool:
+        """Whether any count besides the first was timed (not for a step under :data:`MIN_STEP_SECONDS`)."""
+        return len(self.tried) > 1
+
     def note(self) -> str:
-        """One clause for the plan's reason, e.g. ``1 thread of 2: 0.39 s a step against 0.79 s at 2``."""
+        """One clause for the plan's reason, e.g. ``1 thread of 2: 0.39 s a step (2: 0.79 s; ...)``."""
         first, first_seconds = self.tried[0]
+        others = "; ".join(f"{n}: {s:.2f} s" for n, s in self.tried if n != self.threads)
         if self.threads == first:
-            others = ", ".join(f"{s:.2f} s at {n}" for n, s in self.tried[1:])
-            return f"{first} threads ({others} a step against {first_seconds:.2f} s)"
+            return f"{first} threads: {first_seconds:.2f} s a step ({others})"
         unit = "thread" if self.threads == 1 else "threads"
-        return (f"{self.threads} {unit} of {first}: {self.step_seconds:.2f} s a step against {first_seconds:.2f} s "
-                f"at {first} (other work holds some of the cores)")
+        return (f"{self.threads} {unit} of {first}: {self.step_seconds:.2f} s a step ({others}; other work holds "
+                "some of the cores)")
 
 
 def choose_threads(count: int, seconds: float, time_step: Callable[[int], float]) -> ThreadChoice:
-    """The fastest of ``count``, ``count // 2``, ... threads, halving while each halving is faster by :data:`FASTER`.
+    """The fastest of ``count``, ``count // 2``, ... threads, halving while each halving is faster by :data:`FASTER`;
+    ``count`` untimed where its step takes under :data:`MIN_STEP_SECONDS`.
 
     Args:
         count: the thread count the run starts at (torch's).
@@ -51,7 +63,7 @@ def choose_threads(count: int, seconds: float, time_step: Callable[[int], float]
     """
     best = (count, seconds)
     tried = [best]
-    while best[0] > 1:
+    while best[0] > 1 and seconds >= MIN_STEP_SECONDS:
         fewer = best[0] // 2
         took = time_step(fewer)
         tried.append((fewer, took))

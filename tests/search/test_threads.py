@@ -12,7 +12,7 @@ from smart_onnx.errors import ConstraintError
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
 from smart_onnx.search import SearchConfig
-from smart_onnx.search.threads import FASTER, choose_threads
+from smart_onnx.search.threads import FASTER, MIN_STEP_SECONDS, choose_threads
 
 
 def _timer(seconds: dict[int, float]):
@@ -29,7 +29,7 @@ def test_idle_cores_keep_torchs_count_after_one_slower_halving() -> None:
     time_step, calls = _timer({1: 0.40})
     choice = choose_threads(2, 0.26, time_step)
     assert choice.threads == 2 and choice.step_seconds == 0.26 and calls == [1]
-    assert choice.note() == "2 threads (0.40 s at 1 a step against 0.26 s)"
+    assert choice.timed and choice.note() == "2 threads: 0.26 s a step (1: 0.40 s)"
 
 
 def test_a_busy_machine_halves_while_each_halving_is_faster() -> None:
@@ -37,16 +37,19 @@ def test_a_busy_machine_halves_while_each_halving_is_faster() -> None:
     time_step, calls = _timer({1: 0.39})
     choice = choose_threads(2, 0.79, time_step)
     assert choice.threads == 1 and choice.tried == ((2, 0.79), (1, 0.39)) and calls == [1]
-    assert choice.note().startswith("1 thread of 2: 0.39 s a step against 0.79 s at 2")
+    assert choice.note().startswith("1 thread of 2: 0.39 s a step (2: 0.79 s;")
     # A container given 2 of 16 cores: halve to 2, where 1 is slower again; no count below is timed.
     time_step, calls = _timer({8: 2.0, 4: 1.1, 2: 0.5, 1: 0.9})
     choice = choose_threads(16, 4.0, time_step)
     assert choice.threads == 2 and calls == [8, 4, 2, 1]
 
 
-def test_a_halving_within_the_noise_is_not_taken() -> None:
+def test_a_halving_within_the_noise_is_not_taken_and_a_short_step_is_not_timed_again() -> None:
     time_step, calls = _timer({2: 1.0 * FASTER + 0.01})
     assert choose_threads(4, 1.0, time_step).threads == 4 and calls == [2]
+    time_step, calls = _timer({1: 0.001})
+    short = choose_threads(2, MIN_STEP_SECONDS * 0.9, time_step)
+    assert short.threads == 2 and not short.timed and calls == []
 
 
 def test_threads_must_be_positive() -> None:
