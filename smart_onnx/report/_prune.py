@@ -203,8 +203,11 @@ class PruneReport(JsonReport):
 
 
 def _search_dict(search: SearchConfig) -> dict[str, Any]:
-    """The search settings as written: ``refit_reselect`` only when on, as reports written before it read."""
+    """The search settings as written: ``refit_reselect`` only when on and ``threads`` only when given, as reports
+    written before them read."""
     out = asdict(search)
     if not out["refit_reselect"]:
         del out["refit_reselect"]
+    if out["threads"] is None:
+        del out["threads"]
     return out

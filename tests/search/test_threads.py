@@ -11,6 +11,7 @@ from smart_onnx.data import dataset_from_arrays
 from smart_onnx.errors import ConstraintError
 from smart_onnx.model import normalize
 from smart_onnx.prune import PruneOptions, prune
+from smart_onnx.report import PruneReport
 from smart_onnx.search import SearchConfig
 from smart_onnx.search.threads import FASTER, MIN_STEP_SECONDS, choose_threads
 
@@ -132,7 +133,8 @@ def test_a_count_the_caller_gives_is_kept_untimed(monkeypatch) -> None:
                           threads=1)
     report, seen = _search_threads(model, data, search)
     assert report.steps.threads is None and "thread" not in report.steps.reason
-    assert "threads" not in report.to_dict()["steps"]
+    assert "threads" not in report.to_dict()["steps"] and report.to_dict()["search"]["threads"] == 1
+    assert PruneReport.from_json(report.to_json()).search.threads == 1
     assert set(seen) == {1} and timed_at == [1]  # the plan's one timing, at the caller's count
     assert torch.get_num_threads() == 2
     # No time budget: nothing is timed, torch's count is kept.
