@@ -5,9 +5,9 @@ machine, several runs side by side, a container given fewer CPUs than its host h
 waits for a thread that is not scheduled: MiniLM's search step took 0.79 s at 2 threads beside one busy
 process and 0.39 s at 1 (0.26 s at 2 on idle cores; docs/benchmarks.md, "Threads on a busy machine").
 So where the caller fixed no count, the plan's timed step at torch's count is timed again at half of it,
-and halved again while each halving is faster by :data:`FASTER`; on idle cores the first halving is slower
-and the run keeps torch's count, for the price of two steps. A step shorter than :data:`MIN_STEP_SECONDS` is
-not timed again.
+and halved again while each halving's step takes under :data:`FASTER` of the best so far; on idle cores the
+first halving is slower and the run keeps torch's count, for the price of two steps. A step shorter than
+:data:`MIN_STEP_SECONDS` is not timed again.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class ThreadChoice:
 
 
 def choose_threads(count: int, seconds: float, time_step: Callable[[int], float]) -> ThreadChoice:
-    """The fastest of ``count``, ``count // 2``, ... threads, halving while each halving is faster by :data:`FASTER`;
-    ``count`` untimed where its step takes under :data:`MIN_STEP_SECONDS`.
+    """The fastest of ``count``, ``count // 2``, ... threads, halving while each halving's step takes under
+    :data:`FASTER` of the best so far; ``count`` untimed where its step takes under :data:`MIN_STEP_SECONDS`.
 
     Args:
         count: the thread count the run starts at (torch's).
