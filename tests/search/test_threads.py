@@ -39,7 +39,7 @@ def test_a_busy_machine_halves_while_each_halving_is_faster() -> None:
     choice = choose_threads(2, 0.79, time_step)
     assert choice.threads == 1 and choice.tried == ((2, 0.79), (1, 0.39)) and calls == [1]
     assert choice.note().startswith("1 thread of 2: 0.39 s a step (2: 0.79 s;")
-    # A container given 2 of 16 cores: halve to 2, where 1 is slower again; no count below is timed.
+    # A container given 2 of 16 cores: 8, 4 and 2 are each faster; 1, slower again, ends the halving at 2.
     time_step, calls = _timer({8: 2.0, 4: 1.1, 2: 0.5, 1: 0.9})
     choice = choose_threads(16, 4.0, time_step)
     assert choice.threads == 2 and calls == [8, 4, 2, 1]
