@@ -691,7 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other SearchConfig field, e.g. --set time_budget=none --set feature_weight=0")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (and onnxruntime's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (and onnxruntime's); above 1 the search may train at fewer where "
+                             "its timed steps are faster there (--set threads=N fixes the count)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of docs/benchmarks.md")
     parser.add_argument("--peers", action="store_true",
                         help=f"also run onnxsim.pruning {', '.join(PEER_METHODS)} (unstructured) at each fraction")
