@@ -199,22 +199,25 @@ class _Sums:
 class _Gram:
     """Sums over the calibration rows: X_p^T X_p, X_p^T Y and ``||Y||^2`` per output.
 
-    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. ``need`` is the fewest rows
-    the layer's fit takes (:func:`_rows_needed`), ``pruned`` whether any of its weights is masked. With
-    ``split_for`` (the samples of a run that may add views), a pruned layer those samples will leave short of rows
-    also keeps the sums of every other sample of each batch apart (``even``), as views may join it: a fit without
-    half of the samples can then be judged on that half. Whether it will be short is known at the first batch,
-    from its rows per sample.
+    Y is the dense node's own output, which is X_d W_d^T + b_d without unfolding X_d. From the layer's
+    multipliers under its mask (``scale``, :func:`_under_masks` with ``ones``): ``need``, the fewest rows its fit
+    takes (twice its inputs and bias, or four times the most kept weights and bias of a row, ``most_kept``, where
+    that is fewer), and ``pruned``, whether any of its weights is masked. With ``split_for`` (the samples of a
+    run that may add views), a pruned layer those samples will leave short of rows also keeps the sums of every
+    other sample of each batch apart (``even``), as views may join it: a fit without half of the samples can then
+    be judged on that half. Whether it will be short is known at the first batch, from its rows per sample.
     """
 
-    def __init__(self, plan: _Plan, dense_w: torch.Tensor, need: int = 0, pruned: bool = False,
-                 split_for: int | None = None) -> None:
-        self.plan, self.wd, self.need, self.pruned = plan, dense_w, need, pruned
+    def __init__(self, plan: _Plan, dense_w: torch.Tensor, scale: torch.Tensor, split_for: int | None = None) -> None:
+        self.plan, self.wd = plan, dense_w
+        kept = scale != 0
+        self.most_kept, self.pruned = int(kept.sum(2).max()), not bool(kept.all())
+        self.need = min(_MIN_ROWS_PER_FEATURE * scale.shape[2], _MIN_ROWS_PER_KEPT * self.most_kept)
         g, o, d = dense_w.shape
         self.pp, self.py, self.yy = dense_w.new_zeros(g, d, d), dense_w.new_zeros(g, d, o), dense_w.new_zeros(g, o)
         self.rows, self.mismatch, self.norm = 0, 0.0, 0.0
         # not for transA, whose samples are not along axis 0
-        self.split_for = split_for if pruned and not plan.trans_a else None
+        self.split_for = split_for if self.pruned and not plan.trans_a else None
         self.even: _Sums | None = None  # the even samples' sums
         self.samples: _Sums | None = None  # the sums of the samples alone, once views are added
 
@@ -444,21 +447,15 @@ def _reselect(plan: _Plan, gram: _Gram, ids: torch.Tensor, old: _Choice, current
     return out if moved else None
 
 
-def _multipliers(plan: _Plan, ex: Executor, transforms: Transforms) -> torch.Tensor:
-    """alpha/beta times the transforms' multipliers, in the effective layout: 1 on kept elements (times alpha or
-    beta), 0 on masked ones for hard masks."""
+def _under_masks(plan: _Plan, ex: Executor, transforms: Transforms, ones: bool = False) -> torch.Tensor:
+    """The layer's weight (and bias) under ``transforms`` in the effective layout; with ``ones``, ones in their
+    place: the multipliers, alpha or beta on kept elements and 0 on masked ones for hard masks."""
     layer = plan.layer
     w = ex.weights.get(layer.weight)
     b = ex.weights.get(layer.bias) if plan.bias_col else None
     mask_w, mask_b = (transforms.get(n, lambda t: t) for n in (layer.weight, layer.bias))
-    return _effective(plan, mask_w(torch.ones_like(w)), None if b is None else mask_b(torch.ones_like(b)))
-
-
-def _rows_needed(scale: torch.Tensor) -> int:
-    """The fewest calibration rows a layer's refit takes, given its :func:`_multipliers`: twice its inputs (and
-    bias), or four times the most kept weights (and bias) of a row where that is fewer."""
-    kept = int((scale != 0).sum(2).max())
-    return min(_MIN_ROWS_PER_FEATURE * scale.shape[2], _MIN_ROWS_PER_KEPT * kept)
+    value = torch.ones_like if ones else (lambda t: t)
+    return _effective(plan, mask_w(value(w)), None if b is None else mask_b(value(b)))
 
 
 def _views_help(gram: _Gram, solve: torch.Tensor, current: torch.Tensor, new: torch.Tensor,
@@ -494,20 +491,16 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
     """
     layer, gram = plan.layer, plan.gram
     result, features = LayerRefit(layer.name, samples=gram.rows), gram.pp.shape[1]
-    scale = _multipliers(plan, ex, transforms)
     if gram.rows < gram.need:
         result.skipped = (f"{gram.rows} calibration rows for {features} input features, at most "
-                          f"{int((scale != 0).sum(2).max())} kept a row: the fit would overfit (needs {gram.need}; "
+                          f"{gram.most_kept} kept a row: the fit would overfit (needs {gram.need}; "
                           f"raise max_samples, or augment)")
         return result, None
     if gram.mismatch > _REPRODUCE_TOL**2 * gram.norm:
         result.skipped = (f"X W^T + b does not reproduce the node's output (relative error "
                           f"{(gram.mismatch / gram.norm) ** 0.5:.1e}): an attribute or bias form not modelled")
         return result, None
-    w = ex.weights.get(layer.weight)
-    b = ex.weights.get(layer.bias) if plan.bias_col else None
-    mask_w, mask_b = (transforms.get(n, lambda t: t) for n in (layer.weight, layer.bias))
-    current = _effective(plan, mask_w(w), None if b is None else mask_b(b))
+    scale, current = _under_masks(plan, ex, transforms, ones=True), _under_masks(plan, ex, transforms)
     solve = _solvable(plan, gram, scale != 0)
     new = _fit(gram, solve, current, ridge)
     before, after = gram.errors(current), gram.errors(new)
@@ -527,13 +520,14 @@ def _refit_one(plan: _Plan, ex: Executor, transforms: Transforms, ridge: float, 
             chosen = reselected
             moved = chosen.keep[0, :, :canonical.shape[1]].reshape(layer.canonical_shape).permute(layer.tensor_axes)
             # the multipliers of the new mask: alpha and beta where kept
-            scale = torch.where(chosen.keep, _effective(plan, torch.ones_like(w), None if b is None else
-                                                        torch.ones_like(b)), 0.0)
+            scale = torch.where(chosen.keep, _under_masks(plan, ex, {}, ones=True), 0.0)
     result.error_after = float(chosen.errors.sum()) / total
     param = torch.where(scale != 0, chosen.weights / torch.where(scale != 0, scale, 1.0), 0.0)
     weight = param[..., :param.shape[2] - int(plan.bias_col)]
+    w = ex.weights.get(layer.weight)
     w.copy_(weight.reshape(layer.canonical_shape).permute(layer.tensor_axes).to(w))
     if plan.bias_fit:
+        b = ex.weights.get(layer.bias)
         b.copy_(param[..., -1].reshape(-1).to(b))
     return result, moved
 
@@ -700,9 +694,8 @@ def refit_layers(
             ready = [i for i in pending if not plans[i].up & ~done] or pending[:1]
             for p in (plans[i] for i in ready):
                 bias = dense.weights.get(p.layer.bias) if p.bias_col else None
-                scale = _multipliers(p, executor, live)
-                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias), _rows_needed(scale),
-                               bool((scale == 0).any()), samples if views is not None else None)
+                p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias),
+                               _under_masks(p, executor, live, ones=True), samples if views is not None else None)
             acts = {plans[i].act for i in ready}
             outs = {plans[i].node.output[0] for i in ready}
             # Every node before the first layer not yet refitted has its final weights: the runs of the
