@@ -21,7 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from smart_onnx.data import read_rows
 from smart_onnx.search.distributed import rank, shard, world_size
 
-__all__ = ["BatchReader", "Draw", "draws", "owned_samples", "sampler"]
+__all__ = ["BatchReader", "Draw", "draws", "owned_samples", "sampler", "to_device"]
 
 
 class Draw(NamedTuple):
@@ -78,6 +78,11 @@ def draws(batches: Iterator[np.ndarray], whole_batch: bool, owned: range | None 
         if not len(rows):
             rows = np.arange(1)
         yield Draw(batch, rows, batch if whole_batch else batch[rows], share)
+
+
+def to_device(arrays: Mapping[str, np.ndarray], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """A batch's arrays (a :class:`~smart_onnx.data.Dataset` batch's ``inputs``) as tensors on ``device``."""
+    return {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in arrays.items()}
 
 
 class _Rows(TorchDataset):

@@ -40,6 +40,7 @@ from smart_onnx.graph import PrunableLayer
 from smart_onnx.graph.view import attr
 from smart_onnx.model import iter_graphs, subgraph_free_names
 from smart_onnx.search.distributed import batch_shard, broadcast_tensors, rank, reduce_sum, reduce_tensors
+from smart_onnx.search.loader import to_device
 
 __all__ = ["LayerRefit", "RefitReport", "refit_layers"]
 
@@ -594,7 +595,7 @@ def _add_views(ready: Sequence[_Plan], executor: Executor, dense: Executor, live
         for p in short:
             p.gram.hold_samples()
         for batch in (first if k == 0 else views(k).take(max_samples)).batches(batch_size, shard=batch_shard()):
-            feeds = {n: torch.from_numpy(np.ascontiguousarray(a)).to(device) for n, a in batch.inputs.items()}
+            feeds = to_device(batch.inputs, device)
             xp, _ = _advance(executor, feeds, 0, stop, None, live, acts)
             yd, _ = _advance(dense, dict(feeds), 0, stop, None, None, outs)
             for p in short:
@@ -708,7 +709,7 @@ def refit_layers(
                 check = k == 0 and rank() == 0
                 cursor = cursors.pop(k, None)
                 if cursor is None:
-                    feeds = {n: torch.from_numpy(np.ascontiguousarray(a)).to(dev) for n, a in batch.inputs.items()}
+                    feeds = to_device(batch.inputs, dev)
                     cursor = _Cursor(feeds, dict(feeds), 0, 0)
                 xp, pruned_live = _advance(executor, cursor.pruned, cursor.at, stop, final, live, acts)
                 yd, dense_live = _advance(dense, cursor.dense, cursor.at, stop, final, None,

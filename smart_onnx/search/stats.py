@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import torch
 
 from smart_onnx.executor import Executor
 from smart_onnx.graph import PrunableLayer, find_prunable_layers
 from smart_onnx.search.distributed import batch_shard, reduce_named
+from smart_onnx.search.loader import to_device
 
 if TYPE_CHECKING:
     from smart_onnx.data import Dataset
@@ -100,7 +100,7 @@ def activation_stats(
     batches = data.batches(config.batch_size, shuffle=True, seed=config.seed, shard=(first, every))
     with torch.no_grad():
         for _, batch in zip(range(first, config.stats_batches, every), batches):
-            feeds = {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in batch.inputs.items()}
+            feeds = to_device(batch.inputs, device)
             executor(feeds, transforms=transforms)
     sums = reduce_named(sums)
     counted = reduce_named({layer: torch.tensor([float(c)], dtype=torch.float64) for layer, c in counts.items()})

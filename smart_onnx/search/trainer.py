@@ -25,7 +25,7 @@ from smart_onnx.graph import OutputInfo
 from smart_onnx.graph.features import feature_axes
 from smart_onnx.graph.tables import lookup_tables
 from smart_onnx.search.distributed import any_over_ranks, broadcast_tensors, rank, reduce_sum, world_size
-from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler
+from smart_onnx.search.loader import BatchReader, draws, owned_samples, sampler, to_device
 from smart_onnx.search.loss import OutputScales, distillation_loss, feature_loss
 from smart_onnx.search.precision import Precision, to_fp32
 
@@ -71,7 +71,7 @@ class _Teacher:
         seen = 0
         with torch.no_grad():  # one streamed pass: statistics always, values while they fit the budget
             for batch in part.batches(batch_size):  # one training batch of activations at a time
-                values = self._run(executor, _to_device(batch.inputs, device))
+                values = self._run(executor, to_device(batch.inputs, device))
                 scales.update(values)
                 n = len(next(iter(batch.inputs.values())))
                 if cache and not seen:
@@ -153,10 +153,6 @@ class _Teacher:
             return self.dense(feeds)  # recomputed; a data-parallel rank's placeholder row is not among its own
         index = torch.as_tensor(idx - self.owned.start)  # this rank's samples only (see loader.sampler)
         return {k: v.index_select(self.batch_axis.get(k, 0), index).to(self.device) for k, v in self.cached.items()}
-
-
-def _to_device(arrays: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(a)).to(device) for k, a in arrays.items()}
 
 
 class Trainer:
@@ -275,7 +271,7 @@ class Trainer:
             for i, batch in enumerate(self.validation.batches(self.batch_size)):
                 if i % world_size() != rank():  # data-parallel: each rank its share of the batches
                     continue
-                feeds = _to_device(batch.inputs, self.device)
+                feeds = to_device(batch.inputs, self.device)
                 with self.precision.autocast():
                     teacher = to_fp32(self.teacher.dense(feeds))
                 n = len(next(iter(batch.inputs.values())))
