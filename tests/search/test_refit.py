@@ -185,6 +185,16 @@ def test_unmasked_layers_are_refit_to_compensate_upstream_pruning(zoo_export) ->
     assert report.layers[0].rows_refit > 0
 
 
+def _fresh_samples(calib: Dataset):
+    """View ``k``: fresh samples of the calibration data's distribution (standard normal), as many as it has."""
+    (name, array), = calib.arrays.items()
+
+    def view(k: int) -> Dataset:
+        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
+
+    return view
+
+
 def test_layers_short_of_rows_draw_views_and_keep_their_blocks(zoo_export) -> None:
     # mlp_gemm: Gemms of 64 and 32 inputs, one row per sample; about 15 % of the 4x4 blocks kept.
     runs = [0]
@@ -205,12 +215,11 @@ def test_layers_short_of_rows_draw_views_and_keep_their_blocks(zoo_export) -> No
 
     alone, error_alone, calib = run()
     assert all(r.skipped and "calibration rows for" in r.skipped and "kept a row" in r.skipped for r in alone.layers)
-    (name, array), = calib.arrays.items()
-    drawn = []
+    drawn, fresh = [], _fresh_samples(calib)
 
-    def views(k: int) -> Dataset:  # fresh samples of the calibration data's distribution
+    def views(k: int) -> Dataset:
         drawn.append(k)
-        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
+        return fresh(k)
 
     report, error, _ = run(views)
     assert all(r.skipped is None for r in report.layers)
@@ -226,14 +235,10 @@ def test_layers_short_of_rows_draw_views_and_keep_their_blocks(zoo_export) -> No
 
 def test_views_are_drawn_for_a_layers_own_pruning_not_to_make_up_for_the_layers_before(zoo_export) -> None:
     _, executor, dense, layers, transforms, calib, _ = _setup(zoo_export, "mlp_gemm", "block", samples=24, kept=0.15)
-    (name, array), = calib.arrays.items()
     first, last = layers
     only_first = {first.weight: transforms[first.weight]}  # the classifier keeps every weight
-
-    def views(k: int) -> Dataset:
-        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
-
-    report = refit_layers(executor, dense, layers, only_first, calib, batch_size=8, max_samples=24, views=views)
+    report = refit_layers(executor, dense, layers, only_first, calib, batch_size=8, max_samples=24,
+                          views=_fresh_samples(calib))
     refit_first, skipped_last = report.layers
     assert refit_first.skipped is None and refit_first.samples > 24
     assert skipped_last.skipped and skipped_last.samples == 24
@@ -428,14 +433,9 @@ def _refit_run(zm, batch_size: int, views: bool = False, samples: int = 32) -> d
     """One rank's refit of resnet_like under a block mask: its weights, report and dense forward passes; with
     ``views``, fresh samples for the layers short of rows."""
     _, executor, dense, layers, transforms, calib, _ = _setup(lambda *_: zm, "resnet_like", "block", samples=samples)
-    (name, array), = calib.arrays.items()
-
-    def view(k: int) -> Dataset:
-        return Dataset({name: np.random.default_rng(100 + k).standard_normal(array.shape).astype(np.float32)})
-
     runs = count_forwards(dense, "run_range")  # one run per batch and pass, resumed from its snapshot
     report = refit_layers(executor, dense, layers, transforms, calib, batch_size=batch_size, max_samples=samples,
-                          views=view if views else None)
+                          views=_fresh_samples(calib) if views else None)
     return {"weights": executor.weights.to_arrays(executor.weights.parameter_names()), "runs": runs[0],
             "passes": report.passes, "layers": [(r.name, r.skipped, r.samples, r.rows_refit, r.error_before,
                                                  r.error_after) for r in report.layers]}
