@@ -734,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = today()
 
     runs = []
+    peer_rows: dict[tuple[str, float | None, str], dict[str, Any]] = {}
     for name in names:
         recipe = RECIPES[name]
         path = recipe.path()
@@ -757,14 +758,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _record(args.records, run_record(name, cfg, label, abl))
             if args.peers:
                 for method in PEER_METHODS + (STRUCTURED_PEERS if cfg.mode == "channel" else ()):
+                    # An unstructured recipe does not depend on our mode: block and channel at one fraction
+                    # share its row (nudenet's SparseGPT takes minutes).
+                    key = (name, cfg.sparsity, method)
                     try:
-                        row = run_peer(bm, cfg, method, batch_size=batch, threads=threads)
+                        row = peer_rows.get(key) if method in PEER_METHODS else None
+                        row = row or run_peer(bm, cfg, method, batch_size=batch, threads=threads)
                     except Exception as e:  # a peer failing must not lose the other rows
                         sys.stderr.write(f"{name} {cfg.label} onnxsim {method} failed: {type(e).__name__}: {e}\n")
                         continue
                     if row is None:
                         sys.stderr.write("onnxsim is not installed (or no fraction): no peer rows\n")
                         break
+                    peer_rows[key] = row
                     sys.stderr.write(f"{name} {cfg.label} {row['method']}: {json.dumps(row['outputs'])}\n")
                     _record(args.records, run_record(name, cfg, row["method"], peer_row=row))
 
