@@ -88,8 +88,11 @@ def feature_points(model: OnnxModel, layer_nodes: list[str], limit: int = 8) -> 
                 merges.append(stream)
         if node.op_type != "Add" or len(node.input) != 2:
             continue
-        # Both operands computed (not a bias or a constant): two branches meet here.
-        if all(view.producer(i) is not None and i not in view.initializers for i in node.input):
+        # Both operands computed (not a bias or a constant): two branches meet here. Not attention scores plus
+        # their mask or position bias, which a Softmax reads: the mask's -3.4e38 (or -1e4) entries make the scores'
+        # variance, so their error weighs nothing, and MiniLM lost two of its six residual points to them.
+        if (all(view.producer(i) is not None and i not in view.initializers for i in node.input)
+                and not any(reader.op_type == "Softmax" for reader, _ in view.consumers(node.output[0]))):
             merges.extend(o for o in node.output if o and o not in skip)
     if not merges:
         wanted = set(layer_nodes)

@@ -35,6 +35,36 @@ def test_plain_chains_fall_back_to_layer_inputs() -> None:
     assert points and model.inputs[0].name not in points
 
 
+def test_attention_scores_plus_their_mask_are_no_feature_point() -> None:
+    # One attention head over h = x W [N, S, 8] with its key padding mask added to the scores, then a residual Add.
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), n) for n in ("w", "wq", "wk")]
+    constants = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("one", 1.0), ("low", -1e4))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="h"),
+             helper.make_node("MatMul", ["h", "wq"], ["q"], name="q"),
+             helper.make_node("MatMul", ["h", "wk"], ["k"], name="k"),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+             helper.make_node("Unsqueeze", ["mask", "axis1"], ["mask3"]),
+             helper.make_node("Sub", ["one", "mask3"], ["padding"]),
+             helper.make_node("Mul", ["padding", "low"], ["bias"]),
+             helper.make_node("Add", ["scores", "bias"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+             helper.make_node("MatMul", ["probs", "h"], ["context"]),
+             helper.make_node("Add", ["h", "context"], ["residual"]),
+             helper.make_node("Identity", ["residual"], ["y"])]
+    axis = numpy_helper.from_array(np.array([1], np.int64), "axis1")
+    graph = helper.make_graph(nodes, "masked_attention",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8]),
+                               helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8])],
+                              [*weights, *constants, axis])
+    model = normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
+    assert feature_points(model, ["h", "q", "k"]) == ["residual"]
+
+
 @pytest.mark.parametrize("opset", [14, 17], ids=["decomposed-layernorm", "fused-layernorm"])
 def test_a_residual_streams_channels_are_its_last_axis(opset: int) -> None:
     model = encoder(opset=opset, classes=3)
