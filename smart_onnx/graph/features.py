@@ -61,6 +61,25 @@ def _normalised_axis(view: GraphView, value: str, hops: int) -> int | None:
     return None
 
 
+# Ops an exporter may put between attention scores and their Softmax (a mask applied with Where, heads merged or split
+# by Reshape, a scale) without mixing positions: scores that pass only through them still feed the Softmax.
+_SCORE_PASSTHROUGH = {"Add", "Cast", "Div", "Expand", "Identity", "Mul", "Reshape", "Squeeze", "Sub", "Transpose",
+                      "Unsqueeze", "Where"}
+_SCORE_HOPS = 3
+_SOFTMAX = {"Softmax", "LogSoftmax"}
+
+
+def _reaches_softmax(view: GraphView, value: str, hops: int) -> bool:
+    """Whether a Softmax reads ``value``, directly or through at most ``hops`` ops of ``_SCORE_PASSTHROUGH``."""
+    for node, _ in view.consumers(value):
+        if node.op_type in _SOFTMAX:
+            return True
+        if hops > 0 and node.op_type in _SCORE_PASSTHROUGH and node.output and node.output[0] \
+                and _reaches_softmax(view, node.output[0], hops - 1):
+            return True
+    return False
+
+
 def _evenly(names: list[str], limit: int) -> list[str]:
     if len(names) <= limit:
         return names
@@ -92,7 +111,7 @@ def feature_points(model: OnnxModel, layer_nodes: list[str], limit: int = 8) -> 
         # their mask or position bias, which a Softmax reads: the mask's -3.4e38 (or -1e4) entries make the scores'
         # variance, so their error weighs nothing, and MiniLM lost two of its six residual points to them.
         if (all(view.producer(i) is not None and i not in view.initializers for i in node.input)
-                and not any(reader.op_type == "Softmax" for reader, _ in view.consumers(node.output[0]))):
+                and not _reaches_softmax(view, node.output[0], _SCORE_HOPS)):
             merges.extend(o for o in node.output if o and o not in skip)
     if not merges:
         wanted = set(layer_nodes)

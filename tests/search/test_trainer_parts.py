@@ -35,8 +35,10 @@ def test_plain_chains_fall_back_to_layer_inputs() -> None:
     assert points and model.inputs[0].name not in points
 
 
-def test_attention_scores_plus_their_mask_are_no_feature_point() -> None:
-    # One attention head over h = x W [N, S, 8] with its key padding mask added to the scores, then a residual Add.
+@pytest.mark.parametrize("between", ["", "Where", "Reshape"])
+def test_attention_scores_plus_their_mask_are_no_feature_point(between: str) -> None:
+    # One attention head over h = x W [N, S, 8] with its key padding mask added to the scores, then a residual Add;
+    # the masked scores reach the Softmax directly or through a Where (another mask) or a Reshape.
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -51,16 +53,21 @@ def test_attention_scores_plus_their_mask_are_no_feature_point() -> None:
              helper.make_node("Sub", ["one", "mask3"], ["padding"]),
              helper.make_node("Mul", ["padding", "low"], ["bias"]),
              helper.make_node("Add", ["scores", "bias"], ["masked"]),
-             helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+             *{"": [],
+               "Where": [helper.make_node("Greater", ["masked", "low"], ["keep"]),
+                         helper.make_node("Where", ["keep", "masked", "low"], ["softmax_in"])],
+               "Reshape": [helper.make_node("Reshape", ["masked", "same_shape"], ["softmax_in"])]}[between],
+             helper.make_node("Softmax", ["softmax_in" if between else "masked"], ["probs"], axis=-1),
              helper.make_node("MatMul", ["probs", "h"], ["context"]),
              helper.make_node("Add", ["h", "context"], ["residual"]),
              helper.make_node("Identity", ["residual"], ["y"])]
     axis = numpy_helper.from_array(np.array([1], np.int64), "axis1")
+    same_shape = numpy_helper.from_array(np.array([0, 4, 4], np.int64), "same_shape")
     graph = helper.make_graph(nodes, "masked_attention",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8]),
                                helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8])],
-                              [*weights, *constants, axis])
+                              [*weights, *constants, axis, same_shape])
     model = normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
     assert feature_points(model, ["h", "q", "k"]) == ["residual"]
 
