@@ -52,6 +52,7 @@ class SearchConfig:
     refit_ridge: float = 0.01
     # SMART in block mode: the refit may re-choose which blocks each block row keeps, as many (search/refit.py).
     refit_reselect: bool = True
+    # The calibration samples the refit fits, at most; where training augments images, views of them fill it to this.
     refit_samples: int = 256
     patience: int = 5  # held-out checks without improvement before the fine-tune stops
     workers: int = 0  # DataLoader processes reading training batches ahead (search/loader.py); 0: none

@@ -39,7 +39,7 @@ from smart_onnx.executor.ops.conv import auto_pads, spatial, torch_pad
 from smart_onnx.graph import PrunableLayer
 from smart_onnx.graph.view import attr
 from smart_onnx.model import iter_graphs, subgraph_free_names
-from smart_onnx.search.distributed import batch_shard, broadcast_tensors, rank, reduce_sum, reduce_tensors
+from smart_onnx.search.distributed import batch_shard, broadcast_tensors, clock, rank, reduce_sum, reduce_tensors
 from smart_onnx.search.loader import to_device
 
 __all__ = ["LayerRefit", "RefitReport", "refit_layers"]
@@ -604,6 +604,50 @@ def _add_views(ready: Sequence[_Plan], executor: Executor, dense: Executor, live
         rows = reduce_sum([p.gram.rows for p in ready])
 
 
+def _ready(pending: Sequence[int], plans: Mapping[int, _Plan], done: int) -> list[int]:
+    """The layers of the next pass: those no layer still pending feeds (else the first pending one)."""
+    return [i for i in pending if not plans[i].up & ~done] or list(pending[:1])
+
+
+def _pass_count(pending: Sequence[int], plans: Mapping[int, _Plan], done: int) -> int:
+    """How many passes the refit of ``pending`` takes."""
+    count = 0
+    while pending:
+        ready = _ready(pending, plans, done)
+        done |= sum(1 << i for i in ready)
+        pending = [i for i in pending if i not in ready]
+        count += 1
+    return count
+
+
+class _Pacing:
+    """How many samples each pass runs under a deadline: the samples, and the whole views the time left pays for.
+
+    The first pass runs them all and measures (it runs the fewest nodes); a later pass takes as many whole views
+    as the seconds per sample and pass so far, times the passes left, fit in the time left (a pass runs the slice
+    of the model since the pass before for each sample; its solves do not grow with them), never more than the
+    pass before.
+    """
+
+    def __init__(self, total: int, view_size: int | None, deadline: float, passes: int) -> None:
+        self.total, self.view = total, min(total, view_size or total)
+        self.deadline, self.passes = deadline, passes
+        self.seconds, self.sample_passes, self.cap = 0.0, 0, total
+
+    def samples(self, done: int) -> int:
+        if self.view >= self.total or self.sample_passes == 0:
+            return self.cap
+        per = self.seconds / self.sample_passes  # seconds per sample and pass
+        left = max(0.0, self.deadline - clock())
+        fit = int(left / (per * max(1, self.passes - done))) // self.view * self.view
+        self.cap = max(self.view, min(self.cap, fit))
+        return self.cap
+
+    def ran(self, samples: int, seconds: float) -> None:
+        self.seconds += seconds
+        self.sample_passes += samples
+
+
 def _upstream(graph: onnx.GraphProto, index: Mapping[str, int]) -> dict[str, int]:
     """Value name -> bitmask of the planned layers (numbered by ``index``) it depends on."""
     masks: dict[str, int] = {}
@@ -633,6 +677,8 @@ def refit_layers(
     masks: dict[str, torch.Tensor] | None = None,
     views: Callable[[int], Dataset] | None = None,
     max_views: int = 32,
+    view_size: int | None = None,
+    deadline: float | None = None,
 ) -> RefitReport:
     """Refit the kept weights (and biases) of ``layers`` to reproduce the dense layers' outputs.
 
@@ -661,6 +707,11 @@ def refit_layers(
             in turn, at most ``max_views``, only for the layers of a pass that the samples leave short of the rows
             their fit needs: a classifier after global pooling has one row per sample, a conv thousands.
         max_views: the most views a pass draws.
+        view_size: ``data`` is its first ``view_size`` samples followed by whole views of them (None: all samples).
+        deadline: a :func:`clock` time the refit should end by: each pass after the first runs the samples and
+            as many of the views as the seconds per sample and pass so far pay for, for the passes left (never
+            more than the pass before; see :class:`_Pacing`). A pass is never cut; the caller stops the refit
+            between passes.
 
     Returns:
         Per layer its relative output error before and after, or why it was skipped.
@@ -687,12 +738,18 @@ def refit_layers(
         plan.up = upstream.get(plan.act, 0)
     pending, done, passes = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), 0
     order = {n.name: k for k, n in enumerate(executor.model.graph.node)}
-    samples = len(data.take(max_samples))
+    total = samples = len(data.take(max_samples))
+    paced = _Pacing(total, view_size, deadline, _pass_count(pending, plans, done)) if deadline is not None else None
     cursors: dict[int, _Cursor] = {}
     live = dict(transforms)  # a layer whose mask the refit changes runs under its new mask from then on
     with torch.no_grad():
         while pending:
-            ready = [i for i in pending if not plans[i].up & ~done] or pending[:1]
+            ready = _ready(pending, plans, done)
+            if paced is not None:
+                began, before = clock(), samples
+                samples = paced.samples(passes)
+                if samples != before:  # a batch cut short, or made whole, has no snapshot of its own
+                    cursors = {k: c for k, c in cursors.items() if k < min(samples, before) // batch_size}
             for p in (plans[i] for i in ready):
                 bias = dense.weights.get(p.layer.bias) if p.bias_col else None
                 p.gram = _Gram(p, _effective(p, dense.weights.get(p.layer.weight), bias),
@@ -705,7 +762,7 @@ def refit_layers(
             stop = max(order[plans[i].node.name] for i in ready) + 1
             # Data-parallel: each rank sums its share of the batches; the sums are then added up, so
             # every rank solves the same system. The dense reproduction is checked on global batch 0.
-            for k, batch in enumerate(data.take(max_samples).batches(batch_size, shard=batch_shard())):
+            for k, batch in enumerate(data.take(min(max_samples, samples)).batches(batch_size, shard=batch_shard())):
                 check = k == 0 and rank() == 0
                 cursor = cursors.pop(k, None)
                 if cursor is None:
@@ -744,6 +801,8 @@ def refit_layers(
                               if name is not None)
             pending = [i for i in pending if i not in ready]
             passes += 1
+            if paced is not None:
+                paced.ran(samples, clock() - began)
             if progress:
                 progress(bin(done).count("1"), len(layers))
     return RefitReport(results, time.perf_counter() - start, passes)

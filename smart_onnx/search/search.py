@@ -66,6 +66,8 @@ _VIEW_SEED = 7919
 _REFIT_VIEW_SEED = 104729
 # Token-augmented views of each sample the refit fits besides the sample (see _refit_data).
 REFIT_VIEWS = 16
+# Image views the refit fits besides its samples hold at most this many bytes (see _refit_data).
+REFIT_VIEW_BYTES = 256 << 20
 # Under a time budget the refit may take this share of the time the search leaves; the rest is the fine-tune's.
 REFIT_SHARE = 0.5
 
@@ -238,12 +240,12 @@ def _refit(trainer: Trainer, ranking: Ranking, transforms: Transforms, config: S
     space = ranking.space
     reselect = config.refit_reselect and config.method == "smart"  # a baseline's mask is its method's own
     try:
-        data, views = _refit_data(trainer, config)
+        data, views, view_size = _refit_data(trainer, config)
         refit = refit_layers(trainer.executor, trainer.teacher.dense_executor(), space.scored_layers, transforms,
                              data, batch_size=config.batch_size, max_samples=len(data), ridge=config.refit_ridge,
                              device=config.device, progress=report,
                              units=space.element_units if reselect else None, locked=ranking.locked(), masks=moved,
-                             views=views)
+                             views=views, view_size=view_size, deadline=deadline)
     except _OutOfTime:
         return RefitLog(stopped=f"time budget reached after {passes[0]} of {passes[1]} layers"), moved
     finally:
@@ -267,33 +269,42 @@ def _keep_with(space: PruningSpace, keep: torch.Tensor, moved: dict[str, torch.T
     return keep
 
 
-def _refit_data(trainer: Trainer, config: SearchConfig,
-                views: int = REFIT_VIEWS) -> tuple[Dataset, Callable[[int], Dataset] | None]:
-    """The refit's samples: the first ``config.refit_samples`` calibration samples and, when training augments
-    token ids, ``views`` augmented views of each of them; and, when training augments, further views for the
-    layers those leave short of rows.
+def _refit_data(trainer: Trainer, config: SearchConfig, token_views: int = REFIT_VIEWS,
+                ) -> tuple[Dataset, Callable[[int], Dataset] | None, int | None]:
+    """The refit's samples: the first ``config.refit_samples`` calibration samples followed, when training
+    augments, by augmented views of each of them; further views for the layers those leave short of rows; and
+    how many of the samples come before the views.
 
     The teacher answers any input, so a view is as good a target as a sample. A token sequence gives the
     refit one row per token, and a few dozen sentences are too few rows for a wide layer: 60 sentences give
     1080 rows, below the twice 1536 inputs of MiniLM's FFN output projections, which the refit then skips.
     With 3 views it fits all 18 layers, and more rows fit them better: held-out sentence-embedding cosine at
-    50% blocks 0.901 without views, 0.927 with 3, 0.937 with 8, 0.942 with 16 (docs/benchmarks.md). An image
-    gives a row per output position, thousands per sample, so image models refit their samples alone, except
-    the layers after a global pooling (one row per sample), which take views as they need them: EfficientNet-
-    Lite0's classifier at 50 % blocks (at most 288 of 1280 inputs kept a row) takes 18 views of 64 crops.
+    50% blocks 0.901 without views, 0.927 with 3, 0.937 with 8, 0.942 with 16 (docs/benchmarks.md), so token
+    models take ``token_views``. An image gives a row per output position, thousands per sample, yet a fit on
+    64 crops still learns those crops: views of them fill the refit up to ``refit_samples`` (at most
+    :data:`REFIT_VIEW_BYTES` of them), and nudenet's judged class-score cosine at 30 % blocks rose from 0.917
+    to 0.933 / 0.937 / 0.944 with 1 / 2 / 4 views of 64 crops (docs/benchmarks.md). Under a time budget the
+    refit runs fewer of them as it runs short of time (``refit_layers``' ``deadline``). The layers after a
+    global pooling (one row per sample) take further views as they need them: EfficientNet-Lite0's classifier
+    at 50 % blocks (at most 288 of 1280 inputs kept a row) takes 18 views of 64 crops.
     """
     data = trainer.data.take(config.refit_samples)
     augmenter = trainer.augmenter
     if augmenter is None or not augmenter.active:
-        return data, None
+        return data, None, None
 
     def view(k: int) -> Dataset:
         return augmented_views(data, augmenter.reseeded(config.seed + _REFIT_VIEW_SEED + k))
 
-    if "tokens" not in augmenter.kinds or views <= 0:
-        return data, view
-    joined = concat([data, *(view(k) for k in range(views))], f"{data.source} and {views} augmented views")
-    return joined, lambda k: view(views + k)
+    if "tokens" in augmenter.kinds:
+        count = token_views
+    else:
+        sample_bytes = sum(a[:1].nbytes for a in data.arrays.values())
+        count = min(config.refit_samples // max(1, len(data)) - 1, REFIT_VIEW_BYTES // max(1, sample_bytes * len(data)))
+    if count <= 0:
+        return data, view, None
+    joined = concat([data, *(view(k) for k in range(count))], f"{data.source} and {count} augmented views")
+    return joined, lambda k: view(count + k), len(data)
 
 
 def _trainer(executor: Executor, space: PruningSpace, data: Dataset, config: SearchConfig,

@@ -265,6 +265,23 @@ def test_a_row_fitted_on_views_keeps_its_weights_where_the_samples_error_would_r
     assert 0 < result.rows_refit < 32  # some rows took the new weights, some kept theirs
 
 
+def test_under_a_deadline_later_passes_drop_the_views_the_time_left_cannot_pay_for(zoo_export) -> None:
+    from smart_onnx.search.distributed import clock
+
+    # 48 samples: the first 16 the calibration samples, the other 32 stand for two views of them.
+    def rows(deadline: float | None) -> list[int]:
+        _, executor, dense, layers, transforms, calib, _ = _setup(zoo_export, "resnet_like", "block")
+        report = refit_layers(executor, dense, layers, transforms, calib, batch_size=8, max_samples=48,
+                              view_size=16, deadline=deadline)
+        assert report.passes > 2
+        return [r.samples for r in report.layers]
+
+    unpaced, ample, late = rows(None), rows(clock() + 3600), rows(clock() - 1)
+    assert ample == unpaced
+    assert late[0] == unpaced[0]  # the first pass runs every sample and measures
+    assert all(r * 3 == u for r, u in zip(late[1:], unpaced[1:]))  # then only the samples: no time is left
+
+
 def test_convtranspose_is_skipped_with_a_reason(zoo_export) -> None:
     model, executor, dense, layers, transforms, calib, held = _setup(zoo_export, "convtranspose_decoder", "block")
     report = refit_layers(executor, dense, layers, transforms, calib, batch_size=16, max_samples=32)

@@ -3,6 +3,8 @@ data/augment.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from onnx import numpy_helper
@@ -87,8 +89,10 @@ def _refit_data(data: Dataset, views: int | None = None, **config) -> Dataset:
     cfg = SearchConfig(sparsity=0.5, batch_size=8, **config)
     space = SimpleNamespace(scored_layers=[])  # the trainer reads only the layers' names (feature points)
     trainer, _, _ = _trainer(Executor(model), space, data, cfg, infer_output_roles(model), None)
-    joined, more = _refit_data(trainer, cfg, REFIT_VIEWS if views is None else views)
+    joined, more, view_size = _refit_data(trainer, cfg, REFIT_VIEWS if views is None else views)
     assert (more is None) == (cfg.augment is False)  # further views, for layers short of rows, where augmented
+    base = min(len(data), cfg.refit_samples)
+    assert view_size == (base if len(joined) > base else None)  # the samples come before their views
     return joined
 
 
@@ -112,7 +116,7 @@ def test_the_refit_also_fits_augmented_views_of_its_samples() -> None:
     assert len(_refit_data(data, views=0)) == 20
 
 
-def test_image_models_refit_their_samples_and_draw_views_only_for_layers_short_of_rows() -> None:
+def test_image_models_refit_views_of_their_samples_up_to_refit_samples_and_more_for_layers_short_of_rows() -> None:
     from types import SimpleNamespace
 
     from devkit.zoo import export as export_model
@@ -129,12 +133,21 @@ def test_image_models_refit_their_samples_and_draw_views_only_for_layers_short_o
     trainer, _, _ = _trainer(Executor(model), SimpleNamespace(scored_layers=[]), data, cfg,
                              infer_output_roles(model), None)
     assert trainer.augmenter is not None and trainer.augmenter.kinds == ["image"]
-    refit, views = _refit_data(trainer, cfg)
+    refit, views, view_size = _refit_data(trainer, cfg)
     name = model.inputs[0].name
-    assert len(refit) == len(trainer.data) and np.array_equal(refit.arrays[name], trainer.data.arrays[name])
-    first, second = views(0).arrays[name], views(1).arrays[name]
-    assert first.shape == refit.arrays[name].shape and not np.array_equal(first, refit.arrays[name])
+    samples = trainer.data.arrays[name]
+    assert view_size == len(samples) == 20 and len(refit) == 20 * (cfg.refit_samples // 20)  # 11 views fill 256
+    assert np.array_equal(refit.arrays[name][:20], samples)  # the samples themselves first
+    joined = refit.arrays[name][20:]
+    assert not any(np.array_equal(joined[k * 20:(k + 1) * 20], samples) for k in range(len(joined) // 20))
+    first, second = views(0).arrays[name], views(1).arrays[name]  # further views, not among those joined
+    assert first.shape == samples.shape and not any(np.array_equal(first, joined[k * 20:(k + 1) * 20])
+                                                    for k in range(len(joined) // 20))
     assert not np.array_equal(first, second) and np.array_equal(views(0).arrays[name], first)  # reproducible
+    few, _, _ = _refit_data(trainer, replace(cfg, refit_samples=50))  # 20 samples and 1 view; 2 would pass 50
+    assert len(few) == 40
+    alone, _, none = _refit_data(trainer, replace(cfg, refit_samples=20))
+    assert len(alone) == 20 and none is None
 
 
 def test_the_teachers_dense_copy_shares_what_is_never_trained_and_no_gradient_is_kept_for_it() -> None:
