@@ -28,6 +28,10 @@ class RefitLog:
         stopped: why it ended before every layer (the time budget); then only it and ``units_moved`` are written.
         units_moved: units the refit newly kept in place of as many it pruned (``refit_reselect``; written
             only when some moved).
+        samples: the samples its first pass fitted, augmented views of them included.
+        views: the augmented views of each calibration sample among them (written only when some).
+        paced: the fewest samples a later pass fitted, where the time budget left it fewer of the views
+            (written only then).
     """
 
     layers: int = 0
@@ -37,11 +41,15 @@ class RefitLog:
     passes: int = 0
     stopped: str | None = None
     units_moved: int = 0
+    samples: int = 0
+    views: int = 0
+    paced: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if not out["units_moved"]:  # as reports written before the refit re-chose units
-            del out["units_moved"]
+        for key in ("units_moved", "samples", "views", "paced"):  # as reports written before they were counted
+            if not out[key]:
+                del out[key]
         if self.stopped is not None:
             return {k: v for k, v in out.items() if k in ("stopped", "units_moved")}
         del out["stopped"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -92,11 +92,12 @@ class LayerRefit:
 
 @dataclass
 class RefitReport:
-    """Every given layer in the given order, the wall time, and the passes over the data."""
+    """Every given layer in the given order, the wall time, the passes over the data and the samples each ran."""
 
     layers: list[LayerRefit]
     seconds: float
     passes: int = 0
+    samples: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -736,7 +737,7 @@ def refit_layers(
     upstream = _upstream(executor.model.graph, {plans[i].layer.name: i for i in plans})
     for plan in plans.values():
         plan.up = upstream.get(plan.act, 0)
-    pending, done, passes = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), 0
+    pending, done, passes, ran = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), 0, []
     order = {n.name: k for k, n in enumerate(executor.model.graph.node)}
     total = samples = len(data.take(max_samples))
     paced = _Pacing(total, view_size, deadline, _pass_count(pending, plans, done)) if deadline is not None else None
@@ -801,8 +802,9 @@ def refit_layers(
                               if name is not None)
             pending = [i for i in pending if i not in ready]
             passes += 1
+            ran.append(samples)
             if paced is not None:
                 paced.ran(samples, clock() - began)
             if progress:
                 progress(bin(done).count("1"), len(layers))
-    return RefitReport(results, time.perf_counter() - start, passes)
+    return RefitReport(results, time.perf_counter() - start, passes, ran)

@@ -255,7 +255,9 @@ def _refit(trainer: Trainer, ranking: Ranking, transforms: Transforms, config: S
         layers=len(done), skipped={lay.name: lay.skipped for lay in refit.layers if lay.skipped},
         mean_error_before=float(np.mean([lay.error_before for lay in done])) if done else None,
         mean_error_after=float(np.mean([lay.error_after for lay in done])) if done else None,
-        passes=refit.passes,
+        passes=refit.passes, samples=refit.samples[0] if refit.samples else 0,
+        views=len(data) // view_size - 1 if view_size else 0,
+        paced=min(refit.samples) if refit.samples and min(refit.samples) < refit.samples[0] else 0,
     ), moved
 
 

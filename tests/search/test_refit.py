@@ -273,7 +273,8 @@ def test_under_a_deadline_later_passes_drop_the_views_the_time_left_cannot_pay_f
         _, executor, dense, layers, transforms, calib, _ = _setup(zoo_export, "resnet_like", "block")
         report = refit_layers(executor, dense, layers, transforms, calib, batch_size=8, max_samples=48,
                               view_size=16, deadline=deadline)
-        assert report.passes > 2
+        assert report.passes > 2 and len(report.samples) == report.passes
+        assert report.samples == [48] + [48 if deadline is None or deadline > clock() else 16] * (report.passes - 1)
         return [r.samples for r in report.layers]
 
     unpaced, ample, late = rows(None), rows(clock() + 3600), rows(clock() - 1)

@@ -150,6 +150,22 @@ def test_image_models_refit_views_of_their_samples_up_to_refit_samples_and_more_
     assert len(alone) == 20 and none is None
 
 
+def test_the_report_says_how_many_views_the_refit_fitted() -> None:
+    from devkit.zoo import export as export_model
+    from devkit.zoo import resnet_like
+    from smart_onnx.model import normalize
+
+    module, example = resnet_like()
+    model = normalize(export_model(module, example, dynamo=False, opset=17))
+    data = Dataset({model.inputs[0].name: np.random.default_rng(0).random((40, *example.shape[1:]), np.float32)})
+    config = SearchConfig(sparsity=0.5, steps=2, finetune_steps=2, batch_size=8, time_budget=None, refit_samples=128)
+    refit = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), search=config,
+                                                   latency=False)).report.training.refit
+    # 40 samples (too few to hold 10 % out); 128 // 40 - 1 = 2 views of each; no deadline: every pass fits them all
+    assert (refit.views, refit.samples, refit.paced) == (2, 120, 0) and refit.layers > 0
+    assert "paced" not in refit.to_dict() and refit.to_dict()["views"] == 2
+
+
 def test_the_teachers_dense_copy_shares_what_is_never_trained_and_no_gradient_is_kept_for_it() -> None:
     from smart_onnx.executor import Executor
     from smart_onnx.search.trainer import Trainer
