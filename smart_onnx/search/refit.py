@@ -716,9 +716,8 @@ def refit_layers(
         max_views: the most views a pass draws.
         view_size: ``data`` is its first ``view_size`` samples followed by whole views of them (None: all samples).
         deadline: a :func:`clock` time the refit should end by: each pass after the first runs the samples and
-            as many of the views as the seconds per sample and pass so far pay for, for the passes left (never
-            more than the pass before; see :class:`_Pacing`). A pass is never cut; the caller stops the refit
-            between passes.
+            as many of the views as the time left pays for (see :class:`_Pacing`). A pass is never cut; the
+            caller stops the refit between passes.
 
     Returns:
         Per layer its relative output error before and after, or why it was skipped.
@@ -769,7 +768,7 @@ def refit_layers(
             stop = max(order[plans[i].node.name] for i in ready) + 1
             # Data-parallel: each rank sums its share of the batches; the sums are then added up, so
             # every rank solves the same system. The dense reproduction is checked on global batch 0.
-            for k, batch in enumerate(data.take(min(max_samples, samples)).batches(batch_size, shard=batch_shard())):
+            for k, batch in enumerate(data.take(samples).batches(batch_size, shard=batch_shard())):
                 check = k == 0 and rank() == 0
                 cursor = cursors.pop(k, None)
                 if cursor is None:
