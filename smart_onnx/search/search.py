@@ -284,7 +284,7 @@ def _refit_data(trainer: Trainer, config: SearchConfig, token_views: int = REFIT
     50% blocks 0.901 without views, 0.927 with 3, 0.937 with 8, 0.942 with 16 (docs/benchmarks.md), so token
     models take ``token_views``. An image gives a row per output position, thousands per sample, yet a fit on
     64 crops still learns those crops: views of them fill the refit up to ``refit_samples`` (at most
-    :data:`REFIT_VIEW_BYTES` of them), and nudenet's judged class-score cosine at 30 % blocks rose from 0.917
+    :data:`REFIT_VIEW_BYTES` of them), and nudenet's judged channel cosine at 30 % blocks rose from 0.917
     to 0.933 / 0.937 / 0.944 with 1 / 2 / 4 views of 64 crops (docs/benchmarks.md). Under a time budget the
     refit runs fewer of them as it runs short of time (``refit_layers``' ``deadline``). The layers after a
     global pooling (one row per sample) take further views as they need them: EfficientNet-Lite0's classifier
