@@ -745,7 +745,8 @@ def refit_layers(
     pending, done, passes, ran = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), 0, []
     order = {n.name: k for k, n in enumerate(executor.model.graph.node)}
     total = samples = len(data.take(max_samples))
-    paced = None if deadline is None else _Pacing(total, view_size, deadline, _pass_ends(pending, plans, done, order))
+    ends = _pass_ends(pending, plans, done, order)  # the passes the loop below runs, in its order
+    paced = None if deadline is None else _Pacing(total, view_size, deadline, ends)
     cursors: dict[int, _Cursor] = {}
     live = dict(transforms)  # a layer whose mask the refit changes runs under its new mask from then on
     with torch.no_grad():
@@ -765,7 +766,7 @@ def refit_layers(
             # Every node before the first layer not yet refitted has its final weights: the runs of the
             # next pass resume there instead of at the inputs (a pass per depth, not a whole run per depth).
             final = min(order[plans[i].node.name] for i in pending)
-            stop = max(order[plans[i].node.name] for i in ready) + 1
+            stop = ends[passes]
             # Data-parallel: each rank sums its share of the batches; the sums are then added up, so
             # every rank solves the same system. The dense reproduction is checked on global batch 0.
             for k, batch in enumerate(data.take(samples).batches(batch_size, shard=batch_shard())):
