@@ -61,6 +61,14 @@ def test_a_plan_cut_by_the_budget_names_the_steps_it_asked_for_and_reads_back() 
     assert PruneReport.from_json(report.to_json()).steps.asked == (300, 300)
 
 
+def test_a_search_shortened_to_fit_its_deadline_asks_for_more_time() -> None:
+    report = _fixture("channel-budget")  # the plan fit its ask; the search then re-planned 120 -> 48 steps
+    report.training.search_stopped = None  # and ran them all (this fixture's was cut at 43 of the 48)
+    assert report.steps.asked is None
+    assert report.remedies()[0] == ("a longer --time-budget: the search fit 2 s in fewer steps "
+                                    "(120 -> 48 steps after 5 timed steps)")
+
+
 def test_a_faithful_run_needs_no_remedy() -> None:
     report = _fixture("block-out-of-time")
     report.fidelity.degraded, report.fidelity.warnings = [], []

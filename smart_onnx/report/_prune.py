@@ -164,6 +164,9 @@ class PruneReport(JsonReport):
         elif self.training.search_stopped is not None and budget is not None:
             out.append(f"a longer --time-budget: the search stopped at {budget:.0f} s "
                        f"({self.training.search_stopped})")
+        elif self.training.search_replanned is not None and budget is not None:
+            out.append(f"a longer --time-budget: the search fit {budget:.0f} s in fewer steps "
+                       f"({self.training.search_replanned})")
         samples = self.training.calibration_samples + self.training.validation_samples
         if self.training.augment:
             out.append(f"more calibration samples: this run learned from {samples}, few enough to be augmented")

@@ -290,17 +290,13 @@ def test_fine_tune_zeroes_pruned_weights_in_place_and_trains_the_kept_ones_as_un
     assert float((final[0] - 1).abs()) < 0.5  # it trained
 
 
-def test_a_step_leaves_no_gradient_or_soft_mask_to_the_next_forward_pass() -> None:
-    """The forward pass is a step's memory peak: the last step's gradients (a copy of every weight and score) and
-    its soft mask (one value per weight in N:M mode) are gone before it starts."""
-    import weakref
-
+def _toy_search(config: SearchConfig, deadline: float | None = None, soft_mask=None, before_loss=None):
+    """A SearchPhase over six scores, one weight each: the smallest phase that runs real steps. ``soft_mask``
+    (tau, scores) -> mask replaces the sigmoid; ``before_loss`` (weights, scores) is called by each forward pass."""
     from smart_onnx.search.phases import SearchPhase
     from smart_onnx.search.precision import Precision
 
     scores = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 6))
-    masks: list[weakref.ref] = []
-    seen: list[tuple[bool, ...]] = []
 
     class _Space:
         masks_activations = False
@@ -313,22 +309,74 @@ def test_a_step_leaves_no_gradient_or_soft_mask_to_the_next_forward_pass() -> No
         precision = Precision("cpu")
 
         def loss(self, transforms, use_features=True):
-            seen.append((*(p.grad is None for p in (*self.weight_params, scores)), *(m() is None for m in masks)))
+            if before_loss is not None:
+                before_loss(self.weight_params, scores)
             return ((self.weight_params[0] * transforms["w"] - 1) ** 2).sum()
 
-    def soft_mask(tau):
+    mask_of = soft_mask or (lambda tau, s: torch.sigmoid(s / tau))
+    return SearchPhase(_Trainer(), [scores], lambda tau: mask_of(tau, scores), _Space(),
+                       lambda m: float((m < 0.5).float().mean()), config, History(), TrainingLog(), None, deadline)
+
+
+def test_a_step_leaves_no_gradient_or_soft_mask_to_the_next_forward_pass() -> None:
+    """The forward pass is a step's memory peak: the last step's gradients (a copy of every weight and score) and
+    its soft mask (one value per weight in N:M mode) are gone before it starts."""
+    import weakref
+
+    masks: list[weakref.ref] = []
+    seen: list[tuple[bool, ...]] = []
+    held: list[torch.Tensor] = []
+
+    def before_loss(weights, scores):
+        held[:] = [scores]
+        seen.append((*(p.grad is None for p in (*weights, scores)), *(m() is None for m in masks)))
+
+    def soft_mask(tau, scores):
         mask = torch.sigmoid(scores / tau)
         masks.append(weakref.ref(mask))
         return mask
 
-    config = SearchConfig(steps=3)
-    phase = SearchPhase(_Trainer(), [scores], soft_mask, _Space(), lambda m: float((m < 0.5).float().mean()), config,
-                        History(), TrainingLog(), None, None)
+    phase = _toy_search(SearchConfig(steps=3), soft_mask=soft_mask, before_loss=before_loss)
     assert phase.run() is None
     # Each forward pass: no gradient held, and every mask but the one just made for this step gone.
     assert [all(flags[:2]) and all(flags[2:-1]) and not flags[-1] for flags in seen] == [True] * 3
-    assert scores.grad is None and all(m() is None for m in masks)
+    assert held[0].grad is None and all(m() is None for m in masks)
     assert phase.history.sparsity == [0.5] * 3
+
+
+@pytest.mark.parametrize("slow_from", [3, 40])
+def test_a_search_that_falls_behind_its_deadline_ends_annealed_instead_of_cut(monkeypatch, slow_from) -> None:
+    """Steps take 1 s, then 3 s from step ``slow_from`` on (the machine got busy after the timed steps): the search
+    shortens its plan on every step it falls behind, so it still ends at tau_end before the deadline."""
+    import smart_onnx.search.phases as phases
+
+    now = [0.0]
+    ticks = iter(range(10_000))
+
+    def clock() -> float:  # called once at the start, then once a step
+        step = next(ticks)
+        now[0] += 0.0 if step == 0 else (1.0 if step < slow_from else 3.0)
+        return now[0]
+
+    monkeypatch.setattr(phases, "clock", clock)
+    config = SearchConfig(steps=100, tau_start=1.0, tau_end=0.01)
+    phase = _toy_search(config, deadline=100.5)
+    assert phase.run() is None and phase.training.search_stopped is None
+    assert phase.history.tau[-1] == pytest.approx(0.01) and now[0] <= 100.5
+    assert phase.total == len(phase.history.tau) < 100
+    assert phase.training.search_replanned.startswith(f"100 -> {phase.total} search steps")
+    taus = phase.history.tau
+    assert all(b <= a for a, b in zip(taus, taus[1:]))  # a re-plan decays on from where tau was
+    # One slow step in a steady run is time lost, not a new pace: the plan shortens by what it cost only.
+    now[0], ticks = 0.0, iter([0] + [1] * 30 + [999] + [1] * 200)
+    steady = _toy_search(config, deadline=1000.0)
+
+    def hiccup() -> float:
+        now[0] += {0: 0.0, 1: 5.0, 999: 400.0}[next(ticks)]
+        return now[0]
+
+    monkeypatch.setattr(phases, "clock", hiccup)
+    assert steady.run() is None and steady.total == 100 and steady.training.search_replanned is None
 
 
 def test_each_weight_tensor_steps_by_the_learning_rate_times_its_rms() -> None:
