@@ -142,9 +142,12 @@ def test_a_planned_fine_tune_runs_on_to_the_datas_count_while_the_deadline_allow
     assert len(outcome.report.history.finetune_loss) == 3
 
 
-def test_the_refit_leaves_the_fine_tune_its_share_of_the_time_left(monkeypatch) -> None:
-    """Under a time budget the refit gets REFIT_SHARE of what the search leaves, the fine-tune the rest: first in
-    line and outside the step plan, the refit used to take all of it (MiniLM under load: 1 fine-tune step)."""
+@pytest.mark.parametrize("past", ["share", "deadline"])
+def test_the_refit_paces_to_its_share_of_the_time_left_and_stops_only_at_the_deadline(monkeypatch, past) -> None:
+    """Under a time budget the refit paces its views to REFIT_SHARE of what the search leaves, the fine-tune
+    the rest: first in line and outside the step plan, the refit used to take all of it (MiniLM under load: 1
+    fine-tune step). Past its share it still fits every layer: a refit cut part way leaves the layers after it
+    trained for the inputs the search gave them. Only the training deadline cuts it."""
     import smart_onnx.search.search as search_module
     from smart_onnx.search.distributed import clock
 
@@ -156,8 +159,9 @@ def test_the_refit_leaves_the_fine_tune_its_share_of_the_time_left(monkeypatch) 
     refit, finetune = search_module._refit, search_module.FinetunePhase
 
     def watched_refit(*args):
-        seen["refit"] = (clock(), args[-1])
-        return refit(*args)
+        seen["refit"] = (clock(), *args[-2:])
+        gone = clock() - 1.0
+        return refit(*args[:-2], gone, gone if past == "deadline" else args[-1])
 
     def watched_finetune(*args):
         seen["finetune"] = args[-1]
@@ -166,8 +170,13 @@ def test_the_refit_leaves_the_fine_tune_its_share_of_the_time_left(monkeypatch) 
     monkeypatch.setattr(search_module, "_refit", watched_refit)
     monkeypatch.setattr(search_module, "FinetunePhase", watched_finetune)
     search = SearchConfig(sparsity=0.5, steps=2, finetune_steps=2, batch_size=8, time_budget=600.0, augment=False)
-    prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
-    started, refit_deadline = seen["refit"]
+    outcome = prune(model, data, None, PruneOptions(mode="block", block=(4, 4, 1, 1), latency=False, search=search))
+    started, share_end, deadline = seen["refit"]
     left = seen["finetune"] - started
-    assert left > 0
-    assert refit_deadline - started == pytest.approx(left * search_module.REFIT_SHARE, rel=0.01)
+    assert left > 0 and deadline == seen["finetune"]
+    assert share_end - started == pytest.approx(left * search_module.REFIT_SHARE, rel=0.01)
+    refit_log = outcome.report.training.refit
+    if past == "share":
+        assert refit_log.stopped is None and refit_log.layers > 1
+    else:
+        assert refit_log.stopped.startswith("time budget reached after 1 of")
