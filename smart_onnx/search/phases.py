@@ -179,8 +179,8 @@ class SearchPhase(Phase):
     def _replan(self, step: int, now: float) -> None:
         """Fewer steps where the rest of the plan no longer fits the deadline, with tau decaying from where it is
         to its end over them. The timed steps before the search can miss what a step costs (masks, optimisers),
-        and a machine can slow down after them; a search cut at its deadline hardens a mask tau never brought
-        near a top-k (nudenet at 50 % blocks, cut at 73 of 125 steps: channel cosine 0.70 against 0.84)."""
+        and a machine can slow down after them; a search cut at its deadline hardens a mask at whatever
+        temperature it reached, one the weights were never trained under."""
         ends = self.step_ends[-PACE_WINDOW - 1:]
         pace = statistics.median(b - a for a, b in zip(ends, ends[1:]))
         fits = int((self.deadline - now) / pace) if pace > 0 else self.total
