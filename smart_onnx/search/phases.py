@@ -3,9 +3,9 @@
 A step is the same in both: a loss, every optimiser's gradients cleared, one backward pass,
 every optimiser stepped, then the phase records the step and says whether to stop. What
 differs is the phase's state: the search trains weights and unit scores through a soft mask
-whose temperature decays (re-planned on its measured step times to end by its deadline); the fine-tune trains the
-weights under the fixed hard mask, judges a running average of them on held-out data and keeps the
-best average it judged.
+whose temperature decays (re-planned on its measured step times to end by its deadline); the
+fine-tune trains the weights under the fixed hard mask, judges a running average of them on
+held-out data and keeps the best average it judged.
 """
 
 from __future__ import annotations

@@ -367,7 +367,7 @@ def test_a_search_that_falls_behind_its_deadline_ends_annealed_instead_of_cut(mo
     assert phase.training.search_replanned.startswith(f"100 -> {phase.total} search steps")
     taus = phase.history.tau
     assert all(b <= a for a, b in zip(taus, taus[1:]))  # a re-plan decays on from where tau was
-    # One slow step in a steady run is time lost, not a new pace: the plan shortens by what it cost only.
+    # One slow step in a steady run with time to spare is time lost, not a new pace: no re-plan.
     now[0], ticks = 0.0, iter([0] + [1] * 30 + [999] + [1] * 200)
     steady = _toy_search(config, deadline=1000.0)
 
