@@ -605,20 +605,17 @@ def _add_views(ready: Sequence[_Plan], executor: Executor, dense: Executor, live
         rows = reduce_sum([p.gram.rows for p in ready])
 
 
-def _ready(pending: Sequence[int], plans: Mapping[int, _Plan], done: int) -> list[int]:
-    """The layers of the next pass: those no layer still pending feeds (else the first pending one)."""
-    return [i for i in pending if not plans[i].up & ~done] or list(pending[:1])
-
-
-def _pass_ends(pending: Sequence[int], plans: Mapping[int, _Plan], done: int, order: Mapping[str, int]) -> list[int]:
-    """Where each pass of the refit of ``pending`` stops running the graph: one past its last layer's node."""
-    ends = []
+def _passes(pending: Sequence[int], plans: Mapping[int, _Plan], done: int,
+            order: Mapping[str, int]) -> list[tuple[list[int], int]]:
+    """The refit of ``pending`` as passes, in order: each pass's layers (those no layer still pending feeds, else
+    the first pending one) and where it stops running the graph (one past its last layer's node)."""
+    passes = []
     while pending:
-        ready = _ready(pending, plans, done)
-        ends.append(max(order[plans[i].node.name] for i in ready) + 1)
+        ready = [i for i in pending if not plans[i].up & ~done] or list(pending[:1])
+        passes.append((ready, max(order[plans[i].node.name] for i in ready) + 1))
         done |= sum(1 << i for i in ready)
         pending = [i for i in pending if i not in ready]
-    return ends
+    return passes
 
 
 # The share of the time left that the pacing plans the refit's remaining passes to take.
@@ -742,19 +739,18 @@ def refit_layers(
     upstream = _upstream(executor.model.graph, {plans[i].layer.name: i for i in plans})
     for plan in plans.values():
         plan.up = upstream.get(plan.act, 0)
-    pending, done, passes, ran = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), 0, []
+    pending, done, ran = sorted(plans), sum(1 << i for i in range(len(layers)) if i not in plans), []
     order = {n.name: k for k, n in enumerate(executor.model.graph.node)}
     total = samples = len(data.take(max_samples))
-    ends = _pass_ends(pending, plans, done, order)  # the passes the loop below runs, in its order
-    paced = None if deadline is None else _Pacing(total, view_size, deadline, ends)
+    schedule = _passes(pending, plans, done, order)
+    paced = None if deadline is None else _Pacing(total, view_size, deadline, [end for _, end in schedule])
     cursors: dict[int, _Cursor] = {}
     live = dict(transforms)  # a layer whose mask the refit changes runs under its new mask from then on
     with torch.no_grad():
-        while pending:
-            ready = _ready(pending, plans, done)
+        for pass_index, (ready, stop) in enumerate(schedule):
             if paced is not None:
                 began, before = clock(), samples
-                samples = paced.samples(passes)
+                samples = paced.samples(pass_index)
                 if samples != before:  # a batch cut short, or made whole, has no snapshot of its own
                     cursors = {k: c for k, c in cursors.items() if k < min(samples, before) // batch_size}
             for p in (plans[i] for i in ready):
@@ -766,7 +762,6 @@ def refit_layers(
             # Every node before the first layer not yet refitted has its final weights: the runs of the
             # next pass resume there instead of at the inputs (a pass per depth, not a whole run per depth).
             final = min(order[plans[i].node.name] for i in pending)
-            stop = ends[passes]
             # Data-parallel: each rank sums its share of the batches; the sums are then added up, so
             # every rank solves the same system. The dense reproduction is checked on global batch 0.
             for k, batch in enumerate(data.take(samples).batches(batch_size, shard=batch_shard())):
@@ -807,10 +802,9 @@ def refit_layers(
                               for name in (plans[i].layer.weight, plans[i].layer.bias if plans[i].bias_fit else None)
                               if name is not None)
             pending = [i for i in pending if i not in ready]
-            passes += 1
             ran.append(samples)
             if paced is not None:
-                paced.ran(passes - 1, samples, clock() - began)
+                paced.ran(pass_index, samples, clock() - began)
             if progress:
                 progress(bin(done).count("1"), len(layers))
-    return RefitReport(results, time.perf_counter() - start, passes, ran)
+    return RefitReport(results, time.perf_counter() - start, len(ran), ran)
