@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,7 @@ class SearchPhase(Phase):
         self.soft_mask, self.space, self.sparsity_of = soft_mask, space, sparsity_of
         self.use_features = not space.masks_activations
         self.offset, self.planned = 0, config.steps
-        self.step_ends = [clock()]
+        self.step_ends = deque([clock()], maxlen=PACE_WINDOW + 1)
         self.tau, self.sparsity = 0.0, 0.0
 
     def loss(self, step: int) -> torch.Tensor:
@@ -169,10 +170,12 @@ class SearchPhase(Phase):
             return None
         now = clock()
         self.step_ends.append(now)
-        if now > self.deadline and step < self.total:
+        if step >= self.total:
+            return None
+        if now > self.deadline:
             self.training.search_stopped = f"time budget reached after {step} of {self.total} search steps"
             return self.training.search_stopped
-        if step >= REPLAN_AFTER and step < self.total:
+        if step >= REPLAN_AFTER:
             self._replan(step, now)
         return None
 
@@ -181,13 +184,14 @@ class SearchPhase(Phase):
         to its end over them. The timed steps before the search can miss what a step costs (masks, optimisers),
         and a machine can slow down after them; a search cut at its deadline hardens a mask at whatever
         temperature it reached, one the weights were never trained under."""
-        ends = self.step_ends[-PACE_WINDOW - 1:]
+        ends = list(self.step_ends)
         pace = statistics.median(b - a for a, b in zip(ends, ends[1:]))
         fits = int((self.deadline - now) / pace) if pace > 0 else self.total
         if step + fits >= self.total:
             return
-        self.schedule = ExponentialTemperature(self.tau, self.config.tau_end, max(1, fits))
-        self.total, self.offset = step + max(1, fits), step
+        fits = max(1, fits)  # the last step at tau's end
+        self.schedule = ExponentialTemperature(self.tau, self.config.tau_end, fits)
+        self.total, self.offset = step + fits, step
         self.training.search_replanned = (f"{self.planned} -> {self.total} search steps on measured step times "
                                           f"(last re-planned after step {step})")
 
