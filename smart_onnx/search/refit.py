@@ -618,38 +618,53 @@ def _passes(pending: Sequence[int], plans: Mapping[int, _Plan], done: int,
     return passes
 
 
-# The share of the time left that the pacing plans the refit's remaining passes to take.
+# The share of the time left that the pacing plans the remaining passes' sums to take; the rest pays for the
+# solves, which do not grow with the samples (a fifth to two fifths of nudenet's refit).
 _PACING_MARGIN = 0.7
+# A layer's sums cost, besides their products, about this many multiplies a sample (unfolding, copies, the runs
+# of both models up to the layer): fitted to nudenet's 49 passes, whose time per sample the products alone
+# put 4 times apart (0.01 to 0.04 us per multiply) and this term within 1.5 times from the first pass on.
+_LAYER_WORK = 5e7
+
+
+def _sample_work(plan: _Plan) -> float:
+    """What one sample costs the layer's sums, in multiplies: its output positions (MACs over weights, one when
+    unknown) times the products ``[groups, D, D + O]`` of each, plus :data:`_LAYER_WORK`."""
+    layer = plan.layer
+    positions = (layer.macs or 0) / max(1, int(np.prod(layer.weight_shape))) or 1.0
+    inputs = int(np.prod(layer.canonical_shape[1:])) + plan.bias_col
+    outputs = layer.canonical_shape[0] // max(1, layer.groups)
+    return positions * layer.groups * inputs * (inputs + outputs) + _LAYER_WORK
 
 
 class _Pacing:
     """How many samples each pass runs under a deadline: the samples, and the whole views the time left pays for.
 
-    The first pass runs them all and measures; a later pass takes as many whole views as the seconds per sample
-    and graph node so far, times the nodes the passes left run, fit in :data:`_PACING_MARGIN` of the time left,
-    never more than the pass before. Counted as if every pass ran from the inputs, as a batch does whose snapshot
-    the bound left out: with views, most of nudenet's do, a pass costs more the deeper it ends, and a rate per
-    sample and pass measured on the first, shallow passes cut nudenet's refit at its deadline after 55 of 64 and
-    59 of 63 layers.
+    The first pass runs them all and measures; each later pass takes as many whole views as the seconds per
+    sample and unit of work so far (:func:`_sample_work`, summed over a pass's layers), times the work of the
+    passes left, fit in :data:`_PACING_MARGIN` of the time left. Counted per pass from its layers' sums, not from
+    the graph it runs: with snapshots a pass runs a few nodes, and a count of nodes from the inputs put nudenet's
+    refit at three times its cost and ran every pass after the first on the 64 crops alone. A pass may take back
+    views an earlier one dropped, where the passes since ran ahead of the estimate.
     """
 
-    def __init__(self, total: int, view_size: int | None, deadline: float, ends: Sequence[int]) -> None:
+    def __init__(self, total: int, view_size: int | None, deadline: float, work: Sequence[float]) -> None:
         self.total, self.view = total, min(total, view_size or total)
-        self.deadline, self.ends = deadline, list(ends)
-        self.seconds, self.work, self.cap = 0.0, 0, total
+        self.deadline, self.work = deadline, list(work)
+        self.seconds, self.done = 0.0, 0.0
 
-    def samples(self, done: int) -> int:
-        if self.view >= self.total or self.work == 0:
-            return self.cap
-        per = self.seconds / self.work  # seconds per sample and node
+    def samples(self, index: int) -> int:
+        if self.view >= self.total or self.done == 0:
+            return self.total
+        per = self.seconds / self.done
         left = max(0.0, self.deadline - clock()) * _PACING_MARGIN
-        fit = int(left / (per * max(1, sum(self.ends[done:])))) // self.view * self.view
-        self.cap = max(self.view, min(self.cap, fit))
-        return self.cap
+        fit = int(left / (per * max(1.0, sum(self.work[index:])))) // self.view * self.view
+        return max(self.view, min(self.total, fit))
 
-    def ran(self, done: int, samples: int, seconds: float) -> None:
+    def ran(self, index: int, samples: int, seconds: float) -> None:
+        """Pass ``index`` summed ``samples`` samples in ``seconds`` (its solves left out)."""
         self.seconds += seconds
-        self.work += samples * self.ends[done]
+        self.done += samples * self.work[index]
 
 
 def _upstream(graph: onnx.GraphProto, index: Mapping[str, int]) -> dict[str, int]:
@@ -743,13 +758,14 @@ def refit_layers(
     order = {n.name: k for k, n in enumerate(executor.model.graph.node)}
     total = samples = len(data.take(max_samples))
     schedule = _passes(pending, plans, done, order)
-    paced = None if deadline is None else _Pacing(total, view_size, deadline, [end for _, end in schedule])
+    paced = None if deadline is None else _Pacing(
+        total, view_size, deadline, [sum(_sample_work(plans[i]) for i in ready) for ready, _ in schedule])
     cursors: dict[int, _Cursor] = {}
     live = dict(transforms)  # a layer whose mask the refit changes runs under its new mask from then on
     with torch.no_grad():
         for pass_index, (ready, stop) in enumerate(schedule):
             if paced is not None:
-                began, before = clock(), samples
+                before = samples
                 samples = paced.samples(pass_index)
                 if samples != before:  # a batch cut short, or made whole, has no snapshot of its own
                     cursors = {k: c for k, c in cursors.items() if k < min(samples, before) // batch_size}
@@ -759,6 +775,7 @@ def refit_layers(
                                _under_masks(p, executor, live, ones=True), samples if views is not None else None)
             acts = {plans[i].act for i in ready}
             outs = {plans[i].node.output[0] for i in ready}
+            began = clock()
             # Every node before the first layer not yet refitted has its final weights: the runs of the
             # next pass resume there instead of at the inputs (a pass per depth, not a whole run per depth).
             final = min(order[plans[i].node.name] for i in pending)
@@ -783,6 +800,8 @@ def refit_layers(
                 _add_views([plans[i] for i in ready], executor, dense, live, views, max_views, samples=samples,
                            batch_size=batch_size, max_samples=max_samples, stop=stop, device=dev)
             _sum_over_ranks([plans[i].gram for i in ready])
+            if paced is not None:
+                paced.ran(pass_index, samples, clock() - began)
             for i in ready:
                 if plans[i].gram.rows == 0:
                     results[i].skipped = "its input was not produced on the calibration data"
@@ -803,8 +822,6 @@ def refit_layers(
                               if name is not None)
             pending = [i for i in pending if i not in ready]
             ran.append(samples)
-            if paced is not None:
-                paced.ran(pass_index, samples, clock() - began)
             if progress:
                 progress(bin(done).count("1"), len(layers))
     return RefitReport(results, time.perf_counter() - start, len(ran), ran)

@@ -283,6 +283,24 @@ def test_under_a_deadline_later_passes_drop_the_views_the_time_left_cannot_pay_f
     assert all(r * 3 == u for r, u in zip(late[1:], unpaced[1:]))  # then only the samples: no time is left
 
 
+def test_the_pacing_takes_back_views_where_the_passes_since_ran_ahead_of_its_estimate(monkeypatch) -> None:
+    from smart_onnx.search import refit
+
+    now = [0.0]
+    monkeypatch.setattr(refit, "clock", lambda: now[0])
+    pacing = refit._Pacing(48, 16, deadline=15.0, work=[1.0, 1.0, 1.0, 1.0])  # the samples and two views
+    assert pacing.samples(0) == 48  # nothing measured yet
+    pacing.ran(0, 48, 4.8)  # 0.1 s a sample and unit of work
+    now[0] = 4.8  # three passes of 48 samples would take 14.4 s; 0.7 of the 10.2 s left pays for 23 samples
+    assert pacing.samples(1) == 16
+    pacing.ran(1, 16, 0.16)  # a tenth of the estimate: 0.0775 s a sample and unit over both passes
+    now[0] = 4.96  # 0.7 of 10.04 s pays for 45 samples in each of the two passes left
+    assert pacing.samples(2) == 32
+    pacing.ran(2, 32, 6.0)  # slower again
+    now[0] = 10.96
+    assert pacing.samples(3) == 16
+
+
 def test_convtranspose_is_skipped_with_a_reason(zoo_export) -> None:
     model, executor, dense, layers, transforms, calib, held = _setup(zoo_export, "convtranspose_decoder", "block")
     report = refit_layers(executor, dense, layers, transforms, calib, batch_size=16, max_samples=32)
