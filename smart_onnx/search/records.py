@@ -32,6 +32,8 @@ class RefitLog:
         views: the augmented views of each calibration sample among them (written only when some).
         paced: the fewest samples a later pass fitted, where the time budget left it fewer of the views
             (written only then).
+        paced_passes: how many passes fitted fewer samples than the first (written only when some): the pacing
+            may give a later pass back the views an earlier one dropped.
     """
 
     layers: int = 0
@@ -44,10 +46,12 @@ class RefitLog:
     samples: int = 0
     views: int = 0
     paced: int = 0
+    paced_passes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("units_moved", "samples", "views", "paced"):  # as reports written before they were counted
+        # as reports written before they were counted
+        for key in ("units_moved", "samples", "views", "paced", "paced_passes"):
             if not out[key]:
                 del out[key]
         if self.stopped is not None:

@@ -69,8 +69,10 @@ REFIT_VIEWS = 16
 # Image views the refit fits besides its samples hold at most this many bytes (see _refit_data).
 REFIT_VIEW_BYTES = 256 << 20
 # Under a time budget the refit paces its views to this share of the time the search leaves; the rest is the
-# fine-tune's, unless the refit's samples alone take longer.
-REFIT_SHARE = 0.5
+# fine-tune's, unless the refit's samples alone take longer. Only a refit with augmented image views needs that
+# much, and on those models (64 crops) the fine-tune gains nothing from the refit's weights while each view
+# raises the refit's fit: nudenet at 30 % blocks, one mask, judged channel cosine 0.929 at half, 0.941 at 0.8.
+REFIT_SHARE = 0.8
 
 
 @dataclass
@@ -265,6 +267,7 @@ def _refit(trainer: Trainer, ranking: Ranking, transforms: Transforms, config: S
         passes=refit.passes, samples=refit.samples[0] if refit.samples else 0,
         views=len(data) // view_size - 1 if view_size else 0,
         paced=min(refit.samples) if refit.samples and min(refit.samples) < refit.samples[0] else 0,
+        paced_passes=sum(n < refit.samples[0] for n in refit.samples),
     ), moved
 
 
