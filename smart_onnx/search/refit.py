@@ -619,7 +619,7 @@ def _passes(pending: Sequence[int], plans: Mapping[int, _Plan], done: int,
 
 
 # The share of the time left that the pacing plans the remaining passes' sums to take; the rest pays for the
-# solves, which do not grow with the samples (a fifth to two fifths of nudenet's refit).
+# solves, which do not grow with the samples (a tenth of nudenet's refit with its views, two fifths without).
 _PACING_MARGIN = 0.7
 # A layer's sums cost, besides their products, about this many multiplies a sample (unfolding, copies, the runs
 # of both models up to the layer): fitted to nudenet's 49 passes, whose time per sample the products alone
@@ -642,10 +642,11 @@ class _Pacing:
 
     The first pass runs them all and measures; each later pass takes as many whole views as the seconds per
     sample and unit of work so far (:func:`_sample_work`, summed over a pass's layers), times the work of the
-    passes left, fit in :data:`_PACING_MARGIN` of the time left. Counted per pass from its layers' sums, not from
-    the graph it runs: with snapshots a pass runs a few nodes, and a count of nodes from the inputs put nudenet's
-    refit at three times its cost and ran every pass after the first on the 64 crops alone. A pass may take back
-    views an earlier one dropped, where the passes since ran ahead of the estimate.
+    passes left, fit in :data:`_PACING_MARGIN` of the time left. Counted per pass from its layers' sums, not
+    from the graph it runs: with snapshots a pass runs a few nodes, and a count of nodes from the inputs put
+    the rest of nudenet's refit at 8,292 s after its first pass (it took 165 s) and ran every later pass on
+    the 64 crops alone. A pass may take back views an earlier one dropped, where the passes since ran ahead
+    of the estimate.
     """
 
     def __init__(self, total: int, view_size: int | None, deadline: float, work: Sequence[float]) -> None:
