@@ -72,7 +72,7 @@ REFIT_VIEW_BYTES = 256 << 20
 # fine-tune's, unless the refit's samples alone take longer. Only a refit with augmented image views needs that
 # much, and on those models (64 crops) the fine-tune mostly ends with the refit's weights while each view
 # raises the refit's fit: nudenet at 30 % blocks, one mask, judged channel cosine 0.929 at half, 0.941 at 0.8
-# (at 30 % channels the views cost it 0.024: docs/benchmarks.md).
+# (at 30 % channels +0.018 at one mask, -0.024 at another: docs/benchmarks.md).
 REFIT_SHARE = 0.8
 
 
