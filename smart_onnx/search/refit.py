@@ -776,7 +776,7 @@ def refit_layers(
                                _under_masks(p, executor, live, ones=True), samples if views is not None else None)
             acts = {plans[i].act for i in ready}
             outs = {plans[i].node.output[0] for i in ready}
-            began = clock()
+            began = clock() if paced is not None else 0.0  # rank 0's clock is a broadcast: only where it is read
             # Every node before the first layer not yet refitted has its final weights: the runs of the
             # next pass resume there instead of at the inputs (a pass per depth, not a whole run per depth).
             final = min(order[plans[i].node.name] for i in pending)
