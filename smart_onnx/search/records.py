@@ -65,7 +65,7 @@ class RefitLog:
 
 
 # Written only when they happened: a re-plan or a stop of the search at the time budget, the refit.
-_OCCASIONAL = ("search_replanned", "search_stopped", "refit")
+_OCCASIONAL = ("search_replanned", "search_stopped", "refit", "finetune_run_on")
 
 
 @dataclass
@@ -83,6 +83,7 @@ class TrainingLog:
         search_stopped: the search stopped at the time budget, and where (None: it ran its steps).
         refit: the refit after hardening (None: off).
         stopped: why the fine-tune stopped early (None: it ran every step).
+        finetune_run_on: how far the fine-tune could run on past its planned steps (None: it could not).
     """
 
     features: list[str] = field(default_factory=list)
@@ -95,6 +96,7 @@ class TrainingLog:
     search_stopped: str | None = None
     refit: RefitLog | None = None
     stopped: str | None = None
+    finetune_run_on: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -142,6 +143,36 @@ def test_a_planned_fine_tune_runs_on_to_the_datas_count_while_the_deadline_allow
     assert len(outcome.report.history.finetune_loss) == 3
 
 
+@pytest.mark.parametrize(("held_out", "ran"), [("falling", 15), ("rising", 10)])
+def test_a_fitting_plan_on_augmented_data_runs_its_fine_tune_on_while_the_held_out_loss_falls(
+        monkeypatch, held_out, ran) -> None:
+    """Views are new data at every step: where the plan fit the budget, the fine-tune runs on past its planned
+    steps (to FINETUNE_RUN_ON times them) for as long as early stopping lets it."""
+    import smart_onnx.search.search as search_module
+    from smart_onnx.search.budget import StepPlan
+    from smart_onnx.search.trainer import Trainer
+
+    module, example = resnet_like()
+    model = normalize(export(module, example, dynamo=False, opset=17))
+    x = np.random.default_rng(0).standard_normal((40, *example.shape[1:])).astype(np.float32)
+    data = dataset_from_arrays({model.inputs[0].name: x}, model.inputs)
+    monkeypatch.setattr(search_module, "_plan", lambda *_: StepPlan(2, 5, 0.01, "test plan"))
+    monkeypatch.setattr(search_module, "wanted_steps", lambda *_: 5)  # the data's own count: the plan's
+    losses = iter(range(100)) if held_out == "rising" else iter(range(100, 0, -1))
+    monkeypatch.setattr(Trainer, "validation_loss", lambda self, transforms: float(next(losses)))
+    options = {"mode": "block", "block": (4, 4, 1, 1), "latency": False}
+    search = SearchConfig(sparsity=0.5, batch_size=8, time_budget=600.0, validation=0.0, patience=1)
+    report = prune(model, data, None, PruneOptions(**options, search=search)).report
+    assert search_module.FINETUNE_RUN_ON * 5 == 15
+    assert len(report.history.finetune_loss) == ran
+    assert report.training.finetune_run_on == ("5 fine-tune steps planned; up to 15 while the held-out loss "
+                                               "improves, within the time budget")
+    # Without views (the data as it is) or without a budget, the plan's steps.
+    for config in (replace(search, augment=False), replace(search, time_budget=None)):
+        report = prune(model, data, None, PruneOptions(**options, search=config)).report
+        assert report.training.finetune_run_on is None and len(report.history.finetune_loss) <= 5
+
+
 @pytest.mark.parametrize("past", ["share", "deadline"])
 def test_the_refit_paces_to_its_share_of_the_time_left_and_stops_only_at_the_deadline(monkeypatch, past) -> None:
     """Under a time budget the refit paces its views to REFIT_SHARE of what the search leaves, the fine-tune
@@ -163,9 +194,9 @@ def test_the_refit_paces_to_its_share_of_the_time_left_and_stops_only_at_the_dea
         gone = clock() - 1.0
         return refit(*args[:-2], gone, gone if past == "deadline" else args[-1])
 
-    def watched_finetune(*args):
+    def watched_finetune(*args, **kwargs):
         seen["finetune"] = args[-1]
-        return finetune(*args)
+        return finetune(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "_refit", watched_refit)
     monkeypatch.setattr(search_module, "FinetunePhase", watched_finetune)
