@@ -69,6 +69,16 @@ def test_a_search_shortened_to_fit_its_deadline_asks_for_more_time() -> None:
                                     "(120 -> 48 steps after 5 timed steps)")
 
 
+def test_a_fine_tune_the_budget_ended_while_it_improved_asks_for_more_time() -> None:
+    report = _fixture("channel-budget")
+    report.training.search_stopped = report.training.search_replanned = None  # the search ran its plan
+    assert report.steps.asked is None and report.remedies()[0].startswith("more calibration samples")
+    report.training.finetune_cut = "time budget reached after 887 of 1200 fine-tune steps"
+    assert report.remedies()[0] == ("a longer --time-budget: the fine-tune still improved when 2 s ended it "
+                                    "(time budget reached after 887 of 1200 fine-tune steps)")
+    assert PruneReport.from_json(report.to_json()).training.finetune_cut == report.training.finetune_cut
+
+
 def test_a_faithful_run_needs_no_remedy() -> None:
     report = _fixture("block-out-of-time")
     report.fidelity.degraded, report.fidelity.warnings = [], []

@@ -167,6 +167,9 @@ class PruneReport(JsonReport):
         elif self.training.search_replanned is not None and budget is not None:
             out.append(f"a longer --time-budget: the search fit {budget:.0f} s in fewer steps "
                        f"({self.training.search_replanned})")
+        elif self.training.finetune_cut is not None and budget is not None:
+            out.append(f"a longer --time-budget: the fine-tune still improved when {budget:.0f} s ended it "
+                       f"({self.training.finetune_cut})")
         samples = self.training.calibration_samples + self.training.validation_samples
         if self.training.augment:
             out.append(f"more calibration samples: this run learned from {samples}, few enough to be augmented")

@@ -256,7 +256,10 @@ class FinetunePhase(Phase):
         if self.progress:
             self.progress(StepInfo("finetune", step, self.total, value, None, self.config.sparsity))
         if self.deadline is not None and clock() > self.deadline:
-            return f"time budget reached after {step} of {self.total} fine-tune steps"
+            stopped = f"time budget reached after {step} of {self.total} fine-tune steps"
+            if self.since_best == 0 and len(self.history.validation_loss) > 1:  # the last check still improved
+                self.training.finetune_cut = stopped
+            return stopped
         if step % self.check_every and step != self.total:
             return None
         self._swap_average()  # judged in place of the weights: no third copy of them

@@ -65,7 +65,7 @@ class RefitLog:
 
 
 # Written only when they happened: a re-plan or a stop of the search at the time budget, the refit.
-_OCCASIONAL = ("search_replanned", "search_stopped", "refit", "finetune_run_on")
+_OCCASIONAL = ("search_replanned", "search_stopped", "refit", "finetune_run_on", "finetune_cut")
 
 
 @dataclass
@@ -84,6 +84,8 @@ class TrainingLog:
         refit: the refit after hardening (None: off).
         stopped: why the fine-tune stopped early (None: it ran every step).
         finetune_run_on: how far the fine-tune could run on past its planned steps (None: it could not).
+        finetune_cut: the time budget ended the fine-tune while its held-out loss still improved at every
+            check, and where (None: it did not).
     """
 
     features: list[str] = field(default_factory=list)
@@ -97,6 +99,7 @@ class TrainingLog:
     refit: RefitLog | None = None
     stopped: str | None = None
     finetune_run_on: str | None = None
+    finetune_cut: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)

@@ -407,3 +407,22 @@ def test_too_few_images_to_hold_out_judge_the_fine_tune_on_augmented_views() -> 
     assert training.augment and training.validation_samples == 0
     assert training.early_stopping.startswith("on an augmented view of each calibration sample")
     assert len(outcome.report.history.validation_loss) >= 2
+
+
+@pytest.mark.parametrize(("judged", "cut"), [("improving", True), ("worsening", False), ("not judged", False)])
+def test_a_fine_tune_the_budget_ends_says_whether_it_still_improved(monkeypatch, judged: str, cut: bool) -> None:
+    """Only a fine-tune whose last held-out check still improved asks for a longer budget (PruneReport.remedies)."""
+    import smart_onnx.search.phases as phases
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(phases, "clock", lambda: float(next(ticks)))  # one tick a step: the deadline at step 27
+    trainer = _QuadraticTrainer(held_out=judged != "not judged")
+    if judged == "worsening":
+        losses = iter(range(100))
+        trainer.validation_loss = lambda transforms: float(next(losses))
+    training = TrainingLog()
+    phase = phases.FinetunePhase(trainer, {}, 200, SearchConfig(lr=0.2, patience=1000), History(), training, None,
+                                 deadline=25.0)
+    stopped = phase.run()
+    assert stopped == "time budget reached after 27 of 200 fine-tune steps"
+    assert training.finetune_cut == (stopped if cut else None)
