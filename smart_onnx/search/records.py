@@ -64,7 +64,8 @@ class RefitLog:
         return from_fields(cls, data)
 
 
-# Written only when they happened: a re-plan or a stop of the search at the time budget, the refit.
+# Written only when they happened: a re-plan or a stop of the search at the time budget, the refit, a fine-tune
+# that could run on past its plan, or one the time budget ended while it still improved.
 _OCCASIONAL = ("search_replanned", "search_stopped", "refit", "finetune_run_on", "finetune_cut")
 
 
@@ -84,8 +85,8 @@ class TrainingLog:
         refit: the refit after hardening (None: off).
         stopped: why the fine-tune stopped early (None: it ran every step).
         finetune_run_on: how far the fine-tune could run on past its planned steps (None: it could not).
-        finetune_cut: the time budget ended the fine-tune while its held-out loss still improved at every
-            check, and where (None: it did not).
+        finetune_cut: the time budget ended the fine-tune while its last held-out check still improved, and
+            where (None: it did not).
     """
 
     features: list[str] = field(default_factory=list)
